@@ -1,0 +1,3 @@
+from trio_culler.cli import main
+
+main()

@@ -1,0 +1,96 @@
+"""Carrying out decisions: one DELETE per culled server or user, its answer mapped to an Outcome.
+
+Failures are recorded against the user and never raised to the pass, except an authorisation error, which
+would fail the same way for every user and so ends the pass with one clear message.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+
+from ._decide import Action, Decision
+from ._errors import HubAuthError, HubError
+from ._hub import DeleteOutcome, HubClient, StopOutcome
+from ._report import PassRecorder
+
+__all__ = ["Outcome", "delete_user", "stop_server"]
+
+log = logging.getLogger("trio_culler")
+
+
+class Outcome(enum.Enum):
+    KEPT = "kept"
+    STOPPED = "stopped"
+    PENDING = "pending"
+    GONE = "gone"
+    DELETED = "deleted"
+    WOULD_ACT = "would_act"  # dry run
+    FAILED = "failed"
+
+    @property
+    def server_down(self) -> bool:
+        """Whether the server can be counted as stopped when deciding about its user."""
+        return self in (Outcome.STOPPED, Outcome.GONE, Outcome.WOULD_ACT)
+
+
+async def stop_server(
+    hub: HubClient, user: str, server: str, decision: Decision, *, dry_run: bool, recorder: PassRecorder
+) -> Outcome:
+    label = f"{user}/{server}" if server else user
+    recorder.servers_culled[decision.rule] += 1
+    fields = _fields(user, server, decision)
+    if dry_run:
+        log.info("Would cull server %s (%s) [dry run]", label, decision.reason, extra=fields)
+        return Outcome.WOULD_ACT
+    log.info("Culling server %s (%s)", label, decision.reason, extra=fields)
+    try:
+        outcome = await hub.stop_server(user, server, remove=decision.action is Action.REMOVE)
+    except HubAuthError:
+        raise
+    except HubError as error:
+        recorder.error(label, error)
+        log.error("Failed to stop server %s: %s", label, error, extra={**fields, "error": error.kind})
+        return Outcome.FAILED
+    if outcome is StopOutcome.PENDING:
+        recorder.servers_pending += 1
+        log.warning("Server %s is slow to stop; its user is kept this pass", label, extra=fields)
+        return Outcome.PENDING
+    recorder.servers_stopped += 1
+    if outcome is StopOutcome.GONE:
+        log.info("Server %s was already gone", label, extra=fields)
+        return Outcome.GONE
+    return Outcome.STOPPED
+
+
+async def delete_user(
+    hub: HubClient, user: str, decision: Decision, *, dry_run: bool, recorder: PassRecorder
+) -> Outcome:
+    recorder.users_culled += 1
+    fields = _fields(user, None, decision)
+    if dry_run:
+        log.info("Would cull user %s (%s) [dry run]", user, decision.reason, extra=fields)
+        return Outcome.WOULD_ACT
+    log.info("Culling user %s (%s)", user, decision.reason, extra=fields)
+    try:
+        outcome = await hub.delete_user(user)
+    except HubAuthError:
+        raise
+    except HubError as error:
+        recorder.error(user, error)
+        log.error("Failed to delete user %s: %s", user, error, extra={**fields, "error": error.kind})
+        return Outcome.FAILED
+    recorder.users_deleted += 1
+    return Outcome.GONE if outcome is DeleteOutcome.GONE else Outcome.DELETED
+
+
+def _fields(user: str, server: str | None, decision: Decision) -> dict[str, object]:
+    return {
+        "user": user,
+        "server": server,
+        "action": decision.action.value,
+        "reason": decision.reason,
+        "rule": decision.rule,
+        "inactive_seconds": None if decision.inactive is None else round(decision.inactive.total_seconds(), 3),
+        "age_seconds": None if decision.age is None else round(decision.age.total_seconds(), 3),
+    }

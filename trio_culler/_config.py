@@ -1,0 +1,159 @@
+"""The culler's configuration: one frozen object, validated once, shared by the CLI and embedders."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+import attrs
+
+from ._errors import ConfigError
+
+__all__ = ["DEFAULT_URL", "ArbiterHook", "Config", "Policy"]
+
+#: Where a hub listens for its services when nothing says otherwise (JupyterHub's own default hub_bind_url).
+DEFAULT_URL = "http://127.0.0.1:8081/hub/api"
+
+#: ``c.IdleCuller.cull_arbiter_hook``: called as ``hook(inactive=..., inactive_limit=..., server=...)`` with the
+#: time since last activity, the timeout in seconds and the hub's server model (a dict); returns (or awaits to)
+#: True to cull. Same contract as the original's.
+ArbiterHook = Callable[..., bool | Awaitable[bool]]
+
+#: The smallest interval between passes: ``--cull-every=0`` with a tiny timeout must not become a busy loop.
+MIN_CULL_EVERY = 1.0
+
+
+def _non_negative(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"--{attribute.name.replace('_', '-')} must be a number >= 0, not {value!r}")
+
+
+def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"--{attribute.name.replace('_', '-')} must be a number > 0, not {value!r}")
+
+
+def _http_url(_instance: object, _attribute: attrs.Attribute[Any], value: str) -> None:
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(f"--url must be an http:// or https:// URL, not {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Policy:
+    """What the decision functions need to know; a projection of :class:`Config`."""
+
+    timeout: timedelta
+    max_age: timedelta | None
+    cull_users: bool
+    cull_admin_users: bool
+    cull_default_servers: bool
+    cull_named_servers: bool
+    remove_named_servers: bool
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """Everything one culler needs. Option names and defaults are those of ``jupyterhub-idle-culler``.
+
+    ``api_token`` is excluded from ``repr`` and from :meth:`public_dict` so that it cannot leak into logs.
+    """
+
+    api_token: str = attrs.field(repr=False)
+    url: str = attrs.field(default=DEFAULT_URL, validator=_http_url)
+    #: Seconds of inactivity after which a server is culled.
+    timeout: float = attrs.field(default=600, validator=_non_negative)
+    #: Seconds between the starts of two passes; 0 means ``timeout / 2`` (see :attr:`interval`).
+    cull_every: float = attrs.field(default=0, validator=_non_negative)
+    #: Seconds after which a server is culled even if active; 0 disables it.
+    max_age: float = attrs.field(default=0, validator=_non_negative)
+    cull_users: bool = False
+    cull_admin_users: bool = True
+    remove_named_servers: bool = False
+    cull_default_servers: bool = True
+    cull_named_servers: bool = True
+    #: Requests in flight to the hub at most (pages and DELETEs alike); 0 means no bound, as in the original.
+    concurrency: int = attrs.field(default=10, validator=_non_negative)
+    #: ``limit`` for each page of users; 0 leaves it to the hub (its ``api_page_default_limit``).
+    api_page_size: int = attrs.field(default=0, validator=_non_negative)
+    ssl_enabled: bool = False
+    internal_certs_location: str = "internal-ssl"
+    #: TLS files a hub gives its managed services; when set they win over ``internal_certs_location``.
+    ssl_keyfile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_client_ca: str | None = None
+    #: Total seconds one HTTP request may take, attempts counted separately (``JUPYTERHUB_REQUEST_TIMEOUT``).
+    request_timeout: float = attrs.field(default=60, validator=_positive)
+    #: Attempts after the first for a transient failure (connection, timeout, 5xx, 429).
+    max_retries: int = attrs.field(default=5, validator=_non_negative)
+    #: Honour HTTP(S)_PROXY / NO_PROXY for hub traffic. Off by default: a hub API is internal, and the
+    #: original ignores them too; a cluster-wide proxy variable must not reroute the culler.
+    use_proxy_env: bool = False
+    #: Decide and log, but send no DELETE.
+    dry_run: bool = False
+    #: Seconds between progress lines while a pass runs.
+    progress_interval: float = attrs.field(default=10, validator=_positive)
+    cull_arbiter_hook: ArbiterHook | None = attrs.field(default=None, eq=False)
+
+    @property
+    def interval(self) -> float:
+        """Seconds between pass starts, resolved the way the original resolves ``cull_every``."""
+        every = self.cull_every if self.cull_every else self.timeout // 2
+        return max(every, MIN_CULL_EVERY)
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(
+            timeout=timedelta(seconds=self.timeout),
+            max_age=timedelta(seconds=self.max_age) if self.max_age else None,
+            cull_users=self.cull_users,
+            cull_admin_users=self.cull_admin_users,
+            cull_default_servers=self.cull_default_servers,
+            cull_named_servers=self.cull_named_servers,
+            remove_named_servers=self.remove_named_servers,
+        )
+
+    def public_dict(self) -> dict[str, Any]:
+        """The effective configuration as JSON-ready values, never including the token."""
+        values: dict[str, Any] = {}
+        for field in attrs.fields(Config):
+            if field.name == "api_token":
+                continue
+            value = getattr(self, field.name)
+            if field.name == "cull_arbiter_hook":
+                value = None if value is None else getattr(value, "__qualname__", repr(value))
+            elif isinstance(value, float) and value.is_integer():
+                value = int(value)
+            values[field.name] = value
+        values["cull_every"] = _as_number(self.interval)
+        values["api_token_set"] = bool(self.api_token)
+        return values
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Build a Config from the variables a hub gives its managed services, then ``overrides``."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {"api_token": env.get("JUPYTERHUB_API_TOKEN", "")}
+        if env.get("JUPYTERHUB_API_URL"):
+            values["url"] = env["JUPYTERHUB_API_URL"]
+        if env.get("JUPYTERHUB_REQUEST_TIMEOUT"):
+            raw = env["JUPYTERHUB_REQUEST_TIMEOUT"]
+            try:
+                values["request_timeout"] = float(raw)
+            except ValueError:
+                raise ConfigError(f"JUPYTERHUB_REQUEST_TIMEOUT must be a number of seconds, not {raw!r}") from None
+        for name, variable in (
+            ("ssl_keyfile", "JUPYTERHUB_SSL_KEYFILE"),
+            ("ssl_certfile", "JUPYTERHUB_SSL_CERTFILE"),
+            ("ssl_client_ca", "JUPYTERHUB_SSL_CLIENT_CA"),
+        ):
+            if env.get(variable):
+                values[name] = env[variable]
+        values.update(overrides)
+        return cls(**values)
+
+
+def _as_number(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else value

@@ -1,0 +1,175 @@
+"""One pass: version probe, then a pager streaming users over a memory channel to a pool of workers.
+
+::
+
+    pager --(zero-buffer channel: back-pressure)--> N workers --> decide (pure) --> act (DELETE) --> recorder
+
+Every HTTP request, page or DELETE, borrows one token of the hub client's CapacityLimiter, so at most
+``concurrency`` requests are in flight whatever the number of workers. Memory is bounded by one held page (the
+first, handed over last, see _pager) plus one user per worker, not by the number of users on the hub.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from datetime import UTC, datetime
+
+import trio
+
+from ._act import Outcome, delete_user, stop_server
+from ._config import Config
+from ._decide import Action, decide_server, decide_user, server_idle_time
+from ._errors import HubAuthError, HubError
+from ._hub import REQUIRED_SCOPES, USER_DELETION_SCOPE, HubClient
+from ._models import Server, User
+from ._pager import stream_users
+from ._report import PassRecorder, PassReport
+
+__all__ = ["run_pass_with"]
+
+log = logging.getLogger("trio_culler")
+
+#: Workers when ``--concurrency=0`` (no bound on requests): enough to keep a hub busy without a task per user.
+UNBOUNDED_WORKERS = 64
+
+
+async def run_pass_with(
+    hub: HubClient,
+    config: Config,
+    *,
+    now: datetime | None = None,
+    draining: trio.Event | None = None,
+    recorder: PassRecorder | None = None,
+) -> PassReport:
+    """Run one pass against ``hub``. Never raises for hub trouble: the report says what happened.
+
+    ``now`` is the instant idleness is measured from (default: the wall clock at the start of the pass).
+    Setting ``draining`` stops fetching pages and taking new users; what is in flight finishes.
+    """
+    now = datetime.now(UTC) if now is None else now
+    draining = trio.Event() if draining is None else draining
+    if recorder is None:
+        recorder = PassRecorder(started=now, started_at=trio.current_time(), dry_run=config.dry_run)
+    try:
+        info = await hub.get_info()
+    except HubError as error:
+        recorder.error("version", error)
+        recorder.aborted = _abort_message(error, config)
+        log.error("Cannot start a pass: %s", recorder.aborted, extra={"event": "pass_aborted", "error": error.kind})
+        return recorder.finish(trio.current_time())
+    recorder.hub_version = info.version
+    if not info.has_pagination:
+        log.debug("Hub %s has no pagination: reading the user list in one request", info.version)
+    workers = config.concurrency or UNBOUNDED_WORKERS
+    send, receive = trio.open_memory_channel[User](0)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_report_progress, recorder, config.progress_interval)
+            async with trio.open_nursery() as pass_nursery:
+                pass_nursery.start_soon(
+                    lambda: stream_users(
+                        hub,
+                        info,
+                        cull_users=config.cull_users,
+                        page_size=config.api_page_size,
+                        send=send,
+                        recorder=recorder,
+                        draining=draining,
+                    )
+                )
+                async with receive:
+                    for _ in range(workers):
+                        pass_nursery.start_soon(_worker, hub, config, now, receive.clone(), recorder)
+            nursery.cancel_scope.cancel()
+    except* HubAuthError as group:
+        auth_error = group.exceptions[0]
+        assert isinstance(auth_error, HubAuthError)
+        recorder.error("authorization", auth_error)
+        recorder.aborted = _abort_message(auth_error, config)
+        log.error("Pass aborted: %s", recorder.aborted, extra={"event": "pass_aborted", "error": "auth"})
+    if draining.is_set():
+        recorder.interrupted = True
+    return recorder.finish(trio.current_time())
+
+
+def _abort_message(error: HubError, config: Config) -> str:
+    if isinstance(error, HubAuthError):
+        scopes = [*REQUIRED_SCOPES, *([USER_DELETION_SCOPE] if config.cull_users else [])]
+        return (
+            f"the hub refused the culler's token ({error}). Check JUPYTERHUB_API_TOKEN and that the culler's "
+            f"role has the scopes {', '.join(scopes)}"
+        )
+    return f"the hub could not be reached at {config.url} ({error})"
+
+
+async def _report_progress(recorder: PassRecorder, interval: float) -> None:
+    while True:
+        await trio.sleep(interval)
+        log.info(recorder.progress_line(), extra={"event": "progress", "users_seen": recorder.users_seen})
+
+
+async def _worker(
+    hub: HubClient,
+    config: Config,
+    now: datetime,
+    receive: trio.MemoryReceiveChannel[User],
+    recorder: PassRecorder,
+) -> None:
+    async with receive:
+        async for user in receive:
+            try:
+                await _handle_user(hub, config, now, user, recorder)
+            except (HubAuthError, trio.Cancelled):
+                raise
+            except Exception as error:
+                # A bug must not cost the other users their pass; it is logged with its traceback.
+                recorder.error(user.name, error)
+                log.exception("Unexpected error handling user %s", user.name, extra={"user": user.name})
+
+
+async def _handle_user(hub: HubClient, config: Config, now: datetime, user: User, recorder: PassRecorder) -> None:
+    servers = list(user.servers.values())
+    outcomes: list[Outcome] = []
+    if len(servers) == 1:
+        outcomes.append(await _handle_server(hub, config, now, user, servers[0], recorder))
+    elif servers:
+        # A user's servers are independent: stop them together, as the original does; the limiter still
+        # bounds the requests.
+        async def one(server: Server) -> None:
+            outcomes.append(await _handle_server(hub, config, now, user, server, recorder))
+
+        async with trio.open_nursery() as nursery:
+            for server in servers:
+                nursery.start_soon(one, server)
+    if not config.cull_users:
+        return
+    servers_left = sum(1 for outcome in outcomes if not outcome.server_down)
+    decision = decide_user(user, policy=config.policy, now=now, servers_left=servers_left)
+    if decision.action is Action.DELETE_USER:
+        await delete_user(hub, user.name, decision, dry_run=config.dry_run, recorder=recorder)
+    else:
+        log.debug("Not culling user %s (%s)", user.name, decision.reason, extra={"user": user.name})
+
+
+async def _handle_server(
+    hub: HubClient, config: Config, now: datetime, user: User, server: Server, recorder: PassRecorder
+) -> Outcome:
+    verdict = None
+    if config.cull_arbiter_hook is not None and not server.pending and server.is_ready:
+        inactive, _age = server_idle_time(server, now)
+        if inactive is not None:
+            try:
+                result = config.cull_arbiter_hook(inactive=inactive, inactive_limit=config.timeout, server=server.model)
+                verdict = bool(await result) if inspect.isawaitable(result) else bool(result)
+            except Exception as error:
+                # A hook that fails cannot vouch for culling: keep the server, say why.
+                recorder.error(f"{user.name}/{server.name}", error)
+                log.exception("cull_arbiter_hook failed for %s; not culling it", user.name)
+                return Outcome.FAILED
+    decision = decide_server(server, policy=config.policy, now=now, arbiter_says_cull=verdict)
+    if not decision.acts:
+        label = f"{user.name}/{server.name}" if server.name else user.name
+        log.debug("Not culling server %s (%s)", label, decision.reason, extra={"user": user.name})
+        return Outcome.KEPT
+    return await stop_server(hub, user.name, server.name, decision, dry_run=config.dry_run, recorder=recorder)

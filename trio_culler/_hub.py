@@ -1,0 +1,364 @@
+"""HubClient: the only module that speaks HTTP to the hub.
+
+It owns, for every request: the token header, percent-encoding of each path segment (nothing left safe), the
+CapacityLimiter that bounds requests in flight, a total deadline per attempt (httpx's own timeouts are per
+read/write, so a trickling answer would never trip them), retries of transient failures with capped
+exponential backoff and jitter, and the mapping of httpx's exception tree onto ours::
+
+    httpx.TimeoutException, trio.TooSlowError  -> HubTimeout       (retried)
+    httpx.TransportError (connect, read, ...)   -> HubUnavailable   (retried)
+    401 / 403                                    -> HubAuthError     (not retried: the pass stops)
+    429, 5xx                                     -> HubStatusError   (retried; Retry-After honoured)
+    other unexpected status                      -> HubStatusError   (not retried)
+    a body that is not the expected JSON         -> HubProtocolError (not retried)
+
+The limiter is held for one attempt, never across a backoff sleep or a channel send, so a failing request does
+not starve the others. A cancelled or timed-out DELETE is not an undo: the hub may still act on it; callers
+record it as unknown and the next pass sees the truth.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import random
+import re
+import ssl
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import quote
+
+import attrs
+import httpx
+import trio
+
+from ._config import Config
+from ._errors import (
+    ConfigError,
+    HubAuthError,
+    HubError,
+    HubProtocolError,
+    HubStatusError,
+    HubTimeout,
+    HubUnavailable,
+)
+from ._models import ModelError, User, structure_user
+
+__all__ = [
+    "DeleteOutcome",
+    "HubClient",
+    "HubInfo",
+    "HubStatistics",
+    "Page",
+    "SkippedItem",
+    "StopOutcome",
+    "make_ssl_context",
+    "open_hub_client",
+    "quote_segment",
+]
+
+PAGINATION_MEDIA_TYPE = "application/jupyterhub-pagination+json"
+#: The scopes the culler needs; named in the error a 401/403 produces.
+REQUIRED_SCOPES = ("list:users", "read:users:activity", "read:servers", "delete:servers")
+USER_DELETION_SCOPE = "admin:users"
+
+_BACKOFF_FIRST = 0.5
+_BACKOFF_CAP = 15.0
+_RETRY_AFTER_CAP = 60.0
+_VERSION_RE = re.compile(r"^\s*v?(\d+)(?:\.(\d+))?(?:\.(\d+))?")
+
+
+class StopOutcome(enum.Enum):
+    STOPPED = "stopped"  # 204 (or 200): the server is down
+    PENDING = "pending"  # 202: still stopping after the hub's slow_stop_timeout
+    GONE = "gone"  # 404: the user or server no longer exists
+
+
+class DeleteOutcome(enum.Enum):
+    DELETED = "deleted"
+    GONE = "gone"
+
+
+def quote_segment(segment: str) -> str:
+    """Percent-encode one path segment with nothing left safe: ``/ # ? ; % @ +``, spaces, non-ASCII."""
+    return quote(segment, safe="")
+
+
+@attrs.frozen
+class HubInfo:
+    version: str
+    #: (major, minor, patch) when the version string could be read, else None (then the newest API is assumed).
+    release: tuple[int, int, int] | None
+
+    @property
+    def has_state_filter(self) -> bool:
+        return self.release is None or self.release >= (1, 3, 0)
+
+    @property
+    def has_pagination(self) -> bool:
+        return self.release is None or self.release >= (2, 0, 0)
+
+
+def parse_release(version: str) -> tuple[int, int, int] | None:
+    match = _VERSION_RE.match(version)
+    if match is None:
+        return None
+    major, minor, patch = (int(part) if part else 0 for part in match.groups())
+    return major, minor, patch
+
+
+@attrs.frozen
+class SkippedItem:
+    """A list item that could not be read; it is not acted upon."""
+
+    label: str
+    problem: str
+
+
+@attrs.frozen
+class Page:
+    users: Sequence[User]
+    skipped: Sequence[SkippedItem]
+    #: None for a plain-list answer (hubs before 2.0, or no pagination): then this page is everything.
+    total: int | None
+    offset: int
+    limit: int | None
+
+
+@attrs.define
+class HubStatistics:
+    requests: dict[str, int] = attrs.field(factory=dict)
+    retries: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+
+def make_ssl_context(config: Config) -> ssl.SSLContext | None:
+    """The TLS context for hub traffic, or None for plain HTTP / system defaults.
+
+    With ``ssl_enabled`` the client certificate and CA come from the files a hub gives its managed services
+    (``JUPYTERHUB_SSL_*``) when present, else from ``internal_certs_location`` laid out as JupyterHub's
+    internal_ssl writes it. The server certificate is always verified against that CA.
+    """
+    if not config.ssl_enabled:
+        return None
+    location = config.internal_certs_location.rstrip("/")
+    keyfile = config.ssl_keyfile or f"{location}/hub-internal/hub-internal.key"
+    certfile = config.ssl_certfile or f"{location}/hub-internal/hub-internal.crt"
+    cafile = config.ssl_client_ca or f"{location}/hub-ca/hub-ca.crt"
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+        context.load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigError(f"--ssl-enabled: cannot load TLS files ({certfile}, {keyfile}, {cafile}): {error}") from None
+    return context
+
+
+class HubClient:
+    """Requests to one hub's REST API. Create it with :func:`open_hub_client`."""
+
+    def __init__(self, config: Config, http: httpx.AsyncClient, limiter: trio.CapacityLimiter) -> None:
+        self._config = config
+        self._http = http
+        self._base = config.url.rstrip("/")
+        self.limiter = limiter
+        self._stats = HubStatistics()
+        self._random = random.Random()
+
+    def statistics(self) -> HubStatistics:
+        return attrs.evolve(self._stats, requests=dict(self._stats.requests))
+
+    # -- the one request path ------------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        kind: str,
+        method: str,
+        path: str,
+        *,
+        ok: frozenset[int],
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> httpx.Response:
+        url = self._base + path
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(kind, method, url, ok=ok, params=params, headers=headers, body=body)
+            except HubError as error:
+                if not error.transient or attempt >= self._config.max_retries:
+                    raise
+                delay = self._backoff(attempt, error)
+            attempt += 1
+            self._stats.retries += 1
+            await trio.sleep(delay)
+
+    def _backoff(self, attempt: int, error: HubError) -> float:
+        if isinstance(error, HubStatusError) and error.retry_after is not None:
+            return min(error.retry_after, _RETRY_AFTER_CAP)
+        # "Full jitter": spreads the retries of many workers that failed together.
+        ceiling = min(_BACKOFF_CAP, _BACKOFF_FIRST * 2**attempt)
+        return self._random.uniform(ceiling / 2, ceiling)
+
+    async def _attempt(
+        self,
+        kind: str,
+        method: str,
+        url: str,
+        *,
+        ok: frozenset[int],
+        params: dict[str, str] | None,
+        headers: dict[str, str] | None,
+        body: bytes | None,
+    ) -> httpx.Response:
+        what = f"{method} {url}"
+        async with self.limiter:
+            stats = self._stats
+            stats.requests[kind] = stats.requests.get(kind, 0) + 1
+            stats.in_flight += 1
+            stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+            try:
+                with trio.fail_after(self._config.request_timeout):
+                    response = await self._http.request(method, url, params=params, headers=headers, content=body)
+            except (httpx.TimeoutException, trio.TooSlowError):
+                raise HubTimeout(f"{what}: no answer within {self._config.request_timeout:g} s") from None
+            except httpx.TransportError as error:
+                raise HubUnavailable(f"{what}: {type(error).__name__}: {error}") from None
+            finally:
+                stats.in_flight -= 1
+        status = response.status_code
+        if status in ok:
+            return response
+        message = f"{what} -> {status}{_hub_message(response)}"
+        if status in (401, 403):
+            raise HubAuthError(message)
+        raise HubStatusError(message, status=status, retry_after=_retry_after(response))
+
+    # -- the API calls -----------------------------------------------------------------------------------
+
+    async def get_info(self) -> HubInfo:
+        response = await self._request("version", "GET", "/", ok=frozenset({200}))
+        model = _json(response)
+        version = model.get("version") if isinstance(model, dict) else None
+        if not isinstance(version, str):
+            raise HubProtocolError(f"GET {self._base}/: no version in the answer")
+        return HubInfo(version, parse_release(version))
+
+    async def list_users(self, *, state: str | None, offset: int, limit: int | None, paginate: bool = True) -> Page:
+        params: dict[str, str] = {}
+        if state:
+            params["state"] = state
+        if paginate:
+            params["offset"] = str(offset)
+        if limit:
+            params["limit"] = str(limit)
+        headers = {"Accept": PAGINATION_MEDIA_TYPE} if paginate else None
+        response = await self._request("list", "GET", "/users", ok=frozenset({200}), params=params, headers=headers)
+        body = _json(response)
+        if isinstance(body, list):
+            items: list[Any] = body
+            total = None
+            page_limit = None
+        elif isinstance(body, dict) and isinstance(body.get("items"), list):
+            items = body["items"]
+            pagination = body.get("_pagination")
+            total, page_limit = _pagination(pagination)
+            if total is None:
+                raise HubProtocolError(f"GET {self._base}/users: unreadable _pagination {pagination!r:.200}")
+        else:
+            raise HubProtocolError(f"GET {self._base}/users: expected a list or a page of users")
+        users: list[User] = []
+        skipped: list[SkippedItem] = []
+        for index, item in enumerate(items):
+            try:
+                users.append(structure_user(item))
+            except ModelError as error:
+                name = item.get("name") if isinstance(item, dict) else None
+                label = name if isinstance(name, str) else f"item {offset + index} of the page at offset {offset}"
+                skipped.append(SkippedItem(label, str(error)))
+        return Page(users, skipped, total, offset, page_limit)
+
+    async def stop_server(self, user: str, server: str, *, remove: bool = False) -> StopOutcome:
+        if server:
+            path = f"/users/{quote_segment(user)}/servers/{quote_segment(server)}"
+        else:
+            path = f"/users/{quote_segment(user)}/server"
+        body = b'{"remove": true}' if remove else None
+        headers = {"Content-Type": "application/json"} if remove else None
+        kind = "remove" if remove else "stop"
+        ok = frozenset({200, 202, 204, 404})
+        response = await self._request(kind, "DELETE", path, ok=ok, headers=headers, body=body)
+        if response.status_code == 202:
+            return StopOutcome.PENDING
+        if response.status_code == 404:
+            return StopOutcome.GONE
+        return StopOutcome.STOPPED
+
+    async def delete_user(self, user: str) -> DeleteOutcome:
+        path = f"/users/{quote_segment(user)}"
+        response = await self._request("delete_user", "DELETE", path, ok=frozenset({200, 204, 404}))
+        return DeleteOutcome.GONE if response.status_code == 404 else DeleteOutcome.DELETED
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return json.loads(response.content)
+    except ValueError:
+        raise HubProtocolError(
+            f"{response.request.method} {response.request.url}: the answer is not JSON "
+            f"({response.headers.get('content-type', 'no content type')})"
+        ) from None
+
+
+def _pagination(value: Any) -> tuple[int | None, int | None]:
+    if not isinstance(value, dict):
+        return None, None
+    total, limit = value.get("total"), value.get("limit")
+    if type(total) is not int or total < 0 or type(limit) is not int or limit <= 0:
+        return None, None
+    return total, limit
+
+
+def _hub_message(response: httpx.Response) -> str:
+    try:
+        model = json.loads(response.content)
+    except ValueError:
+        return ""
+    message = model.get("message") if isinstance(model, dict) else None
+    return f": {message:.300}" if isinstance(message, str) else ""
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # an HTTP-date: rare from a hub; the ordinary backoff applies
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+@asynccontextmanager
+async def open_hub_client(
+    config: Config, *, transport: httpx.AsyncBaseTransport | None = None
+) -> AsyncIterator[HubClient]:
+    """A HubClient for ``config``; ``transport`` replaces the network (e.g. FakeHub's MockTransport)."""
+    tokens = config.concurrency or math.inf
+    # httpx's pool must have room for every limiter token, or the surplus would fail with PoolTimeout.
+    connections = config.concurrency + 2 if config.concurrency else None
+    verify: ssl.SSLContext | bool = make_ssl_context(config) or True
+    http = httpx.AsyncClient(
+        headers={"Authorization": f"token {config.api_token}", "User-Agent": "trio-culler"},
+        timeout=httpx.Timeout(config.request_timeout),
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        trust_env=config.use_proxy_env,
+        verify=verify,
+        transport=transport,
+        follow_redirects=False,
+    )
+    async with http:
+        yield HubClient(config, http, trio.CapacityLimiter(tokens))

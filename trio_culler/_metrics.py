@@ -1,0 +1,74 @@
+"""Prometheus metrics, fed by pass reports and served by prometheus-client on their own port.
+
+The registry is private to each :class:`Metrics` (not prometheus-client's global one), so an embedding
+application's metrics and ours never collide, and tests can create as many as they like.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from ._report import PassReport
+
+__all__ = ["Metrics"]
+
+_PASS_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, float("inf"))
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True) if registry is None else registry
+        r = self.registry
+        self.servers_culled = Counter(
+            "trio_culler_servers_culled",
+            "Servers culled, by the rule that culled them.",
+            ["reason"],
+            registry=r,
+        )
+        self.users_culled = Counter("trio_culler_users_culled", "Users deleted.", registry=r)
+        self.passes = Counter("trio_culler_passes", "Passes finished (completed or aborted).", registry=r)
+        self.pass_duration = Histogram(
+            "trio_culler_pass_duration_seconds", "Wall time of a pass.", buckets=_PASS_BUCKETS, registry=r
+        )
+        self.last_pass = Gauge(
+            "trio_culler_last_pass_timestamp_seconds",
+            "Unix time at which the last pass finished.",
+            registry=r,
+        )
+        self.last_pass_ok = Gauge(
+            "trio_culler_last_pass_success",
+            "1 if the last pass completed without errors, else 0.",
+            registry=r,
+        )
+        self.errors = Counter(
+            "trio_culler_errors", "Failed requests and unreadable data, by kind.", ["kind"], registry=r
+        )
+        self.users_seen = Gauge("trio_culler_users_seen", "Users looked at in the last pass.", registry=r)
+        self.servers_seen = Gauge("trio_culler_servers_seen", "Servers looked at in the last pass.", registry=r)
+        self.servers_pending = Counter(
+            "trio_culler_servers_stop_pending", "Stops the hub answered 202 (still stopping).", registry=r
+        )
+        self.skipped = Counter("trio_culler_users_skipped", "Users skipped because unreadable.", registry=r)
+
+    def observe(self, report: PassReport) -> None:
+        """Fold one finished pass into the metrics. A dry run counts what it would have culled."""
+        for rule, count in report.servers_culled.items():
+            self.servers_culled.labels(reason=rule).inc(count)
+        self.users_culled.inc(report.users_culled if report.dry_run else report.users_deleted)
+        self.passes.inc()
+        self.pass_duration.observe(report.duration)
+        self.last_pass.set(report.started.timestamp() + report.duration)
+        self.last_pass_ok.set(1 if report.ok else 0)
+        for kind, count in report.errors_by_kind.items():
+            self.errors.labels(kind=kind).inc(count)
+        if report.skipped:
+            self.errors.labels(kind="unreadable").inc(report.skipped)
+            self.skipped.inc(report.skipped)
+        self.users_seen.set(report.users_seen)
+        self.servers_seen.set(report.servers_seen)
+        self.servers_pending.inc(report.servers_pending)
+
+    def serve(self, port: int, address: str = "127.0.0.1") -> int:
+        """Serve ``/metrics`` on a background thread; returns the bound port (useful with port 0)."""
+        server, _thread = start_http_server(port, addr=address, registry=self.registry)
+        return int(server.server_port)

@@ -1,0 +1,162 @@
+"""The hub's user and server models as the culler reads them, and the one converter that builds them.
+
+Every field the culler does not strictly need may be missing (the token's scopes decide which keys the hub
+sends); a missing key means "not visible", never a reason to cull. A present key of the wrong type, or a
+timestamp that does not parse, makes the whole user unreadable: :func:`structure_user` raises
+:class:`ModelError` and the caller skips that user. Unknown keys are ignored: the hub adds fields over time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn, override
+
+__all__ = ["ModelError", "Server", "User", "parse_timestamp", "structure_user"]
+
+
+class ModelError(ValueError):
+    """A user model that cannot be read safely. The message says where, never what the token is."""
+
+
+@attrs.frozen(kw_only=True)
+class Server:
+    """One active (ready or pending) server of a user. ``name`` is ``""`` for the default server."""
+
+    name: str = ""
+    last_activity: datetime | None = None
+    started: datetime | None = None
+    pending: str | None = None
+    ready: bool | None = None
+    url: str | None = None
+    #: The hub's model of this server, as received: what ``cull_arbiter_hook`` is given.
+    model: Any = attrs.field(factory=dict, eq=False, repr=False)
+
+    @property
+    def is_ready(self) -> bool:
+        # Hubs before 0.9 had no `ready` key; a server with a URL was the implicit sign of readiness.
+        return bool(self.url) if self.ready is None else self.ready
+
+
+@attrs.frozen(kw_only=True)
+class User:
+    name: str
+    admin: bool | None = None
+    created: datetime | None = None
+    last_activity: datetime | None = None
+    servers: Mapping[str, Server] = attrs.field(factory=dict)
+
+
+def parse_timestamp(value: str) -> datetime:
+    """Parse the hub's ISO 8601 timestamps; one without a zone is UTC, as the hub means it."""
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def _strict(kind: type) -> Any:
+    # cattrs' default hooks coerce (str(5) == "5", bool("false") is True); on data that decides what to stop,
+    # a value of the wrong type must be refused, not converted.
+    def hook(value: Any, _type: Any) -> Any:
+        if type(value) is not kind:
+            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    return hook
+
+
+def _timestamp(value: Any, _type: Any) -> datetime | None:
+    if value is None:
+        return None
+    if type(value) is not str:
+        raise TypeError(f"expected a timestamp string, got {type(value).__name__}")
+    return parse_timestamp(value)
+
+
+def _optional(kind: type) -> Any:
+    strict = _strict(kind)
+
+    def hook(value: Any, type_: Any) -> Any:
+        return None if value is None else strict(value, type_)
+
+    return hook
+
+
+def _make_converter(*, detailed: bool) -> cattrs.Converter:
+    converter = cattrs.Converter(detailed_validation=detailed, forbid_extra_keys=False)
+    converter.register_structure_hook(str, _strict(str))
+    converter.register_structure_hook(bool, _strict(bool))
+    converter.register_structure_hook(str | None, _optional(str))
+    converter.register_structure_hook(bool | None, _optional(bool))
+    converter.register_structure_hook(datetime | None, _timestamp)
+    server_fn = make_dict_structure_fn(Server, converter, _cattrs_detailed_validation=detailed)
+
+    def structure_server(value: Any, _type: Any) -> Server:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected a server object, got {type(value).__name__}")
+        return server_fn({**value, "model": value}, Server)
+
+    converter.register_structure_hook(Server, structure_server)
+
+    def structure_servers(value: Any, _type: Any) -> Mapping[str, Server]:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected an object of servers, got {type(value).__name__}")
+        servers = {}
+        for name, model in value.items():
+            # The key is authoritative: it is what the DELETE URL is built from.
+            server = converter.structure(model, Server)
+            servers[name] = server if server.name == name else attrs.evolve(server, name=name)
+        return servers
+
+    converter.register_structure_hook(
+        User,
+        make_dict_structure_fn(
+            User,
+            converter,
+            servers=override(struct_hook=structure_servers),
+            _cattrs_detailed_validation=detailed,
+        ),
+    )
+    return converter
+
+
+# One converter for the hub boundary. The fast one runs on every user; the detailed one only re-reads a user
+# that failed, to say precisely where.
+_FAST = _make_converter(detailed=False)
+_DETAILED = _make_converter(detailed=True)
+
+
+def _with_legacy_servers(model: dict[str, Any]) -> dict[str, Any]:
+    """JupyterHub < 0.9 without named servers has no ``servers`` key: describe the default server from the user."""
+    if "servers" in model or not model.get("server"):
+        return model
+    default = {
+        "name": "",
+        "last_activity": model.get("last_activity"),
+        "pending": model.get("pending"),
+        "url": model.get("server"),
+    }
+    return {**model, "servers": {"": default}}
+
+
+def structure_user(model: Any) -> User:
+    """Build a :class:`User` from one item of ``GET /users``, or raise :class:`ModelError`."""
+    if not isinstance(model, dict):
+        raise ModelError(f"expected a user object, got {type(model).__name__}")
+    model = _with_legacy_servers(model)
+    try:
+        return _FAST.structure(model, User)
+    except Exception:
+        pass
+    try:
+        _DETAILED.structure(model, User)
+    except cattrs.BaseValidationError as error:
+        raise ModelError("; ".join(cattrs.transform_error(error, path="user"))) from None
+    except Exception as error:  # pragma: no cover - the detailed pass raises validation errors only
+        raise ModelError(str(error)) from None
+    raise ModelError("unreadable user model")  # pragma: no cover - the fast pass failed, so must this one

@@ -1,0 +1,123 @@
+"""Which pages of users to ask for, in which order, streamed into a memory channel.
+
+Offset pages are not a snapshot: when a server stops, its user leaves the ``ready`` set and every later offset
+moves down by one. A pager walking forward while workers stop servers would therefore skip users. This one
+asks for the first page (to learn the total and the hub's page size), then walks from the LAST page back to the
+second, and hands the first page over last. Every server the culler stops sits at an offset it has already
+read, so its own removals can only shift users it has seen; nobody it has yet to read moves. Culling still
+starts after the second request, not after the whole listing.
+
+A user can still appear twice when *someone else* stops a server mid-pass (offsets shift down under us); names
+are de-duplicated within a pass, so nobody is handled twice.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from ._errors import HubAuthError, HubError
+from ._hub import HubClient, HubInfo, Page
+from ._models import User
+from ._report import PassRecorder
+
+__all__ = ["page_offsets", "stream_users"]
+
+log = logging.getLogger("trio_culler")
+
+
+def page_offsets(total: int, limit: int) -> range:
+    """Offsets of every page after the first, from the last to the second."""
+    if total <= limit:
+        return range(0)
+    last = (total - 1) // limit * limit
+    return range(last, 0, -limit)
+
+
+async def stream_users(
+    hub: HubClient,
+    info: HubInfo,
+    *,
+    cull_users: bool,
+    page_size: int,
+    send: trio.MemorySendChannel[User],
+    recorder: PassRecorder,
+    draining: trio.Event,
+) -> None:
+    """Send every user the pass should look at, each once; closes ``send`` when done."""
+    seen: set[str] = set()
+    async with send:
+        if info.has_state_filter:
+            # Users with no running server only matter for deletion. They come first, as in the original, so
+            # that users whose servers this pass stops do not join the inactive listing while it is walked.
+            states: list[str | None] = ["inactive", "ready"] if cull_users else ["ready"]
+        else:
+            states = [None]
+        for state in states:
+            await _stream_listing(hub, info, state, page_size, send, recorder, draining, seen)
+
+
+async def _stream_listing(
+    hub: HubClient,
+    info: HubInfo,
+    state: str | None,
+    page_size: int,
+    send: trio.MemorySendChannel[User],
+    recorder: PassRecorder,
+    draining: trio.Event,
+    seen: set[str],
+) -> None:
+    first = await _fetch(hub, info, state, 0, page_size or None, recorder)
+    if first is None:
+        return
+    if first.total is not None and first.limit is not None:
+        recorder.listing_total = first.total
+        for offset in page_offsets(first.total, first.limit):
+            if draining.is_set():
+                return
+            page = await _fetch(hub, info, state, offset, first.limit, recorder)
+            if page is not None:
+                await _send_page(page, send, recorder, draining, seen)
+    await _send_page(first, send, recorder, draining, seen)
+
+
+async def _fetch(
+    hub: HubClient, info: HubInfo, state: str | None, offset: int, limit: int | None, recorder: PassRecorder
+) -> Page | None:
+    try:
+        page = await hub.list_users(state=state, offset=offset, limit=limit, paginate=info.has_pagination)
+    except HubAuthError:
+        raise
+    except HubError as error:
+        # One lost page loses only its users for this pass; the rest of the listing goes on.
+        recorder.pages_failed += 1
+        subject = f"page state={state or 'any'} offset={offset}"
+        recorder.error(subject, error)
+        log.error("Could not fetch %s: %s", subject, error, extra={"event": "page_failed", "offset": offset})
+        return None
+    recorder.pages += 1
+    return page
+
+
+async def _send_page(
+    page: Page,
+    send: trio.MemorySendChannel[User],
+    recorder: PassRecorder,
+    draining: trio.Event,
+    seen: set[str],
+) -> None:
+    for item in page.skipped:
+        recorder.skipped += 1
+        log.warning("Skipping user %s: unreadable model (%s)", item.label, item.problem, extra={"user": item.label})
+    for user in page.users:
+        if draining.is_set():
+            return
+        if user.name in seen:
+            recorder.duplicates += 1
+            log.debug("User %s listed twice in this pass; handled once", user.name, extra={"user": user.name})
+            continue
+        seen.add(user.name)
+        recorder.users_seen += 1
+        recorder.servers_seen += len(user.servers)
+        await send.send(user)

@@ -1,0 +1,146 @@
+"""What one pass saw and did: a mutable recorder while it runs, a frozen PassReport when it is done, and the
+one summary line per pass."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+import attrs
+
+from ._errors import HubError
+
+__all__ = ["PassError", "PassRecorder", "PassReport"]
+
+log = logging.getLogger("trio_culler")
+
+#: Errors kept verbatim in a report; the rest are only counted, so a broken hub cannot grow memory.
+MAX_ERRORS_KEPT = 100
+
+
+@attrs.frozen
+class PassError:
+    #: What failed: a user name, ``user/server``, or ``page <state> offset <n>`` / ``version``.
+    subject: str
+    kind: str
+    message: str
+
+
+@attrs.frozen(kw_only=True)
+class PassReport:
+    started: datetime
+    duration: float
+    hub_version: str | None
+    dry_run: bool
+    users_seen: int
+    servers_seen: int
+    #: Servers the pass decided to cull (in a dry run: would have culled), by rule: ``idle``, ``max_age``.
+    servers_culled: Mapping[str, int]
+    #: Of those, confirmed down (204, or 404: already gone).
+    servers_stopped: int
+    #: Of those, still stopping after the hub's slow_stop_timeout (202); their users are kept this pass.
+    servers_pending: int
+    users_culled: int
+    users_deleted: int
+    #: Items of a page that could not be read, and so were not acted upon.
+    skipped: int
+    #: Users listed twice by the hub in this pass (offsets shift while servers stop); handled once.
+    duplicates: int
+    pages: int
+    pages_failed: int
+    errors_by_kind: Mapping[str, int]
+    errors: Sequence[PassError]
+    #: Set when the pass stopped early: the hub refused the token, or could not be reached at all.
+    aborted: str | None = None
+    #: A graceful stop ended the pass before every user was handled.
+    interrupted: bool = False
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors_by_kind.values())
+
+    @property
+    def ok(self) -> bool:
+        """The pass ran to its end and nothing failed: what ``--once`` turns into exit status 0."""
+        return self.aborted is None and not self.interrupted and self.error_count == 0
+
+    def summary(self) -> str:
+        culled = sum(self.servers_culled.values())
+        verb = "would cull" if self.dry_run else "culled"
+        text = (
+            f"Pass {'aborted' if self.aborted else 'done'} in {self.duration:.2f}s: "
+            f"{self.users_seen} users seen ({self.servers_seen} servers), {verb} {culled} servers "
+            f"({self.servers_stopped} stopped, {self.servers_pending} still stopping), "
+            f"{'would delete' if self.dry_run else 'deleted'} "
+            f"{self.users_culled if self.dry_run else self.users_deleted} users, "
+            f"{self.skipped} skipped, {self.error_count} errors, {self.pages} pages"
+        )
+        if self.aborted:
+            text += f"; {self.aborted}"
+        return text
+
+
+@attrs.define
+class PassRecorder:
+    """Counters a running pass updates. Only the pass's own tasks touch it (one trio thread: no locks)."""
+
+    started: datetime
+    started_at: float
+    dry_run: bool
+    hub_version: str | None = None
+    #: The hub's count of users in the current listing, for progress lines.
+    listing_total: int | None = None
+    users_seen: int = 0
+    servers_seen: int = 0
+    servers_culled: Counter[str] = attrs.field(factory=Counter)
+    servers_stopped: int = 0
+    servers_pending: int = 0
+    users_culled: int = 0
+    users_deleted: int = 0
+    skipped: int = 0
+    duplicates: int = 0
+    pages: int = 0
+    pages_failed: int = 0
+    errors_by_kind: Counter[str] = attrs.field(factory=Counter)
+    errors: list[PassError] = attrs.field(factory=list)
+    aborted: str | None = None
+    interrupted: bool = False
+
+    def error(self, subject: str, error: HubError | Exception) -> None:
+        kind = error.kind if isinstance(error, HubError) else "internal"
+        self.errors_by_kind[kind] += 1
+        if len(self.errors) < MAX_ERRORS_KEPT:
+            self.errors.append(PassError(subject, kind, str(error)))
+
+    def finish(self, now: float) -> PassReport:
+        return PassReport(
+            started=self.started,
+            duration=now - self.started_at,
+            hub_version=self.hub_version,
+            dry_run=self.dry_run,
+            users_seen=self.users_seen,
+            servers_seen=self.servers_seen,
+            servers_culled=dict(self.servers_culled),
+            servers_stopped=self.servers_stopped,
+            servers_pending=self.servers_pending,
+            users_culled=self.users_culled,
+            users_deleted=self.users_deleted,
+            skipped=self.skipped,
+            duplicates=self.duplicates,
+            pages=self.pages,
+            pages_failed=self.pages_failed,
+            errors_by_kind=dict(self.errors_by_kind),
+            errors=tuple(self.errors),
+            aborted=self.aborted,
+            interrupted=self.interrupted,
+        )
+
+    def progress_line(self) -> str:
+        total = "?" if self.listing_total is None else str(self.listing_total)
+        culled = sum(self.servers_culled.values())
+        return (
+            f"Pass in progress: {self.users_seen} users seen (hub lists {total}), {culled} servers culled, "
+            f"{self.users_deleted} users deleted, {sum(self.errors_by_kind.values())} errors"
+        )

@@ -1,0 +1,211 @@
+"""The long-running culler: a pass at once, then one every ``cull_every`` seconds, never two at a time.
+
+Three ways in, for three kinds of caller:
+
+- ``await nursery.start(serve, config)`` returns a :class:`Culler` once the hub has answered;
+- ``async with open_culler(config) as culler:`` does the same and stops it on exit;
+- ``await run_pass(config)`` runs a single pass and returns its :class:`PassReport`.
+
+Library code installs no signal handlers: the embedding application decides what a signal means, and calls
+:meth:`Culler.stop` (the CLI does exactly that).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+import attrs
+import httpx
+import trio
+
+from ._config import Config
+from ._engine import run_pass_with
+from ._errors import HubAuthError, HubError
+from ._hub import HubClient, HubStatistics, open_hub_client
+from ._report import PassReport
+
+__all__ = ["Culler", "CullerStatistics", "open_culler", "run_pass", "serve"]
+
+log = logging.getLogger("trio_culler")
+
+#: Called with every finished pass's report (metrics, tests, an embedder's own bookkeeping).
+Reporter = Callable[[PassReport], None]
+
+#: How long in-flight requests may finish after :meth:`Culler.stop` by default.
+DEFAULT_GRACE = 5.0
+_STARTUP_RETRY_CAP = 60.0
+
+
+@attrs.frozen
+class CullerStatistics:
+    passes_started: int
+    passes_completed: int
+    pass_running: bool
+    hub: HubStatistics
+
+
+class Culler:
+    """A culler bound to one configuration. Run it with :meth:`serve`; control it from any task."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        reporters: Sequence[Reporter] = (),
+    ) -> None:
+        self.config = config
+        self._transport = transport
+        self._reporters = list(reporters)
+        self._hub: HubClient | None = None
+        self._scope = trio.CancelScope()
+        self._draining = trio.Event()
+        self._wake = trio.Event()
+        self._completed = trio.Event()
+        self._started = 0
+        self._finished = 0
+        self._running = False
+        #: The report of the last pass that finished, or None before the first one.
+        self.last_report: PassReport | None = None
+
+    def add_reporter(self, reporter: Reporter) -> None:
+        self._reporters.append(reporter)
+
+    def statistics(self) -> CullerStatistics:
+        hub = self._hub.statistics() if self._hub is not None else HubStatistics()
+        return CullerStatistics(self._started, self._finished, self._running, hub)
+
+    async def serve(self, *, task_status: trio.TaskStatus[Culler] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run passes until :meth:`stop`. Reports started (with ``self``) once the hub answered."""
+        with self._scope:
+            async with open_hub_client(self.config, transport=self._transport) as hub:
+                self._hub = hub
+                if not await self._wait_for_hub(hub):
+                    return
+                task_status.started(self)
+                await self._loop(hub)
+
+    def stop(self, grace: float = DEFAULT_GRACE) -> None:
+        """Stop gracefully: no new page or user is taken, requests in flight get ``grace`` seconds, then
+        whatever is left is cancelled. Safe to call more than once; ``grace=0`` stops at once."""
+        self._draining.set()
+        self._wake.set()
+        self._scope.deadline = min(self._scope.deadline, trio.current_time() + grace)
+
+    async def run_pass_now(self) -> PassReport:
+        """Start a pass now (or right after the one running) and return its report."""
+        target = self._started + 1
+        self._wake.set()
+        while self._finished < target:
+            await self._completed.wait()
+        assert self.last_report is not None
+        return self.last_report
+
+    async def _wait_for_hub(self, hub: HubClient) -> bool:
+        """Probe until the hub answers, logging why not. A managed service that exits is restarted by the hub
+        in a loop, culling nothing; waiting here is the better failure."""
+        delay = 1.0
+        while not self._draining.is_set():
+            try:
+                info = await hub.get_info()
+            except HubError as error:
+                if isinstance(error, HubAuthError):
+                    # Fixing a role needs a hub restart or an operator; no point in hammering it meanwhile.
+                    delay = self.config.interval
+                log.error("Hub not ready at %s: %s; retrying in %.0f s", self.config.url, error, delay)
+                with trio.move_on_after(delay):
+                    await self._draining.wait()
+                delay = min(delay * 2, _STARTUP_RETRY_CAP, max(self.config.interval, 1.0))
+                continue
+            log.info("Hub %s answered at %s", info.version, self.config.url)
+            return True
+        return False
+
+    async def _loop(self, hub: HubClient) -> None:
+        next_start = trio.current_time()
+        while not self._draining.is_set():
+            with trio.move_on_at(next_start):
+                await self._wake.wait()
+            if self._draining.is_set():
+                return
+            self._wake = trio.Event()
+            started = trio.current_time()
+            self._started += 1
+            self._running = True
+            try:
+                report = await run_pass_with(hub, self.config, draining=self._draining)
+            finally:
+                self._running = False
+            self._publish(report)
+            # Start-to-start spacing, as the original's PeriodicCallback; an overlong pass is followed at once.
+            next_start = started + self.config.interval
+
+    def _publish(self, report: PassReport) -> None:
+        self.last_report = report
+        self._finished += 1
+        level = logging.ERROR if report.aborted else logging.INFO
+        log.log(level, report.summary(), extra=_summary_fields(report))
+        for reporter in self._reporters:
+            try:
+                reporter(report)
+            except Exception:
+                log.exception("A pass reporter failed")
+        self._completed.set()
+        self._completed = trio.Event()
+
+
+def _summary_fields(report: PassReport) -> dict[str, object]:
+    return {
+        "event": "pass",
+        "duration_seconds": round(report.duration, 3),
+        "users_seen": report.users_seen,
+        "servers_seen": report.servers_seen,
+        "servers_culled": sum(report.servers_culled.values()),
+        "servers_stopped": report.servers_stopped,
+        "servers_pending": report.servers_pending,
+        "users_deleted": report.users_deleted,
+        "skipped": report.skipped,
+        "errors": report.error_count,
+        "dry_run": report.dry_run,
+    }
+
+
+async def serve(
+    config: Config,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    reporters: Sequence[Reporter] = (),
+    task_status: trio.TaskStatus[Culler] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a culler until cancelled or stopped; ``await nursery.start(serve, config)`` returns its handle."""
+    await Culler(config, transport=transport, reporters=reporters).serve(task_status=task_status)
+
+
+@asynccontextmanager
+async def open_culler(
+    config: Config, *, transport: httpx.AsyncBaseTransport | None = None, reporters: Sequence[Reporter] = ()
+) -> AsyncIterator[Culler]:
+    """``async with open_culler(config) as culler:`` runs the culler in the background of the block."""
+    async with trio.open_nursery() as nursery:
+        culler = Culler(config, transport=transport, reporters=reporters)
+        await nursery.start(lambda task_status: culler.serve(task_status=task_status))
+        try:
+            yield culler
+        finally:
+            culler.stop(grace=0)
+
+
+async def run_pass(
+    config: Config,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    now: datetime | None = None,
+    draining: trio.Event | None = None,
+) -> PassReport:
+    """One complete pass with its own HTTP client; returns the report (it never raises for hub trouble)."""
+    async with open_hub_client(config, transport=transport) as hub:
+        report = await run_pass_with(hub, config, now=now, draining=draining)
+    return report

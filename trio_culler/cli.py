@@ -1,0 +1,214 @@
+"""``trio-culler`` / ``python -m trio_culler``: argv and environment in, a running culler out.
+
+This is the only module that reads argv and the environment, installs signal handlers, or decides exit
+statuses: 0 on success and after SIGTERM/SIGINT, 1 when ``--once`` recorded errors or could not reach the hub,
+2 for bad input (one line on stderr that names the option, never a traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import trio
+
+from ._config import Config
+from ._errors import ConfigError
+from ._logging import configure_logging
+from ._metrics import Metrics
+from ._options import OPTIONS, load_config_file, parse_args, render_default_config, render_help
+from ._report import PassReport
+from ._service import Culler, run_pass
+from ._version import __version__
+
+__all__ = ["Settings", "main", "read_settings"]
+
+log = logging.getLogger("trio_culler")
+PROGRAM = "trio-culler"
+_CONFIG_FIELDS = frozenset(field.name for field in attrs.fields(Config))
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Everything the command line decided: the culler's Config plus how this process runs it."""
+
+    config: Config
+    log_level: int = logging.INFO
+    log_format: str = "text"
+    metrics_port: int = 0
+    metrics_address: str = "127.0.0.1"
+    grace_period: float = 5.0
+    once: bool = False
+    demo: bool = False
+    show_config: bool = False
+    generate_config: bool = False
+    help: bool = False
+    version: bool = False
+
+    def public_dict(self) -> dict[str, Any]:
+        values = self.config.public_dict()
+        values.update(
+            log_level=logging.getLevelName(self.log_level),
+            log_format=self.log_format,
+            metrics_port=self.metrics_port,
+            metrics_address=self.metrics_address,
+            grace_period=self.grace_period,
+            once=self.once,
+        )
+        return values
+
+
+def read_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
+    """argv + environment (+ config file) -> Settings; raises ConfigError naming what is wrong."""
+    cli = parse_args(argv).values
+    config_path = cli.get("config_file", OPTIONS["config"].default)
+    values = {**load_config_file(config_path, required="config_file" in cli), **cli}
+    if values.pop("debug", False):
+        values["log_level"] = logging.DEBUG
+    config_values = {key: values.pop(key) for key in list(values) if key in _CONFIG_FIELDS}
+    for key in ("config_file",):
+        values.pop(key, None)
+    config = Config.from_environment(environ, **config_values)
+    return Settings(config=config, **values)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point; exits with the status described in the module docstring."""
+    sys.exit(run(sys.argv[1:] if argv is None else argv, os.environ))
+
+
+def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    try:
+        settings = read_settings(argv, environ)
+    except ConfigError as error:
+        print(f"{PROGRAM}: error: {error}", file=sys.stderr)
+        return 2
+    if settings.help:
+        print(render_help(PROGRAM), end="")
+        return 0
+    if settings.version:
+        print(f"{PROGRAM} {__version__}")
+        return 0
+    if settings.generate_config:
+        print(render_default_config(), end="")
+        return 0
+    if settings.show_config:
+        print(json.dumps(settings.public_dict(), indent=2, sort_keys=True))
+        return 0
+    configure_logging(
+        level=settings.log_level,
+        json_format=settings.log_format == "json",
+        secrets=[settings.config.api_token, environ.get("JUPYTERHUB_API_TOKEN", "")],
+    )
+    if settings.demo:
+        from ._demo import run_demo
+
+        return trio.run(run_demo, settings)
+    if not settings.config.api_token:
+        print(
+            f"{PROGRAM}: error: JUPYTERHUB_API_TOKEN is not set: a hub sets it for a managed service; "
+            "a standalone culler needs a service token from the hub's config",
+            file=sys.stderr,
+        )
+        return 2
+    metrics = Metrics()
+    if settings.metrics_port:
+        try:
+            port = metrics.serve(settings.metrics_port, settings.metrics_address)
+        except OSError as error:
+            print(f"{PROGRAM}: error: --metrics-port={settings.metrics_port}: {error.strerror}", file=sys.stderr)
+            return 2
+        log.info("Serving Prometheus metrics on http://%s:%d/metrics", settings.metrics_address, port)
+    try:
+        if settings.once:
+            return trio.run(_run_once, settings, metrics)
+        return trio.run(_run_service, settings, metrics)
+    except KeyboardInterrupt:  # pragma: no cover - only before the signal receiver is installed
+        return 0
+
+
+async def _watch_signals(signals: trio.abc.ReceiveChannel[int] | Any, first: Any, second: Any, grace: float) -> None:
+    count = 0
+    async for signum in signals:
+        count += 1
+        name = signal.Signals(signum).name
+        if count == 1:
+            log.info("Received %s: finishing requests in flight (up to %g s), then exiting", name, grace)
+            first()
+        else:
+            log.warning("Received %s again: exiting now", name)
+            second()
+            return
+
+
+async def _run_service(settings: Settings, metrics: Metrics) -> int:
+    culler = Culler(settings.config, reporters=[metrics.observe])
+    _log_start(settings)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def serve_then_stop_watching() -> None:
+                await culler.serve()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(serve_then_stop_watching)
+            nursery.start_soon(
+                _watch_signals,
+                signals,
+                lambda: culler.stop(settings.grace_period),
+                lambda: culler.stop(0),
+                settings.grace_period,
+            )
+    log.info("Stopped")
+    return 0
+
+
+async def _run_once(settings: Settings, metrics: Metrics) -> int:
+    _log_start(settings)
+    draining = trio.Event()
+    report: PassReport | None = None
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            pass_scope = trio.CancelScope()
+
+            def drain() -> None:
+                draining.set()
+                pass_scope.deadline = min(pass_scope.deadline, trio.current_time() + settings.grace_period)
+
+            async def one_pass() -> None:
+                nonlocal report
+                with pass_scope:
+                    report = await run_pass(settings.config, draining=draining)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(one_pass)
+            nursery.start_soon(_watch_signals, signals, drain, pass_scope.cancel, settings.grace_period)
+    if report is None:
+        log.warning("Pass cancelled before it finished")
+        return 0
+    log.log(logging.ERROR if report.aborted else logging.INFO, report.summary())
+    metrics.observe(report)
+    if report.interrupted:
+        return 0 if report.aborted is None and report.error_count == 0 else 1
+    return 0 if report.ok else 1
+
+
+def _log_start(settings: Settings) -> None:
+    config = settings.config
+    log.info(
+        "trio-culler %s: hub %s, timeout %gs, every %gs, max-age %gs, concurrency %d%s%s",
+        __version__,
+        config.url,
+        config.timeout,
+        config.interval,
+        config.max_age,
+        config.concurrency,
+        ", culling users" if config.cull_users else "",
+        ", DRY RUN: nothing will be stopped" if config.dry_run else "",
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import attrs
 import pytest
@@ -17,7 +18,7 @@ from .strategies import NOW, policies, server_names, servers, users
 H = timedelta(hours=1)
 
 
-def policy(**changes: object) -> Policy:
+def policy(**changes: Any) -> Policy:
     base = Policy(
         timeout=H,
         max_age=None,
@@ -68,7 +69,8 @@ def test_max_age_culls_regardless_of_activity(p: Policy, name: str, max_age: int
 def test_a_culled_server_is_removed_only_when_named_and_asked(server: Server, p: Policy) -> None:
     decision = decide_server(server, policy=p, now=NOW)
     if decision.action is Action.REMOVE:
-        assert server.name and p.remove_named_servers
+        assert server.name
+        assert p.remove_named_servers
     if decision.acts and server.name and p.remove_named_servers:
         assert decision.action is Action.REMOVE
 
@@ -155,7 +157,9 @@ def test_named_server_removed_with_remove_named_servers() -> None:
     assert decide_server(ready(""), policy=policy(remove_named_servers=True), now=NOW).action is Action.STOP
 
 
-@pytest.mark.parametrize(("name", "default", "named", "culled"), [("", False, True, False), ("lab", True, False, False)])
+@pytest.mark.parametrize(
+    ("name", "default", "named", "culled"), [("", False, True, False), ("lab", True, False, False)]
+)
 def test_kind_toggles(name: str, default: bool, named: bool, culled: bool) -> None:
     p = policy(cull_default_servers=default, cull_named_servers=named)
     assert decide_server(ready(name), policy=p, now=NOW).acts is culled

@@ -83,7 +83,7 @@ async def run_pass_with(
                         pass_nursery.start_soon(_worker, hub, config, now, receive.clone(), recorder)
             nursery.cancel_scope.cancel()
     except* HubAuthError as group:
-        auth_error = group.exceptions[0]
+        auth_error = _first_leaf(group)
         assert isinstance(auth_error, HubAuthError)
         recorder.error("authorization", auth_error)
         recorder.aborted = _abort_message(auth_error, config)
@@ -91,6 +91,14 @@ async def run_pass_with(
     if draining.is_set():
         recorder.interrupted = True
     return recorder.finish(trio.current_time())
+
+
+def _first_leaf(group: BaseExceptionGroup[HubAuthError]) -> BaseException:
+    # Nested nurseries nest the groups; every worker that hit the refusal says the same thing.
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
 
 
 def _abort_message(error: HubError, config: Config) -> str:

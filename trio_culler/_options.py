@@ -160,6 +160,9 @@ OPTIONS: dict[str, Option] = {
         "Run one pass and exit: status 0 if it completed without errors, else 1.",
         configurable=False,
     ),
+    "progress-bar": _o(
+        "progress_bar", "bool", "With --once on a terminal, draw a progress bar.", default=True, configurable=False
+    ),
     "dry-run": _o("dry_run", "bool", "Decide and log as usual, but send no DELETE.", default=False),
     "show-config": _o("show_config", "flag", "Print the effective configuration as JSON and exit.", configurable=False),
     "demo": _o(

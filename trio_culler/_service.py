@@ -25,7 +25,7 @@ from ._config import Config
 from ._engine import run_pass_with
 from ._errors import HubAuthError, HubError
 from ._hub import HubClient, HubStatistics, open_hub_client
-from ._report import PassReport
+from ._report import PassRecorder, PassReport
 
 __all__ = ["Culler", "CullerStatistics", "open_culler", "run_pass", "serve"]
 
@@ -204,8 +204,12 @@ async def run_pass(
     transport: httpx.AsyncBaseTransport | None = None,
     now: datetime | None = None,
     draining: trio.Event | None = None,
+    recorder: PassRecorder | None = None,
 ) -> PassReport:
-    """One complete pass with its own HTTP client; returns the report (it never raises for hub trouble)."""
+    """One complete pass with its own HTTP client; returns the report (it never raises for hub trouble).
+
+    ``draining``, once set, ends the pass early and gracefully; ``recorder`` lets a caller watch the counters
+    while the pass runs (the CLI's progress bar does)."""
     async with open_hub_client(config, transport=transport) as hub:
-        report = await run_pass_with(hub, config, now=now, draining=draining)
+        report = await run_pass_with(hub, config, now=now, draining=draining, recorder=recorder)
     return report

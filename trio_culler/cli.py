@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -23,7 +24,8 @@ from ._errors import ConfigError
 from ._logging import configure_logging
 from ._metrics import Metrics
 from ._options import OPTIONS, load_config_file, parse_args, render_default_config, render_help
-from ._report import PassReport
+from ._progress import draw_progress_bar
+from ._report import PassRecorder, PassReport
 from ._service import Culler, run_pass
 from ._version import __version__
 
@@ -45,6 +47,7 @@ class Settings:
     metrics_address: str = "127.0.0.1"
     grace_period: float = 5.0
     once: bool = False
+    progress_bar: bool = True
     demo: bool = False
     show_config: bool = False
     generate_config: bool = False
@@ -181,13 +184,19 @@ async def _run_once(settings: Settings, metrics: Metrics) -> int:
                 draining.set()
                 pass_scope.deadline = min(pass_scope.deadline, trio.current_time() + settings.grace_period)
 
+            recorder = PassRecorder(
+                started=datetime.now(UTC), started_at=trio.current_time(), dry_run=settings.config.dry_run
+            )
+
             async def one_pass() -> None:
                 nonlocal report
                 with pass_scope:
-                    report = await run_pass(settings.config, draining=draining)
+                    report = await run_pass(settings.config, draining=draining, recorder=recorder, now=recorder.started)
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(one_pass)
+            if settings.progress_bar and sys.stderr.isatty():
+                nursery.start_soon(draw_progress_bar, recorder, sys.stderr)
             nursery.start_soon(_watch_signals, signals, drain, pass_scope.cancel, settings.grace_period)
     if report is None:
         log.warning("Pass cancelled before it finished")

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a fresh machine, then runs lint, type checks and every test.
+#
+#   bash scripts/test.sh            # the whole suite, as CI runs it
+#   bash scripts/test.sh -k engine  # extra arguments go to pytest
+#
+# It creates .venv (Python >= 3.11) with the project and its test extras (JupyterHub and jupyter_server from
+# PyPI among them), installs configurable-http-proxy from npm when it is not on PATH, and runs ruff, mypy
+# and pytest. Safe to run again: every step is idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "==> creating $VENV with $($PYTHON --version)"
+  "$PYTHON" -m venv "$VENV"
+fi
+echo "==> installing trio-culler with its test dependencies into $VENV"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+
+bash scripts/install-integration-deps.sh
+
+export PATH="$PWD/$VENV/bin:$PATH"
+export HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci}
+
+echo "==> ruff"
+ruff check .
+ruff format --check .
+echo "==> mypy --strict"
+mypy
+echo "==> pytest"
+set +e
+python -m pytest -p no:cacheprovider "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+  echo "pytest collected no tests: that is a failure" >&2
+  exit 1
+fi
+exit "$status"

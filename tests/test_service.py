@@ -1,0 +1,181 @@
+"""The long-running culler and the embedding API: serve, open_culler, run_pass_now, stop, pass spacing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import attrs
+import httpx
+import trio
+import trio.testing
+
+from trio_culler import Config, Culler, PassReport, open_culler, run_pass, serve
+from trio_culler.testing import FakeHub, FakeServer, open_fake_hub
+
+TOKEN = "service-test-token"
+
+
+def config(**changes: Any) -> Config:
+    return attrs.evolve(Config(api_token=TOKEN, url="http://127.0.0.1:8081/hub/api", timeout=600), **changes)
+
+
+def idle_hub(n: int, **options: Any) -> FakeHub:
+    hub = FakeHub(token=TOKEN, **options)
+    old = datetime.now(UTC) - timedelta(hours=3)
+    for i in range(n):
+        hub.add_user(f"idle-{i}", created=old, last_activity=old, servers={"": FakeServer("", old, old)})
+    return hub
+
+
+async def test_serve_reports_started_after_the_hub_answered(autojump_clock: trio.testing.MockClock) -> None:
+    hub = idle_hub(5)
+    async with hub.running(), trio.open_nursery() as nursery:
+        culler: Culler = await nursery.start(
+            lambda task_status: serve(config(), transport=hub.transport(), task_status=task_status)
+        )
+        assert hub.statistics().requests_by_kind["version"] == 1
+        report = await culler.run_pass_now()
+        assert report.servers_stopped == 5
+        assert culler.last_report is report
+        culler.stop()
+    assert hub.users["idle-0"].servers == {}
+
+
+async def test_first_pass_at_once_then_every_interval_never_overlapping(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Stops take 4 s at the hub and a pass 8 s; the interval is 5 s: passes must queue, not overlap.
+    hub = idle_hub(20, stop_latency=4.0, slow_stop_timeout=100)
+    passes: list[tuple[float, float]] = []
+    versions: list[float] = []
+
+    async def note(request: httpx.Request) -> httpx.Response | None:
+        if request.url.path.endswith("/hub/api/"):
+            versions.append(trio.current_time())
+        return None
+
+    hub.fault = note
+
+    def record(report: PassReport) -> None:
+        passes.append((trio.current_time() - report.duration, trio.current_time()))
+
+    started = trio.current_time()
+    async with hub.running(), trio.open_nursery() as nursery:
+        culler = Culler(config(cull_every=5, concurrency=10), transport=hub.transport(), reporters=[record])
+        nursery.start_soon(lambda: culler.serve())
+        await trio.sleep(30)
+        # New idle users keep the passes busy.
+        culler.stop(grace=0)
+    assert len(passes) >= 3
+    # The first pass begins as soon as the hub answered (probe at t=0), not one interval later.
+    assert passes[0][0] - started < 0.5
+    for (_, end), (next_start, _) in zip(passes, passes[1:], strict=False):
+        assert next_start >= end, "a pass started before the previous one ended"
+    # Start-to-start spacing is the interval when passes are short enough.
+    hub2 = idle_hub(0)
+    starts: list[float] = []
+    async with hub2.running(), trio.open_nursery() as nursery:
+        culler2 = Culler(
+            config(cull_every=7), transport=hub2.transport(), reporters=[lambda r: starts.append(trio.current_time())]
+        )
+        nursery.start_soon(lambda: culler2.serve())
+        await trio.sleep(30)
+        culler2.stop(grace=0)
+    gaps = [round(b - a, 3) for a, b in zip(starts, starts[1:], strict=False)]
+    assert gaps and all(gap == 7 for gap in gaps)
+    assert versions
+
+
+async def test_cull_every_zero_means_half_the_timeout(autojump_clock: trio.testing.MockClock) -> None:
+    hub = idle_hub(0)
+    starts: list[float] = []
+    async with hub.running(), trio.open_nursery() as nursery:
+        culler = Culler(
+            config(timeout=100), transport=hub.transport(), reporters=[lambda r: starts.append(trio.current_time())]
+        )
+        nursery.start_soon(lambda: culler.serve())
+        await trio.sleep(175)
+        culler.stop(grace=0)
+    assert len(starts) == 4  # t = 0, 50, 100, 150
+
+
+async def test_run_pass_now_during_a_pass_waits_for_a_fresh_one(autojump_clock: trio.testing.MockClock) -> None:
+    hub = idle_hub(10, stop_latency=2.0)
+    async with hub.running(), open_culler(config(cull_every=3600), transport=hub.transport()) as culler:
+        await trio.sleep(0.5)  # the first pass is under way
+        assert culler.statistics().pass_running
+        report = await culler.run_pass_now()
+        assert culler.statistics().passes_completed == 2
+        assert report.users_seen == 0, "the fresh pass sees the hub after the first pass culled everyone"
+
+
+async def test_graceful_stop_lets_requests_in_flight_finish(autojump_clock: trio.testing.MockClock) -> None:
+    hub = idle_hub(40, stop_latency=1.0)
+    async with hub.running(), trio.open_nursery() as nursery:
+        culler = Culler(config(concurrency=4), transport=hub.transport())
+        nursery.start_soon(lambda: culler.serve())
+        await trio.sleep(2.5)  # mid-pass: 4 stops in flight, 8 done
+        stopped_at = trio.current_time()
+        culler.stop(grace=5)
+    # The 4 stops in flight finished (1 s < grace) and nothing new was started.
+    assert trio.current_time() - stopped_at <= 5
+    stats = hub.statistics()
+    assert len(stats.stops_completed) == sum(stats.stop_requests.values())
+    assert 8 <= len(stats.stops_completed) < 40
+    assert culler.last_report is not None
+    assert culler.last_report.interrupted
+
+
+async def test_stop_without_grace_cancels_at_once(autojump_clock: trio.testing.MockClock) -> None:
+    hub = idle_hub(10, stop_latency=30.0, slow_stop_timeout=100)
+    async with hub.running():
+        async with trio.open_nursery() as nursery:
+            culler = Culler(config(), transport=hub.transport())
+            nursery.start_soon(lambda: culler.serve())
+            await trio.sleep(1)
+            before = trio.current_time()
+            culler.stop(grace=0)
+        assert trio.current_time() - before < 0.01
+        assert culler.last_report is None
+        # A cancelled DELETE is not an undo: the hub goes on stopping the servers it was asked to stop.
+        await hub.wait_stops_done()
+    assert len(hub.statistics().stops_completed) == 10
+
+
+async def test_run_pass_over_real_loopback_http() -> None:
+    hub = idle_hub(25)
+    async with open_fake_hub(hub) as api_url:
+        report = await run_pass(config(url=api_url))
+    assert report.ok
+    assert report.servers_stopped == 25
+    assert hub.statistics().connections >= 1
+
+
+async def test_an_embedding_application_runs_the_culler_in_its_own_nursery(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub = idle_hub(3)
+    reports: list[PassReport] = []
+    async with hub.running(), trio.open_nursery() as app:
+        # The application's own work goes on beside the culler.
+        ticks = 0
+
+        async def heartbeat() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await trio.sleep(1)
+
+        app.start_soon(heartbeat)
+        culler = await app.start(
+            lambda task_status: serve(
+                config(cull_every=10), transport=hub.transport(), reporters=[reports.append], task_status=task_status
+            )
+        )
+        await trio.sleep(25)
+        culler.stop()
+        app.cancel_scope.cancel()
+    assert len(reports) == 3  # t = 0, 10, 20
+    assert reports[0].servers_stopped == 3
+    assert ticks >= 25

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -70,7 +71,7 @@ async def test_first_pass_at_once_then_every_interval_never_overlapping(
     assert len(passes) >= 3
     # The first pass begins as soon as the hub answered (probe at t=0), not one interval later.
     assert passes[0][0] - started < 0.5
-    for (_, end), (next_start, _) in zip(passes, passes[1:], strict=False):
+    for (_, end), (next_start, _) in itertools.pairwise(passes):
         assert next_start >= end, "a pass started before the previous one ended"
     # Start-to-start spacing is the interval when passes are short enough.
     hub2 = idle_hub(0)
@@ -82,8 +83,9 @@ async def test_first_pass_at_once_then_every_interval_never_overlapping(
         nursery.start_soon(lambda: culler2.serve())
         await trio.sleep(30)
         culler2.stop(grace=0)
-    gaps = [round(b - a, 3) for a, b in zip(starts, starts[1:], strict=False)]
-    assert gaps and all(gap == 7 for gap in gaps)
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(starts)]
+    assert gaps
+    assert all(gap == 7 for gap in gaps)
     assert versions
 
 

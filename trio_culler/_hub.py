@@ -7,10 +7,15 @@ exponential backoff and jitter, and the mapping of httpx's exception tree onto o
 
     httpx.TimeoutException, trio.TooSlowError  -> HubTimeout       (retried)
     httpx.TransportError (connect, read, ...)   -> HubUnavailable   (retried)
+    other httpx.RequestError (e.g. decoding)    -> HubProtocolError (not retried)
     401 / 403                                    -> HubAuthError     (not retried: the pass stops)
     429, 5xx                                     -> HubStatusError   (retried; Retry-After honoured)
     other unexpected status                      -> HubStatusError   (not retried)
     a body that is not the expected JSON         -> HubProtocolError (not retried)
+
+Every message that quotes the hub or an exception passes through :meth:`HubClient._redact`, and a token that
+cannot be sent in a header is refused up front (ConfigError), so neither a hub that echoes the request nor an
+exception that quotes a header can carry the API token into a report, a log line or a traceback.
 
 The limiter is held for one attempt, never across a backoff sleep or a channel send, so a failing request does
 not starve the others. A cancelled or timed-out DELETE is not an undo: the hub may still act on it; callers
@@ -67,6 +72,11 @@ USER_DELETION_SCOPE = "admin:users"
 _BACKOFF_FIRST = 0.5
 _BACKOFF_CAP = 15.0
 _RETRY_AFTER_CAP = 60.0
+#: What replaces the API token in any message (the same marker the log formatter uses).
+REDACTED = "[redacted]"
+#: What an HTTP header value may hold (visible ASCII and inner spaces); anything else in a token could not be sent
+#: and would end up quoted in an exception message instead.
+_HEADER_SAFE_RE = re.compile(r"^[\x21-\x7e]+(?: +[\x21-\x7e]+)*$")
 _VERSION_RE = re.compile(r"^\s*v?(\d+)(?:\.(\d+))?(?:\.(\d+))?")
 
 
@@ -82,8 +92,14 @@ class DeleteOutcome(enum.Enum):
 
 
 def quote_segment(segment: str) -> str:
-    """Percent-encode one path segment with nothing left safe: ``/ # ? ; % @ +``, spaces, non-ASCII."""
-    return quote(segment, safe="")
+    """Percent-encode one path segment with nothing left safe: ``/ # ? ; % @ +``, spaces, non-ASCII, and the
+    dots of a name that is only ``.`` or ``..``."""
+    quoted = quote(segment, safe="")
+    if quoted in (".", ".."):
+        # Dot-segments are removed by every RFC 3986 client, httpx included: user "." would turn
+        # DELETE /users/./server into DELETE /users/server, which deletes the user called "server".
+        return quoted.replace(".", "%2E")
+    return quoted
 
 
 @attrs.frozen
@@ -166,6 +182,11 @@ class HubClient:
         self.limiter = limiter
         self._stats = HubStatistics()
         self._random = random.Random()
+        self._token = config.api_token.strip()
+
+    def _redact(self, message: str) -> str:
+        # Hubs and proxies may echo the Authorization header in an error body; never pass the token on.
+        return message.replace(self._token, REDACTED) if self._token else message
 
     def statistics(self) -> HubStatistics:
         return attrs.evolve(self._stats, requests=dict(self._stats.requests))
@@ -199,7 +220,8 @@ class HubClient:
     def _backoff(self, attempt: int, error: HubError) -> float:
         if isinstance(error, HubStatusError) and error.retry_after is not None:
             return min(error.retry_after, _RETRY_AFTER_CAP)
-        # "Full jitter": spreads the retries of many workers that failed together.
+        # "Equal jitter" (half fixed, half random): spreads the retries of many workers that failed together
+        # while keeping each wait at least half the exponential step.
         ceiling = min(_BACKOFF_CAP, _BACKOFF_FIRST * 2**attempt)
         return self._random.uniform(ceiling / 2, ceiling)
 
@@ -226,13 +248,22 @@ class HubClient:
             except (httpx.TimeoutException, trio.TooSlowError):
                 raise HubTimeout(f"{what}: no answer within {self._config.request_timeout:g} s") from None
             except httpx.TransportError as error:
-                raise HubUnavailable(f"{what}: {type(error).__name__}: {error}") from None
+                unavailable = HubUnavailable(self._redact(f"{what}: {type(error).__name__}: {_describe(error)}"))
+                if _caused_by(error, ssl.SSLCertVerificationError):
+                    # The hub's certificate does not verify against the CA: trying again a second later cannot
+                    # change that, and each retry would only repeat the handshake and delay the clear error.
+                    unavailable.transient = False
+                raise unavailable from None
+            except httpx.RequestError as error:
+                # E.g. a Content-Encoding the body does not match: an answer we cannot read, like bad JSON. Left
+                # unmapped it would escape every `except HubError` and take the whole pass down with it.
+                raise HubProtocolError(self._redact(f"{what}: unreadable answer: {error}")) from None
             finally:
                 stats.in_flight -= 1
         status = response.status_code
         if status in ok:
             return response
-        message = f"{what} -> {status}{_hub_message(response)}"
+        message = self._redact(f"{what} -> {status}{_hub_message(response, self._token)}")
         if status in (401, 403):
             raise HubAuthError(message)
         raise HubStatusError(message, status=status, retry_after=_retry_after(response))
@@ -241,7 +272,7 @@ class HubClient:
 
     async def get_info(self) -> HubInfo:
         response = await self._request("version", "GET", "/", ok=frozenset({200}))
-        model = _json(response)
+        model = self._json(response)
         version = model.get("version") if isinstance(model, dict) else None
         if not isinstance(version, str):
             raise HubProtocolError(f"GET {self._base}/: no version in the answer")
@@ -257,7 +288,7 @@ class HubClient:
             params["limit"] = str(limit)
         headers = {"Accept": PAGINATION_MEDIA_TYPE} if paginate else None
         response = await self._request("list", "GET", "/users", ok=frozenset({200}), params=params, headers=headers)
-        body = _json(response)
+        body = self._json(response)
         if isinstance(body, list):
             items: list[Any] = body
             total = None
@@ -267,7 +298,9 @@ class HubClient:
             pagination = body.get("_pagination")
             total, page_limit = _pagination(pagination)
             if total is None:
-                raise HubProtocolError(f"GET {self._base}/users: unreadable _pagination {pagination!r:.200}")
+                raise HubProtocolError(
+                    self._redact(f"GET {self._base}/users: unreadable _pagination {pagination!r:.200}")
+                )
         else:
             raise HubProtocolError(f"GET {self._base}/users: expected a list or a page of users")
         users: list[User] = []
@@ -278,7 +311,7 @@ class HubClient:
             except ModelError as error:
                 name = item.get("name") if isinstance(item, dict) else None
                 label = name if isinstance(name, str) else f"item {offset + index} of the page at offset {offset}"
-                skipped.append(SkippedItem(label, str(error)))
+                skipped.append(SkippedItem(self._redact(label), self._redact(str(error))))
         return Page(users, skipped, total, offset, page_limit)
 
     async def stop_server(self, user: str, server: str, *, remove: bool = False) -> StopOutcome:
@@ -302,15 +335,41 @@ class HubClient:
         response = await self._request("delete_user", "DELETE", path, ok=frozenset({200, 204, 404}))
         return DeleteOutcome.GONE if response.status_code == 404 else DeleteOutcome.DELETED
 
+    def _json(self, response: httpx.Response) -> Any:
+        try:
+            return json.loads(response.content)
+        except (ValueError, RecursionError):
+            # RecursionError: absurdly nested JSON. Unreadable like any other garbage, not a reason to crash.
+            raise HubProtocolError(
+                self._redact(
+                    f"{response.request.method} {response.request.url}: the answer is not JSON "
+                    f"({response.headers.get('content-type', 'no content type')})"
+                )
+            ) from None
 
-def _json(response: httpx.Response) -> Any:
-    try:
-        return json.loads(response.content)
-    except ValueError:
-        raise HubProtocolError(
-            f"{response.request.method} {response.request.url}: the answer is not JSON "
-            f"({response.headers.get('content-type', 'no content type')})"
-        ) from None
+
+def _chain(error: BaseException) -> list[BaseException]:
+    found: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and len(found) < 10:  # bounded: a chain could, in principle, loop
+        found.append(current)
+        current = current.__cause__ or current.__context__
+    return found
+
+
+def _describe(error: BaseException) -> str:
+    """Every distinct message in an exception's chain. httpx's own is often empty (a TLS failure under trio
+    arrives as ``ConnectError('')`` caused by a bare BrokenResourceError caused by the ssl error that says why)."""
+    messages: list[str] = []
+    for link in _chain(error):
+        text = str(link)
+        if text and text not in messages:
+            messages.append(text)
+    return "; ".join(messages) or "no detail"
+
+
+def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
+    return any(isinstance(link, kind) for link in _chain(error))
 
 
 def _pagination(value: Any) -> tuple[int | None, int | None]:
@@ -322,13 +381,18 @@ def _pagination(value: Any) -> tuple[int | None, int | None]:
     return total, limit
 
 
-def _hub_message(response: httpx.Response) -> str:
+def _hub_message(response: httpx.Response, token: str) -> str:
     try:
         model = json.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):
         return ""
     message = model.get("message") if isinstance(model, dict) else None
-    return f": {message:.300}" if isinstance(message, str) else ""
+    if not isinstance(message, str):
+        return ""
+    # Redact before truncating: a cut through the token would leave a prefix the caller could not recognise.
+    if token:
+        message = message.replace(token, REDACTED)
+    return f": {message:.300}"
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -342,17 +406,34 @@ def _retry_after(response: httpx.Response) -> float | None:
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
+def _header_token(raw: str) -> str:
+    """The token as it can go in a header, or ConfigError (which never quotes it).
+
+    Surrounding whitespace is dropped: a Kubernetes secret or a file often ends in a newline, and a hub strips
+    it from the header anyway. A control or non-ASCII character inside cannot be sent at all; httpx would fail
+    on every request with an error that quotes the whole header, token included.
+    """
+    token = raw.strip()
+    if token and not _HEADER_SAFE_RE.match(token):
+        raise ConfigError(
+            "JUPYTERHUB_API_TOKEN contains characters that cannot be sent in an HTTP header "
+            "(control characters or non-ASCII); check how the secret is provided"
+        )
+    return token
+
+
 @asynccontextmanager
 async def open_hub_client(
     config: Config, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> AsyncIterator[HubClient]:
     """A HubClient for ``config``; ``transport`` replaces the network (e.g. FakeHub's MockTransport)."""
+    token = _header_token(config.api_token)
     tokens = config.concurrency or math.inf
     # httpx's pool must have room for every limiter token, or the surplus would fail with PoolTimeout.
     connections = config.concurrency + 2 if config.concurrency else None
     verify: ssl.SSLContext | bool = make_ssl_context(config) or True
     http = httpx.AsyncClient(
-        headers={"Authorization": f"token {config.api_token}", "User-Agent": "trio-culler"},
+        headers={"Authorization": f"token {token}", "User-Agent": "trio-culler"},
         timeout=httpx.Timeout(config.request_timeout),
         limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
         trust_env=config.use_proxy_env,

@@ -147,7 +147,7 @@ class Culler:
         self.last_report = report
         self._finished += 1
         level = logging.ERROR if report.aborted else logging.INFO
-        log.log(level, report.summary(), extra=_summary_fields(report))
+        log.log(level, report.summary(), extra=summary_fields(report))
         for reporter in self._reporters:
             try:
                 reporter(report)
@@ -157,7 +157,7 @@ class Culler:
         self._completed = trio.Event()
 
 
-def _summary_fields(report: PassReport) -> dict[str, object]:
+def summary_fields(report: PassReport) -> dict[str, object]:
     return {
         "event": "pass",
         "duration_seconds": round(report.duration, 3),
@@ -186,16 +186,23 @@ async def serve(
 
 @asynccontextmanager
 async def open_culler(
-    config: Config, *, transport: httpx.AsyncBaseTransport | None = None, reporters: Sequence[Reporter] = ()
+    config: Config,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    reporters: Sequence[Reporter] = (),
+    grace: float = DEFAULT_GRACE,
 ) -> AsyncIterator[Culler]:
-    """``async with open_culler(config) as culler:`` runs the culler in the background of the block."""
+    """``async with open_culler(config) as culler:`` runs the culler in the background of the block.
+
+    Leaving the block stops it gracefully: a pass under way gets ``grace`` seconds (or less, if
+    :meth:`Culler.stop` was already called with a shorter one) to finish the requests in flight."""
     async with trio.open_nursery() as nursery:
         culler = Culler(config, transport=transport, reporters=reporters)
         await nursery.start(lambda task_status: culler.serve(task_status=task_status))
         try:
             yield culler
         finally:
-            culler.stop(grace=0)
+            culler.stop(grace)
 
 
 async def run_pass(

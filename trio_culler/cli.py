@@ -26,7 +26,7 @@ from ._metrics import Metrics
 from ._options import OPTIONS, load_config_file, parse_args, render_default_config, render_help
 from ._progress import draw_progress_bar
 from ._report import PassRecorder, PassReport
-from ._service import Culler, run_pass
+from ._service import Culler, run_pass, summary_fields
 from ._version import __version__
 
 __all__ = ["Settings", "main", "read_settings"]
@@ -114,10 +114,11 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
 
         return trio.run(run_demo, settings)
     if not settings.config.api_token:
-        print(
-            f"{PROGRAM}: error: JUPYTERHUB_API_TOKEN is not set: a hub sets it for a managed service; "
+        # Logging is set up by now, so this goes out in the chosen format (a JSON pipeline must parse it too).
+        log.error(
+            "JUPYTERHUB_API_TOKEN is not set: a hub sets it for a managed service; "
             "a standalone culler needs a service token from the hub's config",
-            file=sys.stderr,
+            extra={"event": "startup_error"},
         )
         return 2
     metrics = Metrics()
@@ -125,7 +126,7 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         try:
             port = metrics.serve(settings.metrics_port, settings.metrics_address)
         except OSError as error:
-            print(f"{PROGRAM}: error: --metrics-port={settings.metrics_port}: {error.strerror}", file=sys.stderr)
+            log.error("--metrics-port=%d: %s", settings.metrics_port, error.strerror, extra={"event": "startup_error"})
             return 2
         log.info("Serving Prometheus metrics on http://%s:%d/metrics", settings.metrics_address, port)
     try:
@@ -201,7 +202,7 @@ async def _run_once(settings: Settings, metrics: Metrics) -> int:
     if report is None:
         log.warning("Pass cancelled before it finished")
         return 0
-    log.log(logging.ERROR if report.aborted else logging.INFO, report.summary())
+    log.log(logging.ERROR if report.aborted else logging.INFO, report.summary(), extra=summary_fields(report))
     metrics.observe(report)
     if report.interrupted:
         return 0 if report.aborted is None and report.error_count == 0 else 1

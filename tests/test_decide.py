@@ -194,3 +194,16 @@ def test_admin_spared_even_past_max_age() -> None:
 )
 def test_format_duration(delta: timedelta | None, text: str) -> None:
     assert format_duration(delta) == text
+
+
+@given(users(), policies())
+def test_a_user_whose_servers_are_not_visible_is_never_deleted(user: User, p: Policy) -> None:
+    hidden = attrs.evolve(user, servers={}, servers_visible=False)
+    assert decide_user(hidden, policy=p, now=NOW, servers_left=0).action is Action.KEEP
+
+
+@given(servers(), policies(), st.none() | st.booleans())
+def test_hidden_activity_is_never_culled_for_idleness(server: Server, p: Policy, verdict: bool | None) -> None:
+    hidden = attrs.evolve(server, last_activity=None, activity_visible=False)
+    decision = decide_server(hidden, policy=p, now=NOW, arbiter_says_cull=verdict)
+    assert decision.rule != "idle"

@@ -3,7 +3,9 @@
 The rules are the original ``jupyterhub-idle-culler``'s, in its order:
 
 - a server with a pending action, or one that is not ready, is never culled;
-- idle time is ``now - last_activity``, or the server's age when the hub has no activity yet;
+- idle time is ``now - last_activity``, or the server's age when the hub has no activity yet (``null``); a
+  model without the key (a token that may not read activity) has no idle time, and is culled for idleness
+  never;
 - an idle server is culled when ``cull_arbiter_hook`` (default: idle >= timeout) says so and its kind
   (default or named) is enabled;
 - with ``max_age``, a server at least that old is culled however active it is;
@@ -68,8 +70,11 @@ def _since(now: datetime, then: datetime | None) -> timedelta | None:
 
 
 def server_idle_time(server: Server, now: datetime) -> tuple[timedelta | None, timedelta | None]:
-    """``(inactive, age)`` of a server; ``inactive`` falls back to the age when there is no activity yet."""
+    """``(inactive, age)`` of a server; ``inactive`` falls back to the age when there is no activity yet, and
+    is unknown (None) when the hub did not show the activity at all."""
     age = _since(now, server.started)
+    if not server.activity_visible:
+        return None, age
     inactive = _since(now, server.last_activity) if server.last_activity is not None else age
     return inactive, age
 
@@ -114,6 +119,9 @@ def decide_user(user: User, *, policy: Policy, now: datetime, servers_left: int)
         return Decision(Action.KEEP, "user culling disabled", "disabled")
     if servers_left:
         return Decision(Action.KEEP, f"{servers_left} server(s) still running", "servers_left")
+    if not user.servers_visible:
+        # Deleting a user is only safe when its servers are known to be stopped.
+        return Decision(Action.KEEP, "servers not visible to this token", "servers_unknown")
     # The hub hides `admin` from tokens without the scope to read it: unknown is treated as admin, because
     # deleting an admin by mistake is the error that cannot be undone.
     if not policy.cull_admin_users and user.admin is not False:

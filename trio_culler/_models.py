@@ -33,6 +33,9 @@ class Server:
     pending: str | None = None
     ready: bool | None = None
     url: str | None = None
+    #: False when the model has no ``last_activity`` key at all: the token may not read it (it lacks
+    #: ``read:users:activity``). Unlike ``null`` ("no activity yet"), that says nothing about idleness.
+    activity_visible: bool = True
     #: The hub's model of this server, as received: what ``cull_arbiter_hook`` is given.
     model: Any = attrs.field(factory=dict, eq=False, repr=False)
 
@@ -49,6 +52,9 @@ class User:
     created: datetime | None = None
     last_activity: datetime | None = None
     servers: Mapping[str, Server] = attrs.field(factory=dict)
+    #: False when the model shows neither ``servers`` nor ``server`` (a token without ``read:servers``): the
+    #: user's servers are unknown, which is not the same as having none.
+    servers_visible: bool = True
 
 
 def parse_timestamp(value: str) -> datetime:
@@ -99,7 +105,7 @@ def _make_converter(*, detailed: bool) -> cattrs.Converter:
     def structure_server(value: Any, _type: Any) -> Server:
         if not isinstance(value, dict):
             raise TypeError(f"expected a server object, got {type(value).__name__}")
-        return server_fn({**value, "model": value}, Server)
+        return server_fn({**value, "model": value, "activity_visible": "last_activity" in value}, Server)
 
     converter.register_structure_hook(Server, structure_server)
 
@@ -133,14 +139,15 @@ _DETAILED = _make_converter(detailed=True)
 
 def _with_legacy_servers(model: dict[str, Any]) -> dict[str, Any]:
     """JupyterHub < 0.9 without named servers has no ``servers`` key: describe the default server from the user."""
-    if "servers" in model or not model.get("server"):
+    if "servers" in model:
         return model
-    default = {
-        "name": "",
-        "last_activity": model.get("last_activity"),
-        "pending": model.get("pending"),
-        "url": model.get("server"),
-    }
+    if "server" not in model:
+        return {**model, "servers_visible": False}
+    if not model["server"]:
+        return model
+    default = {"name": "", "pending": model.get("pending"), "url": model.get("server")}
+    if "last_activity" in model:
+        default["last_activity"] = model["last_activity"]
     return {**model, "servers": {"": default}}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Awaitable, Callable, Mapping
@@ -103,7 +104,7 @@ class Config:
         every = self.cull_every if self.cull_every else self.timeout // 2
         return max(every, MIN_CULL_EVERY)
 
-    @property
+    @functools.cached_property
     def policy(self) -> Policy:
         return Policy(
             timeout=timedelta(seconds=self.timeout),

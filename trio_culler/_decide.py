@@ -42,16 +42,43 @@ class Action(enum.Enum):
 @attrs.frozen
 class Decision:
     action: Action
-    #: Why, in words for the log: ``inactive for 01:02:03``, ``age 10:00:00``, ``pending stop``.
-    reason: str
-    #: Which rule decided, as a short label for metrics: idle, max_age, pending, not_ready, active, ...
+    #: Which rule decided, as a short label for metrics and logs: idle, max_age, pending, not_ready, active, ...
     rule: str
     inactive: timedelta | None = None
     age: timedelta | None = None
+    #: What the rule needs to explain itself: the pending action, or the number of servers left.
+    detail: str = ""
 
     @property
     def acts(self) -> bool:
         return self.action is not Action.KEEP
+
+    @property
+    def reason(self) -> str:
+        """Why, in words for the log: ``inactive for 01:02:03``, ``age 10:00:00, inactive for ...``.
+
+        Built on demand: a pass decides about every server but explains only the few it culls (and, at DEBUG,
+        the rest), and formatting durations is most of what deciding costs."""
+        rule = self.rule
+        if rule == "idle":
+            return f"inactive for {format_duration(self.inactive)}"
+        if rule == "max_age":
+            return f"age {format_duration(self.age)}, inactive for {format_duration(self.inactive)}"
+        if rule == "active":
+            return f"active: inactive for {format_duration(self.inactive)}, age {format_duration(self.age)}"
+        return _REASONS[rule].format(detail=self.detail)
+
+
+_REASONS = {
+    "pending": "pending {detail}",
+    "not_ready": "not ready",
+    "default_disabled": "default disabled",
+    "named_disabled": "named disabled",
+    "disabled": "user culling disabled",
+    "servers_left": "{detail} server(s) still running",
+    "servers_unknown": "servers not visible to this token",
+    "admin": "admin user",
+}
 
 
 def format_duration(delta: timedelta | None) -> str:
@@ -90,48 +117,43 @@ def decide_server(
     hook, the default rule ``inactive >= timeout`` applies). The caller consults the hook only when
     :func:`server_idle_time` gives an ``inactive`` value, as the hook cannot judge an unknown idle time."""
     if server.pending:
-        return Decision(Action.KEEP, f"pending {server.pending}", "pending")
+        return Decision(Action.KEEP, "pending", detail=server.pending)
     if not server.is_ready:
-        return Decision(Action.KEEP, "not ready", "not_ready")
+        return Decision(Action.KEEP, "not_ready")
     inactive, age = server_idle_time(server, now)
     kind_enabled = policy.cull_named_servers if server.name else policy.cull_default_servers
     act = Action.REMOVE if server.name and policy.remove_named_servers else Action.STOP
     if inactive is not None and kind_enabled:
         idle = inactive >= policy.timeout if arbiter_says_cull is None else arbiter_says_cull
         if idle:
-            return Decision(act, f"inactive for {format_duration(inactive)}", "idle", inactive, age)
+            return Decision(act, "idle", inactive, age)
     # As in the original, max-age applies to default and named servers whatever the kind toggles say:
     # they choose what idleness may cull, max-age is a hard lifetime.
     if policy.max_age is not None and age is not None and age >= policy.max_age:
-        reason = f"age {format_duration(age)}, inactive for {format_duration(inactive)}"
-        return Decision(act, reason, "max_age", inactive, age)
+        return Decision(act, "max_age", inactive, age)
     if not kind_enabled:
-        rule = "named_disabled" if server.name else "default_disabled"
-        return Decision(Action.KEEP, f"{rule.replace('_', ' ')}", rule, inactive, age)
-    reason = f"active: inactive for {format_duration(inactive)}, age {format_duration(age)}"
-    return Decision(Action.KEEP, reason, "active", inactive, age)
+        return Decision(Action.KEEP, "named_disabled" if server.name else "default_disabled", inactive, age)
+    return Decision(Action.KEEP, "active", inactive, age)
 
 
 def decide_user(user: User, *, policy: Policy, now: datetime, servers_left: int) -> Decision:
     """Decide whether to delete a user, given how many of its servers are still running after this pass acted
     on them (culled servers that answered 202 still count as running)."""
     if not policy.cull_users:
-        return Decision(Action.KEEP, "user culling disabled", "disabled")
+        return Decision(Action.KEEP, "disabled")
     if servers_left:
-        return Decision(Action.KEEP, f"{servers_left} server(s) still running", "servers_left")
+        return Decision(Action.KEEP, "servers_left", detail=str(servers_left))
     if not user.servers_visible:
         # Deleting a user is only safe when its servers are known to be stopped.
-        return Decision(Action.KEEP, "servers not visible to this token", "servers_unknown")
+        return Decision(Action.KEEP, "servers_unknown")
     # The hub hides `admin` from tokens without the scope to read it: unknown is treated as admin, because
     # deleting an admin by mistake is the error that cannot be undone.
     if not policy.cull_admin_users and user.admin is not False:
-        return Decision(Action.KEEP, "admin user", "admin")
+        return Decision(Action.KEEP, "admin")
     age = _since(now, user.created)
     inactive = _since(now, user.last_activity) if user.last_activity is not None else age
     if inactive is not None and inactive >= policy.timeout:
-        return Decision(Action.DELETE_USER, f"inactive for {format_duration(inactive)}", "idle", inactive, age)
+        return Decision(Action.DELETE_USER, "idle", inactive, age)
     if policy.max_age is not None and age is not None and age >= policy.max_age:
-        reason = f"age {format_duration(age)}, inactive for {format_duration(inactive)}"
-        return Decision(Action.DELETE_USER, reason, "max_age", inactive, age)
-    reason = f"active: inactive for {format_duration(inactive)}, age {format_duration(age)}"
-    return Decision(Action.KEEP, reason, "active", inactive, age)
+        return Decision(Action.DELETE_USER, "max_age", inactive, age)
+    return Decision(Action.KEEP, "active", inactive, age)

@@ -80,7 +80,7 @@ async def run_pass_with(
                 )
                 async with receive:
                     for _ in range(workers):
-                        pass_nursery.start_soon(_worker, hub, config, now, receive.clone(), recorder)
+                        pass_nursery.start_soon(_worker, hub, config, now, receive.clone(), recorder, draining)
             nursery.cancel_scope.cancel()
     except* HubAuthError as group:
         auth_error = _first_leaf(group)
@@ -123,9 +123,13 @@ async def _worker(
     now: datetime,
     receive: trio.MemoryReceiveChannel[User],
     recorder: PassRecorder,
+    draining: trio.Event,
 ) -> None:
     async with receive:
         async for user in receive:
+            if draining.is_set():
+                # Handed over just before the drain began: a stop is a stop, so no new request now.
+                continue
             try:
                 await _handle_user(hub, config, now, user, recorder)
             except (HubAuthError, trio.Cancelled):
@@ -156,7 +160,7 @@ async def _handle_user(hub: HubClient, config: Config, now: datetime, user: User
     decision = decide_user(user, policy=config.policy, now=now, servers_left=servers_left)
     if decision.action is Action.DELETE_USER:
         await delete_user(hub, user.name, decision, dry_run=config.dry_run, recorder=recorder)
-    else:
+    elif log.isEnabledFor(logging.DEBUG):
         log.debug("Not culling user %s (%s)", user.name, decision.reason, extra={"user": user.name})
 
 
@@ -177,7 +181,8 @@ async def _handle_server(
                 return Outcome.FAILED
     decision = decide_server(server, policy=config.policy, now=now, arbiter_says_cull=verdict)
     if not decision.acts:
-        label = f"{user.name}/{server.name}" if server.name else user.name
-        log.debug("Not culling server %s (%s)", label, decision.reason, extra={"user": user.name})
+        if log.isEnabledFor(logging.DEBUG):
+            label = f"{user.name}/{server.name}" if server.name else user.name
+            log.debug("Not culling server %s (%s)", label, decision.reason, extra={"user": user.name})
         return Outcome.KEPT
     return await stop_server(hub, user.name, server.name, decision, dry_run=config.dry_run, recorder=recorder)

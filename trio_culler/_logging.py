@@ -5,6 +5,11 @@ JSON: ``{"time": "...Z", "level": "info", "logger": "trio_culler", "message": ".
 with the structured fields each log call passes as ``extra`` (user, server, action, reason, inactive_seconds,
 age_seconds, event, ...). Every record, errors and tracebacks included, goes through one formatter.
 
+Lines about single culls (records with an ``action``) are written in small batches, at most a quarter of a
+second late: a pass that culls 20,000 servers would otherwise spend over a second in 20,000 write calls
+(stderr is line-buffered). Every other record, and anything at WARNING or above, flushes the batch at once, so
+the pass summary, errors and shutdown lines are never held back, and logging's exit hook flushes the rest.
+
 A filter on the handler replaces the API token wherever it appears in a finished line: the culler never logs it
 on purpose, and this makes sure no library does by accident either.
 """
@@ -88,11 +93,54 @@ class _RedactingFormatter(logging.Formatter):
         return text
 
 
+class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler that batches per-cull lines (see the module docstring)."""
+
+    FLUSH_AFTER = 0.25
+    MAX_BATCH = 512
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._batch: list[str] = []
+        self._batch_started = 0.0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self._batch.append(line)
+        if record.levelno < logging.WARNING and "action" in record.__dict__:
+            if len(self._batch) == 1:
+                self._batch_started = record.created
+            if record.created - self._batch_started < self.FLUSH_AFTER and len(self._batch) < self.MAX_BATCH:
+                return
+        self.flush()
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            text = "\n".join(self._batch) + "\n" if self._batch else ""
+            self._batch.clear()
+            try:
+                if text:
+                    self.stream.write(text)
+                if hasattr(self.stream, "flush"):
+                    self.stream.flush()
+            except (OSError, ValueError):
+                # A closed or broken stderr must not take the culler down with it: logging's own policy.
+                if logging.raiseExceptions:
+                    sys.stderr.write("trio-culler: could not write log lines\n")
+        finally:
+            self.release()
+
+
 def configure_logging(
     *, level: int, json_format: bool, secrets: list[str], stream: TextIO | None = None
 ) -> logging.Handler:
     """Send every log record to ``stream`` (stderr) in the chosen format; returns the handler installed."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = BatchingStreamHandler(stream or sys.stderr)
     inner: logging.Formatter = JsonFormatter() if json_format else TextFormatter()
     handler.setFormatter(_RedactingFormatter(inner, secrets))
     root = logging.getLogger()

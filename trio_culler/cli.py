@@ -21,6 +21,7 @@ import trio
 
 from ._config import Config
 from ._errors import ConfigError
+from ._hub import check_client_settings
 from ._logging import configure_logging
 from ._metrics import Metrics
 from ._options import OPTIONS, load_config_file, parse_args, render_default_config, render_help
@@ -120,6 +121,11 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
             "a standalone culler needs a service token from the hub's config",
             extra={"event": "startup_error"},
         )
+        return 2
+    try:
+        check_client_settings(settings.config)
+    except ConfigError as error:
+        log.error("%s", error, extra={"event": "startup_error"})
         return 2
     metrics = Metrics()
     if settings.metrics_port:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import trio
@@ -76,6 +77,7 @@ async def run_pass_with(
                         send=send,
                         recorder=recorder,
                         draining=draining,
+                        wanted=_wanted_predicate(config, now),
                     )
                 )
                 async with receive:
@@ -91,6 +93,23 @@ async def run_pass_with(
     if draining.is_set():
         recorder.interrupted = True
     return recorder.finish(trio.current_time())
+
+
+def _wanted_predicate(config: Config, now: datetime) -> Callable[[User], bool] | None:
+    """Which users a worker must see: those with a server to cull, or (with --cull-users) none left to run.
+
+    None (every user) when a cull_arbiter_hook must judge each server, or when DEBUG logging wants the
+    workers to explain every server they keep."""
+    if config.cull_arbiter_hook is not None or log.isEnabledFor(logging.DEBUG):
+        return None
+    policy = config.policy
+
+    def wanted(user: User) -> bool:
+        if not user.servers:
+            return policy.cull_users
+        return any(decide_server(server, policy=policy, now=now).acts for server in user.servers.values())
+
+    return wanted
 
 
 def _first_leaf(group: BaseExceptionGroup[HubAuthError]) -> BaseException:

@@ -187,3 +187,14 @@ def test_a_traceback_that_quotes_the_token_is_redacted(tmp_path: Path) -> None:
             assert "Traceback" in output or "traceback" in output.lower()
             assert "RuntimeError: the hook saw [redacted]" in output.replace("\\n", "\n")
             assert_clean(output)
+
+
+def test_short_tokens_are_redacted_as_whole_words_only() -> None:
+    from trio_culler._redact import make_redactor
+
+    redact = make_redactor(["x"])
+    assert redact("--max-age x token=x") == "--max-age [redacted] token=[redacted]"
+    long_token = "0123456789abcdef0123456789abcdef"
+    redact = make_redactor([long_token, ""])
+    assert redact(f"Authorization=token%20{long_token}") == "Authorization=token%20[redacted]"
+    assert make_redactor([])("unchanged") == "unchanged"

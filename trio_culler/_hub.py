@@ -30,7 +30,7 @@ import math
 import random
 import re
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
@@ -51,6 +51,7 @@ from ._errors import (
 )
 from ._http11 import ConnectFailed, ConnectionLost, ConnectionPool, Origin, ProtocolViolation
 from ._models import ModelError, User, structure_user
+from ._redact import make_redactor
 
 __all__ = [
     "DeleteOutcome",
@@ -74,8 +75,6 @@ USER_DELETION_SCOPE = "admin:users"
 _BACKOFF_FIRST = 0.5
 _BACKOFF_CAP = 15.0
 _RETRY_AFTER_CAP = 60.0
-#: What replaces the API token in any message (the same marker the log formatter uses).
-REDACTED = "[redacted]"
 #: What an HTTP header value may hold (visible ASCII and inner spaces); anything else in a token could not be sent
 #: and would end up quoted in an exception message instead.
 _HEADER_SAFE_RE = re.compile(r"^[\x21-\x7e]+(?: +[\x21-\x7e]+)*$")
@@ -195,10 +194,7 @@ class HubClient:
         self._stats = HubStatistics()
         self._random = random.Random()
         self._token = config.api_token.strip()
-
-    def _redact(self, message: str) -> str:
-        # Hubs and proxies may echo the Authorization header in an error body; never pass the token on.
-        return message.replace(self._token, REDACTED) if self._token else message
+        self._redact = make_redactor([self._token])
 
     def statistics(self) -> HubStatistics:
         return attrs.evolve(self._stats, requests=dict(self._stats.requests))
@@ -287,7 +283,7 @@ class HubClient:
         status = response.status_code
         if status in ok:
             return response
-        message = self._redact(f"{what} -> {status}{_hub_message(response, self._token)}")
+        message = self._redact(f"{what} -> {status}{_hub_message(response, self._redact)}")
         if status in (401, 403):
             raise HubAuthError(message)
         raise HubStatusError(message, status=status, retry_after=_retry_after(response))
@@ -416,7 +412,7 @@ def _pagination(value: Any) -> tuple[int | None, int | None]:
     return total, limit
 
 
-def _hub_message(response: httpx.Response, token: str) -> str:
+def _hub_message(response: httpx.Response, redact: Callable[[str], str]) -> str:
     try:
         model = json.loads(response.content)
     except (ValueError, RecursionError):
@@ -425,9 +421,7 @@ def _hub_message(response: httpx.Response, token: str) -> str:
     if not isinstance(message, str):
         return ""
     # Redact before truncating: a cut through the token would leave a prefix the caller could not recognise.
-    if token:
-        message = message.replace(token, REDACTED)
-    return f": {message:.300}"
+    return f": {redact(message):.300}"
 
 
 def _retry_after(response: httpx.Response) -> float | None:

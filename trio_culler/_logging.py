@@ -22,6 +22,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from ._redact import make_redactor
+
 __all__ = ["LOG_FIELDS", "JsonFormatter", "TextFormatter", "configure_logging"]
 
 #: The ``extra`` keys the culler uses; the JSON formatter copies exactly these.
@@ -47,7 +49,6 @@ LOG_FIELDS = (
     "errors",
     "dry_run",
 )
-REDACTED = "[redacted]"
 
 
 class TextFormatter(logging.Formatter):
@@ -84,13 +85,10 @@ class _RedactingFormatter(logging.Formatter):
     def __init__(self, inner: logging.Formatter, secrets: list[str]) -> None:
         super().__init__()
         self._inner = inner
-        self._secrets = [secret for secret in secrets if secret]
+        self._redact = make_redactor(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
-        text = self._inner.format(record)
-        for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
-        return text
+        return self._redact(self._inner.format(record))
 
 
 class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -36,7 +36,7 @@ class _Culls(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
-        self.culls: list[tuple[str, str, str]] = []
+        self.culls: list[tuple[str, str]] = []
         self.rules: Counter[str] = Counter()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -44,7 +44,9 @@ class _Culls(logging.Handler):
         if fields.get("action") in ("stop", "remove", "delete_user") and "error" not in fields:
             kind = "user" if fields["action"] == "delete_user" else "server"
             self.rules[f"{kind}s {fields.get('rule')}"] += 1
-            self.culls.append((str(fields.get("user")), fields.get("server") or "", str(fields.get("reason"))))
+            user, server = str(fields.get("user")), fields.get("server") or ""
+            what = f"user {user} deleted" if kind == "user" else f"server {user}{'/' + server if server else ''}"
+            self.culls.append((what, str(fields.get("reason"))))
 
 
 async def run_demo(settings: Settings) -> int:
@@ -89,8 +91,8 @@ async def run_demo(settings: Settings) -> int:
     print(report.summary())
     print("Culled, by rule: " + ", ".join(f"{count} {rule}" for rule, count in sorted(collector.rules.items())))
     print("A sample of what was culled, and why:")
-    for user, server, reason in collector.culls[:8]:
-        print(f"  {user}{'/' + server if server else ''}: {reason}")
+    for what, reason in collector.culls[:8]:
+        print(f"  {what}: {reason}")
     stats = hub.statistics()
     stopped = set(stats.stop_requests)
     missed = population.idle - stopped

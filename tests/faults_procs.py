@@ -44,13 +44,18 @@ class ChildProcess:
                 self.lines.append(Line(time.monotonic(), text.rstrip("\n")))
                 self.changed.notify_all()
 
-    def wait_for(self, predicate: Callable[[str], bool], timeout: float) -> Line:
-        """The first line (already read or still to come) that satisfies ``predicate``; AssertionError after
-        ``timeout`` seconds, with what the process said so far."""
+    def mark(self) -> int:
+        """Where the output is now: pass it as ``since`` to look only at what comes after."""
+        with self.changed:
+            return len(self.lines)
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout: float, *, since: int = 0) -> Line:
+        """The first line from ``since`` on (already read or still to come) that satisfies ``predicate``;
+        AssertionError after ``timeout`` seconds, with what the process said so far."""
         deadline = time.monotonic() + timeout
         with self.changed:
             while True:
-                for line in self.lines:
+                for line in self.lines[since:]:
                     if predicate(line.text):
                         return line
                 left = deadline - time.monotonic()
@@ -65,11 +70,11 @@ class ChildProcess:
         with self.changed:
             return "\n".join(line.text for line in self.lines)
 
-    def events(self) -> list[dict[str, Any]]:
-        """The lines that are JSON objects (what ``_hubproc.py`` prints)."""
+    def events(self, *, since: int = 0) -> list[dict[str, Any]]:
+        """The lines from ``since`` on that are JSON objects (what ``_hubproc.py`` prints)."""
         found = []
         with self.changed:
-            for line in self.lines:
+            for line in self.lines[since:]:
                 if line.text.startswith("{"):
                     found.append(json.loads(line.text))
         return found

@@ -35,9 +35,12 @@ def quick_hub() -> Iterator[tuple[ChildProcess, str]]:
         yield hub
 
 
-def culling_started(culler: ChildProcess) -> None:
-    culler.wait_for(lambda text: "Culling server" in text, timeout=30)
-    time.sleep(0.3)  # the DELETEs just logged are now on the wire
+def culling_started(hub: ChildProcess, since: int) -> None:
+    """Wait until the hub has received a stop (after output position ``since``), then a little longer for the
+    culler's other workers to send theirs. The hub's line is the proof: the culler's own log of a cull may be
+    written a little later, in a batch."""
+    hub.wait_for(lambda text: '"event": "delete"' in text, timeout=30, since=since)
+    time.sleep(0.3)
 
 
 def signal_and_time(culler: ChildProcess, signum: int, *, timeout: float) -> tuple[int, float]:
@@ -48,47 +51,51 @@ def signal_and_time(culler: ChildProcess, signum: int, *, timeout: float) -> tup
     return status, time.monotonic() - sent
 
 
-def deletes_after(hub: ChildProcess, moment: float) -> list[str]:
-    return [event["path"] for event in hub.events() if event["event"] == "delete" and event["t"] > moment]
+def deletes_after(hub: ChildProcess, moment: float, since: int) -> list[str]:
+    return [e["path"] for e in hub.events(since=since) if e["event"] == "delete" and e["t"] > moment]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_once_lets_requests_in_flight_finish_then_exits_0(quick_hub: tuple[ChildProcess, str], signum: int) -> None:
     hub, url = quick_hub
     args = [f"--url={url}", "--once", "--concurrency=4", "--grace-period=5"]
+    earlier = hub.mark()  # the hub is shared by this module's tests: look at this test's events only
     with run_culler(TOKEN, *args) as culler:
-        culling_started(culler)
-        asked = len([event for event in hub.events() if event["event"] == "delete"])
-        sent = time.monotonic()
+        culling_started(hub, earlier)
+        asked = len([event for event in hub.events(since=earlier) if event["event"] == "delete"])
         status, took = signal_and_time(culler, signum, timeout=5 + SLACK)
     assert status == 0, culler.text()
     assert took < 5, "one-second stops finish well inside the grace period"
     time.sleep(0.2)  # the hub's last lines
-    events = hub.events()
-    delete_paths = [e["path"] for e in events if e["event"] == "delete" and e["t"] > sent - 10]
-    answered = [e["path"] for e in events if e["event"] == "answered" and e["t"] > sent - 10]
+    events = hub.events(since=earlier)
+    delete_paths = [e["path"] for e in events if e["event"] == "delete"]
+    answered = [e["path"] for e in events if e["event"] == "answered"]
     assert asked >= 1
     assert sorted(answered) == sorted(delete_paths), "every stop the culler sent was answered before it exited"
     summary = culler.wait_for(lambda text: "Pass done" in text, timeout=1).text
     assert "0 errors" in summary
-    # Draining: the pass took no new page, and (at most) one user already handed over, of the 200 on the hub.
-    assert len(delete_paths) <= asked + 4 + 1
+    # Draining: far fewer than the hub's 200 idle servers; the slack is for stops begun between counting and
+    # signalling (none may begin after the signal: the next test).
+    assert asked <= len(delete_paths) <= asked + 4
 
 
 def test_no_new_request_starts_after_the_first_signal(quick_hub: tuple[ChildProcess, str]) -> None:
     hub, url = quick_hub
+    earlier = hub.mark()
     with run_culler(TOKEN, f"--url={url}", "--once", "--concurrency=4", "--grace-period=5") as culler:
-        culling_started(culler)
+        culling_started(hub, earlier)
         sent = time.monotonic()
         status, _took = signal_and_time(culler, signal.SIGTERM, timeout=5 + SLACK)
     assert status == 0
-    assert deletes_after(hub, sent) == []
+    time.sleep(0.2)  # the hub's last lines
+    assert deletes_after(hub, sent, earlier) == []
 
 
 def test_once_exits_0_when_the_grace_period_runs_out(slow_hub: tuple[ChildProcess, str]) -> None:
-    _hub, url = slow_hub
+    hub, url = slow_hub
+    earlier = hub.mark()
     with run_culler(TOKEN, f"--url={url}", "--once", "--concurrency=4", "--grace-period=2") as culler:
-        culling_started(culler)
+        culling_started(hub, earlier)
         status, took = signal_and_time(culler, signal.SIGTERM, timeout=2 + SLACK)
     assert status == 0, culler.text()
     assert 1.5 <= took <= 2 + SLACK, "in-flight stops were given the grace period, and no more"
@@ -97,9 +104,10 @@ def test_once_exits_0_when_the_grace_period_runs_out(slow_hub: tuple[ChildProces
 
 @pytest.mark.parametrize("mode", [["--once"], []], ids=["once", "periodic"])
 def test_a_second_signal_exits_at_once(slow_hub: tuple[ChildProcess, str], mode: list[str]) -> None:
-    _hub, url = slow_hub
+    hub, url = slow_hub
+    earlier = hub.mark()
     with run_culler(TOKEN, f"--url={url}", *mode, "--concurrency=4", "--grace-period=60") as culler:
-        culling_started(culler)
+        culling_started(hub, earlier)
         culler.popen.send_signal(signal.SIGTERM)
         culler.wait_for(lambda text: "finishing requests in flight" in text, timeout=10)
         time.sleep(0.5)
@@ -112,9 +120,10 @@ def test_a_second_signal_exits_at_once(slow_hub: tuple[ChildProcess, str], mode:
 
 
 def test_periodic_mode_exits_0_within_the_grace_period(slow_hub: tuple[ChildProcess, str]) -> None:
-    _hub, url = slow_hub
+    hub, url = slow_hub
+    earlier = hub.mark()
     with run_culler(TOKEN, f"--url={url}", "--cull-every=600", "--concurrency=4", "--grace-period=2") as culler:
-        culling_started(culler)
+        culling_started(hub, earlier)
         status, took = signal_and_time(culler, signal.SIGINT, timeout=2 + SLACK)
     assert status == 0, culler.text()
     assert 1.5 <= took <= 2 + SLACK
@@ -146,3 +155,15 @@ def test_a_hub_that_is_not_there_is_waited_for_not_exited_on() -> None:
     probes = [line for line in output.splitlines() if "Hub not ready" in line]
     assert len(probes) >= 2
     assert all(url in line and "Connection refused" in line for line in probes), probes
+
+
+def test_cull_lines_reach_the_log_promptly(slow_hub: tuple[ChildProcess, str]) -> None:
+    # An operator watching the log (or a hub that kills the service) must not lose sight of what was culled.
+    hub, url = slow_hub
+    earlier = hub.mark()
+    with run_culler(TOKEN, f"--url={url}", "--once", "--concurrency=4", "--grace-period=0") as culler:
+        stop = hub.wait_for(lambda text: '"event": "delete"' in text, timeout=30, since=earlier)
+        logged = culler.wait_for(lambda text: "Culling server" in text, timeout=3)
+        culler.popen.send_signal(signal.SIGTERM)
+        culler.wait(SLACK)
+    assert logged.at - stop.at < 1.5

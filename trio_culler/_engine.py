@@ -21,7 +21,7 @@ import trio
 from ._act import Outcome, delete_user, stop_server
 from ._config import Config
 from ._decide import Action, decide_server, decide_user, server_idle_time
-from ._errors import HubAuthError, HubError
+from ._errors import HubAuthError, HubError, first_leaf
 from ._hub import REQUIRED_SCOPES, USER_DELETION_SCOPE, HubClient
 from ._models import Server, User
 from ._pager import stream_users
@@ -56,8 +56,8 @@ async def run_pass_with(
         info = await hub.get_info()
     except HubError as error:
         recorder.error("version", error)
+        # Not logged here: the pass summary carries `aborted`, and an operator should read it once per pass.
         recorder.aborted = _abort_message(error, config)
-        log.error("Cannot start a pass: %s", recorder.aborted, extra={"event": "pass_aborted", "error": error.kind})
         return recorder.finish(trio.current_time())
     recorder.hub_version = info.version
     if not info.has_pagination:
@@ -85,11 +85,10 @@ async def run_pass_with(
                         pass_nursery.start_soon(_worker, hub, config, now, receive.clone(), recorder, draining)
             nursery.cancel_scope.cancel()
     except* HubAuthError as group:
-        auth_error = _first_leaf(group)
+        auth_error = first_leaf(group)
         assert isinstance(auth_error, HubAuthError)
         recorder.error("authorization", auth_error)
         recorder.aborted = _abort_message(auth_error, config)
-        log.error("Pass aborted: %s", recorder.aborted, extra={"event": "pass_aborted", "error": "auth"})
     if draining.is_set():
         recorder.interrupted = True
     return recorder.finish(trio.current_time())
@@ -110,14 +109,6 @@ def _wanted_predicate(config: Config, now: datetime) -> Callable[[User], bool] |
         return any(decide_server(server, policy=policy, now=now).acts for server in user.servers.values())
 
     return wanted
-
-
-def _first_leaf(group: BaseExceptionGroup[HubAuthError]) -> BaseException:
-    # Nested nurseries nest the groups; every worker that hit the refusal says the same thing.
-    first: BaseException = group
-    while isinstance(first, BaseExceptionGroup):
-        first = first.exceptions[0]
-    return first
 
 
 def _abort_message(error: HubError, config: Config) -> str:

@@ -25,6 +25,7 @@ __all__ = [
     "HubStatusError",
     "HubTimeout",
     "HubUnavailable",
+    "first_leaf",
 ]
 
 
@@ -71,3 +72,12 @@ class HubStatusError(HubError):
 
 class HubProtocolError(HubError):
     kind = "protocol"
+
+
+def first_leaf(group: BaseExceptionGroup[Exception]) -> BaseException:
+    """The first exception inside possibly nested groups: nurseries nest them, and each of the tasks that hit
+    the same refusal says the same thing."""
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf

@@ -20,12 +20,13 @@ import attrs
 import trio
 
 from ._config import Config
-from ._errors import ConfigError
+from ._errors import ConfigError, first_leaf
 from ._hub import check_client_settings
 from ._logging import configure_logging
 from ._metrics import Metrics
 from ._options import OPTIONS, load_config_file, parse_args, render_default_config, render_help
 from ._progress import draw_progress_bar
+from ._redact import make_redactor
 from ._report import PassRecorder, PassReport
 from ._service import Culler, run_pass, summary_fields
 from ._version import __version__
@@ -88,10 +89,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    redact = make_redactor([environ.get("JUPYTERHUB_API_TOKEN", "")])
     try:
         settings = read_settings(argv, environ)
     except ConfigError as error:
-        print(f"{PROGRAM}: error: {error}", file=sys.stderr)
+        # A config file may quote anything in its own errors, the token included.
+        print(f"{PROGRAM}: error: {redact(str(error))}", file=sys.stderr)
         return 2
     if settings.help:
         print(render_help(PROGRAM), end="")
@@ -141,6 +144,17 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         return trio.run(_run_service, settings, metrics)
     except KeyboardInterrupt:  # pragma: no cover - only before the signal receiver is installed
         return 0
+    except BaseExceptionGroup as group:
+        # check_client_settings() catches what is known to fail late; this keeps any other bad-input error
+        # one line and status 2 instead of a traceback (a plain `except`, since `except*` cannot return).
+        config_errors, rest = group.split(ConfigError)
+        if config_errors is None or rest is not None:
+            raise
+        log.error("%s", first_leaf(config_errors), extra={"event": "startup_error"})
+        return 2
+    except ConfigError as error:
+        log.error("%s", error, extra={"event": "startup_error"})
+        return 2
 
 
 async def _watch_signals(signals: trio.abc.ReceiveChannel[int] | Any, first: Any, second: Any, grace: float) -> None:

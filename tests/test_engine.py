@@ -103,9 +103,9 @@ async def test_culling_starts_before_the_last_page(autojump_clock: trio.testing.
     assert stats.first_delete_at is not None
     assert stats.last_list_at is not None
     assert stats.first_delete_at < stats.last_list_at
-    # The first stop comes right after the second page, not after twenty.
+    # The first stop comes right after the first page, not after twenty.
     pages_before_first_stop = [p for p in stats.page_requests if p.at < stats.first_delete_at]
-    assert len(pages_before_first_stop) == 2
+    assert len(pages_before_first_stop) == 1
     assert_exact(hub, population)
 
 
@@ -124,7 +124,7 @@ async def test_the_pager_does_not_run_ahead_of_the_workers(autojump_clock: trio.
     await cull(hub, config(api_page_size=50, concurrency=10))
     assert_exact(hub, population)
     total_pages = len(hub.statistics().page_requests)
-    assert total_pages == 40
+    assert total_pages == 41  # 40 pages, and the first one read again at the end
     for stops_done, pages in enumerate(seen_pages):
         # pages requested when stop number `stops_done` began: never more than needed for the users handed
         # out so far (stops_done + 10 in workers + 1 in the channel), plus the held first page and one more
@@ -142,6 +142,23 @@ async def test_one_pass_is_complete_although_stops_shift_offsets(
     assert report.duplicates == 0
 
 
+@pytest.mark.parametrize(
+    ("list_latency", "stop_latency"), [(0.5, 0.0), (0.0, 0.5), (0.2, 0.2), (0.0, 0.0), (1.0, 0.01)]
+)
+async def test_complete_whichever_finishes_first_stops_or_pages(
+    autojump_clock: trio.testing.MockClock, list_latency: float, stop_latency: float
+) -> None:
+    # Slow pages and instant stops: the first page's users are gone before the second page is read, and the
+    # users behind them slide into the first page's offsets, which only the final re-read of page 0 finds.
+    hub, population = make_hub(
+        230, idle=1.0, list_latency=list_latency, stop_latency=stop_latency, default_page_size=20
+    )
+    report = await cull(hub, config(concurrency=5))
+    assert report.servers_stopped == 230
+    assert report.users_seen == 230
+    assert_exact(hub, population)
+
+
 async def test_complete_with_a_mix_and_small_pages(autojump_clock: trio.testing.MockClock) -> None:
     hub, population = make_hub(600, idle=0.7, named_fraction=0.3, stop_latency=0.01)
     await cull(hub, config(api_page_size=10, concurrency=7))
@@ -153,9 +170,9 @@ async def test_requests_are_probe_pages_and_one_delete_per_cull(autojump_clock: 
     await cull(hub, config(api_page_size=100))
     kinds = hub.statistics().requests_by_kind
     assert kinds["version"] == 1
-    assert kinds["list"] == 10
+    assert kinds["list"] == 11  # ten pages and the first one again (see _pager)
     assert kinds["stop"] == len(population.idle)
-    assert sum(kinds.values()) == 1 + 10 + len(population.idle)
+    assert sum(kinds.values()) == 1 + 11 + len(population.idle)
 
 
 async def test_page_size_is_sent_as_limit_and_the_ready_filter_is_used(
@@ -167,7 +184,7 @@ async def test_page_size_is_sent_as_limit_and_the_ready_filter_is_used(
     assert {p.limit for p in pages} == {25}
     assert {p.state for p in pages} == {"ready"}
     assert all(p.paginated for p in pages)
-    assert sorted(p.offset for p in pages) == [0, 25, 50, 75, 100]
+    assert [p.offset for p in pages] == [0, 100, 75, 50, 25, 0]
 
 
 async def test_hub_default_page_size_when_unset(autojump_clock: trio.testing.MockClock) -> None:

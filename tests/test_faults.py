@@ -322,10 +322,15 @@ async def test_a_page_lost_for_good_costs_only_its_own_users(
     assert len(attempts) == cfg.max_retries + 1
     # The first page is the one that tells how many there are: without it the pager cannot know which other
     # offsets exist, so that listing is lost for this pass (and reported); any later page costs only itself.
-    lost_range = range(30) if lost_offset == 0 else range(lost_offset, lost_offset + 10)
-    lost = {f"user-{i:02d}" for i in lost_range}
+    # Which ten users sit at the lost offset depends on how many first-page stops had completed when it was
+    # read (offsets shift as they do): the loss is one page's worth of users, never more.
     stopped = {name for name, _ in hub.statistics().stop_requests}
-    assert stopped == {f"user-{i:02d}" for i in range(30)} - lost, "everyone on the other pages was handled"
+    everyone = {f"user-{i:02d}" for i in range(30)}
+    assert stopped <= everyone
+    if lost_offset == 0:
+        assert stopped == set(), "without the first page the listing's total is unknown"
+    else:
+        assert 0 < len(everyone - stopped) <= 10, "everyone on the other pages was handled"
     assert report.aborted is None
     assert report.pages_failed == 1
     subject = f"page state=ready offset={lost_offset}"
@@ -367,7 +372,9 @@ async def test_an_unreadable_page_is_reported_and_the_pass_goes_on(
     hub.fault = fault
     report = await cull(hub, make_config(api_page_size=10))
     stopped = {name for name, _ in hub.statistics().stop_requests}
-    assert stopped == {f"user-{i:02d}" for i in (*range(10), *range(20, 30))}
+    # The first page is culled at once; the unreadable one costs at most its own ten users.
+    assert stopped >= {f"user-{i:02d}" for i in range(10)}
+    assert 20 <= len(stopped) < 30
     assert report.aborted is None
     assert report.pages_failed == 1
     assert [(e.subject, e.kind) for e in report.errors] == [("page state=ready offset=10", "protocol")]
@@ -490,9 +497,9 @@ async def test_a_user_listed_on_two_pages_is_handled_once(autojump_clock: trio.t
     listed: dict[str, dict[str, Any]] = {}
 
     def echo_earlier_users(body: dict[str, Any]) -> None:
-        # Pages come as offset 0 (for the total), 20, 10: users 0, 1 and 25 were already listed by then.
+        # Pages come as offset 0, 20, 10, then 0 again: users 0, 1 and 2 were listed first of all.
         if body["_pagination"]["offset"] == 10:
-            body["items"] += [listed[f"user-{i:02d}"] for i in (0, 1, 25)]
+            body["items"] += [listed[f"user-{i:02d}"] for i in (0, 1, 2)]
         listed.update((item["name"], item) for item in body["items"])
 
     rewrite_pages(hub, echo_earlier_users)
@@ -693,9 +700,9 @@ async def test_a_lost_page_does_not_delay_the_next_pass(autojump_clock: trio.tes
     assert watch.starts[:2] == pytest.approx([start, start + 60])
     first, second = watch.reports[:2]
     assert first.pages_failed == 1
-    assert first.servers_stopped == 20
+    assert 20 <= first.servers_stopped < 30, "only the lost page's users wait for the next pass"
     assert second.ok
-    assert second.servers_stopped == 10
+    assert second.servers_stopped == 30 - first.servers_stopped
     assert_exact(hub, population)
 
 

@@ -50,7 +50,9 @@ async def test_an_echoed_token_is_redacted_from_every_error(
     offsets_seen: set[str] = set()
 
     async def fault(request: httpx.Request) -> httpx.Response | None:
-        if request.method == "DELETE" and "user-0" in request.url.path:
+        # The first page's users are stopped before any other page is read; once the echoing page has been
+        # asked for, every stop echoes too (the users the final re-read of page 0 finds come after it).
+        if request.method == "DELETE" and offsets_seen:
             return echo(status, request, padding)
         if is_page(request) and request.url.params.get("offset") == "5":
             offsets_seen.add("5")

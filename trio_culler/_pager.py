@@ -1,11 +1,19 @@
 """Which pages of users to ask for, in which order, streamed into a memory channel.
 
 Offset pages are not a snapshot: when a server stops, its user leaves the ``ready`` set and every later offset
-moves down by one. A pager walking forward while workers stop servers would therefore skip users. This one
-asks for the first page (to learn the total and the hub's page size), then walks from the LAST page back to the
-second, and hands the first page over last. Every server the culler stops sits at an offset it has already
-read, so its own removals can only shift users it has seen; nobody it has yet to read moves. Culling still
-starts after the second request, not after the whole listing.
+moves down by one. A pager walking forward while workers stop servers would therefore skip users. This one:
+
+1. reads the first page (offset 0, which also gives the total and the hub's page size) and hands its users to
+   the workers at once, so culling starts with the first page;
+2. walks from the LAST page back to the second. Stops of already-read users move unread users only towards
+   lower offsets, which the walk has yet to read: the window read at offset ``o`` after ``k`` stops covers the
+   users who were at ``o + k ...`` when the pass began, and ``k`` only grows, so consecutive windows overlap
+   and never leave a gap;
+3. reads the first page once more: the only users the walk can miss are those that stops on the first page
+   moved below the second page's offset, into the first page's range, and that is where they are found.
+
+One extra page request per listing buys a first stop after one request instead of after the whole listing
+(the original's way), with nobody skipped.
 
 Users the pass has nothing to do for (every server active, no deletion possible) are counted but not sent:
 ``wanted`` is a pure predicate built by the engine from the decision functions. At 100,000 users with 20% idle,
@@ -75,9 +83,12 @@ class _Sink:
     seen: set[str]
     wanted: Callable[[User], bool] | None
 
-    async def put_page(self, page: Page) -> None:
+    async def put_page(self, page: Page, *, counted: frozenset[str] = frozenset()) -> None:
+        """Count and pass on a page's users; those named in ``counted`` were counted by an earlier read."""
         recorder = self.recorder
         for item in page.skipped:
+            if item.label in counted:
+                continue
             recorder.skipped += 1
             log.warning("Skipping user %s: unreadable model (%s)", item.label, item.problem, extra={"user": item.label})
         for user in page.users:
@@ -86,12 +97,14 @@ class _Sink:
             if self.wanted is not None and not self.wanted(user):
                 # Nothing to do for this user: seeing it twice would be harmless, so it is not remembered
                 # (memory then grows with the users acted on, not with the hub).
-                recorder.users_seen += 1
-                recorder.servers_seen += len(user.servers)
+                if user.name not in counted:
+                    recorder.users_seen += 1
+                    recorder.servers_seen += len(user.servers)
                 continue
             if user.name in self.seen:
-                recorder.duplicates += 1
-                log.debug("User %s listed twice in this pass; handled once", user.name, extra={"user": user.name})
+                if user.name not in counted:
+                    recorder.duplicates += 1
+                    log.debug("User %s listed twice in this pass; handled once", user.name, extra={"user": user.name})
                 continue
             self.seen.add(user.name)
             recorder.users_seen += 1
@@ -104,15 +117,29 @@ async def _stream_listing(hub: HubClient, info: HubInfo, state: str | None, page
     first = await _fetch(hub, info, state, 0, page_size or None, recorder)
     if first is None:
         return
-    if first.total is not None and first.limit is not None:
-        recorder.listing_total = first.total
-        for offset in page_offsets(first.total, first.limit):
-            if sink.draining.is_set():
-                return
-            page = await _fetch(hub, info, state, offset, first.limit, recorder)
-            if page is not None:
-                await sink.put_page(page)
+    recorder.listing_total = first.total
     await sink.put_page(first)
+    if first.total is None or first.limit is None or first.total <= first.limit:
+        return  # one page held everyone: nobody unread can have moved
+    # Consecutive windows overlap by the stops that completed between the two reads (step 2 above), and the
+    # re-read overlaps the first page and the last page walked: what one read counted, the next must not.
+    previous: frozenset[str] = frozenset()
+    for offset in page_offsets(first.total, first.limit):
+        if sink.draining.is_set():
+            return
+        page = await _fetch(hub, info, state, offset, first.limit, recorder)
+        if page is not None:
+            await sink.put_page(page, counted=previous)
+        previous = _labels(page) if page is not None else frozenset()
+    if sink.draining.is_set():
+        return
+    again = await _fetch(hub, info, state, 0, first.limit, recorder)
+    if again is not None:
+        await sink.put_page(again, counted=_labels(first) | previous)
+
+
+def _labels(page: Page) -> frozenset[str]:
+    return frozenset(user.name for user in page.users) | frozenset(item.label for item in page.skipped)
 
 
 async def _fetch(

@@ -5,8 +5,9 @@
     pager --(zero-buffer channel: back-pressure)--> N workers --> decide (pure) --> act (DELETE) --> recorder
 
 Every HTTP request, page or DELETE, borrows one token of the hub client's CapacityLimiter, so at most
-``concurrency`` requests are in flight whatever the number of workers. Memory is bounded by one held page (the
-first, handed over last, see _pager) plus one user per worker, not by the number of users on the hub.
+``concurrency`` requests are in flight whatever the number of workers. Memory is bounded by the page being
+handed over plus one user per worker (and the names of users acted on, for de-duplication), not by the number
+of users on the hub.
 """
 
 from __future__ import annotations

@@ -13,7 +13,11 @@ exponential backoff and jitter, and the mapping of httpx's exception tree onto o
     other unexpected status                      -> HubStatusError   (not retried)
     a body that is not the expected JSON         -> HubProtocolError (not retried)
 
-Every message that quotes the hub or an exception passes through :meth:`HubClient._redact`, and a token that
+Requests are ``httpx.Request`` objects handed straight to an ``httpx.AsyncBaseTransport``: by default
+:class:`PoolTransport` over the trio/h11 pool in ``_http11`` (see there for why), ``MockTransport`` in tests,
+and httpx's own client (``ClientTransport``) when ``--use-proxy-env`` asks for proxies.
+
+Every message that quotes the hub or an exception passes through the client's redactor, and a token that
 cannot be sent in a header is refused up front (ConfigError), so neither a hub that echoes the request nor an
 exception that quotes a header can carry the API token into a report, a log line or a traceback.
 

@@ -56,11 +56,6 @@ class ConnectFailed(TransportError):
 class ConnectionLost(TransportError):
     """The connection broke or was closed before a complete answer."""
 
-    def __init__(self, message: str, *, answered: bool) -> None:
-        super().__init__(message)
-        #: Whether any part of the answer had arrived (if not, the request may not have been seen at all).
-        self.answered = answered
-
 
 class ProtocolViolation(TransportError):
     """The server's bytes are not HTTP/1.1."""
@@ -70,18 +65,16 @@ class _Connection:
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.h11 = h11.Connection(h11.CLIENT)
-        self._answered = False
 
     async def round_trip(self, method: bytes, target: bytes, headers: Headers, body: bytes) -> RawResponse:
         try:
             return await self._round_trip(method, target, headers, body)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
-            raise ConnectionLost(f"connection lost: {error!r}", answered=self._answered) from None
+            raise ConnectionLost(f"connection lost: {error!r}") from None
         except h11.ProtocolError as error:
             raise ProtocolViolation(f"not a valid HTTP/1.1 answer: {error}") from None
 
     async def _round_trip(self, method: bytes, target: bytes, headers: Headers, body: bytes) -> RawResponse:
-        self._answered = False
         conn = self.h11
         data = conn.send(h11.Request(method=method, target=target, headers=list(headers)))
         if body:
@@ -95,17 +88,16 @@ class _Connection:
             if event is h11.NEED_DATA:
                 received = await self.stream.receive_some(_READ_SIZE)
                 if not received and response is None:
-                    raise ConnectionLost("the server closed the connection without answering", answered=False)
+                    raise ConnectionLost("the server closed the connection without answering")
                 conn.receive_data(bytes(received))
             elif isinstance(event, h11.Response):
                 response = event
-                self._answered = True
             elif isinstance(event, h11.Data):
                 chunks.append(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage):
                 break
             elif isinstance(event, h11.ConnectionClosed):
-                raise ConnectionLost("the server closed the connection mid-answer", answered=True)
+                raise ConnectionLost("the server closed the connection mid-answer")
         assert response is not None
         return RawResponse(response.status_code, list(response.headers), b"".join(chunks))
 
@@ -141,8 +133,6 @@ class ConnectionPool:
         self._ssl_context = ssl_context
         self._idle: dict[Origin, list[_Connection]] = {}
         self._closed = False
-        #: Connections opened so far (for tests and statistics).
-        self.connections_opened = 0
 
     async def request(
         self, method: bytes, origin: Origin, target: bytes, headers: Headers, body: bytes = b""
@@ -176,7 +166,6 @@ class ConnectionPool:
             tcp = await trio.open_tcp_stream(origin.host, origin.port)
         except OSError as error:
             raise ConnectFailed(f"cannot connect to {origin.host}:{origin.port}: {error.strerror or error}") from None
-        self.connections_opened += 1
         if origin.scheme != "https":
             return _Connection(tcp)
         context = self._ssl_context or ssl.create_default_context()

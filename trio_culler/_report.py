@@ -66,6 +66,22 @@ class PassReport:
         """The pass ran to its end and nothing failed: what ``--once`` turns into exit status 0."""
         return self.aborted is None and not self.interrupted and self.error_count == 0
 
+    def log_fields(self) -> dict[str, object]:
+        """The structured fields of the summary line (what ``--log-format=json`` carries beside the text)."""
+        return {
+            "event": "pass",
+            "duration_seconds": round(self.duration, 3),
+            "users_seen": self.users_seen,
+            "servers_seen": self.servers_seen,
+            "servers_culled": sum(self.servers_culled.values()),
+            "servers_stopped": self.servers_stopped,
+            "servers_pending": self.servers_pending,
+            "users_deleted": self.users_deleted,
+            "skipped": self.skipped,
+            "errors": self.error_count,
+            "dry_run": self.dry_run,
+        }
+
     def summary(self) -> str:
         culled = sum(self.servers_culled.values())
         verb = "would cull" if self.dry_run else "culled"

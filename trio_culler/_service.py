@@ -147,7 +147,7 @@ class Culler:
         self.last_report = report
         self._finished += 1
         level = logging.ERROR if report.aborted else logging.INFO
-        log.log(level, report.summary(), extra=summary_fields(report))
+        log.log(level, report.summary(), extra=report.log_fields())
         for reporter in self._reporters:
             try:
                 reporter(report)
@@ -155,22 +155,6 @@ class Culler:
                 log.exception("A pass reporter failed")
         self._completed.set()
         self._completed = trio.Event()
-
-
-def summary_fields(report: PassReport) -> dict[str, object]:
-    return {
-        "event": "pass",
-        "duration_seconds": round(report.duration, 3),
-        "users_seen": report.users_seen,
-        "servers_seen": report.servers_seen,
-        "servers_culled": sum(report.servers_culled.values()),
-        "servers_stopped": report.servers_stopped,
-        "servers_pending": report.servers_pending,
-        "users_deleted": report.users_deleted,
-        "skipped": report.skipped,
-        "errors": report.error_count,
-        "dry_run": report.dry_run,
-    }
 
 
 async def serve(

@@ -28,7 +28,7 @@ from ._options import OPTIONS, load_config_file, parse_args, render_default_conf
 from ._progress import draw_progress_bar
 from ._redact import make_redactor
 from ._report import PassRecorder, PassReport
-from ._service import Culler, run_pass, summary_fields
+from ._service import Culler, run_pass
 from ._version import __version__
 
 __all__ = ["Settings", "main", "read_settings"]
@@ -222,7 +222,7 @@ async def _run_once(settings: Settings, metrics: Metrics) -> int:
     if report is None:
         log.warning("Pass cancelled before it finished")
         return 0
-    log.log(logging.ERROR if report.aborted else logging.INFO, report.summary(), extra=summary_fields(report))
+    log.log(logging.ERROR if report.aborted else logging.INFO, report.summary(), extra=report.log_fields())
     metrics.observe(report)
     if report.interrupted:
         return 0 if report.aborted is None and report.error_count == 0 else 1

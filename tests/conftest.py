@@ -18,10 +18,15 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
-    """cli.run() installs a root handler on whatever stderr is then (a capture): take it away afterwards."""
+    """cli.run() installs a root handler on whatever stderr is then (a capture) and switches off what records
+    collect (caller, thread, process): undo both afterwards."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    switches = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
+    saved = {name: getattr(logging, name) for name in switches}
     yield
+    for name, value in saved.items():
+        setattr(logging, name, value)
     for handler in list(root.handlers):
         if handler not in handlers:
             root.removeHandler(handler)

@@ -60,6 +60,25 @@ def make_hub(
     return hub, hub.populate(n, idle_fraction=idle, seed=seed, now=now, named_fraction=named_fraction)
 
 
+def lost_page_hub(*, now: datetime = NOW) -> tuple[FakeHub, Population, set[str], set[str]]:
+    """30 users listed in pages of 10 whose first page is all active: nothing the pass stops comes before the
+    page at offset 10, so no offset shifts and a loss of that page is exactly its ten users. (With idle users
+    on the first page, their stops move later users forward, and the closing re-read of the first page may
+    find the lost page's users after all.) Returns the hub, everyone as one population, the names on the
+    page at offset 10 and the idle names after it."""
+    hub = FakeHub(token=TOKEN, clock=lambda: now)
+    active = hub.populate(10, idle_fraction=0.0, seed=1, now=now, name_prefix="active")
+    idle = hub.populate(20, idle_fraction=1.0, seed=1, now=now, name_prefix="idle")
+    everyone = Population(
+        users=active.users + idle.users,
+        idle=idle.idle,
+        active=active.active,
+        idle_users=idle.idle_users,
+        admins=frozenset(),
+    )
+    return hub, everyone, set(idle.users[:10]), set(idle.users[10:])
+
+
 class Failure(enum.Enum):
     """What can go wrong with one request, as the culler would see it on a real network."""
 

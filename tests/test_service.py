@@ -38,7 +38,8 @@ async def test_serve_reports_started_after_the_hub_answered(autojump_clock: trio
                 config(), transport=hub.transport(), reporters=[reports.append], task_status=task_status
             )
         )
-        assert hub.statistics().requests_by_kind["version"] == 1
+        # The probe was answered before started() (the first pass may already have sent its own probe since).
+        assert hub.statistics().requests_by_kind["version"] >= 1
         report = await culler.run_pass_now()
         assert culler.last_report is report
         # Whether the first scheduled pass had begun when run_pass_now() was called is a race; either way

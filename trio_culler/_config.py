@@ -8,6 +8,7 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -40,6 +41,16 @@ def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float) 
 def _http_url(_instance: object, _attribute: attrs.Attribute[Any], value: str) -> None:
     if not value.startswith(("http://", "https://")):
         raise ConfigError(f"--url must be an http:// or https:// URL, not {value!r}")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as error:
+        raise ConfigError(f"--url {value!r} is not a valid URL: {error}") from None
+    if not parts.hostname:
+        raise ConfigError(f"--url {value!r} names no host")
+    if parts.query or parts.fragment or any(c.isspace() for c in value):
+        # Request paths are appended to it: a query, a fragment or a space would end up inside them.
+        raise ConfigError(f"--url must be the API's base URL, without query, fragment or spaces, not {value!r}")
 
 
 @attrs.frozen(kw_only=True)

@@ -137,7 +137,7 @@ async def _worker(
     draining: trio.Event,
 ) -> None:
     async with receive:
-        async for user in receive:
+        while (user := await _next_user(receive)) is not None:
             if draining.is_set():
                 # Handed over just before the drain began: a stop is a stop, so no new request now.
                 continue
@@ -149,6 +149,21 @@ async def _worker(
                 # A bug must not cost the other users their pass; it is logged with its traceback.
                 recorder.error(user.name, error)
                 log.exception("Unexpected error handling user %s", user.name, extra={"user": user.name})
+
+
+async def _next_user(receive: trio.MemoryReceiveChannel[User]) -> User | None:
+    """The next user, or None when the pager is done. A user the pager is already offering is taken without a
+    trip through the scheduler; each user then costs a request, which waits, so workers still take turns."""
+    try:
+        return receive.receive_nowait()
+    except trio.WouldBlock:
+        pass
+    except trio.EndOfChannel:
+        return None
+    try:
+        return await receive.receive()
+    except trio.EndOfChannel:
+        return None
 
 
 async def _handle_user(hub: HubClient, config: Config, now: datetime, user: User, recorder: PassRecorder) -> None:

@@ -25,6 +25,8 @@ __all__ = [
     "HubStatusError",
     "HubTimeout",
     "HubUnavailable",
+    "caused_by",
+    "describe_exception",
     "first_leaf",
 ]
 
@@ -81,3 +83,38 @@ def first_leaf(group: BaseExceptionGroup[Exception]) -> BaseException:
     while isinstance(leaf, BaseExceptionGroup):
         leaf = leaf.exceptions[0]
     return leaf
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """An exception, what caused it, and so on, including the members of exception groups (trio reports a
+    failed connection as an OSError caused by a group of the OSErrors of each address it tried)."""
+    found: list[BaseException] = []
+    pending: list[BaseException] = [error]
+    while pending and len(found) < 20:  # bounded: a chain could, in principle, loop
+        current = pending.pop(0)
+        if any(current is seen for seen in found):
+            continue
+        found.append(current)
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions[:3])
+        cause = current.__cause__ or current.__context__
+        if cause is not None:
+            pending.append(cause)
+    return found
+
+
+def describe_exception(error: BaseException) -> str:
+    """The distinct messages in an exception's chain. httpx's own is often empty or vague (a TLS failure under
+    trio arrives as ``ConnectError('')`` caused by a bare BrokenResourceError caused by the ssl error that says
+    why; a refused connection says "all attempts failed" and only a group member says "Connection refused")."""
+    messages: list[str] = []
+    for link in _chain(error):
+        text = link.message if isinstance(link, BaseExceptionGroup) else str(link)
+        # A wrapper often repeats its cause's message with more around it: keep whichever came first.
+        if text and not any(text in earlier or earlier in text for earlier in messages):
+            messages.append(text)
+    return "; ".join(messages) or "no detail"
+
+
+def caused_by(error: BaseException, kind: type[BaseException]) -> bool:
+    return any(isinstance(link, kind) for link in _chain(error))

@@ -1,21 +1,22 @@
-"""HubClient: the only module that speaks HTTP to the hub.
+"""HubClient: the only module that speaks the hub's REST API.
 
-It owns, for every request: the token header, percent-encoding of each path segment (nothing left safe), the
-CapacityLimiter that bounds requests in flight, a total deadline per attempt (httpx's own timeouts are per
-read/write, so a trickling answer would never trip them), retries of transient failures with capped
-exponential backoff and jitter, and the mapping of httpx's exception tree onto ours::
+It owns, for every request: percent-encoding of each path segment (nothing left safe), the CapacityLimiter
+that bounds requests in flight, a total deadline per attempt (a trickling answer must not outlive it), retries
+of transient failures with capped exponential backoff and jitter, and the mapping of what the transport raises
+onto the culler's errors::
 
-    httpx.TimeoutException, trio.TooSlowError  -> HubTimeout       (retried)
-    httpx.TransportError (connect, read, ...)   -> HubUnavailable   (retried)
-    other httpx.RequestError (e.g. decoding)    -> HubProtocolError (not retried)
+    no complete answer before the deadline      -> HubTimeout       (retried)
+    TransportError (connect, connection lost,    -> HubUnavailable   (retried, unless the certificate was
+      not HTTP)                                                       rejected)
+    AnswerUnreadable (e.g. a bad content coding) -> HubProtocolError (not retried)
     401 / 403                                    -> HubAuthError     (not retried: the pass stops)
     429, 5xx                                     -> HubStatusError   (retried; Retry-After honoured)
     other unexpected status                      -> HubStatusError   (not retried)
     a body that is not the expected JSON         -> HubProtocolError (not retried)
 
-Requests are ``httpx.Request`` objects handed straight to an ``httpx.AsyncBaseTransport``: by default
-:class:`PoolTransport` over the trio/h11 pool in ``_http11`` (see there for why), ``MockTransport`` in tests,
-and httpx's own client (``ClientTransport``) when ``--use-proxy-env`` asks for proxies.
+The requests travel through a ``_transport.HubTransport``: by default the lean HTTP/1.1 pool of ``_http11``,
+an injected ``httpx`` transport in tests (``FakeHub``'s MockTransport), httpx's own client with
+``--use-proxy-env``.
 
 Every message that quotes the hub or an exception passes through the client's redactor, and a token that
 cannot be sent in a header is refused up front (ConfigError), so neither a hub that echoes the request nor an
@@ -36,11 +37,10 @@ import re
 import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
 
 import attrs
-import httpx
 import trio
 
 from ._config import Config
@@ -53,9 +53,14 @@ from ._errors import (
     HubTimeout,
     HubUnavailable,
 )
-from ._http11 import ConnectFailed, ConnectionLost, ConnectionPool, Origin, ProtocolViolation
+from ._http11 import RawResponse, TransportError
 from ._models import ModelError, User, structure_user
 from ._redact import make_redactor
+from ._transport import AnswerUnreadable, HubTransport, PoolTransport, TransportTimeout
+from ._version import __version__
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "DeleteOutcome",
@@ -180,20 +185,11 @@ def make_ssl_context(config: Config) -> ssl.SSLContext | None:
 class HubClient:
     """Requests to one hub's REST API. Create it with :func:`open_hub_client`."""
 
-    def __init__(
-        self, config: Config, transport: httpx.AsyncBaseTransport, limiter: trio.CapacityLimiter, token: str
-    ) -> None:
+    def __init__(self, config: Config, transport: HubTransport, limiter: trio.CapacityLimiter) -> None:
         self._config = config
-        # The transport is called directly, without httpx.AsyncClient: the culler needs none of its features
-        # (no cookies, no redirects, no auth flows) and it costs ~50 µs of CPU per request.
         self._transport = transport
-        self._headers = [
-            ("Authorization", f"token {token}"),
-            ("User-Agent", "trio-culler"),
-            # The answers are small JSON documents on a local network: compression costs more than it saves.
-            ("Accept-Encoding", "identity"),
-        ]
         self._base = config.url.rstrip("/")
+        self._timeout = config.request_timeout
         self.limiter = limiter
         self._stats = HubStatistics()
         self._random = random.Random()
@@ -209,18 +205,16 @@ class HubClient:
         self,
         kind: str,
         method: str,
-        path: str,
+        target: str,
         *,
         ok: frozenset[int],
-        params: dict[str, str] | None = None,
-        headers: dict[str, str] | None = None,
-        body: bytes | None = None,
-    ) -> httpx.Response:
-        url = self._base + path
+        headers: Sequence[tuple[str, str]] = (),
+        body: bytes = b"",
+    ) -> RawResponse:
         attempt = 0
         while True:
             try:
-                return await self._attempt(kind, method, url, ok=ok, params=params, headers=headers, body=body)
+                return await self._attempt(kind, method, target, ok=ok, headers=headers, body=body)
             except HubError as error:
                 if not error.transient or attempt >= self._config.max_retries:
                     raise
@@ -241,53 +235,44 @@ class HubClient:
         self,
         kind: str,
         method: str,
-        url: str,
+        target: str,
         *,
         ok: frozenset[int],
-        params: dict[str, str] | None,
-        headers: dict[str, str] | None,
-        body: bytes | None,
-    ) -> httpx.Response:
-        what = f"{method} {url}"
-        async with self.limiter:
-            stats = self._stats
-            stats.requests[kind] = stats.requests.get(kind, 0) + 1
-            stats.in_flight += 1
-            stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
-            try:
-                with trio.fail_after(self._config.request_timeout):
-                    request = httpx.Request(
-                        method,
-                        url,
-                        params=params,
-                        headers=self._headers if headers is None else [*self._headers, *headers.items()],
-                        content=body,
-                    )
-                    response = await self._transport.handle_async_request(request)
-                    response.request = request  # as httpx.AsyncClient does; error messages quote it
-                    try:
-                        await response.aread()
-                    finally:
-                        await response.aclose()
-            except (httpx.TimeoutException, trio.TooSlowError):
-                raise HubTimeout(f"{what}: no answer within {self._config.request_timeout:g} s") from None
-            except httpx.TransportError as error:
-                unavailable = HubUnavailable(self._redact(f"{what}: {type(error).__name__}: {_describe(error)}"))
-                if _caused_by(error, ssl.SSLCertVerificationError):
-                    # The hub's certificate does not verify against the CA: trying again a second later cannot
-                    # change that, and each retry would only repeat the handshake and delay the clear error.
-                    unavailable.transient = False
-                raise unavailable from None
-            except httpx.RequestError as error:
-                # E.g. a Content-Encoding the body does not match: an answer we cannot read, like bad JSON. Left
-                # unmapped it would escape every `except HubError` and take the whole pass down with it.
-                raise HubProtocolError(self._redact(f"{what}: unreadable answer: {error}")) from None
-            finally:
-                stats.in_flight -= 1
-        status = response.status_code
+        headers: Sequence[tuple[str, str]],
+        body: bytes,
+    ) -> RawResponse:
+        limiter = self.limiter
+        try:
+            # A free token needs no trip through the scheduler; the request itself waits for its answer, so
+            # this stays a checkpoint. acquire_nowait() also refuses while others queue: the order is kept.
+            limiter.acquire_nowait()
+        except trio.WouldBlock:
+            await limiter.acquire()
+        stats = self._stats
+        stats.requests[kind] = stats.requests.get(kind, 0) + 1
+        stats.in_flight += 1
+        stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        try:
+            # A deadline for the whole attempt: connecting, sending and reading the complete answer.
+            with trio.CancelScope(deadline=trio.current_time() + self._timeout) as deadline:
+                response = await self._transport.request(method, target, headers, body)
+            if deadline.cancelled_caught:
+                raise HubTimeout(f"{method} {self._base}{target}: no answer within {self._timeout:g} s")
+        except TransportTimeout:
+            raise HubTimeout(f"{method} {self._base}{target}: no answer within {self._timeout:g} s") from None
+        except AnswerUnreadable as error:
+            raise HubProtocolError(self._redact(f"{method} {self._base}{target}: unreadable answer: {error}")) from None
+        except TransportError as error:
+            unavailable = HubUnavailable(self._redact(f"{method} {self._base}{target}: {error}"))
+            unavailable.transient = error.retryable
+            raise unavailable from None
+        finally:
+            stats.in_flight -= 1
+            limiter.release()
+        status = response.status
         if status in ok:
             return response
-        message = self._redact(f"{what} -> {status}{_hub_message(response, self._redact)}")
+        message = self._redact(f"{method} {self._base}{target} -> {status}{_hub_message(response, self._redact)}")
         if status in (401, 403):
             raise HubAuthError(message)
         raise HubStatusError(message, status=status, retry_after=_retry_after(response))
@@ -296,7 +281,7 @@ class HubClient:
 
     async def get_info(self) -> HubInfo:
         response = await self._request("version", "GET", "/", ok=frozenset({200}))
-        model = self._json(response)
+        model = self._json(response, "GET", "/")
         version = model.get("version") if isinstance(model, dict) else None
         if not isinstance(version, str):
             raise HubProtocolError(f"GET {self._base}/: no version in the answer")
@@ -310,9 +295,10 @@ class HubClient:
             params["offset"] = str(offset)
         if limit:
             params["limit"] = str(limit)
-        headers = {"Accept": PAGINATION_MEDIA_TYPE} if paginate else None
-        response = await self._request("list", "GET", "/users", ok=frozenset({200}), params=params, headers=headers)
-        body = self._json(response)
+        target = f"/users?{urlencode(params)}" if params else "/users"
+        headers = _PAGINATED if paginate else ()
+        response = await self._request("list", "GET", target, ok=_LIST_OK, headers=headers)
+        body = self._json(response, "GET", target)
         if isinstance(body, list):
             items: list[Any] = body
             total = None
@@ -340,71 +326,44 @@ class HubClient:
 
     async def stop_server(self, user: str, server: str, *, remove: bool = False) -> StopOutcome:
         if server:
-            path = f"/users/{quote_segment(user)}/servers/{quote_segment(server)}"
+            target = f"/users/{quote_segment(user)}/servers/{quote_segment(server)}"
         else:
-            path = f"/users/{quote_segment(user)}/server"
-        body = b'{"remove": true}' if remove else None
-        headers = {"Content-Type": "application/json"} if remove else None
-        kind = "remove" if remove else "stop"
-        ok = frozenset({200, 202, 204, 404})
-        response = await self._request(kind, "DELETE", path, ok=ok, headers=headers, body=body)
-        if response.status_code == 202:
+            target = f"/users/{quote_segment(user)}/server"
+        if remove:
+            response = await self._request(
+                "remove", "DELETE", target, ok=_STOP_OK, headers=_JSON_BODY, body=b'{"remove": true}'
+            )
+        else:
+            response = await self._request("stop", "DELETE", target, ok=_STOP_OK)
+        if response.status == 202:
             return StopOutcome.PENDING
-        if response.status_code == 404:
+        if response.status == 404:
             return StopOutcome.GONE
         return StopOutcome.STOPPED
 
     async def delete_user(self, user: str) -> DeleteOutcome:
-        path = f"/users/{quote_segment(user)}"
-        response = await self._request("delete_user", "DELETE", path, ok=frozenset({200, 204, 404}))
-        return DeleteOutcome.GONE if response.status_code == 404 else DeleteOutcome.DELETED
+        target = f"/users/{quote_segment(user)}"
+        response = await self._request("delete_user", "DELETE", target, ok=_DELETE_USER_OK)
+        return DeleteOutcome.GONE if response.status == 404 else DeleteOutcome.DELETED
 
-    def _json(self, response: httpx.Response) -> Any:
+    def _json(self, response: RawResponse, method: str, target: str) -> Any:
         try:
-            return json.loads(response.content)
+            return json.loads(response.body)
         except (ValueError, RecursionError):
             # RecursionError: absurdly nested JSON. Unreadable like any other garbage, not a reason to crash.
             raise HubProtocolError(
                 self._redact(
-                    f"{response.request.method} {response.request.url}: the answer is not JSON "
-                    f"({response.headers.get('content-type', 'no content type')})"
+                    f"{method} {self._base}{target}: the answer is not JSON "
+                    f"({response.header('content-type') or 'no content type'})"
                 )
             ) from None
 
 
-def _chain(error: BaseException) -> list[BaseException]:
-    """An exception, what caused it, and so on, including the members of exception groups (trio reports a
-    failed connection as an OSError caused by a group of the OSErrors of each address it tried)."""
-    found: list[BaseException] = []
-    pending: list[BaseException] = [error]
-    while pending and len(found) < 20:  # bounded: a chain could, in principle, loop
-        current = pending.pop(0)
-        if any(current is seen for seen in found):
-            continue
-        found.append(current)
-        if isinstance(current, BaseExceptionGroup):
-            pending.extend(current.exceptions[:3])
-        cause = current.__cause__ or current.__context__
-        if cause is not None:
-            pending.append(cause)
-    return found
-
-
-def _describe(error: BaseException) -> str:
-    """The distinct messages in an exception's chain. httpx's own is often empty or vague (a TLS failure under
-    trio arrives as ``ConnectError('')`` caused by a bare BrokenResourceError caused by the ssl error that says
-    why; a refused connection says "all attempts failed" and only a group member says "Connection refused")."""
-    messages: list[str] = []
-    for link in _chain(error):
-        text = link.message if isinstance(link, BaseExceptionGroup) else str(link)
-        # A wrapper often repeats its cause's message with more around it: keep whichever came first.
-        if text and not any(text in earlier or earlier in text for earlier in messages):
-            messages.append(text)
-    return "; ".join(messages) or "no detail"
-
-
-def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
-    return any(isinstance(link, kind) for link in _chain(error))
+_PAGINATED = (("Accept", PAGINATION_MEDIA_TYPE),)
+_JSON_BODY = (("Content-Type", "application/json"),)
+_LIST_OK = frozenset({200})
+_STOP_OK = frozenset({200, 202, 204, 404})
+_DELETE_USER_OK = frozenset({200, 204, 404})
 
 
 def _pagination(value: Any) -> tuple[int | None, int | None]:
@@ -416,9 +375,9 @@ def _pagination(value: Any) -> tuple[int | None, int | None]:
     return total, limit
 
 
-def _hub_message(response: httpx.Response, redact: Callable[[str], str]) -> str:
+def _hub_message(response: RawResponse, redact: Callable[[str], str]) -> str:
     try:
-        model = json.loads(response.content)
+        model = json.loads(response.body)
     except (ValueError, RecursionError):
         return ""
     message = model.get("message") if isinstance(model, dict) else None
@@ -428,8 +387,8 @@ def _hub_message(response: httpx.Response, redact: Callable[[str], str]) -> str:
     return f": {redact(message):.300}"
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+def _retry_after(response: RawResponse) -> float | None:
+    value = response.header("retry-after")
     if value is None:
         return None
     try:
@@ -462,65 +421,33 @@ def _header_token(raw: str) -> str:
     return token
 
 
-class PoolTransport(httpx.AsyncBaseTransport):
-    """httpx's transport interface over the lean trio/h11 pool in ``_http11`` (see there for why)."""
-
-    def __init__(self, pool: ConnectionPool) -> None:
-        self.pool = pool
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        origin = Origin(url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
-        method = request.method.encode("ascii")
-        try:
-            raw = await self.pool.request(method, origin, url.raw_path, request.headers.raw, request.content)
-        except ConnectFailed as error:
-            raise httpx.ConnectError(str(error), request=request) from error
-        except ConnectionLost as error:
-            raise httpx.ReadError(str(error), request=request) from error
-        except ProtocolViolation as error:
-            raise httpx.RemoteProtocolError(str(error), request=request) from error
-        return httpx.Response(raw.status, headers=raw.headers, content=raw.body, request=request)
-
-    async def aclose(self) -> None:
-        await self.pool.aclose()
-
-
 @asynccontextmanager
 async def open_hub_client(
     config: Config, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> AsyncIterator[HubClient]:
     """A HubClient for ``config``; ``transport`` replaces the network (e.g. FakeHub's MockTransport)."""
-    token = _header_token(config.api_token)
+    headers = [
+        ("Authorization", f"token {_header_token(config.api_token)}"),
+        ("User-Agent", f"trio-culler/{__version__}"),
+        # The answers are small JSON documents on a local network: compression costs more than it saves.
+        ("Accept-Encoding", "identity"),
+    ]
     limiter = trio.CapacityLimiter(config.concurrency or math.inf)
     if transport is not None:
-        yield HubClient(config, transport, limiter, token)
+        from ._httpx_transport import HttpxTransport
+
+        # The caller owns the transport and closes it.
+        yield HubClient(config, HttpxTransport(config.url, headers, transport.handle_async_request), limiter)
         return
     ssl_context = make_ssl_context(config)
     if config.use_proxy_env:
-        # Proxies (HTTP(S)_PROXY, NO_PROXY, their authentication) are httpx's business: its own client, with
-        # trust_env, is used as the transport. Its pool must have room for every limiter token, or the surplus
-        # would fail with PoolTimeout.
-        connections = config.concurrency + 2 if config.concurrency else None
-        client = httpx.AsyncClient(
-            timeout=httpx.Timeout(config.request_timeout),
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-            trust_env=True,
-            verify=ssl_context or True,
-            follow_redirects=False,
-        )
-        async with client:
-            yield HubClient(config, ClientTransport(client), limiter, token)
+        from ._httpx_transport import HttpxTransport, proxy_client
+
+        async with proxy_client(config, ssl_context) as client:
+            yield HubClient(config, HttpxTransport(config.url, headers, client.send), limiter)
         return
-    async with PoolTransport(ConnectionPool(ssl_context=ssl_context)) as pool_transport:
-        yield HubClient(config, pool_transport, limiter, token)
-
-
-class ClientTransport(httpx.AsyncBaseTransport):
-    """An httpx.AsyncClient seen as a transport: what ``--use-proxy-env`` routes requests through."""
-
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await self.client.send(request)
+    pool_transport = PoolTransport(config.url, headers, ssl_context=ssl_context)
+    try:
+        yield HubClient(config, pool_transport, limiter)
+    finally:
+        await pool_transport.aclose()

@@ -54,10 +54,19 @@ LOG_FIELDS = (
 
 
 class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        # The formatted second, kept while it does not change: a busy pass writes thousands of lines a second.
+        self._second = -1
+        self._stamp = ""
+
     def format(self, record: logging.LogRecord) -> str:
-        stamp = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        second = int(record.created)
+        if second != self._second:
+            self._stamp = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            self._second = second
         millis = int(record.msecs)
-        text = f"[{record.levelname[:1]} {stamp}.{millis:03d} {record.name}] {record.getMessage()}"
+        text = f"[{record.levelname[:1]} {self._stamp}.{millis:03d} {record.name}] {record.getMessage()}"
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return text
@@ -148,6 +157,13 @@ def configure_logging(
     *, level: int, json_format: bool, secrets: list[str], stream: TextIO | None = None
 ) -> logging.Handler:
     """Send every log record to ``stream`` (stderr) in the chosen format; returns the handler installed."""
+    # What the formatters never print, records need not collect (the logging manual's "Optimization"): the
+    # caller's file and line (a walk up the stack per record), thread, process and multiprocessing names.
+    # This is the command line's own process; an embedding application configures logging itself.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = BatchingStreamHandler(stream or sys.stderr)
     inner: logging.Formatter = JsonFormatter() if json_format else TextFormatter()
     handler.setFormatter(_RedactingFormatter(inner, secrets))

@@ -115,7 +115,7 @@ def _make_converter(*, detailed: bool) -> cattrs.Converter:
         servers = {}
         for name, model in value.items():
             # The key is authoritative: it is what the DELETE URL is built from.
-            server = converter.structure(model, Server)
+            server = structure_server(model, Server)
             servers[name] = server if server.name == name else attrs.evolve(server, name=name)
         return servers
 
@@ -135,6 +135,8 @@ def _make_converter(*, detailed: bool) -> cattrs.Converter:
 # that failed, to say precisely where.
 _FAST = _make_converter(detailed=False)
 _DETAILED = _make_converter(detailed=True)
+# Looked up once: the converter's dispatch per call is a measurable part of reading 100,000 users.
+_structure_fast_user = _FAST.get_structure_hook(User)
 
 
 def _with_legacy_servers(model: dict[str, Any]) -> dict[str, Any]:
@@ -157,7 +159,7 @@ def structure_user(model: Any) -> User:
         raise ModelError(f"expected a user object, got {type(model).__name__}")
     model = _with_legacy_servers(model)
     try:
-        return _FAST.structure(model, User)
+        return _structure_fast_user(model, User)  # type: ignore[no-any-return]
     except Exception:
         pass
     try:

@@ -16,9 +16,9 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import attrs
-import httpx
 import trio
 
 from ._config import Config
@@ -26,6 +26,9 @@ from ._engine import run_pass_with
 from ._errors import HubAuthError, HubError
 from ._hub import HubClient, HubStatistics, open_hub_client
 from ._report import PassRecorder, PassReport
+
+if TYPE_CHECKING:
+    import httpx  # imported only when a transport is injected (see _httpx_transport)
 
 __all__ = ["Culler", "CullerStatistics", "open_culler", "run_pass", "serve"]
 

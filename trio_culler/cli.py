@@ -23,12 +23,11 @@ from ._config import Config
 from ._errors import ConfigError, first_leaf
 from ._hub import check_client_settings
 from ._logging import configure_logging
-from ._metrics import Metrics
 from ._options import OPTIONS, load_config_file, parse_args, render_default_config, render_help
 from ._progress import draw_progress_bar
 from ._redact import make_redactor
 from ._report import PassRecorder, PassReport
-from ._service import Culler, run_pass
+from ._service import Culler, Reporter, run_pass
 from ._version import __version__
 
 __all__ = ["Settings", "main", "read_settings"]
@@ -130,8 +129,12 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     except ConfigError as error:
         log.error("%s", error, extra={"event": "startup_error"})
         return 2
-    metrics = Metrics()
+    reporters: list[Reporter] = []
     if settings.metrics_port:
+        from ._metrics import Metrics  # prometheus-client is loaded only when metrics are served
+
+        metrics = Metrics()
+        reporters.append(metrics.observe)
         try:
             port = metrics.serve(settings.metrics_port, settings.metrics_address)
         except OSError as error:
@@ -140,8 +143,8 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         log.info("Serving Prometheus metrics on http://%s:%d/metrics", settings.metrics_address, port)
     try:
         if settings.once:
-            return trio.run(_run_once, settings, metrics)
-        return trio.run(_run_service, settings, metrics)
+            return trio.run(_run_once, settings, reporters)
+        return trio.run(_run_service, settings, reporters)
     except KeyboardInterrupt:  # pragma: no cover - only before the signal receiver is installed
         return 0
     except BaseExceptionGroup as group:
@@ -171,8 +174,8 @@ async def _watch_signals(signals: trio.abc.ReceiveChannel[int] | Any, first: Any
             return
 
 
-async def _run_service(settings: Settings, metrics: Metrics) -> int:
-    culler = Culler(settings.config, reporters=[metrics.observe])
+async def _run_service(settings: Settings, reporters: list[Reporter]) -> int:
+    culler = Culler(settings.config, reporters=reporters)
     _log_start(settings)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
@@ -193,7 +196,7 @@ async def _run_service(settings: Settings, metrics: Metrics) -> int:
     return 0
 
 
-async def _run_once(settings: Settings, metrics: Metrics) -> int:
+async def _run_once(settings: Settings, reporters: list[Reporter]) -> int:
     _log_start(settings)
     draining = trio.Event()
     report: PassReport | None = None
@@ -223,7 +226,8 @@ async def _run_once(settings: Settings, metrics: Metrics) -> int:
         log.warning("Pass cancelled before it finished")
         return 0
     log.log(logging.ERROR if report.aborted else logging.INFO, report.summary(), extra=report.log_fields())
-    metrics.observe(report)
+    for reporter in reporters:
+        reporter(report)
     if report.interrupted:
         return 0 if report.aborted is None and report.error_count == 0 else 1
     return 0 if report.ok else 1

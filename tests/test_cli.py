@@ -226,6 +226,13 @@ BAD_INPUT = [
     (["--cull-users=maybe"], "--cull-users"),
     (["--timeout"], "--timeout needs a value"),
     (["--url=ftp://hub"], "--url"),
+    # Request paths are appended to the URL: what would end up inside them, or no host at all, is refused.
+    (["--url=http://hub:8081/hub/api?x=1"], "--url"),
+    (["--url=http://hub:8081/hub/api#top"], "--url"),
+    (["--url=http://hub:8081/hub api"], "--url"),
+    (["--url=http:///hub/api"], "--url"),
+    (["--url=http://hub:99999/hub/api"], "--url"),
+    (["--url=http://hub:port/hub/api"], "--url"),
     (["--log-format=xml"], "--log-format"),
     (["stray"], "stray"),
     (["--config=/nonexistent/culler.py"], "--config"),

@@ -814,7 +814,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--named-servers", action="store_true", help="enable named servers even if none exist")
     p.add_argument("--admin-fraction", type=float, default=0.0)
     p.add_argument("--no-server-fraction", type=float, default=0.0, help="users with no server at all")
-    p.add_argument("--odd-name-fraction", type=float, default=0.0, help="user names with @ + # ? ; % space ü ...")
+    p.add_argument("--odd-name-fraction", type=float, default=0.0, help="user names with @ + # ? ; %% space ü ...")
     p.add_argument("--fail-rate", type=float, default=0.0, help="answer this fraction of requests with 500")
     p.add_argument("--fail-kinds", default="list,delete", help="comma list from: list, delete")
     p.add_argument("--list-latency", type=float, default=0.0, help="extra seconds per GET /users")

@@ -70,6 +70,7 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\x00-\x08\x0a-\x1f\x7f]*)?")
 _TARGET = re.compile(rb"/[\x21-\x7e]*")
+_BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 
 
 @attrs.frozen
@@ -121,7 +122,8 @@ def encode_request(method: bytes, target: bytes, head: bytes, body: bytes = b"")
     rather than sent as a request that could be split."""
     if not _TARGET.fullmatch(target) or not _TOKEN.fullmatch(method):
         raise ValueError(f"refusing to send a malformed request line: {method!r} {target!r}")
-    framing = b"Content-Length: %d\r\n" % len(body) if body else b""
+    # A request without a body has no framing header, except where its method expects one (RFC 9110 §8.6).
+    framing = b"Content-Length: %d\r\n" % len(body) if body or method in _BODY_METHODS else b""
     return b"%s %s HTTP/1.1\r\n%s%s\r\n%s" % (method, target, head, framing, body)
 
 
@@ -184,7 +186,14 @@ class _StreamIO:
         return bytes(await self.stream.receive_some(_READ_SIZE))
 
     def is_stale(self) -> bool:
-        return bool(self.tcp.socket.is_readable())
+        # Bytes nobody asked for may hide inside the TLS layer, not just on the socket: a record that came with
+        # the answer's last one is read off the socket but not decrypted. trio keeps those in the SSLStream's
+        # incoming buffer, which it does not expose; if that ever changes, TLS connections are not reused
+        # rather than trusted blindly.
+        incoming = getattr(self.stream, "_incoming", None)
+        if not isinstance(incoming, ssl.MemoryBIO):
+            return True
+        return bool(incoming.pending or self.stream.pending() or self.tcp.socket.is_readable())
 
     def close(self) -> None:
         # A TLS close-notify is not worth waiting for (the hub does not need it), and waiting could be cancelled.
@@ -443,7 +452,9 @@ class ConnectionPool:
             sock.setblocking(False)
             return _Connection(_SocketIO(sock))
         context = self._ssl_context or ssl.create_default_context()
-        tls = trio.SSLStream(tcp, context, server_hostname=origin.host)
+        # https_compatible: as HTTPS clients do, take a close without TLS close-notify for the end of the stream
+        # (an answer delimited by the end of the connection is then read, not lost) and send none ourselves.
+        tls = trio.SSLStream(tcp, context, server_hostname=origin.host, https_compatible=True)
         try:
             await tls.do_handshake()
         except trio.BrokenResourceError as error:

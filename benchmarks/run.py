@@ -751,6 +751,8 @@ def render(doc: Json) -> str:
         "its scenario.\n"
         "- **Per request**: `python benchmarks/request_cost.py` measures the CPU one DELETE costs through the "
         "hub client over trio-culler's own HTTP/1.1 client and over httpx with httpcore.\n"
+        "- **Profile**: `python benchmarks/profile.py` splits the CPU of a 100,000-user pass by part of the hot path "
+        "(start-up, JSON, structuring, decisions, logging, the rest): see [PROFILE.md](PROFILE.md).\n"
     )
     # targets
     if doc["targets"]:

@@ -26,6 +26,7 @@ records the connections and requests it saw: reuse is counted on the server's si
 from __future__ import annotations
 
 import re
+import select
 import socket
 import ssl
 import struct
@@ -50,6 +51,7 @@ from trio_culler._http11 import (
     Origin,
     ProtocolViolation,
     RawResponse,
+    _readable_now,
     encode_request,
 )
 
@@ -904,3 +906,21 @@ async def test_over_tls_unasked_bytes_in_a_later_record_are_not_taken_for_the_ne
         # go over a new connection and get its own answer.
         assert (await pool.request(server.origin, GET)).body == b"ok"
     assert server.connections == 2
+
+
+# ------------------------------------------------------------------------------------------ readiness check
+
+
+@pytest.mark.parametrize("with_poll", [True, False], ids=["poll", "select (no poll, as on Windows)"])
+def test_readable_now_sees_bytes_and_eof_but_not_silence(monkeypatch: pytest.MonkeyPatch, with_poll: bool) -> None:
+    if not with_poll:
+        monkeypatch.delattr(select, "poll")
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.setblocking(False)
+        assert not _readable_now(ours), "a silent peer: the connection is fresh"
+        theirs.send(b"x")
+        assert _readable_now(ours), "bytes nobody asked for"
+        ours.recv(1)
+        theirs.shutdown(socket.SHUT_WR)
+        assert _readable_now(ours), "the peer closed it"

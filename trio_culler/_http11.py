@@ -159,17 +159,24 @@ class _SocketIO:
                 await trio.lowlevel.wait_readable(self.sock)
 
     def is_stale(self) -> bool:
-        # Readable while no answer is due: EOF (the server closed it) or bytes nobody asked for. A poll with
-        # no timeout is one system call and, unlike a peeking recv, raises nothing when all is well.
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
-        return bool(poller.poll(0))
+        # Readable while no answer is due: EOF (the server closed it) or bytes nobody asked for.
+        return _readable_now(self.sock)
 
     def close(self) -> None:
         # Synchronous, so it cannot be interrupted by a cancellation. trio must forget the socket before its
         # file descriptor can be reused.
         trio.lowlevel.notify_closing(self.sock)
         self.sock.close()
+
+
+def _readable_now(sock: socket.socket) -> bool:
+    """Whether reading ``sock`` would not block. A poll with no timeout is one system call and, unlike a peeking
+    recv, raises nothing when all is well; select() where there is no poll() (Windows)."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([sock], [], [], 0)[0])
 
 
 class _StreamIO:

@@ -29,13 +29,10 @@ class HttpxTransport:
         base_url: str,
         headers: Headers,
         send: Callable[[httpx.Request], Awaitable[httpx.Response]],
-        *,
-        close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._base = base_url.rstrip("/")
         self._headers = list(headers)
         self._send = send
-        self._close = close
 
     async def request(self, method: str, target: str, headers: Headers, body: bytes) -> RawResponse:
         request = httpx.Request(method, self._base + target, headers=[*self._headers, *headers], content=body or None)
@@ -60,8 +57,7 @@ class HttpxTransport:
         return RawResponse(response.status_code, headers_seen, response.content)
 
     async def aclose(self) -> None:
-        if self._close is not None:
-            await self._close()
+        """Nothing to close: whoever passed the transport or client owns it (and closes it)."""
 
 
 def proxy_client(config: Config, ssl_context: ssl.SSLContext | None) -> httpx.AsyncClient:

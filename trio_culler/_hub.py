@@ -193,8 +193,7 @@ class HubClient:
         self.limiter = limiter
         self._stats = HubStatistics()
         self._random = random.Random()
-        self._token = config.api_token.strip()
-        self._redact = make_redactor([self._token])
+        self._redact = make_redactor([config.api_token.strip()])
 
     def statistics(self) -> HubStatistics:
         return attrs.evolve(self._stats, requests=dict(self._stats.requests))
@@ -222,6 +221,10 @@ class HubClient:
             attempt += 1
             self._stats.retries += 1
             await trio.sleep(delay)
+
+    def _what(self, method: str, target: str) -> str:
+        """How error messages name a request; built only when one is needed."""
+        return f"{method} {self._base}{target}"
 
     def _backoff(self, attempt: int, error: HubError) -> float:
         if isinstance(error, HubStatusError) and error.retry_after is not None:
@@ -257,13 +260,13 @@ class HubClient:
             with trio.CancelScope(deadline=trio.current_time() + self._timeout) as deadline:
                 response = await self._transport.request(method, target, headers, body)
             if deadline.cancelled_caught:
-                raise HubTimeout(f"{method} {self._base}{target}: no answer within {self._timeout:g} s")
+                raise TransportTimeout  # ours, or one of httpx's own (--use-proxy-env): the same to the caller
         except TransportTimeout:
-            raise HubTimeout(f"{method} {self._base}{target}: no answer within {self._timeout:g} s") from None
+            raise HubTimeout(f"{self._what(method, target)}: no answer within {self._timeout:g} s") from None
         except AnswerUnreadable as error:
-            raise HubProtocolError(self._redact(f"{method} {self._base}{target}: unreadable answer: {error}")) from None
+            raise HubProtocolError(self._redact(f"{self._what(method, target)}: unreadable answer: {error}")) from None
         except TransportError as error:
-            unavailable = HubUnavailable(self._redact(f"{method} {self._base}{target}: {error}"))
+            unavailable = HubUnavailable(self._redact(f"{self._what(method, target)}: {error}"))
             unavailable.transient = error.retryable
             raise unavailable from None
         finally:
@@ -272,7 +275,7 @@ class HubClient:
         status = response.status
         if status in ok:
             return response
-        message = self._redact(f"{method} {self._base}{target} -> {status}{_hub_message(response, self._redact)}")
+        message = self._redact(f"{self._what(method, target)} -> {status}{_hub_message(response, self._redact)}")
         if status in (401, 403):
             raise HubAuthError(message)
         raise HubStatusError(message, status=status, retry_after=_retry_after(response))
@@ -353,7 +356,7 @@ class HubClient:
             # RecursionError: absurdly nested JSON. Unreadable like any other garbage, not a reason to crash.
             raise HubProtocolError(
                 self._redact(
-                    f"{method} {self._base}{target}: the answer is not JSON "
+                    f"{self._what(method, target)}: the answer is not JSON "
                     f"({response.header('content-type') or 'no content type'})"
                 )
             ) from None

@@ -34,6 +34,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from run import WORK, FakeHub
+
 HERE = Path(__file__).resolve().parent
 TOKEN = "bench-token-profile-0123456789abcdef"
 PARTS = ("start-up", "JSON decoding", "model structuring", "decisions", "logging")
@@ -116,36 +118,20 @@ def child(port: int, out: Path) -> None:
 
 
 def one_run(users: int) -> dict[str, Any]:
-    hub = subprocess.Popen(
-        [
-            sys.executable,
-            str(HERE / "fakehub.py"),
-            "--port=0",
-            f"--users={users}",
-            "--idle-fraction=0.2",
-            "--seed=1",
-            "--page-max=200",
-            f"--token={TOKEN}",
-            "--max-lifetime=900",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    assert hub.stdout is not None
-    port = int(hub.stdout.readline())
+    hub_args = ["--idle-fraction=0.2", f"--users={users}", "--seed=1", "--page-max=200", f"--token={TOKEN}"]
+    hub = FakeHub(hub_args, WORK / "profile.hub.log", lifetime=900)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "profile.json"
         try:
             run = subprocess.run(
-                [sys.executable, __file__, "--child", str(out), f"--port={port}"],
+                [sys.executable, __file__, "--child", str(out), f"--port={hub.port}"],
                 env={**os.environ, "PYTHONPATH": str(HERE.parent)},
                 capture_output=True,
                 text=True,
                 timeout=900,
             )
         finally:
-            hub.kill()
-            hub.wait()
+            hub.close()
         if run.returncode != 0 or not out.exists():
             raise SystemExit(f"the culler failed ({run.returncode}):\n{run.stderr[-2000:]}")
         result: dict[str, Any] = json.loads(out.read_text())

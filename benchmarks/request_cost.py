@@ -30,29 +30,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from run import WORK, FakeHub
+
 HERE = Path(__file__).resolve().parent
 TOKEN = "bench-token-request-cost-0123456789"
 CLIENTS = ("pool", "httpx")
 
 
-def start_hub(users: int) -> tuple[subprocess.Popen[bytes], int]:
-    cmd = [
-        sys.executable,
-        str(HERE / "fakehub.py"),
-        "--port=0",
-        f"--users={users}",
-        "--idle-fraction=1.0",
-        "--seed=7",
-        f"--token={TOKEN}",
-        "--max-lifetime=600",
-    ]
-    hub = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert hub.stdout is not None
-    line = hub.stdout.readline().decode().strip()
-    if not line.isdigit():
-        hub.kill()
-        raise RuntimeError("fakehub.py did not start")
-    return hub, int(line)
+def start_hub(users: int) -> FakeHub:
+    """A fresh benchmark hub whose servers are all idle (run.py's FakeHub: it also waits for the port)."""
+    hub_args = ["--idle-fraction=1.0", f"--users={users}", "--seed=7", f"--token={TOKEN}"]
+    return FakeHub(hub_args, WORK / "request_cost.hub.log", lifetime=600)
 
 
 def run_client(client: str, port: int, users: int, concurrency: int) -> dict[str, Any]:
@@ -134,12 +122,11 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {client: [] for client in CLIENTS}
     for _ in range(args.repeat):
         for client in CLIENTS:  # interleaved, so that a noisy moment hurts both
-            hub, port = start_hub(args.users)
+            hub = start_hub(args.users)
             try:
-                result = run_client(client, port, args.users, args.concurrency)
+                result = run_client(client, hub.port, args.users, args.concurrency)
             finally:
-                hub.kill()
-                hub.wait()
+                hub.close()
             if result["stopped"] != args.users:
                 raise SystemExit(f"{client}: stopped {result['stopped']} of {args.users} servers")
             runs[client].append(result)

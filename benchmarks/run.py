@@ -228,6 +228,7 @@ class FakeHub:
 
     def __init__(self, args: list[str], log: Path, lifetime: float) -> None:
         cmd = [sys.executable, str(HERE / "fakehub.py"), "--port=0", f"--max-lifetime={lifetime:.0f}", *args]
+        WORK.mkdir(parents=True, exist_ok=True)
         self.log = log.open("wb")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, cwd=WORK)
         assert self.proc.stdout is not None

@@ -130,8 +130,13 @@ class HubProcess:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def start_hub(workdir: Path) -> HubProcess:
-    """Start JupyterHub (which starts chp) on 127.0.0.1 in ``workdir`` and wait until its API serves."""
+def start_hub(workdir: Path, extra_config: str = "", extra_env: dict[str, str] | None = None) -> HubProcess:
+    """Start JupyterHub (which starts chp) on 127.0.0.1 in ``workdir`` and wait until its API serves.
+
+    ``extra_config`` is Python appended to ``jupyterhub_config.py`` for this hub only (``c`` and ``env`` are in
+    scope), so a test module that needs other roles, services or settings starts its own hub without touching
+    the shared file; ``extra_env`` adds variables to the hub's environment.
+    """
     chp = shutil.which("configurable-http-proxy")
     assert chp is not None, "checked by missing_tools()"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -156,6 +161,11 @@ def start_hub(workdir: Path) -> HubProcess:
             "TRIO_CULLER_IT_SLOW_STOP_SECONDS": str(SLOW_STOP_SECONDS),
         }
     )
+    env.update(extra_env or {})
+    if extra_config:
+        extra_path = workdir / "extra_config.py"
+        extra_path.write_text(extra_config)
+        env["TRIO_CULLER_IT_EXTRA_CONFIG"] = str(extra_path)
     log_path = workdir / "jupyterhub.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(

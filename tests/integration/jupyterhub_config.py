@@ -96,3 +96,8 @@ c.IntegrationSpawner.popen_kwargs = {"start_new_session": False}
 # Real servers start in a few seconds; fail fast rather than hang a test run.
 c.IntegrationSpawner.start_timeout = 60
 c.IntegrationSpawner.http_timeout = 60
+
+# A test module's own additions (hubtools.start_hub(extra_config=...)), read last so they win.
+_extra = env.get("TRIO_CULLER_IT_EXTRA_CONFIG")
+if _extra:
+    exec(compile(Path(_extra).read_text(), _extra, "exec"), {"c": c, "env": env, "workdir": workdir})

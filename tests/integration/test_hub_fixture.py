@@ -131,3 +131,23 @@ def test_teardown_leaves_no_process_even_after_the_hub_crashed(tmp_path: Path) -
     assert not _pid_alive(chp_pid)
     assert not _pid_alive(server_pid)
     assert group_members(hub.proc.pid) == []
+
+
+@pytest.mark.usefixtures("hub_tools")
+def test_extra_config_and_env_reach_only_that_hub(tmp_path: Path) -> None:
+    """A test module that needs another role or service starts its own hub with ``extra_config``."""
+    extra = (
+        'c.JupyterHub.services.append({"name": "extra-service", "api_token": env["TRIO_CULLER_IT_EXTRA_TOKEN"]})\n'
+        'c.JupyterHub.load_roles.append({"name": "extra-role", "scopes": ["list:users"], '
+        '"services": ["extra-service"]})\n'
+    )
+    token = "e" * 64
+    hub = start_hub(tmp_path / "extra-hub", extra_config=extra, extra_env={"TRIO_CULLER_IT_EXTRA_TOKEN": token})
+    try:
+        with httpx.Client(base_url=hub.api_url, headers={"Authorization": f"token {token}"}) as extra_client:
+            me = extra_client.get("/user").json()
+            assert me["name"] == "extra-service"
+            assert "list:users" in me["scopes"]
+            assert "delete:servers" not in me["scopes"]
+    finally:
+        stop_hub(hub)

@@ -23,7 +23,7 @@ import attrs
 import httpx
 import trio
 
-from trio_culler._fakehub_http import RawRequest, RawResponse, serve_h11
+from trio_culler.testing._h11_server import RawRequest, RawResponse, serve_h11
 
 __all__ = ["Relay", "RelayAction", "dead_port", "open_forward_proxy", "open_relay"]
 

@@ -55,9 +55,23 @@ def test_only_blocking_functions_are_async_and_none_takes_a_timeout() -> None:
         assert "timeout" not in inspect.signature(function).parameters
 
 
-def test_testing_module_exports_the_fake_hub() -> None:
-    for name in ("FakeHub", "FakeServer", "FakeUser", "Population", "open_fake_hub"):
-        assert hasattr(trio_culler.testing, name)
+TESTING_EXPECTED = {
+    "FakeHub",
+    "FakeHubStatistics",
+    "FakeServer",
+    "FakeUser",
+    "PageRequest",
+    "Population",
+    "open_fake_hub",
+}
+
+
+def test_testing_package_exports_the_fake_hub_from_private_modules() -> None:
+    # As trio.testing: a package of one module per concept, each public name re-exported from __init__.
+    assert set(trio_culler.testing.__all__) == TESTING_EXPECTED
+    for name in TESTING_EXPECTED:
+        module = getattr(trio_culler.testing, name).__module__
+        assert module.startswith("trio_culler.testing._"), (name, module)
 
 
 def test_package_is_typed() -> None:

@@ -1,6 +1,6 @@
 """A small HTTP/1.1 server on trio streams and h11, used by FakeHub's loopback mode.
 
-It knows nothing about JupyterHub or httpx (``testing.py`` adapts both ways): it parses each
+It knows nothing about JupyterHub or httpx (``_loopback.py`` adapts both ways): it parses each
 request with h11, hands it to an :data:`App` callback and writes back what the callback returns.
 Each connection is served by its own task, with keep-alive; requests on one connection are
 answered in order. TLS is the caller's business (wrap the listeners in ``trio.SSLListener``).

@@ -1,0 +1,80 @@
+"""Many users at once, deterministically from a seed: the fake hub's load for benchmarks and soak tests."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ._model import FakeServer
+
+if TYPE_CHECKING:
+    from ._fakehub import FakeHub
+
+__all__ = ["Population", "populate"]
+
+
+@attrs.frozen
+class Population:
+    """What :meth:`FakeHub.populate` created; pairs are ``(user name, server name)``."""
+
+    users: tuple[str, ...]
+    idle: frozenset[tuple[str, str]]  # inactive for at least ``idle_for``
+    active: frozenset[tuple[str, str]]  # active within ``active_for``
+    idle_users: frozenset[str]  # users all of whose servers are idle
+    admins: frozenset[str]
+
+
+def populate(
+    hub: FakeHub,
+    n_users: int,
+    *,
+    idle_fraction: float,
+    seed: int,
+    now: datetime,
+    idle_for: timedelta,
+    active_for: timedelta,
+    named_fraction: float,
+    admin_fraction: float,
+    name_prefix: str,
+) -> Population:
+    """The body of :meth:`FakeHub.populate`, which documents it."""
+    for fraction in (idle_fraction, named_fraction, admin_fraction):
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"fractions must be within [0, 1], got {fraction}")
+    rng = random.Random(seed)
+    width = len(str(max(n_users - 1, 0)))
+    names = [f"{name_prefix}-{i:0{width}d}" for i in range(n_users)]  # name order == id order
+    with_named = set(rng.sample(names, round(named_fraction * n_users)))
+    admins = frozenset(rng.sample(names, round(admin_fraction * n_users)))
+    slots = [(n, s) for n in names for s in ("", "named") if s == "" or n in with_named]
+    idle = frozenset(rng.sample(slots, round(idle_fraction * len(slots))))
+    idle_users = set()
+    for name in names:
+        servers: dict[str, FakeServer] = {}
+        starts, lasts = [], []
+        server_names = ("", "named") if name in with_named else ("",)
+        for server_name in server_names:
+            is_idle = (name, server_name) in idle
+            quiet = idle_for * (1 + rng.random()) if is_idle else active_for * rng.random()
+            lasts.append(now - quiet)
+            starts.append(lasts[-1] - timedelta(seconds=rng.uniform(0, 3600)))
+            servers[server_name] = FakeServer(server_name, started=starts[-1], last_activity=lasts[-1])
+        if all((name, server_name) in idle for server_name in server_names):
+            idle_users.add(name)
+        hub.add_user(
+            name,
+            admin=name in admins,
+            created=min(starts) - timedelta(days=1),
+            last_activity=max(lasts),
+            servers=servers,
+        )
+    return Population(
+        users=tuple(names),
+        idle=idle,
+        active=frozenset(slots) - idle,
+        idle_users=frozenset(idle_users),
+        admins=admins,
+    )

@@ -1,0 +1,69 @@
+"""The fake hub's answers rendered as JupyterHub renders them: user and server models, error bodies."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from ._model import FakeServer, FakeUser
+
+__all__ = ["Json", "error", "user_model"]
+
+Json = dict[str, Any]
+
+
+def isoformat(dt: datetime | None) -> str | None:
+    """JupyterHub's rendering: UTC, ``Z`` suffix, no fraction when it is zero; naive means UTC."""
+    if dt is None:
+        return None
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(UTC).replace(tzinfo=None)
+    return dt.isoformat() + "Z"
+
+
+def _escape(name: str) -> str:
+    return quote(name, safe="@~")  # JupyterHub's url_escape_path
+
+
+def error(status: int, message: str) -> httpx.Response:
+    """A JSON error body as JupyterHub's APIHandler writes it."""
+    return httpx.Response(status, json={"status": status, "message": message})
+
+
+def user_model(user: FakeUser) -> Json:
+    default = user.servers.get("")
+    return {
+        "kind": "user",
+        "name": user.name,
+        "admin": user.admin,
+        "roles": ["admin", "user"] if user.admin else ["user"],
+        "groups": [],
+        "server": f"/user/{_escape(user.name)}/" if default is not None and default.ready else None,
+        "pending": default.pending if default is not None else None,
+        "created": isoformat(user.created),
+        "last_activity": isoformat(user.last_activity),
+        "auth_state": None,
+        "servers": {name: _server_model(user, s) for name, s in user.servers.items()},
+    }
+
+
+def _server_model(user: FakeUser, server: FakeServer) -> Json:
+    base = f"/user/{_escape(user.name)}/"
+    api = f"/hub/api/users/{_escape(user.name)}"
+    return {
+        "name": server.name,
+        "full_name": f"{user.name}/{server.name}",
+        "last_activity": isoformat(server.last_activity),
+        "started": isoformat(server.started),
+        "pending": server.pending,
+        "ready": server.ready,
+        "stopped": False,  # only active servers are listed
+        "url": f"{base}{_escape(server.name)}/" if server.name else base,
+        "user_options": {},
+        "progress_url": (f"{api}/servers/{_escape(server.name)}/progress" if server.name else f"{api}/server/progress"),
+        "full_url": None,
+        "full_progress_url": None,
+    }

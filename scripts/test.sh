@@ -5,8 +5,8 @@
 #   bash scripts/test.sh -k engine  # extra arguments go to pytest
 #
 # It creates .venv (Python >= 3.11) with the project and its test extras (JupyterHub and jupyter_server from
-# PyPI among them), installs configurable-http-proxy from npm when it is not on PATH, and runs ruff, mypy
-# and pytest. Safe to run again: every step is idempotent.
+# PyPI among them), installs configurable-http-proxy from npm and Debian's chromium when they are missing,
+# and runs ruff, mypy and pytest. Safe to run again: every step is idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +22,17 @@ echo "==> installing trio-culler with its test dependencies into $VENV"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test]"
 
 bash scripts/install-integration-deps.sh
+
+# The status page's browser tests drive Debian's Chromium through Playwright (never `playwright install`, which
+# downloads a browser build of its own).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "==> installing Debian's chromium for the browser tests"
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+  fi
+fi
 
 export PATH="$PWD/$VENV/bin:$PATH"
 export HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci}

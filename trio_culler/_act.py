@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import enum
 import logging
+from datetime import UTC, datetime
 
 from ._decide import Action, Decision
 from ._errors import HubAuthError, HubError
 from ._hub import DeleteOutcome, HubClient, StopOutcome
-from ._report import PassRecorder
+from ._report import CullRecord, PassRecorder
 
 __all__ = ["Outcome", "delete_user", "stop_server"]
 
@@ -35,6 +36,14 @@ class Outcome(enum.Enum):
 
 
 async def stop_server(
+    hub: HubClient, user: str, server: str, decision: Decision, *, dry_run: bool, recorder: PassRecorder
+) -> Outcome:
+    outcome = await _stop_server(hub, user, server, decision, dry_run=dry_run, recorder=recorder)
+    recorder.cull(_record(user, server, decision, outcome))
+    return outcome
+
+
+async def _stop_server(
     hub: HubClient, user: str, server: str, decision: Decision, *, dry_run: bool, recorder: PassRecorder
 ) -> Outcome:
     label = f"{user}/{server}" if server else user
@@ -66,6 +75,14 @@ async def stop_server(
 async def delete_user(
     hub: HubClient, user: str, decision: Decision, *, dry_run: bool, recorder: PassRecorder
 ) -> Outcome:
+    outcome = await _delete_user(hub, user, decision, dry_run=dry_run, recorder=recorder)
+    recorder.cull(_record(user, None, decision, outcome))
+    return outcome
+
+
+async def _delete_user(
+    hub: HubClient, user: str, decision: Decision, *, dry_run: bool, recorder: PassRecorder
+) -> Outcome:
     recorder.users_culled += 1
     fields = _fields(user, None, decision)
     if dry_run:
@@ -82,6 +99,21 @@ async def delete_user(
         return Outcome.FAILED
     recorder.users_deleted += 1
     return Outcome.GONE if outcome is DeleteOutcome.GONE else Outcome.DELETED
+
+
+_OUTCOME_WORDS = {Outcome.WOULD_ACT: "dry_run"}
+
+
+def _record(user: str, server: str | None, decision: Decision, outcome: Outcome) -> CullRecord:
+    return CullRecord(
+        user=user,
+        server=server,
+        action=decision.action.value,
+        rule=decision.rule,
+        reason=decision.reason,
+        at=datetime.now(UTC),
+        outcome=_OUTCOME_WORDS.get(outcome, outcome.value),
+    )
 
 
 def _fields(user: str, server: str | None, decision: Decision) -> dict[str, object]:

@@ -23,10 +23,11 @@ from ._act import Outcome, delete_user, stop_server
 from ._config import Config
 from ._decide import Action, decide_server, decide_user, server_idle_time
 from ._errors import HubAuthError, HubError, first_leaf
+from ._forecast import Upcoming
 from ._hub import REQUIRED_SCOPES, USER_DELETION_SCOPE, HubClient
 from ._models import Server, User
 from ._pager import stream_users
-from ._report import PassRecorder, PassReport
+from ._report import MAX_UPCOMING_KEPT, PassRecorder, PassReport
 
 __all__ = ["run_pass_with"]
 
@@ -53,6 +54,11 @@ async def run_pass_with(
     draining = trio.Event() if draining is None else draining
     if recorder is None:
         recorder = PassRecorder(started=now, started_at=trio.current_time(), dry_run=config.dry_run)
+    if recorder.upcoming is None:
+        # A hook's verdict on idleness cannot be foreseen; max-age still can.
+        recorder.upcoming = Upcoming(
+            config.policy, now, MAX_UPCOMING_KEPT, idle_foreseeable=config.cull_arbiter_hook is None
+        )
     try:
         info = await hub.get_info()
     except HubError as error:

@@ -94,6 +94,8 @@ class _Sink:
         for user in page.users:
             if self.draining.is_set():
                 return
+            if recorder.upcoming is not None and user.name not in counted:
+                recorder.upcoming.observe(user)
             if self.wanted is not None and not self.wanted(user):
                 # Nothing to do for this user: seeing it twice would be harmless, so it is not remembered
                 # (memory then grows with the users acted on, not with the hub).

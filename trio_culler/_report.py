@@ -4,20 +4,25 @@ one summary line per pass."""
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import attrs
 
 from ._errors import HubError
+from ._forecast import Forecast, Upcoming
 
-__all__ = ["PassError", "PassRecorder", "PassReport"]
+__all__ = ["CullRecord", "PassError", "PassRecorder", "PassReport"]
 
 log = logging.getLogger("trio_culler")
 
 #: Errors kept verbatim in a report; the rest are only counted, so a broken hub cannot grow memory.
 MAX_ERRORS_KEPT = 100
+#: Culls kept in a report (the latest; all are counted): a pass that stops 20,000 servers keeps 1,000 records.
+MAX_CULLS_KEPT = 1000
+#: Forecasts kept in a report: the soonest culls due within the next hour (all are counted).
+MAX_UPCOMING_KEPT = 100
 
 
 @attrs.frozen
@@ -26,6 +31,26 @@ class PassError:
     subject: str
     kind: str
     message: str
+
+
+@attrs.frozen(kw_only=True)
+class CullRecord:
+    """One server stopped (or user deleted) by a pass, and why: what the status page lists."""
+
+    user: str
+    #: The server's name (``""`` for the default server); None when the user itself was deleted.
+    server: str | None
+    #: ``stop``, ``remove`` (a named server deleted too) or ``delete_user``.
+    action: str
+    #: The limit that decided: ``idle`` or ``max_age``.
+    rule: str
+    #: In words, with the signal that decided: ``inactive for 01:02:03`` (since the last activity the hub
+    #: recorded, or since the start when it recorded none), ``age 10:00:00, inactive for ...``.
+    reason: str
+    #: When the hub answered (or, in a dry run, when the pass decided).
+    at: datetime
+    #: ``stopped``, ``pending`` (202: still stopping), ``gone`` (404), ``deleted``, ``failed`` or ``dry_run``.
+    outcome: str
 
 
 @attrs.frozen(kw_only=True)
@@ -56,6 +81,12 @@ class PassReport:
     aborted: str | None = None
     #: A graceful stop ended the pass before every user was handled.
     interrupted: bool = False
+    #: The latest culls of this pass (at most MAX_CULLS_KEPT), in the order the hub answered.
+    culls: Sequence[CullRecord] = ()
+    #: The servers this pass kept that are due to be culled within the hour, soonest first (at most
+    #: MAX_UPCOMING_KEPT), and how many are due in all, by limit.
+    upcoming: Sequence[Forecast] = ()
+    upcoming_due: Mapping[str, int] = attrs.field(factory=dict)
 
     @property
     def error_count(self) -> int:
@@ -123,6 +154,12 @@ class PassRecorder:
     errors: list[PassError] = attrs.field(factory=list)
     aborted: str | None = None
     interrupted: bool = False
+    culls: deque[CullRecord] = attrs.field(factory=lambda: deque(maxlen=MAX_CULLS_KEPT))
+    #: Set by the engine once it knows the policy; the pager shows it every user it reads.
+    upcoming: Upcoming | None = None
+
+    def cull(self, record: CullRecord) -> None:
+        self.culls.append(record)
 
     def error(self, subject: str, error: HubError | Exception) -> None:
         kind = error.kind if isinstance(error, HubError) else "internal"
@@ -151,6 +188,9 @@ class PassRecorder:
             errors=tuple(self.errors),
             aborted=self.aborted,
             interrupted=self.interrupted,
+            culls=tuple(self.culls),
+            upcoming=() if self.upcoming is None else self.upcoming.soonest(),
+            upcoming_due={} if self.upcoming is None else dict(self.upcoming.due),
         )
 
     def progress_line(self) -> str:

@@ -15,13 +15,14 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
 from ._config import Config
 from ._errors import ConfigError, first_leaf
+from ._history import History
 from ._hub import check_client_settings
 from ._logging import configure_logging
 from ._options import OPTIONS, load_config_file, parse_args, render_default_config, render_help
@@ -30,6 +31,9 @@ from ._redact import make_redactor
 from ._report import PassRecorder, PassReport
 from ._service import Culler, Reporter, run_pass
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from .web import StatusPageSettings
 
 __all__ = ["Settings", "main", "read_settings"]
 
@@ -47,6 +51,9 @@ class Settings:
     log_format: str = "text"
     metrics_port: int = 0
     metrics_address: str = "127.0.0.1"
+    status_page: bool = True
+    status_bind: str | None = None
+    status_history: int = 100
     grace_period: float = 5.0
     once: bool = False
     progress_bar: bool = True
@@ -65,6 +72,9 @@ class Settings:
             metrics_address=self.metrics_address,
             grace_period=self.grace_period,
             once=self.once,
+            status_page=self.status_page,
+            status_bind=self.status_bind,
+            status_history=self.status_history,
         )
         return values
 
@@ -134,6 +144,11 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         log.error("%s", error, extra={"event": "startup_error"})
         return 2
     reporters: list[Reporter] = []
+    try:
+        status_page = _status_page(settings, environ)
+    except ConfigError as error:
+        log.error("%s", error, extra={"event": "startup_error"})
+        return 2
     if settings.metrics_port:
         from ._metrics import Metrics  # prometheus-client is loaded only when metrics are served
 
@@ -148,7 +163,7 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     try:
         if settings.once:
             return trio.run(_run_once, settings, reporters)
-        return trio.run(_run_service, settings, reporters)
+        return trio.run(_run_service, settings, reporters, status_page)
     except KeyboardInterrupt:  # pragma: no cover - only before the signal receiver is installed
         return 0
     except BaseExceptionGroup as group:
@@ -178,11 +193,48 @@ async def _watch_signals(signals: trio.abc.ReceiveChannel[int] | Any, first: Any
             return
 
 
-async def _run_service(settings: Settings, reporters: list[Reporter]) -> int:
+def _status_page(settings: Settings, environ: Mapping[str, str]) -> StatusPage | None:
+    """What the status page needs, or None when it is not served: off, ``--once``, or nowhere to listen
+    (a managed service without ``url``; the hub sets JUPYTERHUB_SERVICE_URL only for one with)."""
+    if not settings.status_page or settings.once or settings.demo:
+        return None
+    if settings.status_bind is None and not environ.get("JUPYTERHUB_SERVICE_URL"):
+        return None
+    if settings.status_history < 1:
+        raise ConfigError("--status-history must be at least 1")
+    # Imported only now: a culler without a page never loads hypercorn, Starlette or Jinja2.
+    from .web import StatusPageSettings
+
+    page = StatusPageSettings.from_environment(environ, bind=settings.status_bind)
+    assert page is not None
+    history = History(settings.public_dict(), size=settings.status_history, interval=settings.config.interval)
+    return StatusPage(page, history)
+
+
+@attrs.frozen
+class StatusPage:
+    settings: StatusPageSettings
+    history: History
+
+
+async def _run_service(settings: Settings, reporters: list[Reporter], status_page: StatusPage | None = None) -> int:
+    if status_page is not None:
+        reporters = [*reporters, status_page.history.observe]
     culler = Culler(settings.config, reporters=reporters)
     _log_start(settings)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
+            if status_page is not None:
+                # Before the culler waits for the hub: a hub at start-up waits for this port, and exits if it
+                # stays closed (see web/_server.py).
+                from .web import serve_status_page
+
+                try:
+                    await nursery.start(serve_status_page, status_page.settings, settings.config, status_page.history)
+                except OSError as error:
+                    where = f"{status_page.settings.bind_host}:{status_page.settings.bind_port}"
+                    log.error("Status page: cannot listen on %s: %s", where, error.strerror or error)
+                    return 2
 
             async def serve_then_stop_watching() -> None:
                 await culler.serve()

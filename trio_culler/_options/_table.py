@@ -118,6 +118,17 @@ OPTIONS: dict[str, Option] = {
     "max-retries": value("max_retries", "Retries of a request that failed transiently.", INT, 5),
     "grace-period": value("grace_period", "Seconds in-flight requests get after SIGTERM/SIGINT.", FLOAT, 5),
     "use-proxy-env": switch("use_proxy_env", "Route hub traffic through HTTP(S)_PROXY (off: ignored).", default=False),
+    "status-page": switch(
+        "status_page",
+        "Serve the status page when the hub gives this service a url (JUPYTERHUB_SERVICE_URL) or with --status-bind.",
+        default=True,
+    ),
+    "status-bind": value(
+        "status_bind", "Serve the status page on HOST:PORT (standalone; see the README's OAuth setup)."
+    ),
+    "status-history": value(
+        "status_history", "Passes and culls the status page keeps (memory is bounded by it).", INT, 100
+    ),
     "help": action("help", "Show this help and exit."),
     "version": action("version", "Show the version and exit."),
     # Compatibility spellings, not listed.

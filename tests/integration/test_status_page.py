@@ -1,0 +1,371 @@
+"""The status page, end to end: a real JupyterHub (with configurable-http-proxy) runs the culler as a managed
+service with a ``url``; a real browser (Debian's Chromium, driven by Playwright) logs in at the hub's login form.
+
+That the hub starts at all is the first check: JupyterHub waits at start-up for a managed service's URL and
+exits if it does not answer, so the page must listen before the hub's API does.
+
+The hub here has a login form (DummyAuthenticator with a password), an admin and a plain user, and the culler
+as service ``idle-culler`` with ``oauth_no_confirm``. Its passes run every 2 s with a 3 s timeout, so a
+server left alone is culled within seconds, while the test watches through ``api/status``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from .hubtools import (
+    REPO_ROOT,
+    HubAPI,
+    HubProcess,
+    _free_ports,
+    missing_tools,
+    start_hub,
+    start_servers,
+    stop_hub,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+SERVICE = "idle-culler"
+PASSWORD = secrets.token_urlsafe(12)
+ADMIN = "boss"
+PLAIN = "pleb"
+HOSTILE = "<img src=x onerror=alert(1)>"
+PREFIX = f"/services/{SERVICE}/"
+CHROMIUM = os.environ.get("TRIO_CULLER_CHROMIUM", "/usr/bin/chromium")
+#: Set to a path (docs/status-page.png) to keep the browser's screenshot of the page there.
+SCREENSHOT = os.environ.get("TRIO_CULLER_SCREENSHOT")
+
+
+@pytest.fixture(scope="module")
+def status_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HubProcess, str]]:
+    reason = missing_tools()
+    if reason is not None:
+        pytest.skip(f"real-JupyterHub integration tests need their tools: {reason}")
+    (service_port,) = _free_ports(1)
+    service_token = secrets.token_hex(32)
+    extra_config = f"""
+import sys
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = {PASSWORD!r}
+c.Authenticator.allow_all = True
+c.Authenticator.admin_users = {{{ADMIN!r}}}
+c.JupyterHub.services.append({{
+    "name": {SERVICE!r},
+    "url": "http://127.0.0.1:{service_port}",
+    "api_token": {service_token!r},
+    "oauth_no_confirm": True,
+    "command": [sys.executable, "-m", "trio_culler", "--timeout=3", "--cull-every=2", "--status-history=50"],
+    "environment": {{"PYTHONPATH": {str(REPO_ROOT)!r}}},
+}})
+c.JupyterHub.load_roles.append({{
+    "name": "idle-culler-role",
+    "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+    "services": [{SERVICE!r}],
+}})
+"""
+    hub = start_hub(tmp_path_factory.mktemp("status-hub"), extra_config=extra_config)
+    try:
+        # The hub adds the service's proxy route once its URL answered (it waits for that, then goes on).
+        wait_until(
+            lambda: httpx.get(f"{hub.proxy_url}{PREFIX}", timeout=30).status_code != 404,
+            timeout=60,
+            what="the proxy route to the service",
+        )
+        yield hub, service_token
+    finally:
+        stop_hub(hub)
+
+
+@pytest.fixture(scope="module")
+def culled(status_hub: tuple[HubProcess, str]) -> dict[str, Any]:
+    """Idle servers for two users (one with the hostile name), culled by the running culler; returns the
+    ``api/status`` document that shows them."""
+    hub, _token = status_hub
+    with HubAPI(hub) as api:
+        names = api.create_users(["idle-alice", HOSTILE])
+        api.create_users([PLAIN])
+        start_servers(hub, [(name, "") for name in names])
+
+        def document_with_culls() -> dict[str, Any] | None:
+            document = _status_document(hub, hub.admin_token)
+            culled_users = {cull["user"] for cull in document["culls"]}
+            return document if set(names) <= culled_users else None
+
+        document = wait_until(document_with_culls, timeout=120, what="the culls in api/status")
+        for name in names:
+            assert api.server_state(name) in ("stopped", "absent")
+        return document
+
+
+def _status_document(hub: HubProcess, token: str) -> dict[str, Any]:
+    response = httpx.get(f"{hub.proxy_url}{PREFIX}api/status", headers={"Authorization": f"token {token}"}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def _hub_login(client: httpx.Client, hub: HubProcess, user: str) -> httpx.Response:
+    """Open the page with ``client`` (no session) and log in at the hub's form, as a browser would; returns
+    the final answer, with every hop in ``history``."""
+    login_page = client.get(f"{hub.proxy_url}{PREFIX}")
+    assert login_page.status_code == 200, login_page.text
+    assert urlsplit(str(login_page.url)).path == "/hub/login"
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', login_page.text)
+    assert xsrf is not None
+    return client.post(str(login_page.url), data={"username": user, "password": PASSWORD, "_xsrf": xsrf.group(1)})
+
+
+# --- the hub started, the page answers ---------------------------------------------------------------------
+
+
+def test_hub_starts_with_the_culler_as_a_service_with_a_url(status_hub: tuple[HubProcess, str]) -> None:
+    hub, _token = status_hub
+    assert hub.proc.poll() is None, hub.log_tail()
+    # Not logged in: off to the hub's authorization endpoint, which sends an anonymous browser to its login.
+    response = httpx.get(f"{hub.proxy_url}{PREFIX}", timeout=30)
+    assert response.status_code == 302
+    location = urlsplit(response.headers["location"])
+    assert location.path == "/hub/api/oauth2/authorize"
+    query = parse_qs(location.query)
+    assert query["client_id"] == [f"service-{SERVICE}"]
+    assert query["code_challenge_method"] == ["S256"]
+    assert query["redirect_uri"] == [f"{PREFIX}oauth_callback"]
+    assert len(query["state"][0]) >= 32
+
+
+def test_api_status_without_login_is_401(status_hub: tuple[HubProcess, str]) -> None:
+    hub, _token = status_hub
+    response = httpx.get(f"{hub.proxy_url}{PREFIX}api/status", timeout=30)
+    assert response.status_code == 401
+    assert "culls" not in response.text
+
+
+# --- the JSON document -------------------------------------------------------------------------------------
+
+
+def test_api_status_lists_the_culls_of_the_pass_that_just_ran(
+    status_hub: tuple[HubProcess, str], culled: dict[str, Any]
+) -> None:
+    hub, _token = status_hub
+    by_user = {cull["user"]: cull for cull in culled["culls"]}
+    alice = by_user["idle-alice"]
+    assert alice["server"] == ""
+    assert alice["action"] == "stop"
+    assert alice["rule"] == "idle"
+    assert alice["reason"].startswith("inactive for 00:00:")
+    assert alice["outcome"] == "stopped"
+    assert culled["passes"][0]["users_seen"] >= 1
+    assert culled["config"]["timeout"] == 3
+    assert culled["history"] == 50
+    # Names arrive intact in the parsed document, and escaped in its bytes.
+    assert HOSTILE in by_user
+    raw = httpx.get(
+        f"{hub.proxy_url}{PREFIX}api/status", headers={"Authorization": f"token {hub.admin_token}"}, timeout=30
+    ).content
+    assert b"<img" not in raw
+    assert b"\\u003cimg src=x onerror=alert(1)\\u003e" in raw
+
+
+def test_api_status_refuses_a_token_without_access(status_hub: tuple[HubProcess, str]) -> None:
+    hub, _token = status_hub
+    # The culler's own service token holds no access:services scope.
+    response = httpx.get(
+        f"{hub.proxy_url}{PREFIX}api/status", headers={"Authorization": f"token {hub.culler_token}"}, timeout=30
+    )
+    assert response.status_code == 403
+    assert "culls" not in response.text
+    bogus = httpx.get(f"{hub.proxy_url}{PREFIX}api/status", headers={"Authorization": "token not-a-token"}, timeout=30)
+    assert bogus.status_code == 401
+
+
+# --- OAuth: state, replay, cookies --------------------------------------------------------------------------
+
+
+def test_login_then_forged_and_replayed_states_are_refused(
+    status_hub: tuple[HubProcess, str], culled: dict[str, Any]
+) -> None:
+    hub, token = status_hub
+    with httpx.Client(follow_redirects=True, timeout=30) as client:
+        page = _hub_login(client, hub, ADMIN)
+        assert page.status_code == 200, page.text
+        assert urlsplit(str(page.url)).path == PREFIX
+        assert "idle-alice" in page.text
+        callbacks = [hop for hop in page.history if urlsplit(str(hop.url)).path == f"{PREFIX}oauth_callback"]
+        assert len(callbacks) == 1
+        callback = callbacks[0]
+        session = callback.cookies["trio-culler-session"]
+        set_cookie = [v for k, v in callback.headers.multi_items() if k == "set-cookie"]
+        session_header = next(v for v in set_cookie if v.startswith("trio-culler-session="))
+        for flag in ("HttpOnly", "SameSite=lax", f"Path={PREFIX}"):
+            assert flag.lower() in session_header.lower(), session_header
+        state_cookie = callback.request.headers["cookie"]
+        # Replayed: the same callback URL, with the same state cookie the browser had then.
+        with httpx.Client(timeout=30) as replay:
+            replayed = replay.get(str(callback.request.url), headers={"cookie": state_cookie})
+            assert replayed.status_code == 400
+            assert "trio-culler-session" not in replayed.headers.get("set-cookie", "")
+            # Forged: a state the culler never issued, with a matching cookie the attacker cannot sign.
+            query = parse_qs(urlsplit(str(callback.request.url)).query)
+            forged = replay.get(
+                f"{hub.proxy_url}{PREFIX}oauth_callback",
+                params={"code": query["code"][0], "state": "forged"},
+                headers={"cookie": "trio-culler-oauth-state=forged"},
+            )
+            assert forged.status_code == 400
+        # A real state of another login attempt, sent with this browser's (now used) state cookie: refused.
+        fresh = httpx.get(f"{hub.proxy_url}{PREFIX}", timeout=30)
+        other_state = parse_qs(urlsplit(fresh.headers["location"]).query)["state"][0]
+        crossed = client.get(
+            f"{hub.proxy_url}{PREFIX}oauth_callback",
+            params={"code": "x", "state": other_state},
+            headers={"cookie": state_cookie},
+            follow_redirects=False,
+        )
+        assert crossed.status_code == 400
+
+        # The session works, a tampered one does not.
+        def page_with(cookie_value: str) -> httpx.Response:
+            return httpx.get(
+                f"{hub.proxy_url}{PREFIX}", headers={"cookie": f"trio-culler-session={cookie_value}"}, timeout=30
+            )
+
+        assert page_with(session).status_code == 200
+        payload, _, signature = session.rpartition(".")
+        flipped = signature[:-1] + ("A" if signature[-1] != "A" else "B")
+        assert page_with(f"{payload}.{flipped}").status_code == 302
+        assert page_with(session.replace(session[0], "Z" if session[0] != "Z" else "Y", 1)).status_code == 302
+        assert page_with("eyJ1c2VyIjoiYm9zcyJ9.AAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAA").status_code == 302
+        for response in [page, *page.history, replayed, forged, crossed]:
+            _assert_no_token(response, token, hub)
+
+
+def _assert_no_token(response: httpx.Response, *secrets_: str | HubProcess) -> None:
+    texts = [response.text, str(response.headers), str(response.url)]
+    for secret in secrets_:
+        values = [secret.admin_token, secret.culler_token] if isinstance(secret, HubProcess) else [secret]
+        for value in values:
+            for text in texts:
+                if value in text and not _is_own_request(response, value):
+                    raise AssertionError(f"a token is in the answer to {response.request.url}")
+
+
+def _is_own_request(response: httpx.Response, value: str) -> bool:
+    # The admin token in our own Authorization header is echoed by nothing; only the request carries it.
+    return value in response.request.headers.get("authorization", "") and value not in response.text
+
+
+# --- a real browser -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: scripts/test.sh installs Debian's chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def _browser_login(browser: Any, hub: HubProcess, user: str) -> tuple[Any, Any, list[str]]:
+    """A fresh browser context: open the page, land on the hub's login form, log in; returns (context,
+    page, dialogs seen) with the page at wherever the hub and the culler sent it."""
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    page = context.new_page()
+    dialogs: list[str] = []
+
+    def on_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    page.goto(f"{hub.proxy_url}{PREFIX}")
+    assert urlsplit(page.url).path == "/hub/login", page.url
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("input[type=submit], button[type=submit]")
+    page.wait_for_load_state()
+    return context, page, dialogs
+
+
+def test_browser_admin_sees_the_culls(
+    chromium: Any, status_hub: tuple[HubProcess, str], culled: dict[str, Any], tmp_path: Path
+) -> None:
+    hub, token = status_hub
+    context, page, dialogs = _browser_login(chromium, hub, ADMIN)
+    try:
+        assert urlsplit(page.url).path == PREFIX, page.url
+        assert page.title() == f"Idle culler · {SERVICE}"
+        culls = page.locator("#culls + .scroll table")
+        culls_text = culls.inner_text()
+        assert "idle-alice" in culls_text
+        assert "inactive for 00:00:" in culls_text
+        # The hostile name is text, not markup: no image element, no script ran.
+        assert HOSTILE in culls_text
+        assert page.locator("img").count() == 0
+        assert dialogs == []
+        assert token not in page.content()
+        assert hub.admin_token not in page.content()
+        shot = tmp_path / "status-page.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
+        if SCREENSHOT:
+            shutil.copyfile(shot, SCREENSHOT)
+        # Readable on a phone: no sideways scrolling of the page itself.
+        page.set_viewport_size({"width": 390, "height": 844})
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        # Logging out leaves the page closed to this browser.
+        page.goto(f"{hub.proxy_url}{PREFIX}logout")
+        again = context.new_page()
+        again.goto(f"{hub.proxy_url}{PREFIX}")
+        assert urlsplit(again.url).path == "/hub/login"
+    finally:
+        context.close()
+
+
+def test_browser_plain_user_gets_403_without_the_page(
+    chromium: Any, status_hub: tuple[HubProcess, str], culled: dict[str, Any]
+) -> None:
+    hub, _token = status_hub
+    context, page, _dialogs = _browser_login(chromium, hub, PLAIN)
+    try:
+        # Logged in at the hub now; the page, asked again, sends the browser through OAuth to a 403.
+        response = page.goto(f"{hub.proxy_url}{PREFIX}")
+        assert response is not None
+        assert response.status == 403
+        text = page.inner_text("body")
+        assert "idle-alice" not in text
+        assert "Recent culls" not in text
+    finally:
+        context.close()
+
+
+def test_browser_without_login_gets_the_hub_login_page(chromium: Any, status_hub: tuple[HubProcess, str]) -> None:
+    hub, _token = status_hub
+    context = chromium.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{hub.proxy_url}{PREFIX}api/status")
+        assert "not logged in" in page.inner_text("body")
+        page.goto(f"{hub.proxy_url}{PREFIX}")
+        assert urlsplit(page.url).path == "/hub/login"
+        assert page.locator("input[name=password]").count() == 1
+    finally:
+        context.close()

@@ -1,0 +1,127 @@
+"""What comes next: when a kept server would be culled, and the bounded list of the soonest, from a real pass."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import attrs
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trio_culler import Config, run_pass
+from trio_culler._forecast import Upcoming, cull_time
+from trio_culler._history import History
+from trio_culler._models import Server, User
+from trio_culler.testing import FakeHub, FakeServer
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+POLICY = Config(api_token="t", timeout=600, max_age=7200).policy
+
+
+def server(name: str = "", *, idle: float | None = 0, age: float = 60, **kw: object) -> Server:
+    return Server(
+        name=name,
+        last_activity=None if idle is None else NOW - timedelta(seconds=idle),
+        started=NOW - timedelta(seconds=age),
+        ready=True,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_idle_server_is_due_timeout_after_its_last_activity() -> None:
+    when = cull_time(server(idle=100, age=200), policy=POLICY)
+    assert when == (NOW + timedelta(seconds=500), "idle", timedelta(seconds=600))
+
+
+def test_no_activity_yet_counts_from_the_start() -> None:
+    when = cull_time(server(idle=None, age=100), policy=POLICY)
+    assert when is not None
+    assert when[0] == NOW + timedelta(seconds=500)
+
+
+def test_max_age_comes_first_when_it_is_sooner() -> None:
+    when = cull_time(server(idle=0, age=7000), policy=POLICY)
+    assert when == (NOW + timedelta(seconds=200), "max_age", timedelta(seconds=7200))
+
+
+def test_never_for_pending_not_ready_or_a_disabled_kind_without_max_age() -> None:
+    assert cull_time(server(pending="spawn"), policy=POLICY) is None
+    assert cull_time(attrs.evolve(server(), ready=False), policy=POLICY) is None
+    no_named = Config(api_token="t", cull_named_servers=False).policy
+    assert cull_time(server("gpu"), policy=no_named) is None
+    # Without read:users:activity the idle time is unknown: only max-age can be foreseen.
+    hidden = attrs.evolve(server(age=100), activity_visible=False)
+    assert cull_time(hidden, policy=POLICY) == (NOW + timedelta(seconds=7100), "max_age", timedelta(seconds=7200))
+
+
+def test_a_hook_makes_idleness_unforeseeable() -> None:
+    assert cull_time(server(idle=100), policy=POLICY, idle_foreseeable=False) == (
+        NOW + timedelta(seconds=7140),
+        "max_age",
+        timedelta(seconds=7200),
+    )
+
+
+@given(st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 3)), max_size=60), st.integers(1, 10))
+def test_upcoming_keeps_exactly_the_soonest_within_the_hour(items: list[tuple[int, int]], size: int) -> None:
+    policy = Config(api_token="t", timeout=3600).policy
+    upcoming = Upcoming(policy, NOW, size)
+    listed_twice = Upcoming(policy, NOW, size)
+    expected = []
+    for index, (idle, servers) in enumerate(items):
+        user_servers = {}
+        for number in range(servers):
+            name = f"s{number}" if number else ""
+            user_servers[name] = server(name, idle=idle + number, age=20_000)
+            due = NOW + timedelta(seconds=3600 - idle - number)
+            if NOW < due <= NOW + timedelta(hours=1):
+                expected.append((due, f"u{index}", name))
+        user = User(name=f"u{index}", servers=user_servers)
+        upcoming.observe(user)
+        listed_twice.observe(user)
+        listed_twice.observe(user)
+    assert upcoming.total_due == len(expected)
+    # A user the hub lists twice in one pass is kept once (it may be counted twice: counting it once would
+    # take a set of every name due, which grows with the hub).
+    assert listed_twice.soonest() == upcoming.soonest()
+    kept = [(f.cull_at, f.user, f.server) for f in upcoming.soonest()]
+    assert [k[0] for k in kept] == sorted(k[0] for k in kept)
+    assert len(kept) == min(size, len(expected))
+    assert [k[0] for k in kept] == sorted(e[0] for e in expected)[: len(kept)]
+    assert len(set(kept)) == len(kept)
+
+
+def test_upcoming_counts_everything_due_and_keeps_a_bounded_few() -> None:
+    upcoming = Upcoming(POLICY, NOW, 5)
+    for index in range(1000):
+        upcoming.observe(User(name=f"u{index}", servers={"": server(idle=index % 500, age=100)}))
+    # Every server is due within the hour (timeout 600 s), 1000 in all; 5 are kept, the soonest.
+    assert upcoming.due == {"idle": 1000}
+    soonest = upcoming.soonest()
+    assert len(soonest) == 5
+    assert [f.cull_at for f in soonest] == [NOW + timedelta(seconds=s) for s in (101, 101, 102, 102, 103)]
+
+
+async def test_a_pass_records_its_culls_and_what_comes_next() -> None:
+    hub = FakeHub(token="tok", clock=lambda: NOW)
+    hub.add_user("idle", servers={"": FakeServer("", NOW - timedelta(hours=3), NOW - timedelta(hours=2))})
+    hub.add_user("soon", servers={"": FakeServer("", NOW - timedelta(hours=3), NOW - timedelta(seconds=3000))})
+    hub.add_user("later", servers={"": FakeServer("", NOW - timedelta(hours=3), NOW - timedelta(seconds=10))})
+    hub.add_user("<b>x</b>", servers={"gpu": FakeServer("gpu", NOW - timedelta(hours=3), NOW - timedelta(hours=9))})
+    cfg = Config(api_token="tok", url="http://127.0.0.1:8081/hub/api", timeout=3600, remove_named_servers=True)
+    async with hub.running():
+        report = await run_pass(cfg, transport=hub.transport(), now=NOW)
+    assert sorted((c.user, c.server, c.action, c.rule, c.outcome) for c in report.culls) == [
+        ("<b>x</b>", "gpu", "remove", "idle", "stopped"),
+        ("idle", "", "stop", "idle", "stopped"),
+    ]
+    assert all(c.reason.startswith("inactive for ") for c in report.culls)
+    # "soon" is due 600 s from now; "later" in 3590 s: both within the hour, soonest first.
+    assert [(f.user, f.cull_at) for f in report.upcoming] == [
+        ("soon", NOW + timedelta(seconds=600)),
+        ("later", NOW + timedelta(seconds=3590)),
+    ]
+    assert report.upcoming_due == {"idle": 2}
+    history = History({"timeout": 3600}, size=3)
+    history.observe(report)
+    assert history.snapshot.upcoming_total == 2

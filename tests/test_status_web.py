@@ -1,0 +1,471 @@
+"""The status page's ASGI app with an in-memory hub for the OAuth steps: who gets in, what is shown, escaping.
+
+The real hub, proxy and browser are in ``tests/integration/test_status_page.py``; here every branch of the
+access rules and the rendering runs in milliseconds, hostile data included.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+import trio
+
+from trio_culler import Config
+from trio_culler._errors import ConfigError
+from trio_culler._forecast import Forecast
+from trio_culler._history import History
+from trio_culler._report import CullRecord, PassError, PassReport
+from trio_culler.web import Identity, OAuthError, OAuthFlow, StatusPageSettings, create_app
+from trio_culler.web._app import SESSION_COOKIE, STATE_COOKIE, json_bytes
+from trio_culler.web._server import hypercorn_config, serve_status_page
+from trio_culler.web._settings import parse_bind
+
+TOKEN = "culler-secret-token-0123456789abcdef"
+HOSTILE = "<img src=x onerror=alert(1)>"
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+ENV = {
+    "JUPYTERHUB_SERVICE_URL": "http://127.0.0.1:10101",
+    "JUPYTERHUB_SERVICE_PREFIX": "/services/culler/",
+    "JUPYTERHUB_SERVICE_NAME": "culler",
+    "JUPYTERHUB_CLIENT_ID": "service-culler",
+    "JUPYTERHUB_OAUTH_CALLBACK_URL": "/services/culler/oauth_callback",
+    "JUPYTERHUB_OAUTH_ACCESS_SCOPES": '["access:services!service=culler"]',
+    "JUPYTERHUB_HOST": "",
+    "JUPYTERHUB_BASE_URL": "/",
+}
+_SETTINGS = StatusPageSettings.from_environment(ENV)
+assert _SETTINGS is not None
+SETTINGS: StatusPageSettings = _SETTINGS
+PAGE = "http://127.0.0.1:10101/services/culler/"
+
+
+class FakeFlow(OAuthFlow):
+    """The hub's side of OAuth in memory: codes it issued, the PKCE challenge each was issued for."""
+
+    def __init__(self, users: Mapping[str, list[str]]) -> None:
+        self.users = users  # name -> scopes of the token the hub would issue
+        self.codes: dict[str, tuple[str, str]] = {}  # code -> (user, challenge)
+        self.tokens: dict[str, str] = {"script-token": "admin", "weak-token": "pleb"}
+        self.exchanges: list[dict[str, str]] = []
+        super().__init__(SETTINGS, api_url="http://hub/hub/api", client_secret=TOKEN, client=httpx.AsyncClient())
+
+    def login(self, authorize_url: str, user: str) -> str:
+        """What the hub does at its login form: a redirect to the callback with a code for this user."""
+        query = parse_qs(urlsplit(authorize_url).query)
+        assert query["code_challenge_method"] == ["S256"]
+        code = f"code-{len(self.codes)}"
+        self.codes[code] = (user, query["code_challenge"][0])
+        return f"{query['redirect_uri'][0]}?code={code}&state={query['state'][0]}"
+
+    async def exchange(self, code: str, verifier: str) -> str:
+        self.exchanges.append({"code": code, "verifier": verifier})
+        user, challenge = self.codes.pop(code, ("", ""))
+        digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+        if not user or digest != challenge:
+            raise OAuthError("token exchange: the hub answered 400")
+        token = f"token-of-{user}"
+        self.tokens[token] = user
+        return token
+
+    async def identify(self, token: str) -> Identity:
+        if token not in self.tokens:
+            raise OAuthError("identity: the hub answered 403")
+        name = self.tokens[token]
+        return Identity(name, frozenset(self.users[name]))
+
+
+USERS = {
+    "admin": ["access:services", "admin:users"],
+    "ops": ["access:services!service=culler"],
+    "pleb": ["access:services!service=other"],
+    HOSTILE: ["access:services!service=culler"],
+}
+
+
+def report(**changes: Any) -> PassReport:
+    values: dict[str, Any] = {
+        "started": NOW,
+        "duration": 4.2,
+        "hub_version": "6.1.1",
+        "dry_run": False,
+        "users_seen": 100_000,
+        "servers_seen": 100_000,
+        "servers_culled": {"idle": 2},
+        "servers_stopped": 2,
+        "servers_pending": 0,
+        "users_culled": 0,
+        "users_deleted": 0,
+        "skipped": 0,
+        "duplicates": 0,
+        "pages": 200,
+        "pages_failed": 0,
+        "errors_by_kind": {"status": 1},
+        "errors": (PassError(f"{HOSTILE}/srv", "status", f"the hub answered 500 for {HOSTILE}"),),
+        "culls": (
+            CullRecord(
+                user=HOSTILE,
+                server="<script>alert(2)</script>",
+                action="stop",
+                rule="idle",
+                reason="inactive for 02:00:00",
+                at=NOW,
+                outcome="stopped",
+            ),
+            CullRecord(
+                user="alice", server="", action="stop", rule="max_age", reason="age 10:00:00", at=NOW, outcome="gone"
+            ),
+        ),
+        "upcoming": tuple(
+            Forecast(
+                user=f"{HOSTILE}{i}", server="", cull_at=NOW + timedelta(seconds=i), limit="idle", limit_seconds=3600
+            )
+            for i in range(100)
+        ),
+        "upcoming_due": {"idle": 99_000, "max_age": 1_000},
+    }
+    values.update(changes)
+    return PassReport(**values)
+
+
+def make_app(history: History | None = None) -> tuple[httpx.AsyncClient, FakeFlow, History]:
+    cfg = Config(api_token=TOKEN)
+    history = history or History(cfg.public_dict(), size=5)
+    flow = FakeFlow(USERS)
+    app = create_app(SETTINGS, history, flow, secret_key=b"k" * 32)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:10101")
+    return client, flow, history
+
+
+async def login(client: httpx.AsyncClient, flow: FakeFlow, user: str) -> httpx.Response:
+    start = await client.get(PAGE)
+    assert start.status_code == 302
+    return await client.get(flow.login(start.headers["location"], user))
+
+
+def assert_clean(response: httpx.Response) -> None:
+    assert TOKEN not in response.text
+    assert TOKEN not in str(response.headers)
+
+
+# --- settings -----------------------------------------------------------------------------------------------
+
+
+def test_settings_from_the_variables_a_hub_sets() -> None:
+    assert SETTINGS is not None
+    assert (SETTINGS.bind_host, SETTINGS.bind_port, SETTINGS.prefix) == ("127.0.0.1", 10101, "/services/culler/")
+    assert SETTINGS.authorize_url == "/hub/api/oauth2/authorize"
+    assert SETTINGS.access_scopes == {"access:services!service=culler"}
+    assert StatusPageSettings.from_environment({}) is None
+    standalone = StatusPageSettings.from_environment(
+        {**ENV, "JUPYTERHUB_SERVICE_URL": "", "JUPYTERHUB_HOST": "https://hub.example.org"}, bind="[::1]:9000"
+    )
+    assert standalone is not None
+    assert (standalone.bind_host, standalone.bind_port) == ("::1", 9000)
+    assert standalone.authorize_url == "https://hub.example.org/hub/api/oauth2/authorize"
+    assert hypercorn_config(standalone).bind == ["[::1]:9000"]
+
+
+@pytest.mark.parametrize("bind", ["9000", "host:", ":80", "host:99999", "host:x"])
+def test_bad_bind_is_a_config_error(bind: str) -> None:
+    with pytest.raises(ConfigError, match="--status-bind"):
+        parse_bind(bind)
+
+
+def test_a_page_without_oauth_client_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="JUPYTERHUB_CLIENT_ID"):
+        StatusPageSettings.from_environment({"JUPYTERHUB_SERVICE_URL": "http://127.0.0.1:1"})
+    with pytest.raises(ConfigError, match="ACCESS_SCOPES"):
+        StatusPageSettings.from_environment({**ENV, "JUPYTERHUB_OAUTH_ACCESS_SCOPES": "[1]"})
+
+
+# --- who gets in --------------------------------------------------------------------------------------------
+
+
+async def test_no_session_redirects_to_the_hubs_authorization_with_pkce() -> None:
+    client, _flow, _history = make_app()
+    async with client:
+        response = await client.get(PAGE)
+    assert response.status_code == 302
+    location = urlsplit(response.headers["location"])
+    assert location.path == "/hub/api/oauth2/authorize"
+    query = parse_qs(location.query)
+    assert query["client_id"] == ["service-culler"]
+    assert query["response_type"] == ["code"]
+    assert query["code_challenge_method"] == ["S256"]
+    assert len(query["code_challenge"][0]) == 43  # base64url of a SHA-256, unpadded
+    state_cookie = response.headers["set-cookie"]
+    assert state_cookie.startswith(f"{STATE_COOKIE}=")
+    assert "httponly" in state_cookie.lower()
+    assert_clean(response)
+
+
+@pytest.mark.parametrize("user", ["admin", "ops", HOSTILE])
+async def test_a_user_with_access_logs_in_and_sees_the_page(user: str) -> None:
+    client, flow, history = make_app()
+    history.observe(report())
+    async with client:
+        callback = await login(client, flow, user)
+        assert callback.status_code == 302
+        assert callback.headers["location"] == "/services/culler/"
+        cookie = next(v for k, v in callback.headers.multi_items() if k == "set-cookie" and SESSION_COOKIE in v)
+        assert "httponly" in cookie.lower()
+        assert "samesite=lax" in cookie.lower()
+        assert "path=/services/culler/" in cookie.lower()
+        assert "secure" not in cookie.lower()
+        page = await client.get(PAGE)
+        document = await client.get(f"{PAGE}api/status")
+    assert page.status_code == 200
+    assert "Recent culls" in page.text
+    assert document.status_code == 200
+    # The secret is sent to the hub as the client secret of the token request, and nowhere else.
+    assert flow.exchanges
+    assert all(TOKEN not in json.dumps(e) for e in flow.exchanges)
+    for response in (callback, page, document):
+        assert_clean(response)
+
+
+async def test_the_secure_flag_follows_the_browsers_scheme() -> None:
+    client, flow, _history = make_app()
+    async with client:
+        start = await client.get(PAGE, headers={"x-forwarded-proto": "https"})
+        assert "secure" in start.headers["set-cookie"].lower()
+        # The client speaks plain http to the app (the proxy ends TLS), so it holds back a Secure cookie:
+        # send it by hand, as the browser on https would.
+        state_cookie = start.headers["set-cookie"].split(";")[0]
+        callback = await client.get(
+            flow.login(start.headers["location"], "ops"),
+            headers={"x-forwarded-proto": "https", "cookie": state_cookie},
+        )
+    cookie = next(v for k, v in callback.headers.multi_items() if k == "set-cookie" and SESSION_COOKIE in v)
+    assert "secure" in cookie.lower()
+
+
+async def test_a_user_without_access_gets_403_and_nothing_of_the_page() -> None:
+    client, flow, history = make_app()
+    history.observe(report())
+    async with client:
+        callback = await login(client, flow, "pleb")
+        again = await client.get(PAGE)
+    assert callback.status_code == 403
+    assert "alice" not in callback.text
+    assert "Recent culls" not in callback.text
+    assert SESSION_COOKIE not in callback.headers.get("set-cookie", "").split("=")[0]
+    assert again.status_code == 302  # no session was made: off to the hub again
+
+
+async def test_a_replayed_callback_is_refused() -> None:
+    client, flow, _history = make_app()
+    async with client:
+        start = await client.get(PAGE)
+        state_cookie = client.cookies[STATE_COOKIE]
+        callback_url = flow.login(start.headers["location"], "admin")
+        first = await client.get(callback_url)
+        assert first.status_code == 302
+        client.cookies.clear()
+        client.cookies.set(STATE_COOKIE, state_cookie)
+        replayed = await client.get(callback_url)
+    assert replayed.status_code == 400
+    assert SESSION_COOKIE not in replayed.headers.get("set-cookie", "")
+
+
+async def test_a_forged_or_crossed_state_is_refused() -> None:
+    client, flow, _history = make_app()
+    async with client:
+        start = await client.get(PAGE)
+        real = flow.login(start.headers["location"], "admin")
+        code = parse_qs(urlsplit(real).query)["code"][0]
+        forged = await client.get(f"{PAGE}oauth_callback", params={"code": code, "state": "forged"})
+        # Someone else's genuine state, in this browser (login CSRF): the state cookie does not match it.
+        other = await httpx.AsyncClient(transport=client._transport, base_url=str(client.base_url)).get(PAGE)
+        other_state = parse_qs(urlsplit(other.headers["location"]).query)["state"][0]
+        crossed = await client.get(f"{PAGE}oauth_callback", params={"code": code, "state": other_state})
+        no_cookie = await httpx.AsyncClient(transport=client._transport, base_url=str(client.base_url)).get(real)
+        genuine = await client.get(real)
+    assert (forged.status_code, crossed.status_code, no_cookie.status_code) == (400, 400, 400)
+    assert genuine.status_code == 302  # the refusals did not use the real login up
+
+
+async def test_a_code_the_hub_refuses_is_a_502_without_details() -> None:
+    client, _flow, _history = make_app()
+    async with client:
+        start = await client.get(PAGE)
+        state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
+        response = await client.get(f"{PAGE}oauth_callback", params={"code": "stolen", "state": state})
+    assert response.status_code == 502
+    assert "stolen" not in response.text
+    assert_clean(response)
+
+
+async def test_a_tampered_or_foreign_session_cookie_is_no_session() -> None:
+    client, flow, _history = make_app()
+    async with client:
+        await login(client, flow, "ops")
+        good = client.cookies[SESSION_COOKIE]
+        _payload, _, rest = good.partition(".")
+        forged_payload = base64.urlsafe_b64encode(b'{"user":"root"}').decode().rstrip("=")
+        variants = [f"{forged_payload}.{rest}", good[:-2] + ("AA" if not good.endswith("AA") else "BB"), "x", ""]
+        statuses = []
+        for value in variants:
+            client.cookies.clear()
+            client.cookies.set(SESSION_COOKIE, value)
+            statuses.append((await client.get(PAGE)).status_code)
+        client.cookies.clear()
+        client.cookies.set(SESSION_COOKIE, good)
+        assert (await client.get(PAGE)).status_code == 200
+    assert statuses == [302, 302, 302, 302]
+    # A cookie signed by another process (another key) is no session either.
+    other_client, _f, _h = make_app()
+    other_app = create_app(SETTINGS, History({}), FakeFlow(USERS), secret_key=b"z" * 32)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=other_app), base_url=PAGE) as other:
+        other.cookies.set(SESSION_COOKIE, good)
+        assert (await other.get(PAGE)).status_code == 302
+    await other_client.aclose()
+
+
+async def test_logout_clears_the_session_and_logs_out_of_the_hub() -> None:
+    client, flow, _history = make_app()
+    async with client:
+        await login(client, flow, "admin")
+        response = await client.get(f"{PAGE}logout")
+        after = await client.get(PAGE)
+    assert response.status_code == 302
+    assert response.headers["location"] == "/hub/logout"
+    assert f'{SESSION_COOKIE}=""' in response.headers["set-cookie"]
+    assert after.status_code == 302
+
+
+async def test_api_status_takes_a_hub_token_for_scripts() -> None:
+    client, _flow, history = make_app()
+    history.observe(report())
+    async with client:
+        none = await client.get(f"{PAGE}api/status")
+        good = await client.get(f"{PAGE}api/status", headers={"Authorization": "token script-token"})
+        bearer = await client.get(f"{PAGE}api/status", headers={"Authorization": "Bearer script-token"})
+        weak = await client.get(f"{PAGE}api/status", headers={"Authorization": "token weak-token"})
+        bogus = await client.get(f"{PAGE}api/status", headers={"Authorization": "token nope"})
+    assert none.status_code == 401
+    assert (good.status_code, bearer.status_code, weak.status_code, bogus.status_code) == (200, 200, 403, 401)
+    assert "alice" not in weak.text
+
+
+# --- what is shown ------------------------------------------------------------------------------------------
+
+
+async def test_hostile_names_are_escaped_in_html_and_json() -> None:
+    client, flow, history = make_app()
+    history.observe(report())
+    async with client:
+        await login(client, flow, "admin")
+        page = await client.get(PAGE)
+        document = await client.get(f"{PAGE}api/status")
+    assert "<img" not in page.text
+    assert "<script>alert" not in page.text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page.text
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in page.text
+    assert "<img" not in document.text
+    assert "<script" not in document.text
+    parsed = document.json()
+    assert parsed["culls"][1]["user"] == HOSTILE  # newest first: the last cull of the pass leads
+    assert parsed["culls"][1]["server"] == "<script>alert(2)</script>"
+    assert parsed["last_errors"][0]["subject"] == f"{HOSTILE}/srv"
+    for response in (page, document):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert "script-src" not in response.headers["content-security-policy"]
+        assert "default-src 'none'" in response.headers["content-security-policy"]
+        assert_clean(response)
+
+
+def test_json_bytes_leaves_no_markup_characters() -> None:
+    text = json_bytes({"a<b>&c": ["</script>", "\u2028"]}).decode()
+    assert not set("<>&") & set(text)
+    assert json.loads(text) == {"a<b>&c": ["</script>", "\u2028"]}
+
+
+async def test_a_pass_over_100000_users_renders_a_summary_not_a_row_per_user() -> None:
+    client, flow, history = make_app()
+    history.observe(report())
+    async with client:
+        await login(client, flow, "admin")
+        page = await client.get(PAGE)
+        document = await client.get(f"{PAGE}api/status")
+    assert "100,000 servers will be culled in the hour" in page.text
+    assert "The 100 soonest" in page.text
+    assert page.text.count("<tr>") < 150
+    assert len(page.content) < 100_000
+    assert document.json()["upcoming"]["total_due"] == 100_000
+    assert len(document.json()["upcoming"]["soonest"]) == 100
+
+
+async def test_the_page_before_any_pass_and_the_configuration_without_the_token() -> None:
+    client, flow, _history = make_app()
+    async with client:
+        await login(client, flow, "admin")
+        page = await client.get(PAGE)
+        document = await client.get(f"{PAGE}api/status")
+    assert "No pass has finished yet" in page.text
+    assert document.json()["passes"] == []
+    assert document.json()["config"]["api_token_set"] is True
+    assert "api_token" not in document.json()["config"]
+    assert_clean(page)
+    assert_clean(document)
+
+
+def test_history_is_bounded_newest_first_and_an_aborted_pass_keeps_the_forecast() -> None:
+    history = History({}, size=3)
+    for index in range(10):
+        history.observe(
+            report(
+                started=NOW + timedelta(minutes=index),
+                culls=tuple(
+                    CullRecord(
+                        user=f"u{index}-{n}",
+                        server="",
+                        action="stop",
+                        rule="idle",
+                        reason="r",
+                        at=NOW,
+                        outcome="stopped",
+                    )
+                    for n in range(5)
+                ),
+            )
+        )
+    snapshot = history.snapshot
+    assert [p.started for p in snapshot.passes] == [NOW + timedelta(minutes=m) for m in (9, 8, 7)]
+    assert [c.user for c in snapshot.culls] == ["u9-4", "u9-3", "u9-2"]
+    history.observe(report(aborted="the hub could not be reached", upcoming=(), upcoming_due={}))
+    assert history.snapshot.upcoming_total == 100_000
+    assert history.snapshot.passes[0].aborted == "the hub could not be reached"
+    with pytest.raises(ValueError, match="at least one"):
+        History({}, size=0)
+
+
+# --- served by hypercorn on trio ----------------------------------------------------------------------------
+
+
+async def test_served_over_loopback_and_listening_before_any_pass() -> None:
+    settings = StatusPageSettings.from_environment(ENV, bind="127.0.0.1:0")
+    assert settings is not None
+    cfg = Config(api_token=TOKEN, url="http://127.0.0.1:9/hub/api")  # nothing listens there
+    history = History(cfg.public_dict())
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(serve_status_page, settings, cfg, history)
+        (url,) = binds
+        async with httpx.AsyncClient(base_url=url) as client:
+            response = await client.get("/services/culler/")
+            slashless = await client.get("/services/culler")
+            missing = await client.get("/elsewhere")
+        nursery.cancel_scope.cancel()
+    assert response.status_code == 302
+    assert "server" not in response.headers
+    assert slashless.status_code == 302
+    assert slashless.headers["location"] == "/services/culler/"
+    assert missing.status_code == 404

@@ -1,0 +1,122 @@
+"""What comes next: when each server a pass keeps would be culled if nothing changes, the soonest few kept.
+
+A pass sees every user but acts on few; the status page wants to say which servers the *next* passes will
+stop. :func:`cull_time` answers that for one server, purely, from the same policy :mod:`._decide` applies:
+
+- idleness: ``(last_activity or started) + timeout`` when the hub shows the activity, the server's kind is
+  culled for idleness, and no ``cull_arbiter_hook`` judges it (a hook's verdict cannot be foreseen);
+- age: ``started + max_age``, whatever the kind toggles say (as :func:`decide_server` applies it).
+
+:class:`Upcoming` keeps, for one pass, the ``size`` soonest of those within ``horizon`` in a bounded heap
+(memory does not grow with the hub) and counts all of them, so a hub of 100,000 users gives a page of
+"1,234 servers due within the hour; the 100 soonest: ...", not a row per user.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import attrs
+
+from ._config import Policy
+from ._models import Server, User
+
+__all__ = ["DEFAULT_HORIZON", "Forecast", "Upcoming", "cull_time"]
+
+#: How far ahead the status page looks.
+DEFAULT_HORIZON = timedelta(hours=1)
+
+
+@attrs.frozen(kw_only=True, order=False)
+class Forecast:
+    """A server that will be culled at ``cull_at`` unless it is used (or stopped) before then."""
+
+    user: str
+    server: str
+    cull_at: datetime
+    #: Which limit applies: ``idle`` (the timeout) or ``max_age``.
+    limit: str
+    #: That limit, in seconds.
+    limit_seconds: float
+    #: The name of the rule that set the limit; None for the global options (``--timeout``, ``--max-age``).
+    rule: str | None = None
+
+
+def cull_time(
+    server: Server, *, policy: Policy, idle_foreseeable: bool = True
+) -> tuple[datetime, str, timedelta] | None:
+    """When ``server`` would be culled if nothing changes: ``(when, limit, limit value)``, or None (never:
+    pending, not ready, nothing that ever culls it). ``idle_foreseeable`` is False when a cull_arbiter_hook
+    decides idleness."""
+    if server.pending or not server.is_ready:
+        return None
+    candidates: list[tuple[datetime, str, timedelta]] = []
+    kind_enabled = policy.cull_named_servers if server.name else policy.cull_default_servers
+    if idle_foreseeable and kind_enabled and server.activity_visible:
+        since = server.last_activity if server.last_activity is not None else server.started
+        if since is not None:
+            candidates.append((since + policy.timeout, "idle", policy.timeout))
+    if policy.max_age is not None and server.started is not None:
+        candidates.append((server.started + policy.max_age, "max_age", policy.max_age))
+    return min(candidates, key=lambda candidate: candidate[0]) if candidates else None
+
+
+@attrs.define
+class Upcoming:
+    """The ``size`` soonest culls due in ``(now, now + horizon]``, and how many are due in all, by limit."""
+
+    policy: Policy
+    now: datetime
+    size: int
+    horizon: timedelta = DEFAULT_HORIZON
+    idle_foreseeable: bool = True
+    #: Every server due within the horizon, by limit (``idle`` / ``max_age``), kept or not. A user the hub
+    #: lists twice in one pass (offsets shifting under it) may count twice: remembering every name due would
+    #: grow with the hub.
+    due: Counter[str] = attrs.field(factory=Counter)
+    # A max-heap on time (negated timestamps), so the latest of the kept is the one to drop.
+    _heap: list[tuple[float, str, str, Forecast]] = attrs.field(factory=list)
+    _keys: set[tuple[str, str]] = attrs.field(factory=set)
+
+    def observe(self, user: User) -> None:
+        """Look at every server of ``user`` (called once per user the pass reads)."""
+        end = self.now + self.horizon
+        for server in user.servers.values():
+            when = cull_time(server, policy=self.policy, idle_foreseeable=self.idle_foreseeable)
+            # Due now means this pass culls it: that is a cull, not a forecast.
+            if when is None or not self.now < when[0] <= end:
+                continue
+            key = (user.name, server.name)
+            if key in self._keys:
+                continue  # the hub listed this user twice in one pass
+            self.due[when[1]] += 1
+            entry = (
+                -when[0].timestamp(),
+                user.name,
+                server.name,
+                Forecast(
+                    user=user.name,
+                    server=server.name,
+                    cull_at=when[0],
+                    limit=when[1],
+                    limit_seconds=when[2].total_seconds(),
+                ),
+            )
+            if len(self._heap) < self.size:
+                heapq.heappush(self._heap, entry)
+                self._keys.add(key)
+            elif self._heap and entry > self._heap[0]:
+                dropped = heapq.heapreplace(self._heap, entry)
+                self._keys.discard((dropped[1], dropped[2]))
+                self._keys.add(key)
+
+    @property
+    def total_due(self) -> int:
+        return sum(self.due.values())
+
+    def soonest(self) -> Sequence[Forecast]:
+        """The kept forecasts, soonest first."""
+        return tuple(entry[3] for entry in sorted(self._heap, reverse=True))

@@ -1,0 +1,212 @@
+"""What the status page shows, kept bounded: the last passes, the last culls, and what comes next.
+
+:class:`History` is a pass reporter (``Culler(reporters=[history.observe])``). Each finished pass replaces
+:attr:`History.snapshot`, a frozen value, in one assignment: the web server only ever reads whole snapshots,
+and a pass never waits for, or on, a reader. Memory is ``size`` pass summaries plus ``size`` culls plus one
+pass's forecast (at most :data:`~._report.MAX_UPCOMING_KEPT`), whatever the number of users on the hub.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import attrs
+
+from ._forecast import DEFAULT_HORIZON, Forecast
+from ._report import CullRecord, PassError, PassReport
+
+__all__ = ["DEFAULT_HISTORY", "History", "PassSummary", "StatusSnapshot"]
+
+#: Passes and culls kept by default (``--status-history``).
+DEFAULT_HISTORY = 100
+#: Errors of the last pass shown verbatim (all are counted).
+ERRORS_SHOWN = 20
+
+
+@attrs.frozen(kw_only=True)
+class PassSummary:
+    """One finished pass, without its per-user records."""
+
+    started: datetime
+    duration: float
+    hub_version: str | None
+    dry_run: bool
+    users_seen: int
+    servers_seen: int
+    servers_culled: int
+    servers_stopped: int
+    servers_pending: int
+    users_deleted: int
+    skipped: int
+    errors: int
+    aborted: str | None
+    interrupted: bool
+
+    @classmethod
+    def of(cls, report: PassReport) -> PassSummary:
+        return cls(
+            started=report.started,
+            duration=report.duration,
+            hub_version=report.hub_version,
+            dry_run=report.dry_run,
+            users_seen=report.users_seen,
+            servers_seen=report.servers_seen,
+            servers_culled=sum(report.servers_culled.values()),
+            servers_stopped=report.servers_stopped,
+            servers_pending=report.servers_pending,
+            users_deleted=report.users_deleted,
+            skipped=report.skipped,
+            errors=report.error_count,
+            aborted=report.aborted,
+            interrupted=report.interrupted,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class StatusSnapshot:
+    #: Grows by one with each pass; a cache of anything rendered from a snapshot is keyed on it.
+    version: int
+    #: Passes and culls kept (``--status-history``).
+    history: int
+    #: Newest first.
+    passes: Sequence[PassSummary]
+    #: Newest first.
+    culls: Sequence[CullRecord]
+    #: Errors of the last pass (the first ERRORS_SHOWN of those it kept).
+    last_errors: Sequence[PassError]
+    #: From the last pass that read the user list: the soonest culls due, soonest first ...
+    upcoming: Sequence[Forecast]
+    #: ... and how many are due within ``horizon`` after ``upcoming_as_of``, by limit.
+    upcoming_due: Mapping[str, int]
+    upcoming_as_of: datetime | None
+    horizon: timedelta
+    #: When the next pass is due to start, if one is scheduled.
+    next_pass_at: datetime | None
+    #: The effective configuration, as ``--show-config`` prints it (never the token).
+    config: Mapping[str, Any]
+
+    @property
+    def upcoming_total(self) -> int:
+        return sum(self.upcoming_due.values())
+
+    def to_json(self) -> dict[str, Any]:
+        """The document ``api/status`` serves (README: "The status page"). Times are ISO 8601 UTC."""
+        return {
+            "version": self.version,
+            "history": self.history,
+            "passes": [_pass_json(summary) for summary in self.passes],
+            "culls": [_cull_json(record) for record in self.culls],
+            "last_errors": [{"subject": e.subject, "kind": e.kind, "message": e.message} for e in self.last_errors],
+            "upcoming": {
+                "as_of": _iso(self.upcoming_as_of),
+                "horizon_seconds": self.horizon.total_seconds(),
+                "due": dict(self.upcoming_due),
+                "total_due": self.upcoming_total,
+                "soonest": [_forecast_json(forecast) for forecast in self.upcoming],
+            },
+            "next_pass_at": _iso(self.next_pass_at),
+            "config": dict(self.config),
+        }
+
+
+class History:
+    """Receives every finished pass and publishes a new :class:`StatusSnapshot` for readers."""
+
+    def __init__(self, config: Mapping[str, Any], *, size: int = DEFAULT_HISTORY, interval: float | None = None):
+        if size < 1:
+            raise ValueError("a history keeps at least one pass")
+        self.size = size
+        self._interval = interval
+        self._passes: deque[PassSummary] = deque(maxlen=size)
+        self._culls: deque[CullRecord] = deque(maxlen=size)
+        self._versions = itertools.count(1)
+        self.snapshot = StatusSnapshot(
+            version=0,
+            history=size,
+            passes=(),
+            culls=(),
+            last_errors=(),
+            upcoming=(),
+            upcoming_due={},
+            upcoming_as_of=None,
+            horizon=DEFAULT_HORIZON,
+            next_pass_at=None,
+            config=dict(config),
+        )
+
+    def observe(self, report: PassReport) -> None:
+        """A :data:`~._service.Reporter`: fold one finished pass in and publish the new snapshot."""
+        self._passes.appendleft(PassSummary.of(report))
+        # deque(maxlen) drops from the other end: the newest `size` culls stay, newest first.
+        self._culls.extendleft(report.culls[-self.size :])
+        previous = self.snapshot
+        read_the_users = report.aborted is None
+        self.snapshot = StatusSnapshot(
+            version=next(self._versions),
+            history=self.size,
+            passes=tuple(self._passes),
+            culls=tuple(self._culls),
+            last_errors=tuple(report.errors[:ERRORS_SHOWN]),
+            # A pass that never read the user list knows nothing new about what comes next.
+            upcoming=tuple(report.upcoming) if read_the_users else previous.upcoming,
+            upcoming_due=dict(report.upcoming_due) if read_the_users else previous.upcoming_due,
+            upcoming_as_of=report.started if read_the_users else previous.upcoming_as_of,
+            horizon=previous.horizon,
+            next_pass_at=None if self._interval is None else _next_start(report.started, self._interval),
+            config=previous.config,
+        )
+
+
+def _next_start(started: datetime, interval: float) -> datetime:
+    # Passes start every `interval` seconds, start to start; an overlong pass is followed at once.
+    return max(started + timedelta(seconds=interval), datetime.now(UTC))
+
+
+def _iso(when: datetime | None) -> str | None:
+    return None if when is None else when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _pass_json(summary: PassSummary) -> dict[str, Any]:
+    return {
+        "started": _iso(summary.started),
+        "duration_seconds": round(summary.duration, 3),
+        "hub_version": summary.hub_version,
+        "dry_run": summary.dry_run,
+        "users_seen": summary.users_seen,
+        "servers_seen": summary.servers_seen,
+        "servers_culled": summary.servers_culled,
+        "servers_stopped": summary.servers_stopped,
+        "servers_pending": summary.servers_pending,
+        "users_deleted": summary.users_deleted,
+        "skipped": summary.skipped,
+        "errors": summary.errors,
+        "aborted": summary.aborted,
+        "interrupted": summary.interrupted,
+    }
+
+
+def _cull_json(record: CullRecord) -> dict[str, Any]:
+    return {
+        "user": record.user,
+        "server": record.server,
+        "action": record.action,
+        "rule": record.rule,
+        "reason": record.reason,
+        "at": _iso(record.at),
+        "outcome": record.outcome,
+    }
+
+
+def _forecast_json(forecast: Forecast) -> dict[str, Any]:
+    return {
+        "user": forecast.user,
+        "server": forecast.server,
+        "cull_at": _iso(forecast.cull_at),
+        "limit": forecast.limit,
+        "limit_seconds": forecast.limit_seconds,
+        "rule": forecast.rule,
+    }

@@ -1,0 +1,280 @@
+"""The status page as an ASGI application (Starlette): the page, its JSON twin, the OAuth callback, logout.
+
+Who gets in is decided here, for every request, before anything of the page is built:
+
+- a valid session cookie (signed with a key made at start-up, HttpOnly, SameSite=Lax, Secure under https,
+  scoped to the service's prefix, expiring SESSION_SECONDS after the login whatever is done with it), or, for
+  ``api/status`` only, an ``Authorization: token ...`` / ``Bearer ...`` header holding a hub token;
+- and the hub said, for that login or token, that it holds one of the service's access scopes.
+
+No session: the page redirects to the hub's login (through OAuth), ``api/status`` answers 401. A login
+without access: 403, a plain sentence and nothing of the page. Everything shown comes from the last
+published :class:`~.._history.StatusSnapshot`, rendered once per snapshot and then served from memory, so
+readers cost the passes little and never wait for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import itsdangerous
+import jinja2
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from .._history import History, StatusSnapshot
+from ._oauth import Identity, OAuthError, OAuthFlow, PendingLogins, pkce_pair
+from ._settings import StatusPageSettings
+
+__all__ = ["SESSION_COOKIE", "STATE_COOKIE", "create_app", "json_bytes"]
+
+log = logging.getLogger("trio_culler.web")
+
+SESSION_COOKIE = "trio-culler-session"
+STATE_COOKIE = "trio-culler-oauth-state"
+#: Hub tokens presented in an Authorization header are checked with the hub at most this often ...
+TOKEN_CACHE_SECONDS = 60.0
+#: ... for this many tokens at once (by their SHA-256, never the token itself).
+TOKEN_CACHE_SIZE = 256
+
+_SECURITY_HEADERS = {
+    # No script, no outside asset, no framing: the page is read, not run.
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def json_bytes(document: Any) -> bytes:
+    """JSON with ``<``, ``>`` and ``&`` escaped as ``\\u003c`` ...: a hostile user name stays inert even in a
+    browser that would read the document as HTML (they can only occur inside JSON strings)."""
+    text = json.dumps(document, ensure_ascii=True, sort_keys=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode("ascii")
+
+
+def _templates() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("trio_culler.web", "templates"),
+        autoescape=True,  # every value is escaped unless a template says otherwise (none does)
+        undefined=jinja2.StrictUndefined,
+    )
+    environment.filters["when"] = _format_when
+    environment.filters["duration"] = _format_duration
+    return environment
+
+
+def _format_when(value: datetime | None) -> str:
+    if value is None:
+        return "-"
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    whole = int(seconds)
+    return f"{whole // 3600}:{whole % 3600 // 60:02}:{whole % 60:02}"
+
+
+class _Rendered:
+    """The page and the document of the current snapshot, built on first request after each pass."""
+
+    def __init__(self, render: Callable[[StatusSnapshot], bytes]) -> None:
+        self._render = render
+        self._version = -1
+        self._body = b""
+
+    def get(self, snapshot: StatusSnapshot) -> bytes:
+        if snapshot.version != self._version:
+            self._body = self._render(snapshot)
+            self._version = snapshot.version
+        return self._body
+
+
+class _TokenCache:
+    def __init__(self) -> None:
+        self._items: OrderedDict[str, tuple[float, Identity]] = OrderedDict()
+
+    def get(self, token: str) -> Identity | None:
+        key = hashlib.sha256(token.encode()).hexdigest()
+        item = self._items.get(key)
+        if item is None or item[0] < time.monotonic():
+            return None
+        return item[1]
+
+    def put(self, token: str, identity: Identity) -> None:
+        self._items[hashlib.sha256(token.encode()).hexdigest()] = (time.monotonic() + TOKEN_CACHE_SECONDS, identity)
+        while len(self._items) > TOKEN_CACHE_SIZE:
+            self._items.popitem(last=False)
+
+
+def create_app(settings: StatusPageSettings, history: History, flow: OAuthFlow, *, secret_key: bytes) -> Starlette:
+    """The ASGI app. ``secret_key`` signs cookies (a new one at each start: logins then start again)."""
+    templates = _templates()
+    page_template = templates.get_template("status.html")
+    sessions = itsdangerous.URLSafeTimedSerializer(secret_key, salt="trio-culler-session")
+    states = itsdangerous.URLSafeTimedSerializer(secret_key, salt="trio-culler-oauth-state")
+    pending = PendingLogins()
+    token_cache = _TokenCache()
+    prefix = settings.prefix
+    state_path = prefix if settings.callback_path.startswith(prefix) else "/"
+    page = _Rendered(
+        lambda snapshot: page_template.render(
+            snapshot=snapshot, settings=settings, logout_url=f"{prefix}logout"
+        ).encode("utf-8")
+    )
+    document = _Rendered(lambda snapshot: json_bytes(snapshot.to_json()))
+
+    def is_https(request: Request) -> bool:
+        # Behind the hub's proxy the browser's scheme is in X-Forwarded-Proto; it can only make cookies stricter.
+        return request.url.scheme == "https" or request.headers.get("x-forwarded-proto", "") == "https"
+
+    def session_user(request: Request) -> str | None:
+        raw = request.cookies.get(SESSION_COOKIE)
+        if not raw:
+            return None
+        try:
+            value = sessions.loads(raw, max_age=settings.session_seconds)
+        except itsdangerous.BadData:
+            return None  # tampered, expired, or signed by an earlier process
+        user = value.get("user") if isinstance(value, dict) else None
+        return user if isinstance(user, str) else None
+
+    def forbidden() -> Response:
+        return PlainTextResponse(
+            "403 Forbidden: this account may not see the culler's status page.\n"
+            "The hub grants access with the scope access:services!service=<this service's name>.\n",
+            status_code=403,
+            headers=_SECURITY_HEADERS,
+        )
+
+    def start_login(request: Request) -> Response:
+        verifier, challenge = pkce_pair()
+        next_path = request.url.path if request.url.path.startswith(prefix) else prefix
+        state = pending.add(verifier, next_path)
+        response = RedirectResponse(flow.authorize_url(state, challenge), status_code=302, headers=_SECURITY_HEADERS)
+        response.set_cookie(
+            STATE_COOKIE,
+            states.dumps(state),
+            max_age=settings.session_seconds,
+            path=state_path,
+            secure=is_https(request),
+            httponly=True,
+            samesite="lax",
+        )
+        return response
+
+    async def status_page(request: Request) -> Response:
+        if session_user(request) is None:
+            return start_login(request)
+        return Response(page.get(history.snapshot), media_type="text/html; charset=utf-8", headers=_SECURITY_HEADERS)
+
+    async def status_document(request: Request) -> Response:
+        if session_user(request) is None:
+            identity = await _bearer_identity(request)
+            if identity is None:
+                return Response(
+                    json_bytes({"error": "not logged in: log in at the page, or send a hub token"}),
+                    status_code=401,
+                    media_type="application/json",
+                    headers={**_SECURITY_HEADERS, "WWW-Authenticate": 'Bearer realm="JupyterHub"'},
+                )
+            if not identity.may_access(settings.access_scopes):
+                return forbidden()
+        return Response(document.get(history.snapshot), media_type="application/json", headers=_SECURITY_HEADERS)
+
+    async def _bearer_identity(request: Request) -> Identity | None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() not in ("token", "bearer") or not token:
+            return None
+        identity = token_cache.get(token)
+        if identity is None:
+            try:
+                identity = await flow.identify(token)
+            except OAuthError as error:
+                log.info("Status API: a token was refused: %s", error)
+                return None
+            token_cache.put(token, identity)
+        return identity
+
+    async def oauth_callback(request: Request) -> Response:
+        state = request.query_params.get("state", "")
+        code = request.query_params.get("code", "")
+        try:
+            cookie_state = states.loads(request.cookies.get(STATE_COOKIE, ""), max_age=settings.session_seconds)
+        except itsdangerous.BadData:
+            cookie_state = None
+        # The state must be the one this browser was sent off with (login CSRF) and still pending (replay).
+        taken = pending.take(state) if state and cookie_state == state else None
+        if taken is None or not code:
+            log.warning("Status page: refused an OAuth callback with a missing, forged or used state")
+            return PlainTextResponse(
+                f"400 Bad Request: this login is unknown, used or expired. Start again at {prefix}\n",
+                status_code=400,
+                headers=_SECURITY_HEADERS,
+            )
+        verifier, next_path = taken
+        try:
+            token = await flow.exchange(code, verifier)
+            identity = await flow.identify(token)
+        except OAuthError as error:
+            log.warning("Status page: login failed: %s", error)
+            return PlainTextResponse(
+                f"502 Bad Gateway: the hub did not complete the login ({error}).\n",
+                status_code=502,
+                headers=_SECURITY_HEADERS,
+            )
+        if not identity.may_access(settings.access_scopes):
+            log.warning(
+                "Status page: %s logged in but may not see the page", identity.name, extra={"user": identity.name}
+            )
+            response = forbidden()
+        else:
+            log.info("Status page: %s logged in", identity.name, extra={"user": identity.name})
+            response = RedirectResponse(next_path, status_code=302, headers=_SECURITY_HEADERS)
+            response.set_cookie(
+                SESSION_COOKIE,
+                sessions.dumps({"user": identity.name}),
+                max_age=settings.session_seconds,
+                path=prefix,
+                secure=is_https(request),
+                httponly=True,
+                samesite="lax",
+            )
+        response.delete_cookie(STATE_COOKIE, path=state_path)
+        return response
+
+    async def logout(request: Request) -> Response:
+        # Out of the hub too: otherwise the next visit would log straight back in through the hub's cookie.
+        response = RedirectResponse(settings.hub_logout_url, status_code=302, headers=_SECURITY_HEADERS)
+        response.delete_cookie(SESSION_COOKIE, path=prefix, secure=is_https(request), httponly=True, samesite="lax")
+        return response
+
+    async def add_slash(request: Request) -> Response:
+        return RedirectResponse(prefix, status_code=302, headers=_SECURITY_HEADERS)
+
+    routes = [
+        Route(prefix, status_page, methods=["GET", "HEAD"]),
+        Route(f"{prefix}api/status", status_document, methods=["GET", "HEAD"]),
+        Route(settings.callback_path, oauth_callback, methods=["GET"]),
+        Route(f"{prefix}logout", logout, methods=["GET"]),
+    ]
+    if prefix != "/":
+        routes.append(Route(prefix.rstrip("/"), add_slash, methods=["GET", "HEAD"]))
+    return Starlette(routes=routes)

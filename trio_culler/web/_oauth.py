@@ -1,0 +1,167 @@
+"""The service side of the hub's OAuth authorization-code flow, as JupyterHub's own ``HubOAuth`` does it.
+
+::
+
+    browser --GET page--> us: no session -> remember (state, PKCE verifier, next), 302 to the hub's authorize
+    browser --login at the hub--> hub: 302 to our callback with ?code=...&state=...
+    us: state == the browser's state cookie and still pending (used once) -> POST code + verifier + our client
+        credentials to {api}/oauth2/token -> the user's token -> GET {api}/user with it -> name and scopes
+        -> allowed iff the token holds an access scope of this service -> signed session cookie
+
+Each piece is the standard library's or httpx's: ``secrets`` for state and verifier, ``hashlib`` for the S256
+challenge, ``urllib.parse.urlencode`` for the query, httpx for the requests and form encoding. The culler's
+token travels only as the client secret of the token request, as the hub requires; the user's token is used for
+one request and then forgotten (never stored, never logged, never sent to the browser).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlencode
+
+import attrs
+import httpx
+import trio
+
+from ._settings import StatusPageSettings
+
+__all__ = ["Identity", "OAuthError", "OAuthFlow", "PendingLogins", "pkce_pair"]
+
+#: Logins under way that are remembered at once; beyond that the oldest is forgotten (its callback fails and
+#: its user starts again), so unauthenticated requests cannot grow memory.
+MAX_PENDING = 1024
+#: How long a login may take at the hub's login form.
+PENDING_SECONDS = 600.0
+
+
+class OAuthError(Exception):
+    """The hub did not complete a login. The message names the step, never a token or a code."""
+
+
+def pkce_pair() -> tuple[str, str]:
+    """``(code_verifier, code_challenge)`` for PKCE with S256 (RFC 7636, section 4)."""
+    verifier = secrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return verifier, base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+
+@attrs.frozen
+class Identity:
+    name: str
+    scopes: frozenset[str]
+
+    def may_access(self, access_scopes: Iterable[str]) -> bool:
+        # `access:services` without a filter grants every service (what an admin's token may hold).
+        return "access:services" in self.scopes or any(scope in self.scopes for scope in access_scopes)
+
+
+@attrs.frozen
+class _Pending:
+    verifier: str
+    next_path: str
+    expires: float
+
+
+class PendingLogins:
+    """Logins between the redirect to the hub and the callback, keyed by their state; each is taken once, so
+    a replayed callback finds nothing."""
+
+    def __init__(self, *, size: int = MAX_PENDING, lifetime: float = PENDING_SECONDS) -> None:
+        self._items: OrderedDict[str, _Pending] = OrderedDict()
+        self._size = size
+        self._lifetime = lifetime
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, verifier: str, next_path: str) -> str:
+        """Remember a login; returns its state."""
+        now = time.monotonic()
+        while self._items:
+            oldest = next(iter(self._items.values()))
+            if len(self._items) < self._size and oldest.expires > now:
+                break
+            self._items.popitem(last=False)
+        state = secrets.token_urlsafe(32)
+        self._items[state] = _Pending(verifier, next_path, now + self._lifetime)
+        return state
+
+    def take(self, state: str) -> tuple[str, str] | None:
+        """``(verifier, next_path)`` of a pending login, forgetting it; None if unknown, used or expired."""
+        pending = self._items.pop(state, None)
+        if pending is None or pending.expires <= time.monotonic():
+            return None
+        return pending.verifier, pending.next_path
+
+
+class OAuthFlow:
+    """Requests to the hub for one login: the authorize URL, the code exchange, the identity."""
+
+    def __init__(self, settings: StatusPageSettings, *, api_url: str, client_secret: str, client: httpx.AsyncClient):
+        self.settings = settings
+        self._api_url = api_url.rstrip("/")
+        self._secret = client_secret
+        self._client = client
+
+    def authorize_url(self, state: str, challenge: str) -> str:
+        query = urlencode(
+            {
+                "client_id": self.settings.client_id,
+                "redirect_uri": self.settings.callback_url,
+                "response_type": "code",
+                "state": state,
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+            }
+        )
+        return f"{self.settings.authorize_url}?{query}"
+
+    async def exchange(self, code: str, verifier: str) -> str:
+        """The user's access token for an authorization code."""
+        form = {
+            "client_id": self.settings.client_id,
+            "client_secret": self._secret,
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": self.settings.callback_url,
+            "code_verifier": verifier,
+        }
+        reply = await self._json("POST", f"{self._api_url}/oauth2/token", "token exchange", data=form)
+        token = reply.get("access_token") if isinstance(reply, dict) else None
+        if not isinstance(token, str) or not token:
+            raise OAuthError("the hub's token answer has no access_token")
+        return token
+
+    async def identify(self, token: str) -> Identity:
+        """Who holds ``token``, and which scopes it has, as the hub says."""
+        model = await self._json(
+            "GET", f"{self._api_url}/user", "identity", headers={"Authorization": f"Bearer {token}"}
+        )
+        if not isinstance(model, dict):
+            raise OAuthError("the hub's user model is not an object")
+        name, scopes = model.get("name"), model.get("scopes")
+        if not isinstance(name, str) or not name:
+            raise OAuthError("the hub's user model has no name")
+        if not isinstance(scopes, list) or not all(isinstance(scope, str) for scope in scopes):
+            # A hub before 2.0 does not list scopes: nobody can be shown to have access.
+            raise OAuthError("the hub's user model lists no scopes")
+        return Identity(name, frozenset(scopes))
+
+    async def _json(self, method: str, url: str, step: str, **kwargs: Any) -> Any:
+        try:
+            with trio.fail_after(self._client.timeout.read or 30):
+                response = await self._client.request(method, url, **kwargs)
+        except (httpx.HTTPError, trio.TooSlowError) as error:
+            raise OAuthError(f"{step}: the hub could not be reached ({type(error).__name__})") from None
+        if response.status_code != 200:
+            raise OAuthError(f"{step}: the hub answered {response.status_code}")
+        try:
+            return response.json()
+        except ValueError:
+            raise OAuthError(f"{step}: the hub's answer is not JSON") from None

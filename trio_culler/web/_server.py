@@ -1,0 +1,69 @@
+"""Serving the status page: hypercorn's trio worker, in the caller's nursery, listening at once.
+
+JupyterHub waits at its own start-up for a managed service's URL to answer and exits if it does not, while
+the culler cannot run a pass before the hub's API answers. So the page listens first (``nursery.start``
+returns once the port is bound) and shows "no pass yet" until the first pass publishes its snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+import httpx
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from .._config import Config
+from .._history import History
+from .._hub import make_ssl_context
+from ._app import create_app
+from ._oauth import OAuthFlow
+from ._settings import StatusPageSettings
+
+__all__ = ["serve_status_page"]
+
+log = logging.getLogger("trio_culler.web")
+
+#: A client that sends its request this slowly is dropped (a slow reader only slows its own task).
+READ_TIMEOUT = 30
+
+
+def hypercorn_config(settings: StatusPageSettings) -> HypercornConfig:
+    server = HypercornConfig()
+    host = f"[{settings.bind_host}]" if ":" in settings.bind_host else settings.bind_host
+    server.bind = [f"{host}:{settings.bind_port}"]
+    # Requests (with their OAuth codes in query strings) are not logged; hypercorn's own errors go to ours.
+    server.accesslog = None
+    server.errorlog = logging.getLogger("trio_culler.web.server")
+    server.include_server_header = False
+    server.read_timeout = READ_TIMEOUT
+    server.graceful_timeout = 1.0
+    return server
+
+
+async def serve_status_page(
+    settings: StatusPageSettings,
+    config: Config,
+    history: History,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until cancelled; ``await nursery.start(serve_status_page, ...)`` returns the bound URLs."""
+    ssl_context = make_ssl_context(config)
+    timeout = httpx.Timeout(config.request_timeout)
+    # Its own client: the OAuth requests share nothing with the culler's hub client (no token header).
+    async with httpx.AsyncClient(
+        timeout=timeout, verify=ssl_context if ssl_context is not None else True, trust_env=config.use_proxy_env
+    ) as client:
+        flow = OAuthFlow(settings, api_url=config.url, client_secret=config.api_token, client=client)
+        app = create_app(settings, history, flow, secret_key=secrets.token_bytes(32))
+
+        async def started(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+            await serve(app, hypercorn_config(settings), task_status=task_status)  # type: ignore[arg-type]
+
+        async with trio.open_nursery() as nursery:
+            binds: list[str] = await nursery.start(started)
+            log.info("Status page listening on %s, at %s", ", ".join(binds), settings.prefix)
+            task_status.started(binds)

@@ -240,6 +240,21 @@ def test_installed_command_runs(installed: Path, tmp_path: Path) -> None:
     assert (config["timeout"], config["cull_users"], config["api_token_set"]) == (3600, True, True)
     assert TOKEN not in shown.stdout
 
+    # The status page's template is package data: it must be in the installed copy, not only in this checkout.
+    rendered = subprocess.run(
+        [
+            str(installed / "bin" / "python"),
+            "-c",
+            "from trio_culler.web._app import _templates; print(_templates().get_template('status.html').filename)",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    assert Path(rendered.stdout.strip()).is_relative_to(installed)
+
 
 def test_installed_command_culls(installed: Path, tmp_path: Path) -> None:
     """The image's entry point with the options a user would pass, the token and URL in the environment."""

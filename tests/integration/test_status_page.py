@@ -16,6 +16,7 @@ import re
 import secrets
 import shutil
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -66,7 +67,8 @@ c.JupyterHub.services.append({{
     "url": "http://127.0.0.1:{service_port}",
     "api_token": {service_token!r},
     "oauth_no_confirm": True,
-    "command": [sys.executable, "-m", "trio_culler", "--timeout=3", "--cull-every=2", "--status-history=50"],
+    "command": [sys.executable, "-m", "trio_culler", "--timeout=3", "--cull-every=2", "--status-history=50",
+                "--max-age=1800", "--cull-named-servers=false"],
     "environment": {{"PYTHONPATH": {str(REPO_ROOT)!r}}},
 }})
 c.JupyterHub.load_roles.append({{
@@ -95,13 +97,16 @@ def culled(status_hub: tuple[HubProcess, str]) -> dict[str, Any]:
     hub, _token = status_hub
     with HubAPI(hub) as api:
         names = api.create_users(["idle-alice", HOSTILE])
-        api.create_users([PLAIN])
-        start_servers(hub, [(name, "") for name in names])
+        api.create_users([PLAIN, "bob"])
+        # Named servers are culled for age only here (--cull-named-servers=false, --max-age=1800): they are
+        # what comes next, half an hour after their start.
+        start_servers(hub, [*((name, "") for name in names), ("bob", "gpu"), ("bob", "analysis")])
 
         def document_with_culls() -> dict[str, Any] | None:
             document = _status_document(hub, hub.admin_token)
             culled_users = {cull["user"] for cull in document["culls"]}
-            return document if set(names) <= culled_users else None
+            upcoming = {(item["user"], item["server"]) for item in document["upcoming"]["soonest"]}
+            return document if set(names) <= culled_users and len(upcoming) == 2 else None
 
         document = wait_until(document_with_culls, timeout=120, what="the culls in api/status")
         for name in names:
@@ -169,6 +174,21 @@ def test_api_status_lists_the_culls_of_the_pass_that_just_ran(
     assert alice["outcome"] == "stopped"
     assert culled["passes"][0]["users_seen"] >= 1
     assert culled["config"]["timeout"] == 3
+    # What comes next: bob's two named servers, culled for age 30 minutes after they started.
+    upcoming = culled["upcoming"]
+    assert upcoming["due"] == {"max_age": 2}
+    assert {(item["user"], item["server"], item["limit"]) for item in upcoming["soonest"]} == {
+        ("bob", "gpu", "max_age"),
+        ("bob", "analysis", "max_age"),
+    }
+    with HubAPI(hub) as api:
+        bob = api.get_user("bob")
+    assert bob is not None
+    started = {name: server["started"] for name, server in bob["servers"].items()}
+    for item in upcoming["soonest"]:
+        assert item["limit_seconds"] == 1800
+        due = datetime.fromisoformat(item["cull_at"])
+        assert due - datetime.fromisoformat(started[item["server"]]) == timedelta(seconds=1800)
     assert culled["history"] == 50
     # Names arrive intact in the parsed document, and escaped in its bytes.
     assert HOSTILE in by_user
@@ -319,6 +339,9 @@ def test_browser_admin_sees_the_culls(
         assert "inactive for 00:00:" in culls_text
         # The hostile name is text, not markup: no image element, no script ran.
         assert HOSTILE in culls_text
+        upcoming_text = page.locator("#next + p + .scroll table").inner_text()
+        assert "analysis" in upcoming_text
+        assert "age ≥ 0:30:00" in upcoming_text
         assert page.locator("img").count() == 0
         assert dialogs == []
         assert token not in page.content()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import socket
 
 import httpx
 import trio
@@ -30,10 +31,28 @@ log = logging.getLogger("trio_culler.web")
 READ_TIMEOUT = 30
 
 
-def hypercorn_config(settings: StatusPageSettings) -> HypercornConfig:
+def listen(settings: StatusPageSettings) -> socket.socket:
+    """The page's socket, bound here rather than by hypercorn: a port in use is then one plain OSError, and
+    no half-made socket is left for the garbage collector."""
+    family = socket.AF_INET6 if ":" in settings.bind_host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((settings.bind_host, settings.bind_port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def hypercorn_config(settings: StatusPageSettings, sock: socket.socket | None = None) -> HypercornConfig:
+    """hypercorn's settings; with ``sock``, hypercorn takes that socket over (its file descriptor)."""
     server = HypercornConfig()
-    host = f"[{settings.bind_host}]" if ":" in settings.bind_host else settings.bind_host
-    server.bind = [f"{host}:{settings.bind_port}"]
+    if sock is not None:
+        server.bind = [f"fd://{sock.detach()}"]
+    else:
+        host = f"[{settings.bind_host}]" if ":" in settings.bind_host else settings.bind_host
+        server.bind = [f"{host}:{settings.bind_port}"]
     # Requests (with their OAuth codes in query strings) are not logged; hypercorn's own errors go to ours.
     server.accesslog = None
     server.errorlog = logging.getLogger("trio_culler.web.server")
@@ -60,8 +79,11 @@ async def serve_status_page(
         flow = OAuthFlow(settings, api_url=config.url, client_secret=config.api_token, client=client)
         app = create_app(settings, history, flow, secret_key=secrets.token_bytes(32))
 
+        # A port in use raises OSError here, before any task: the CLI makes it one line and exit status 2.
+        server_config = hypercorn_config(settings, listen(settings))
+
         async def started(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-            await serve(app, hypercorn_config(settings), task_status=task_status)  # type: ignore[arg-type]
+            await serve(app, server_config, task_status=task_status)  # type: ignore[arg-type]
 
         async with trio.open_nursery() as nursery:
             binds: list[str] = await nursery.start(started)

@@ -67,9 +67,13 @@ async def serve_status_page(
     config: Config,
     history: History,
     *,
+    secret_key: bytes | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled; ``await nursery.start(serve_status_page, ...)`` returns the bound URLs."""
+    """Serve until cancelled; ``await nursery.start(serve_status_page, ...)`` returns the bound URLs.
+
+    ``secret_key`` signs the cookies; by default a new one each start (logins then start again, which the hub
+    makes transparent). An embedder that wants logins to survive a restart passes its own 32 random bytes."""
     ssl_context = make_ssl_context(config)
     timeout = httpx.Timeout(config.request_timeout)
     # Its own client: the OAuth requests share nothing with the culler's hub client (no token header).
@@ -77,7 +81,7 @@ async def serve_status_page(
         timeout=timeout, verify=ssl_context if ssl_context is not None else True, trust_env=config.use_proxy_env
     ) as client:
         flow = OAuthFlow(settings, api_url=config.url, client_secret=config.api_token, client=client)
-        app = create_app(settings, history, flow, secret_key=secrets.token_bytes(32))
+        app = create_app(settings, history, flow, secret_key=secret_key or secrets.token_bytes(32))
 
         # A port in use raises OSError here, before any task: the CLI makes it one line and exit status 2.
         server_config = hypercorn_config(settings, listen(settings))

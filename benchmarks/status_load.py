@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""Does the status page slow the passes? 50 clients refresh the page while a 100,000-user pass runs.
+
+Three processes per run, all on 127.0.0.1: the benchmark hub (``fakehub.py``, started through ``run.py``'s
+``FakeHub``: 100,000 users, 20% idle, instant stops), the culler with its status page (``driver`` below: the
+library's ``Culler`` and ``serve_status_page``, as the CLI runs them, with a known cookie key so clients can hold
+a session without the hub's OAuth, which the fake hub does not speak), and the clients (``clients`` below,
+asyncio, keep-alive, each a logged-in browser refreshing the page).
+
+Per round, in alternating order: the pass alone, then the pass with the clients. Reported: the pass's duration
+and the culler process's CPU (medians over ``--repeat`` rounds), their ratio with and without clients (target:
+duration <= 1.1x), the page latency (p50, p99, max) and how many pages were served during the pass.
+
+``--interval`` is each client's refresh period (default 1 s: 50 pages/s in all, a wall of dashboards);
+``--interval=0`` refreshes as fast as answers come (a stress figure, no target). Usage::
+
+    python benchmarks/status_load.py [--users 100000] [--clients 50] [--interval 1] [--repeat 3] [--json]
+
+Exit status 1 when the median ratio misses 1.1x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from loadgen import percentile, read_response
+from run import LOGS, SEED, WORK, FakeHub, machine
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+TOKEN = "bench-token"
+TARGET = 1.1
+PAGE = "/services/culler/"
+
+
+# --------------------------------------------------------------------------------------------------------
+# The culler with its page (a process of its own)
+# --------------------------------------------------------------------------------------------------------
+async def drive(hub_url: str) -> None:
+    import itsdangerous
+    import trio
+
+    from trio_culler import Config, Culler, PassReport
+    from trio_culler._history import History
+    from trio_culler.web import StatusPageSettings, serve_status_page
+
+    config = Config(
+        api_token=TOKEN, url=hub_url, timeout=600, cull_every=86_400, api_page_size=200, progress_interval=3600
+    )
+    env = {
+        "JUPYTERHUB_SERVICE_NAME": "culler",
+        "JUPYTERHUB_CLIENT_ID": "service-culler",
+        "JUPYTERHUB_SERVICE_PREFIX": PAGE,
+    }
+    settings = StatusPageSettings.from_environment(env, bind="127.0.0.1:0")
+    assert settings is not None
+    history = History(config.public_dict())
+    key = os.urandom(32)
+    cookie = itsdangerous.URLSafeTimedSerializer(key, salt="trio-culler-session").dumps({"user": "bench"})
+    done = trio.Event()
+    reports: list[PassReport] = []
+
+    def finished(report: PassReport) -> None:
+        reports.append(report)
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        (url,) = await nursery.start(
+            lambda task_status: serve_status_page(settings, config, history, secret_key=key, task_status=task_status)
+        )
+        print(json.dumps({"url": url, "cookie": cookie}), flush=True)
+        await trio.wrap_file(sys.stdin).readline()  # "go": the clients (if any) are running
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        culler = Culler(config, reporters=[history.observe, finished])
+        nursery.start_soon(culler.serve)
+        await done.wait()
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        report = reports[0]
+        print(
+            json.dumps(
+                {
+                    "duration_s": report.duration,
+                    "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+                    "users_seen": report.users_seen,
+                    "culled": sum(report.servers_culled.values()),
+                    "errors": report.error_count,
+                    "upcoming_due": sum(report.upcoming_due.values()),
+                }
+            ),
+            flush=True,
+        )
+        culler.stop(0)
+        nursery.cancel_scope.cancel()
+
+
+# --------------------------------------------------------------------------------------------------------
+# The clients (a process of their own)
+# --------------------------------------------------------------------------------------------------------
+async def refresh(
+    port: int, cookie: str, interval: float, stop: asyncio.Event, log: list[tuple[float, float, int]]
+) -> None:
+    request = (
+        f"GET {PAGE} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: trio-culler-session={cookie}\r\n"
+        "Accept: text/html\r\nConnection: keep-alive\r\n\r\n"
+    ).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while not stop.is_set():
+            start = time.monotonic()
+            writer.write(request)
+            try:
+                status, _body, close = await read_response(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                continue
+            log.append((start, time.monotonic() - start, status))
+            if close:
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            if interval:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), max(0.0, start + interval - time.monotonic()))
+    finally:
+        writer.close()
+
+
+async def clients(port: int, cookie: str, count: int, interval: float, max_seconds: float) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.call_later(max_seconds, stop.set)
+    log: list[tuple[float, float, int]] = []
+    tasks = [asyncio.create_task(refresh(port, cookie, interval, stop, log)) for _ in range(count)]
+    await asyncio.sleep(0.5)
+    print("ready", flush=True)
+    await asyncio.gather(*tasks)
+    print(json.dumps(log), flush=True)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The harness
+# --------------------------------------------------------------------------------------------------------
+def one_round(opts: argparse.Namespace, with_clients: bool, tag: str) -> dict[str, Any]:
+    LOGS.mkdir(parents=True, exist_ok=True)
+    hub = FakeHub(
+        [f"--users={opts.users}", "--idle-fraction=0.2", f"--seed={SEED}", "--page-max=200", f"--token={TOKEN}"],
+        LOGS / f"status-{tag}.hub.log",
+        lifetime=1200,
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    driver = subprocess.Popen(
+        [sys.executable, __file__, "driver", f"--hub=http://127.0.0.1:{hub.port}/hub/api"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=(LOGS / f"status-{tag}.culler.log").open("wb"),
+        text=True,
+        env=env,
+        cwd=WORK,
+    )
+    load: subprocess.Popen[str] | None = None
+    try:
+        assert driver.stdin is not None
+        assert driver.stdout is not None
+        page = json.loads(driver.stdout.readline())
+        port = int(page["url"].rsplit(":", 1)[1])
+        if with_clients:
+            load = subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "clients",
+                    f"--port={port}",
+                    f"--cookie={page['cookie']}",
+                    f"--clients={opts.clients}",
+                    f"--interval={opts.interval}",
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=WORK,
+            )
+            assert load.stdout is not None
+            assert load.stdout.readline().strip() == "ready"
+        pass_started = time.monotonic()
+        driver.stdin.write("go\n")
+        driver.stdin.flush()
+        result: dict[str, Any] = json.loads(driver.stdout.readline())
+        pass_ended = time.monotonic()
+        if load is not None:
+            load.send_signal(signal.SIGTERM)
+            out, _ = load.communicate(timeout=60)
+            samples = json.loads(out.strip().splitlines()[-1])
+            during = [s for s in samples if pass_started <= s[0] <= pass_ended]
+            latencies = [s[1] for s in during]
+            result.update(
+                pages_during_pass=len(during),
+                pages_not_200=sum(1 for s in samples if s[2] != 200),
+                latency_ms_p50=1000 * (percentile(latencies, 0.5) or 0.0),
+                latency_ms_p99=1000 * (percentile(latencies, 0.99) or 0.0),
+                latency_ms_max=1000 * max(latencies, default=0.0),
+            )
+        driver.wait(timeout=60)
+        return result
+    finally:
+        for process in (load, driver):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+        hub.close()
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("mode", nargs="?", default="bench", choices=["bench", "driver", "clients"])
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between a client's refreshes (0: none)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--hub", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--cookie", help=argparse.SUPPRESS)
+    opts = parser.parse_args(argv)
+    if opts.mode == "driver":
+        import trio
+
+        logging.basicConfig(level=logging.WARNING)
+        trio.run(drive, opts.hub)
+        return 0
+    if opts.mode == "clients":
+        asyncio.run(clients(opts.port, opts.cookie, opts.clients, opts.interval, max_seconds=900))
+        return 0
+    rounds: list[dict[str, Any]] = []
+    loads = [load_average()]
+    for index in range(opts.repeat):
+        order = (False, True) if index % 2 == 0 else (True, False)
+        pair = {}
+        for with_clients in order:
+            key = "loaded" if with_clients else "alone"
+            pair[key] = one_round(opts, with_clients, f"{index}-{key}")
+        rounds.append(pair)
+        loads.append(load_average())
+    alone = statistics.median(r["alone"]["duration_s"] for r in rounds)
+    loaded = statistics.median(r["loaded"]["duration_s"] for r in rounds)
+    ratios = [r["loaded"]["duration_s"] / r["alone"]["duration_s"] for r in rounds]
+    summary = {
+        "users": opts.users,
+        "clients": opts.clients,
+        "interval_s": opts.interval,
+        "pass_s_alone": alone,
+        "pass_s_loaded": loaded,
+        "ratio_of_medians": loaded / alone,
+        "ratio_per_round": ratios,
+        "cpu_s_alone": statistics.median(r["alone"]["cpu_s"] for r in rounds),
+        "cpu_s_loaded": statistics.median(r["loaded"]["cpu_s"] for r in rounds),
+        "pages_during_pass": statistics.median(r["loaded"]["pages_during_pass"] for r in rounds),
+        "latency_ms_p50": statistics.median(r["loaded"]["latency_ms_p50"] for r in rounds),
+        "latency_ms_p99": statistics.median(r["loaded"]["latency_ms_p99"] for r in rounds),
+        "latency_ms_max": max(r["loaded"]["latency_ms_max"] for r in rounds),
+        "pages_not_200": sum(r["loaded"]["pages_not_200"] for r in rounds),
+        "culled": [r["alone"]["culled"] for r in rounds] + [r["loaded"]["culled"] for r in rounds],
+        "load_average": loads,
+        "machine": machine(),
+        "rounds": rounds,
+    }
+    if opts.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(
+            f"{opts.users:,} users, {opts.clients} clients refreshing every {opts.interval:g} s "
+            f"(load average {loads[0]} -> {loads[-1]})\n"
+            f"pass alone {alone:.2f} s, with clients {loaded:.2f} s: {loaded / alone:.3f}x "
+            f"(rounds: {', '.join(f'{r:.3f}x' for r in ratios)}; target <= {TARGET}x)\n"
+            f"culler CPU alone {summary['cpu_s_alone']:.2f} s, with clients {summary['cpu_s_loaded']:.2f} s\n"
+            f"page latency during the pass: p50 {summary['latency_ms_p50']:.1f} ms, "
+            f"p99 {summary['latency_ms_p99']:.1f} ms, max {summary['latency_ms_max']:.1f} ms; "
+            f"{summary['pages_during_pass']:.0f} pages per pass, {summary['pages_not_200']} not 200"
+        )
+    return 0 if opts.interval == 0 or loaded / alone <= TARGET else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -53,15 +53,18 @@ def cull_time(
     decides idleness."""
     if server.pending or not server.is_ready:
         return None
-    candidates: list[tuple[datetime, str, timedelta]] = []
+    # Runs for every server of every pass (100,000 at a time): no list, no lambda, one tuple at most kept.
+    best: tuple[datetime, str, timedelta] | None = None
     kind_enabled = policy.cull_named_servers if server.name else policy.cull_default_servers
     if idle_foreseeable and kind_enabled and server.activity_visible:
         since = server.last_activity if server.last_activity is not None else server.started
         if since is not None:
-            candidates.append((since + policy.timeout, "idle", policy.timeout))
+            best = (since + policy.timeout, "idle", policy.timeout)
     if policy.max_age is not None and server.started is not None:
-        candidates.append((server.started + policy.max_age, "max_age", policy.max_age))
-    return min(candidates, key=lambda candidate: candidate[0]) if candidates else None
+        aged = server.started + policy.max_age
+        if best is None or aged < best[0]:
+            best = (aged, "max_age", policy.max_age)
+    return best
 
 
 @attrs.define

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import attrs
 from hypothesis import strategies as st
 
 from trio_culler import Policy, Server, User
+from trio_culler._rules import Rule
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -52,4 +54,50 @@ def policies(draw: st.DrawFn) -> Policy:
         cull_default_servers=draw(st.booleans()),
         cull_named_servers=draw(st.booleans()),
         remove_named_servers=draw(st.booleans()),
+    )
+
+
+# Rules: small alphabets, so that rules and users meet often enough for matching to be exercised.
+rule_user_names = st.sampled_from(["alice", "bob", "vip-1", "vip-2", "svc-backup", "carol"])
+rule_groups = st.sampled_from(["overnight", "gpu-team", "staff"])
+profiles = st.sampled_from(["gpu", "cpu", "small"])
+user_globs = st.sampled_from(["vip-*", "svc-backup", "*", "?ob", "[ab]*", "carol"])
+server_globs = st.sampled_from(["", "*", "lab", "gpu", "scratch-*", "?*"])
+seconds = st.integers(min_value=0, max_value=30 * 24 * 3600).map(float)
+
+
+@st.composite
+def rules(draw: st.DrawFn) -> Rule:
+    keys = draw(st.sets(st.sampled_from(["users", "groups", "servers", "admin", "user_options"]), min_size=1))
+    return Rule(
+        users=tuple(draw(st.lists(user_globs, min_size=1, max_size=2))) if "users" in keys else None,
+        groups=tuple(draw(st.lists(rule_groups, min_size=1, max_size=2))) if "groups" in keys else None,
+        servers=tuple(draw(st.lists(server_globs, min_size=1, max_size=2))) if "servers" in keys else None,
+        admin=draw(st.booleans()) if "admin" in keys else None,
+        user_options={"profile": draw(profiles)} if "user_options" in keys else None,
+        timeout=draw(st.none() | seconds),
+        max_age=draw(st.none() | seconds),
+        cull=draw(st.none() | st.booleans()),
+        remove=draw(st.none() | st.booleans()),
+        cull_users=draw(st.none() | st.booleans()),
+    )
+
+
+@st.composite
+def rule_servers(draw: st.DrawFn) -> Server:
+    server = draw(servers(name=st.sampled_from(["", "lab", "gpu", "scratch-1"])))
+    options = draw(st.just({}) | st.builds(lambda p: {"profile": p}, profiles))
+    return attrs.evolve(server, user_options=options)
+
+
+@st.composite
+def rule_users(draw: st.DrawFn) -> User:
+    named = draw(st.lists(rule_servers(), max_size=3))
+    return User(
+        name=draw(rule_user_names),
+        admin=draw(st.booleans()),
+        created=draw(optional_timestamps),
+        last_activity=draw(optional_timestamps),
+        servers={server.name: server for server in named},
+        groups=tuple(draw(st.lists(rule_groups, max_size=2, unique=True))),
     )

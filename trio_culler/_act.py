@@ -14,6 +14,7 @@ from ._decide import Action, Decision
 from ._errors import HubAuthError, HubError
 from ._hub import DeleteOutcome, HubClient, StopOutcome
 from ._report import CullRecord, PassRecorder
+from ._rules import MatchedRule
 
 __all__ = ["Outcome", "delete_user", "stop_server"]
 
@@ -36,23 +37,43 @@ class Outcome(enum.Enum):
 
 
 async def stop_server(
-    hub: HubClient, user: str, server: str, decision: Decision, *, dry_run: bool, recorder: PassRecorder
+    hub: HubClient,
+    user: str,
+    server: str,
+    decision: Decision,
+    *,
+    dry_run: bool,
+    recorder: PassRecorder,
+    matched: MatchedRule | None = None,
 ) -> Outcome:
-    outcome = await _stop_server(hub, user, server, decision, dry_run=dry_run, recorder=recorder)
-    recorder.cull(_record(user, server, decision, outcome))
+    outcome = await _stop_server(hub, user, server, decision, dry_run=dry_run, recorder=recorder, matched=matched)
+    recorder.cull(_record(user, server, decision, outcome, matched))
     return outcome
 
 
 async def _stop_server(
-    hub: HubClient, user: str, server: str, decision: Decision, *, dry_run: bool, recorder: PassRecorder
+    hub: HubClient,
+    user: str,
+    server: str,
+    decision: Decision,
+    *,
+    dry_run: bool,
+    recorder: PassRecorder,
+    matched: MatchedRule | None,
 ) -> Outcome:
     label = f"{user}/{server}" if server else user
     recorder.servers_culled[decision.rule] += 1
     fields = _fields(user, server, decision)
+    if matched is not None and matched.rule is not None:
+        # Which rule set the limits: the first question an operator asks about a cull they did not expect.
+        fields["matched_rule"] = matched.index
+        label_reason = f"{decision.reason}; {matched.label}"
+    else:
+        label_reason = decision.reason
     if dry_run:
-        log.info("Would cull server %s (%s) [dry run]", label, decision.reason, extra=fields)
+        log.info("Would cull server %s (%s) [dry run]", label, label_reason, extra=fields)
         return Outcome.WOULD_ACT
-    log.info("Culling server %s (%s)", label, decision.reason, extra=fields)
+    log.info("Culling server %s (%s)", label, label_reason, extra=fields)
     try:
         outcome = await hub.stop_server(user, server, remove=decision.action is Action.REMOVE)
     except HubAuthError:
@@ -104,7 +125,9 @@ async def _delete_user(
 _OUTCOME_WORDS = {Outcome.WOULD_ACT: "dry_run"}
 
 
-def _record(user: str, server: str | None, decision: Decision, outcome: Outcome) -> CullRecord:
+def _record(
+    user: str, server: str | None, decision: Decision, outcome: Outcome, matched: MatchedRule | None = None
+) -> CullRecord:
     return CullRecord(
         user=user,
         server=server,
@@ -113,6 +136,7 @@ def _record(user: str, server: str | None, decision: Decision, outcome: Outcome)
         reason=decision.reason,
         at=datetime.now(UTC),
         outcome=_OUTCOME_WORDS.get(outcome, outcome.value),
+        matched_rule=None if matched is None or matched.rule is None else matched.label,
     )
 
 

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import attrs
 
 from ._errors import ConfigError
 
-__all__ = ["DEFAULT_URL", "ArbiterHook", "Config", "Policy"]
+if TYPE_CHECKING:
+    from ._rules import Rule, RuleTable
+
+__all__ = ["DEFAULT_URL", "ArbiterHook", "Config", "Policy", "WarnHook"]
 
 #: Where a hub listens for its services when nothing says otherwise (JupyterHub's own default hub_bind_url).
 DEFAULT_URL = "http://127.0.0.1:8081/hub/api"
@@ -23,6 +27,10 @@ DEFAULT_URL = "http://127.0.0.1:8081/hub/api"
 #: time since last activity, the timeout in seconds and the hub's server model (a dict); returns (or awaits to)
 #: True to cull. Same contract as the original's.
 ArbiterHook = Callable[..., bool | Awaitable[bool]]
+
+#: ``c.IdleCuller.warn_hook``: called as ``hook(user=..., server=..., cull_at=...)`` with the hub's user and server
+#: models (dicts) and the time (an aware datetime) the server will be culled; may be async. Its result is ignored.
+WarnHook = Callable[..., object]
 
 #: The smallest interval between passes: ``--cull-every=0`` with a tiny timeout must not become a busy loop.
 MIN_CULL_EVERY = 1.0
@@ -53,6 +61,28 @@ def _http_url(_instance: object, _attribute: attrs.Attribute[Any], value: str) -
         raise ConfigError(f"--url must be the API's base URL, without query, fragment or spaces, not {value!r}")
 
 
+def _structure_rules(value: Any) -> tuple[Rule, ...]:
+    from ._rules import structure_rules  # _rules needs Policy from here
+
+    return structure_rules(value, source="c.IdleCuller.rules")
+
+
+def _warn_url(_instance: object, _attribute: attrs.Attribute[Any], value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"--warn-url must be an http:// or https:// URL, not {value!r}")
+
+
+def _accepts(function: Callable[..., object] | None, *names: str) -> bool:
+    if function is None:
+        return False
+    try:
+        inspect.signature(function).bind(*names)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 @attrs.frozen(kw_only=True)
 class Policy:
     """What the decision functions need to know; a projection of :class:`Config`."""
@@ -64,6 +94,8 @@ class Policy:
     cull_default_servers: bool
     cull_named_servers: bool
     remove_named_servers: bool
+    #: Never cull, never delete (a rule with ``cull = false``); no global option sets it.
+    exempt: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -108,6 +140,19 @@ class Config:
     #: Seconds between progress lines while a pass runs.
     progress_interval: float = attrs.field(default=10, validator=_positive)
     cull_arbiter_hook: ArbiterHook | None = attrs.field(default=None, eq=False)
+    #: Rules per user, group, server and profile (see ``_rules``): rule tables or :class:`Rule` objects.
+    rules: tuple[Rule, ...] = attrs.field(default=(), converter=_structure_rules)
+    #: Seconds before a server's cull at which its user is warned (0: no warnings).
+    warn_before: float = attrs.field(default=0, validator=_non_negative)
+    #: Where a warning is POSTed as JSON (never with the hub's token).
+    warn_url: str | None = attrs.field(default=None, validator=attrs.validators.optional(_warn_url))
+    warn_hook: WarnHook | None = attrs.field(default=None, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.warn_before and self.warn_url is None and self.warn_hook is None:
+            raise ConfigError("--warn-before needs --warn-url or c.IdleCuller.warn_hook: who is to be warned?")
+        if (self.warn_url is not None or self.warn_hook is not None) and not self.warn_before:
+            raise ConfigError("--warn-url and c.IdleCuller.warn_hook need --warn-before=SECONDS")
 
     @property
     def interval(self) -> float:
@@ -127,6 +172,18 @@ class Config:
             remove_named_servers=self.remove_named_servers,
         )
 
+    @functools.cached_property
+    def rule_table(self) -> RuleTable:
+        from ._rules import RuleTable
+
+        return RuleTable(self.rules, self.policy)
+
+    @functools.cached_property
+    def arbiter_takes_user(self) -> bool:
+        """Whether ``cull_arbiter_hook`` accepts the user model too (``hook(inactive, inactive_limit, server,
+        user)``); 2.0's three-argument hooks keep being called as before."""
+        return _accepts(self.cull_arbiter_hook, "inactive", "inactive_limit", "server", "user")
+
     def public_dict(self) -> dict[str, Any]:
         """The effective configuration as JSON-ready values, never including the token."""
         values: dict[str, Any] = {}
@@ -134,8 +191,10 @@ class Config:
             if field.name == "api_token":
                 continue
             value = getattr(self, field.name)
-            if field.name == "cull_arbiter_hook":
+            if field.name in ("cull_arbiter_hook", "warn_hook"):
                 value = None if value is None else getattr(value, "__qualname__", repr(value))
+            elif field.name == "rules":
+                value = [rule.as_dict() for rule in value]
             elif isinstance(value, float) and value.is_integer():
                 value = int(value)
             values[field.name] = value

@@ -14,6 +14,9 @@ The rules are the original ``jupyterhub-idle-culler``'s, in its order:
   (``created`` standing in for activity) or older than ``max_age``, and it is not an admin spared by
   ``cull_admin_users=False``.
 
+Past the original: a policy with ``exempt`` (a rule with ``cull = false``) keeps every server and user it
+applies to, whatever their age (``_forecast.cull_time`` says when a server will be culled if nothing changes).
+
 One deliberate difference: the original's max-age rule deletes admin users even with
 ``--cull-admin-users=false``; here an admin spared is spared for any reason.
 """
@@ -28,7 +31,14 @@ import attrs
 from ._config import Policy
 from ._models import Server, User
 
-__all__ = ["Action", "Decision", "decide_server", "decide_user", "format_duration", "server_idle_time"]
+__all__ = [
+    "Action",
+    "Decision",
+    "decide_server",
+    "decide_user",
+    "format_duration",
+    "server_idle_time",
+]
 
 
 class Action(enum.Enum):
@@ -70,6 +80,7 @@ class Decision:
 
 
 _REASONS = {
+    "exempt": "exempt by a rule",
     "pending": "pending {detail}",
     "not_ready": "not ready",
     "default_disabled": "default disabled",
@@ -116,6 +127,8 @@ def decide_server(
     """Decide one server. ``arbiter_says_cull`` is the verdict of a configured ``cull_arbiter_hook`` (None: no
     hook, the default rule ``inactive >= timeout`` applies). The caller consults the hook only when
     :func:`server_idle_time` gives an ``inactive`` value, as the hook cannot judge an unknown idle time."""
+    if policy.exempt:
+        return Decision(Action.KEEP, "exempt")
     if server.pending:
         return Decision(Action.KEEP, "pending", detail=server.pending)
     if not server.is_ready:
@@ -139,6 +152,8 @@ def decide_server(
 def decide_user(user: User, *, policy: Policy, now: datetime, servers_left: int) -> Decision:
     """Decide whether to delete a user, given how many of its servers are still running after this pass acted
     on them (culled servers that answered 202 still count as running)."""
+    if policy.exempt:
+        return Decision(Action.KEEP, "exempt")
     if not policy.cull_users:
         return Decision(Action.KEEP, "disabled")
     if servers_left:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import trio
 
@@ -28,6 +28,7 @@ from ._hub import REQUIRED_SCOPES, USER_DELETION_SCOPE, HubClient
 from ._models import Server, User
 from ._pager import stream_users
 from ._report import MAX_UPCOMING_KEPT, PassRecorder, PassReport
+from ._rules import MissingFieldError
 
 __all__ = ["run_pass_with"]
 
@@ -57,7 +58,11 @@ async def run_pass_with(
     if recorder.upcoming is None:
         # A hook's verdict on idleness cannot be foreseen; max-age still can.
         recorder.upcoming = Upcoming(
-            config.policy, now, MAX_UPCOMING_KEPT, idle_foreseeable=config.cull_arbiter_hook is None
+            config.policy,
+            now,
+            MAX_UPCOMING_KEPT,
+            idle_foreseeable=config.cull_arbiter_hook is None,
+            rules=config.rule_table,
         )
     try:
         info = await hub.get_info()
@@ -79,12 +84,13 @@ async def run_pass_with(
                     lambda: stream_users(
                         hub,
                         info,
-                        cull_users=config.cull_users,
+                        cull_users=config.rule_table.may_cull_users,
                         page_size=config.api_page_size,
                         send=send,
                         recorder=recorder,
                         draining=draining,
                         wanted=_wanted_predicate(config, now),
+                        vet=_vet_predicate(config),
                     )
                 )
                 async with receive:
@@ -94,8 +100,12 @@ async def run_pass_with(
     except* HubAuthError as group:
         auth_error = first_leaf(group)
         assert isinstance(auth_error, HubAuthError)
-        recorder.error("authorization", auth_error)
-        recorder.aborted = _abort_message(auth_error, config)
+        if isinstance(auth_error, MissingFieldError):
+            recorder.error("scope", auth_error)
+            recorder.aborted = str(auth_error)
+        else:
+            recorder.error("authorization", auth_error)
+            recorder.aborted = _abort_message(auth_error, config)
     if draining.is_set():
         recorder.interrupted = True
     return recorder.finish(trio.current_time())
@@ -108,6 +118,18 @@ def _wanted_predicate(config: Config, now: datetime) -> Callable[[User], bool] |
     workers to explain every server they keep."""
     if config.cull_arbiter_hook is not None or log.isEnabledFor(logging.DEBUG):
         return None
+    table = config.rule_table
+    if table:
+
+        def wanted_by_rules(user: User) -> bool:
+            if not user.servers:
+                return table.for_user(user).policy.cull_users
+            return any(
+                decide_server(server, policy=table.for_server(user, server).policy, now=now).acts
+                for server in user.servers.values()
+            )
+
+        return wanted_by_rules
     policy = config.policy
 
     def wanted(user: User) -> bool:
@@ -116,6 +138,13 @@ def _wanted_predicate(config: Config, now: datetime) -> Callable[[User], bool] |
         return any(decide_server(server, policy=policy, now=now).acts for server in user.servers.values())
 
     return wanted
+
+
+def _vet_predicate(config: Config) -> Callable[[User], None] | None:
+    """What every user is checked with before any user of its page is handed to a worker: a model without a
+    field some rule matches on ends the pass (MissingFieldError) before anything is culled."""
+    table = config.rule_table
+    return table.check_visible if table.needed_fields else None
 
 
 def _abort_message(error: HubError, config: Config) -> str:
@@ -173,6 +202,8 @@ async def _next_user(receive: trio.MemoryReceiveChannel[User]) -> User | None:
 
 
 async def _handle_user(hub: HubClient, config: Config, now: datetime, user: User, recorder: PassRecorder) -> None:
+    # The pager vetted the whole page already; a worker still never decides with a rule it cannot evaluate.
+    config.rule_table.check_visible(user)
     servers = list(user.servers.values())
     outcomes: list[Outcome] = []
     if len(servers) == 1:
@@ -186,10 +217,11 @@ async def _handle_user(hub: HubClient, config: Config, now: datetime, user: User
         async with trio.open_nursery() as nursery:
             for server in servers:
                 nursery.start_soon(one, server)
-    if not config.cull_users:
+    table = config.rule_table
+    if not table.may_cull_users:
         return
     servers_left = sum(1 for outcome in outcomes if not outcome.server_down)
-    decision = decide_user(user, policy=config.policy, now=now, servers_left=servers_left)
+    decision = decide_user(user, policy=table.for_user(user).policy, now=now, servers_left=servers_left)
     if decision.action is Action.DELETE_USER:
         await delete_user(hub, user.name, decision, dry_run=config.dry_run, recorder=recorder)
     elif log.isEnabledFor(logging.DEBUG):
@@ -200,21 +232,42 @@ async def _handle_server(
     hub: HubClient, config: Config, now: datetime, user: User, server: Server, recorder: PassRecorder
 ) -> Outcome:
     verdict = None
-    if config.cull_arbiter_hook is not None and not server.pending and server.is_ready:
+    matched = config.rule_table.for_server(user, server)
+    policy = matched.policy
+    hook = config.cull_arbiter_hook
+    if hook is not None and not server.pending and server.is_ready and not policy.exempt:
         inactive, _age = server_idle_time(server, now)
         if inactive is not None:
+            limit = _seconds(policy.timeout)
             try:
-                result = config.cull_arbiter_hook(inactive=inactive, inactive_limit=config.timeout, server=server.model)
+                if config.arbiter_takes_user:
+                    result = hook(inactive, limit, server.model, user.model)
+                else:
+                    result = hook(inactive=inactive, inactive_limit=limit, server=server.model)
                 verdict = bool(await result) if inspect.isawaitable(result) else bool(result)
             except Exception as error:
                 # A hook that fails cannot vouch for culling: keep the server, say why.
                 recorder.error(f"{user.name}/{server.name}", error)
                 log.exception("cull_arbiter_hook failed for %s; not culling it", user.name)
                 return Outcome.FAILED
-    decision = decide_server(server, policy=config.policy, now=now, arbiter_says_cull=verdict)
+    decision = decide_server(server, policy=policy, now=now, arbiter_says_cull=verdict)
     if not decision.acts:
         if log.isEnabledFor(logging.DEBUG):
             label = f"{user.name}/{server.name}" if server.name else user.name
-            log.debug("Not culling server %s (%s)", label, decision.reason, extra={"user": user.name})
+            log.debug(
+                "Not culling server %s (%s; %s)",
+                label,
+                decision.reason,
+                matched.label,
+                extra={"user": user.name, "matched_rule": matched.index},
+            )
         return Outcome.KEPT
-    return await stop_server(hub, user.name, server.name, decision, dry_run=config.dry_run, recorder=recorder)
+    return await stop_server(
+        hub, user.name, server.name, decision, dry_run=config.dry_run, recorder=recorder, matched=matched
+    )
+
+
+def _seconds(delta: timedelta) -> float | int:
+    """A limit in seconds as the original passes it: a whole number is an int."""
+    seconds = delta.total_seconds()
+    return int(seconds) if seconds.is_integer() else seconds

@@ -18,11 +18,15 @@ import heapq
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import attrs
 
 from ._config import Policy
 from ._models import Server, User
+
+if TYPE_CHECKING:
+    from ._rules import RuleTable
 
 __all__ = ["DEFAULT_HORIZON", "Forecast", "Upcoming", "cull_time"]
 
@@ -50,8 +54,8 @@ def cull_time(
 ) -> tuple[datetime, str, timedelta] | None:
     """When ``server`` would be culled if nothing changes: ``(when, limit, limit value)``, or None (never:
     pending, not ready, nothing that ever culls it). ``idle_foreseeable`` is False when a cull_arbiter_hook
-    decides idleness."""
-    if server.pending or not server.is_ready:
+    decides idleness. An exempt policy (a rule with ``cull = false``) never culls."""
+    if policy.exempt or server.pending or not server.is_ready:
         return None
     # Runs for every server of every pass (100,000 at a time): no list, no lambda, one tuple at most kept.
     best: tuple[datetime, str, timedelta] | None = None
@@ -76,6 +80,8 @@ class Upcoming:
     size: int
     horizon: timedelta = DEFAULT_HORIZON
     idle_foreseeable: bool = True
+    #: The rules, when there are any: each server's limits are those of the rule that matches it.
+    rules: RuleTable | None = None
     #: Every server due within the horizon, by limit (``idle`` / ``max_age``), kept or not. A user the hub
     #: lists twice in one pass (offsets shifting under it) may count twice: remembering every name due would
     #: grow with the hub.
@@ -88,7 +94,9 @@ class Upcoming:
         """Look at every server of ``user`` (called once per user the pass reads)."""
         end = self.now + self.horizon
         for server in user.servers.values():
-            when = cull_time(server, policy=self.policy, idle_foreseeable=self.idle_foreseeable)
+            matched = self.rules.for_server(user, server) if self.rules else None
+            policy = self.policy if matched is None else matched.policy
+            when = cull_time(server, policy=policy, idle_foreseeable=self.idle_foreseeable)
             # Due now means this pass culls it: that is a cull, not a forecast.
             if when is None or not self.now < when[0] <= end:
                 continue
@@ -106,6 +114,7 @@ class Upcoming:
                     cull_at=when[0],
                     limit=when[1],
                     limit_seconds=when[2].total_seconds(),
+                    rule=None if matched is None or matched.rule is None else matched.label,
                 ),
             )
             if len(self._heap) < self.size:

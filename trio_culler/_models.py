@@ -33,6 +33,8 @@ class Server:
     pending: str | None = None
     ready: bool | None = None
     url: str | None = None
+    #: The options the server was started with (``{"profile": "gpu"}``); None when the model has no such key.
+    user_options: Mapping[str, Any] | None = None
     #: False when the model has no ``last_activity`` key at all: the token may not read it (it lacks
     #: ``read:users:activity``). Unlike ``null`` ("no activity yet"), that says nothing about idleness.
     activity_visible: bool = True
@@ -52,9 +54,13 @@ class User:
     created: datetime | None = None
     last_activity: datetime | None = None
     servers: Mapping[str, Server] = attrs.field(factory=dict)
+    #: The user's groups; None when the model has no ``groups`` key (a token without ``read:users:groups``).
+    groups: tuple[str, ...] | None = None
     #: False when the model shows neither ``servers`` nor ``server`` (a token without ``read:servers``): the
     #: user's servers are unknown, which is not the same as having none.
     servers_visible: bool = True
+    #: The hub's model of this user, as received: what a 4-argument ``cull_arbiter_hook`` and ``warn_hook`` get.
+    model: Any = attrs.field(factory=dict, eq=False, repr=False)
 
 
 def parse_timestamp(value: str) -> datetime:
@@ -84,6 +90,22 @@ def _timestamp(value: Any, _type: Any) -> datetime | None:
     return parse_timestamp(value)
 
 
+def _optional_names(value: Any, _type: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if type(value) is not list or any(type(item) is not str for item in value):
+        raise TypeError("expected a list of names")
+    return tuple(value)
+
+
+def _optional_object(value: Any, _type: Any) -> Mapping[str, Any] | None:
+    if value is None:
+        return {}  # present but null: no options (absent is None, "not visible", and never reaches here)
+    if type(value) is not dict:
+        raise TypeError(f"expected an object, got {type(value).__name__}")
+    return value
+
+
 def _optional(kind: type) -> Any:
     strict = _strict(kind)
 
@@ -100,6 +122,8 @@ def _make_converter(*, detailed: bool) -> cattrs.Converter:
     converter.register_structure_hook(str | None, _optional(str))
     converter.register_structure_hook(bool | None, _optional(bool))
     converter.register_structure_hook(datetime | None, _timestamp)
+    converter.register_structure_hook(tuple[str, ...] | None, _optional_names)
+    converter.register_structure_hook(Mapping[str, Any] | None, _optional_object)
     server_fn = make_dict_structure_fn(Server, converter, _cattrs_detailed_validation=detailed)
 
     def structure_server(value: Any, _type: Any) -> Server:
@@ -157,7 +181,7 @@ def structure_user(model: Any) -> User:
     """Build a :class:`User` from one item of ``GET /users``, or raise :class:`ModelError`."""
     if not isinstance(model, dict):
         raise ModelError(f"expected a user object, got {type(model).__name__}")
-    model = _with_legacy_servers(model)
+    model = {**_with_legacy_servers(model), "model": model}
     try:
         return _structure_fast_user(model, User)  # type: ignore[no-any-return]
     except Exception:

@@ -59,8 +59,12 @@ async def stream_users(
     recorder: PassRecorder,
     draining: trio.Event,
     wanted: Callable[[User], bool] | None = None,
+    vet: Callable[[User], None] | None = None,
 ) -> None:
-    """Send every user the pass should act on (``wanted``, default all), each once; closes ``send`` when done."""
+    """Send every user the pass should act on (``wanted``, default all), each once; closes ``send`` when done.
+
+    ``vet`` sees every user of a page before any of them is sent, and may raise to end the pass (a rule that
+    needs a field the token cannot read) before anything is culled."""
     seen: set[str] = set()
     async with send:
         if info.has_state_filter:
@@ -70,7 +74,7 @@ async def stream_users(
         else:
             states = [None]
         for state in states:
-            await _stream_listing(hub, info, state, page_size, _Sink(send, recorder, draining, seen, wanted))
+            await _stream_listing(hub, info, state, page_size, _Sink(send, recorder, draining, seen, wanted, vet))
 
 
 @attrs.define
@@ -82,10 +86,14 @@ class _Sink:
     draining: trio.Event
     seen: set[str]
     wanted: Callable[[User], bool] | None
+    vet: Callable[[User], None] | None = None
 
     async def put_page(self, page: Page, *, counted: frozenset[str] = frozenset()) -> None:
         """Count and pass on a page's users; those named in ``counted`` were counted by an earlier read."""
         recorder = self.recorder
+        if self.vet is not None:
+            for user in page.users:
+                self.vet(user)
         for item in page.skipped:
             if item.label in counted:
                 continue

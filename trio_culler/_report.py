@@ -51,6 +51,8 @@ class CullRecord:
     at: datetime
     #: ``stopped``, ``pending`` (202: still stopping), ``gone`` (404), ``deleted``, ``failed`` or ``dry_run``.
     outcome: str
+    #: The rule that set the limits, as ``rules[1] (groups=overnight -> timeout=86400)``; None: global options.
+    matched_rule: str | None = None
 
 
 @attrs.frozen(kw_only=True)

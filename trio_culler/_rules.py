@@ -1,0 +1,449 @@
+"""Rules per user, group, server and profile: data read once, matched by pure functions, first match wins.
+
+A rule has *match keys* (all given keys must match) and *settings* (what changes for what it matches)::
+
+    {"users": ["vip-*", "svc-backup"], "cull": False}            # never culled, never deleted
+    {"groups": ["overnight"], "timeout": 86400}
+    {"user_options": {"profile": "gpu"}, "timeout": 900, "max_age": 14400}
+    {"servers": ["scratch-*"], "timeout": 600, "remove": True}
+
+Match keys: ``users`` (globs on the user name), ``groups`` (any of these group names), ``servers`` (globs on the
+server name, ``""`` being the default server; ``*`` matches it too), ``admin`` (true or false), ``user_options``
+(every given key equal to the server's ``user_options``). Settings: ``timeout``, ``max_age`` (0: none), ``cull``
+(false: exempt, never culled and never deleted; true: idle culling on whatever ``--cull-default-servers`` /
+``--cull-named-servers`` say), ``remove`` (delete culled named servers), ``cull_users`` (delete the user).
+
+A server is decided by the first rule whose keys all match it and its user; a user (for ``cull_users``) by the
+first rule that matches it without ``servers`` or ``user_options`` keys, which describe servers. Nothing matched:
+the global options. The matched rule resolves to an effective :class:`~trio_culler.Policy`, computed once per
+rule, so the decision functions are the same with or without rules.
+
+The table is structured by its own cattrs converter (unknown keys forbidden, no coercion): every problem is
+reported as one line naming the rule's index and key, e.g. ``rules[2].timeout: expected a number of seconds``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any, NewType
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn, override
+
+from ._config import Policy
+from ._errors import ConfigError, HubAuthError
+from ._models import Server, User
+
+__all__ = [
+    "FIELD_SCOPES",
+    "MatchedRule",
+    "MissingFieldError",
+    "Rule",
+    "RuleTable",
+    "load_rules_file",
+    "structure_rules",
+]
+
+#: What a rule needs to read from the hub's models, and the scope that makes the hub show it. A model without
+#: the field is not "no groups": a rule that spares a group must never be skipped silently.
+FIELD_SCOPES: Mapping[str, str] = {
+    "groups": "read:users:groups",
+    "admin": "read:users",
+    "user_options": "read:servers",
+}
+
+UserGlob = NewType("UserGlob", str)
+ServerGlob = NewType("ServerGlob", str)
+GroupName = NewType("GroupName", str)
+
+
+class RuleError(ValueError):
+    """A value cattrs structured but a rule cannot use; its message is shown as is."""
+
+
+class MissingFieldError(HubAuthError):
+    """The hub's models lack a field a rule matches on: a missing scope, treated like a 403 for the pass."""
+
+    kind = "scope"
+
+    def __init__(self, field: str, user: str) -> None:
+        self.field = field
+        self.scope = FIELD_SCOPES[field]
+        super().__init__(
+            f"a rule matches on {field!r}, but the hub's user model for {user!r} has no {field!r}: "
+            f"grant the culler's role the scope {self.scope} (nothing is culled until then)"
+        )
+
+
+def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    return None if value is None else dict(value)
+
+
+@attrs.frozen(kw_only=True)
+class Rule:
+    """One row of the table. ``None`` means "not given": a key that does not constrain, a setting that does
+    not change the global option."""
+
+    users: tuple[str, ...] | None = None
+    groups: tuple[str, ...] | None = None
+    servers: tuple[str, ...] | None = None
+    admin: bool | None = None
+    user_options: Mapping[str, Any] | None = attrs.field(default=None, converter=_frozen_mapping, hash=False)
+    timeout: float | None = None
+    max_age: float | None = None
+    cull: bool | None = None
+    remove: bool | None = None
+    cull_users: bool | None = None
+
+    @property
+    def match_keys(self) -> tuple[str, ...]:
+        return tuple(key for key in MATCH_KEYS if getattr(self, key) is not None)
+
+    @property
+    def is_server_rule(self) -> bool:
+        """Whether the rule describes servers, and so never decides about a user as a whole."""
+        return self.servers is not None or self.user_options is not None
+
+    def describe(self) -> str:
+        """A short label for logs, ``--explain`` and the status page: ``groups=overnight -> timeout=86400``."""
+        keys = ", ".join(f"{key}={_show(getattr(self, key))}" for key in self.match_keys)
+        settings = ", ".join(
+            f"{key}={_show(getattr(self, key))}" for key in SETTING_KEYS if getattr(self, key) is not None
+        )
+        return f"{keys} -> {settings or 'global options'}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The rule as it would be written (JSON-ready), without the keys not given."""
+        out: dict[str, Any] = {}
+        for key in (*MATCH_KEYS, *SETTING_KEYS):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, float) and value.is_integer():
+                value = int(value)
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            out[key] = value
+        return out
+
+
+MATCH_KEYS = ("users", "groups", "servers", "admin", "user_options")
+SETTING_KEYS = ("timeout", "max_age", "cull", "remove", "cull_users")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(repr(item) if item == "" else str(item) for item in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, Mapping):
+        return json.dumps(dict(value), sort_keys=True, separators=(",", ":"))
+    return str(value)
+
+
+# --- Structuring -----------------------------------------------------------------------------------------------
+
+
+def _glob(*, empty_ok: bool, what: str) -> Any:
+    def hook(value: Any, _type: Any) -> str:
+        if type(value) is not str:
+            raise TypeError(f"expected a {what} (string), got {type(value).__name__}")
+        if not value and not empty_ok:
+            raise RuleError(f"an empty {what} matches nothing")
+        # fnmatch turns a pattern that no string can match (an empty range such as `[z-a]`) into `(?!)`.
+        if "(?!)" in fnmatch.translate(value):
+            raise RuleError(f"{what} {value!r} cannot match any name")
+        return value
+
+    return hook
+
+
+def _name(value: Any, _type: Any) -> str:
+    if type(value) is not str:
+        raise TypeError(f"expected a group name (string), got {type(value).__name__}")
+    if not value:
+        raise RuleError("an empty group name matches nothing")
+    return value
+
+
+def _seconds(value: Any, _type: Any) -> float:
+    if type(value) not in (int, float):
+        raise TypeError(f"expected a number of seconds, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise RuleError(f"expected a number of seconds >= 0, not {value!r}")
+    return float(value)
+
+
+def _strict_bool(value: Any, _type: Any) -> bool:
+    if type(value) is not bool:
+        raise TypeError(f"expected true or false, got {type(value).__name__}")
+    return value
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    converter.register_structure_hook(UserGlob, _glob(empty_ok=False, what="user-name glob"))
+    converter.register_structure_hook(ServerGlob, _glob(empty_ok=True, what="server-name glob"))
+    converter.register_structure_hook(GroupName, _name)
+    converter.register_structure_hook(bool, _strict_bool)
+
+    def names(inner: Any) -> Any:
+        # cattrs' own tuple hook does the elements (and names the failing index); in front of it, what cattrs
+        # would not refuse: a string (it would iterate it into characters) and an empty list.
+        tuple_type = tuple[inner, ...]
+        elements = converter.get_structure_hook(tuple_type)
+
+        def hook(value: Any, _type: Any) -> tuple[Any, ...]:
+            if not isinstance(value, list | tuple):
+                raise TypeError(f"expected a list, got {type(value).__name__}")
+            if not value:
+                raise RuleError("an empty list matches nothing")
+            return elements(value, tuple_type)  # type: ignore[no-any-return]
+
+        return hook
+
+    for inner in (UserGlob, ServerGlob, GroupName):
+        converter.register_structure_hook(tuple[inner, ...] | None, _optional(names(inner)))  # type: ignore[valid-type]
+
+    def options(value: Any, _type: Any) -> Mapping[str, Any]:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected a table of option names to values, got {type(value).__name__}")
+        if not value:
+            raise RuleError("an empty table matches nothing")
+        return dict(value)
+
+    # The element types are NewTypes only here, so that a Rule built in Python takes plain strings and numbers.
+    rule_fn = make_dict_structure_fn(
+        Rule,
+        converter,
+        _cattrs_forbid_extra_keys=True,
+        users=override(struct_hook=_optional(names(UserGlob))),
+        groups=override(struct_hook=_optional(names(GroupName))),
+        servers=override(struct_hook=_optional(names(ServerGlob))),
+        user_options=override(struct_hook=_optional(options)),
+        timeout=override(struct_hook=_optional(_seconds)),
+        max_age=override(struct_hook=_optional(_seconds)),
+    )
+
+    def structure_rule(value: Any, _type: Any) -> Rule:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected a table of keys, got {type(value).__name__}")
+        rule = rule_fn(value, Rule)
+        if not rule.match_keys:
+            raise RuleError(f"a rule needs at least one match key ({', '.join(MATCH_KEYS)}); it would match everyone")
+        return rule
+
+    converter.register_structure_hook(Rule, structure_rule)
+    return converter
+
+
+def _optional(hook: Any) -> Any:
+    def optional(value: Any, type_: Any) -> Any:
+        return None if value is None else hook(value, type_)
+
+    return optional
+
+
+_CONVERTER = _make_converter()
+
+
+def _format(error: BaseException, type_: type | None) -> str:
+    if isinstance(error, RuleError | TypeError) and not isinstance(error, cattrs.BaseValidationError):
+        return str(error)
+    if isinstance(error, cattrs.ForbiddenExtraKeysError):
+        known = ", ".join((*MATCH_KEYS, *SETTING_KEYS))
+        return f"unknown key {', '.join(sorted(error.extra_fields))} (a rule has: {known})"
+    return cattrs.v.format_exception(error, type_)
+
+
+def structure_rules(value: Any, *, source: str = "rules") -> tuple[Rule, ...]:
+    """A list of rule tables (or :class:`Rule` objects) -> rules, or :class:`ConfigError` in one line naming the
+    rule's index and key: ``c.IdleCuller.rules: rules[1].timeout: expected a number of seconds, got str``."""
+    if isinstance(value, list | tuple) and all(isinstance(rule, Rule) for rule in value):
+        return tuple(value)
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"{source}: expected a list of rules, got {type(value).__name__}")
+    try:
+        return tuple(_CONVERTER.structure(list(value), list[Rule]))
+    except cattrs.BaseValidationError as error:
+        problems = cattrs.transform_error(error, path="rules", format_exception=_format)
+        raise ConfigError(f"{source}: {'; '.join(_path_first(problem) for problem in problems)}") from None
+
+
+def _path_first(problem: str) -> str:
+    # cattrs writes "message @ path"; an operator looks for the path first.
+    message, _, path = problem.rpartition(" @ ")
+    return f"{path}: {message}" if message else problem
+
+
+def load_rules_file(path: str) -> tuple[Rule, ...]:
+    """Read ``--rules-file``: TOML (``[[rules]]`` tables) or JSON (``{"rules": [...]}`` or a bare list), by the
+    file's suffix; anything but ``.json`` is read as TOML."""
+    label = f"--rules-file {path}"
+    try:
+        with open(path, "rb") as file:
+            raw = file.read()
+    except OSError as error:
+        raise ConfigError(f"{label}: cannot read it: {error.strerror or error}") from None
+    try:
+        text = raw.decode("utf-8")
+        document = json.loads(text) if path.endswith(".json") else tomllib.loads(text)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{label}: not UTF-8 text") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{label}: {error}") from None
+    if isinstance(document, list):
+        return structure_rules(document, source=label)
+    if not isinstance(document, dict):
+        raise ConfigError(f"{label}: expected a table with a 'rules' array")
+    extra = sorted(set(document) - {"rules"})
+    if extra:
+        raise ConfigError(f"{label}: unknown top-level key {', '.join(extra)} (only [[rules]] tables belong here)")
+    return structure_rules(document.get("rules", []), source=label)
+
+
+# --- Matching (pure) -------------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class MatchedRule:
+    """The rule that decided, with the effective policy it gives. ``index`` is the rule's position (0-based,
+    as in ``rules[index]`` of the error messages); None means no rule matched: the global options."""
+
+    index: int | None
+    rule: Rule | None
+    policy: Policy
+
+    @property
+    def label(self) -> str:
+        """``rules[1] (groups=overnight -> timeout=86400)`` or ``global options``."""
+        if self.rule is None:
+            return "global options"
+        return f"rules[{self.index}] ({self.rule.describe()})"
+
+
+@attrs.frozen
+class _Compiled:
+    index: int
+    rule: Rule
+    policy: Policy
+    users: re.Pattern[str] | None
+    servers: re.Pattern[str] | None
+    groups: frozenset[str] | None
+
+    def matches(self, user: User, server: Server | None) -> bool:
+        rule = self.rule
+        if self.users is not None and self.users.match(user.name) is None:
+            return False
+        if self.groups is not None and (user.groups is None or self.groups.isdisjoint(user.groups)):
+            return False
+        if rule.admin is not None and user.admin is not rule.admin:
+            return False
+        if server is None:
+            return not rule.is_server_rule
+        if self.servers is not None and self.servers.match(server.name) is None:
+            return False
+        if rule.user_options is not None:
+            options = server.user_options
+            if options is None:
+                return False
+            for key, value in rule.user_options.items():
+                if key not in options or not _same(options[key], value):
+                    return False
+        return True
+
+
+def _same(a: Any, b: Any) -> bool:
+    # JSON equality: true is not 1, although Python says True == 1.
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return bool(a == b)
+
+
+def _any_glob(globs: Sequence[str] | None) -> re.Pattern[str] | None:
+    if globs is None:
+        return None
+    return re.compile("|".join(f"(?:{fnmatch.translate(glob)})" for glob in globs))
+
+
+def effective_policy(base: Policy, rule: Rule) -> Policy:
+    """The global policy with a rule's settings applied."""
+    changes: dict[str, Any] = {}
+    if rule.timeout is not None:
+        changes["timeout"] = timedelta(seconds=rule.timeout)
+    if rule.max_age is not None:
+        changes["max_age"] = timedelta(seconds=rule.max_age) if rule.max_age else None
+    if rule.cull is False:
+        changes["exempt"] = True
+    elif rule.cull is True:
+        # An explicit `cull = true` culls what it matches even where a kind toggle is off.
+        changes["cull_default_servers"] = changes["cull_named_servers"] = True
+    if rule.remove is not None:
+        changes["remove_named_servers"] = rule.remove
+    if rule.cull_users is not None:
+        changes["cull_users"] = rule.cull_users
+    return attrs.evolve(base, **changes)
+
+
+class RuleTable:
+    """The rules compiled against a base policy: globs to regular expressions, each rule's policy resolved."""
+
+    def __init__(self, rules: Iterable[Rule], base: Policy) -> None:
+        self.rules = tuple(rules)
+        self.base = base
+        self._compiled = tuple(
+            _Compiled(
+                index,
+                rule,
+                effective_policy(base, rule),
+                _any_glob(rule.users),
+                _any_glob(rule.servers),
+                None if rule.groups is None else frozenset(rule.groups),
+            )
+            for index, rule in enumerate(self.rules)
+        )
+        self._global = MatchedRule(None, None, base)
+        #: The model fields some rule matches on that a token may not see.
+        self.needed_fields = frozenset(
+            field for field in FIELD_SCOPES for rule in self.rules if getattr(rule, field) is not None
+        )
+        #: Whether some rule lets users be deleted (then users without servers must be listed too).
+        self.may_cull_users = base.cull_users or any(rule.cull_users for rule in self.rules)
+
+    def __bool__(self) -> bool:
+        return bool(self.rules)
+
+    def check_visible(self, user: User) -> None:
+        """Raise :class:`MissingFieldError` when ``user``'s model lacks a field some rule matches on."""
+        for field in self.needed_fields:
+            if field == "groups" and user.groups is None:
+                raise MissingFieldError(field, user.name)
+            if field == "admin" and user.admin is None:
+                raise MissingFieldError(field, user.name)
+            if field == "user_options" and any(s.user_options is None for s in user.servers.values()):
+                raise MissingFieldError(field, user.name)
+
+    def for_server(self, user: User, server: Server) -> MatchedRule:
+        """The first rule matching this server of this user, or the global options."""
+        for compiled in self._compiled:
+            if compiled.matches(user, server):
+                return MatchedRule(compiled.index, compiled.rule, compiled.policy)
+        return self._global
+
+    def for_user(self, user: User) -> MatchedRule:
+        """The first rule without server keys matching ``user``, or the global options (for ``cull_users``)."""
+        for compiled in self._compiled:
+            if compiled.matches(user, None):
+                return MatchedRule(compiled.index, compiled.rule, compiled.policy)
+        return self._global

@@ -129,7 +129,7 @@ async def test_the_arbiter_gets_the_rule_limit_and_the_user(autojump_clock: trio
 
     async def four(inactive: timedelta, inactive_limit: float, server: dict[str, Any], user: dict[str, Any]) -> bool:
         calls.append((user["name"], inactive_limit, server["name"]))
-        return user["name"] == "gus"
+        return bool(user["name"] == "gus")
 
     cfg = config(timeout=86400, cull_arbiter_hook=four, rules=[{"user_options": {"profile": "gpu"}, "timeout": 900}])
     await cull(hub, cfg)

@@ -20,12 +20,13 @@ from datetime import UTC, datetime, timedelta
 import trio
 
 from ._act import Outcome, delete_user, stop_server
-from ._config import Config
-from ._decide import Action, decide_server, decide_user, server_idle_time
+from ._config import Config, Policy
+from ._decide import Action, Decision, decide_server, decide_user, server_idle_time
 from ._errors import HubAuthError, HubError, first_leaf
-from ._forecast import Upcoming
+from ._forecast import Upcoming, cull_time
 from ._hub import REQUIRED_SCOPES, USER_DELETION_SCOPE, HubClient
 from ._models import Server, User
+from ._notify import CullWarning, Notifier
 from ._pager import stream_users
 from ._report import MAX_UPCOMING_KEPT, PassRecorder, PassReport
 from ._rules import MissingFieldError
@@ -45,11 +46,13 @@ async def run_pass_with(
     now: datetime | None = None,
     draining: trio.Event | None = None,
     recorder: PassRecorder | None = None,
+    notifier: Notifier | None = None,
 ) -> PassReport:
     """Run one pass against ``hub``. Never raises for hub trouble: the report says what happened.
 
     ``now`` is the instant idleness is measured from (default: the wall clock at the start of the pass).
     Setting ``draining`` stops fetching pages and taking new users; what is in flight finishes.
+    ``notifier`` (a long-running culler's) warns users before their servers are culled.
     """
     now = datetime.now(UTC) if now is None else now
     draining = trio.Event() if draining is None else draining
@@ -70,7 +73,7 @@ async def run_pass_with(
         recorder.error("version", error)
         # Not logged here: the pass summary carries `aborted`, and an operator should read it once per pass.
         recorder.aborted = _abort_message(error, config)
-        return recorder.finish(trio.current_time())
+        return _finish(recorder, notifier)
     recorder.hub_version = info.version
     if not info.has_pagination:
         log.debug("Hub %s has no pagination: reading the user list in one request", info.version)
@@ -95,7 +98,9 @@ async def run_pass_with(
                 )
                 async with receive:
                     for _ in range(workers):
-                        pass_nursery.start_soon(_worker, hub, config, now, receive.clone(), recorder, draining)
+                        pass_nursery.start_soon(
+                            _worker, hub, config, now, receive.clone(), recorder, draining, notifier
+                        )
             nursery.cancel_scope.cancel()
     except* HubAuthError as group:
         auth_error = first_leaf(group)
@@ -108,6 +113,14 @@ async def run_pass_with(
             recorder.aborted = _abort_message(auth_error, config)
     if draining.is_set():
         recorder.interrupted = True
+    return _finish(recorder, notifier)
+
+
+def _finish(recorder: PassRecorder, notifier: Notifier | None) -> PassReport:
+    if notifier is not None:
+        # Only a pass that saw every user may forget the warned servers it did not see.
+        complete = recorder.aborted is None and not recorder.interrupted and not recorder.pages_failed
+        recorder.warnings_sent, recorder.warnings_failed = notifier.end_pass(complete=complete)
     return recorder.finish(trio.current_time())
 
 
@@ -119,15 +132,22 @@ def _wanted_predicate(config: Config, now: datetime) -> Callable[[User], bool] |
     if config.cull_arbiter_hook is not None or log.isEnabledFor(logging.DEBUG):
         return None
     table = config.rule_table
-    if table:
+    if table or config.warn_before:
+        warn_before = timedelta(seconds=config.warn_before)
+
+        def to_handle(server: Server, policy: Policy) -> bool:
+            if decide_server(server, policy=policy, now=now).acts:
+                return True
+            if not warn_before:
+                return False
+            # A server about to enter its warning window must reach a worker too.
+            due = cull_time(server, policy=policy)
+            return due is not None and due[0] - now <= warn_before
 
         def wanted_by_rules(user: User) -> bool:
             if not user.servers:
                 return table.for_user(user).policy.cull_users
-            return any(
-                decide_server(server, policy=table.for_server(user, server).policy, now=now).acts
-                for server in user.servers.values()
-            )
+            return any(to_handle(server, table.for_server(user, server).policy) for server in user.servers.values())
 
         return wanted_by_rules
     policy = config.policy
@@ -170,6 +190,7 @@ async def _worker(
     receive: trio.MemoryReceiveChannel[User],
     recorder: PassRecorder,
     draining: trio.Event,
+    notifier: Notifier | None,
 ) -> None:
     async with receive:
         while (user := await _next_user(receive)) is not None:
@@ -177,7 +198,7 @@ async def _worker(
                 # Handed over just before the drain began: a stop is a stop, so no new request now.
                 continue
             try:
-                await _handle_user(hub, config, now, user, recorder)
+                await _handle_user(hub, config, now, user, recorder, notifier)
             except (HubAuthError, trio.Cancelled):
                 raise
             except Exception as error:
@@ -201,18 +222,20 @@ async def _next_user(receive: trio.MemoryReceiveChannel[User]) -> User | None:
         return None
 
 
-async def _handle_user(hub: HubClient, config: Config, now: datetime, user: User, recorder: PassRecorder) -> None:
+async def _handle_user(
+    hub: HubClient, config: Config, now: datetime, user: User, recorder: PassRecorder, notifier: Notifier | None
+) -> None:
     # The pager vetted the whole page already; a worker still never decides with a rule it cannot evaluate.
     config.rule_table.check_visible(user)
     servers = list(user.servers.values())
     outcomes: list[Outcome] = []
     if len(servers) == 1:
-        outcomes.append(await _handle_server(hub, config, now, user, servers[0], recorder))
+        outcomes.append(await _handle_server(hub, config, now, user, servers[0], recorder, notifier))
     elif servers:
         # A user's servers are independent: stop them together, as the original does; the limiter still
         # bounds the requests.
         async def one(server: Server) -> None:
-            outcomes.append(await _handle_server(hub, config, now, user, server, recorder))
+            outcomes.append(await _handle_server(hub, config, now, user, server, recorder, notifier))
 
         async with trio.open_nursery() as nursery:
             for server in servers:
@@ -229,7 +252,13 @@ async def _handle_user(hub: HubClient, config: Config, now: datetime, user: User
 
 
 async def _handle_server(
-    hub: HubClient, config: Config, now: datetime, user: User, server: Server, recorder: PassRecorder
+    hub: HubClient,
+    config: Config,
+    now: datetime,
+    user: User,
+    server: Server,
+    recorder: PassRecorder,
+    notifier: Notifier | None,
 ) -> Outcome:
     verdict = None
     matched = config.rule_table.for_server(user, server)
@@ -251,6 +280,8 @@ async def _handle_server(
                 log.exception("cull_arbiter_hook failed for %s; not culling it", user.name)
                 return Outcome.FAILED
     decision = decide_server(server, policy=policy, now=now, arbiter_says_cull=verdict)
+    if notifier is not None and not policy.exempt and _warned_first(notifier, user, server, policy, decision, now):
+        return Outcome.KEPT
     if not decision.acts:
         if log.isEnabledFor(logging.DEBUG):
             label = f"{user.name}/{server.name}" if server.name else user.name
@@ -265,6 +296,39 @@ async def _handle_server(
     return await stop_server(
         hub, user.name, server.name, decision, dry_run=config.dry_run, recorder=recorder, matched=matched
     )
+
+
+def _warned_first(
+    notifier: Notifier, user: User, server: Server, policy: Policy, decision: Decision, now: datetime
+) -> bool:
+    """Warn the user of a server entering its warning window; True when a cull must wait for the notice the
+    warning promised (the server is kept this pass)."""
+    due = cull_time(server, policy=policy)
+    if due is None and not decision.acts:
+        return False
+    # An arbiter hook may cull a server with no cull time by the timeout: then it is due now.
+    at, rule = (due[0], due[1]) if due is not None else (now, decision.rule)
+    inactive, _age = server_idle_time(server, now)
+    warning = CullWarning(
+        user=user.name,
+        server=server.name,
+        cull_at=at,
+        reason=decision.rule if decision.acts else rule,
+        idle_seconds=None if inactive is None else inactive.total_seconds(),
+        user_model=user.model,
+        server_model=server.model,
+    )
+    wait = notifier.hold(warning, due=at, now=now, culling=decision.acts)
+    if wait is None:
+        return False
+    label = f"{user.name}/{server.name}" if server.name else user.name
+    log.info(
+        "Not culling server %s before %s: its user was warned",
+        label,
+        wait.isoformat(),
+        extra={"user": user.name, "server": server.name, "event": "cull_deferred"},
+    )
+    return True
 
 
 def _seconds(delta: timedelta) -> float | int:

@@ -48,6 +48,14 @@ class Metrics:
         self.servers_pending = Counter(
             "trio_culler_servers_stop_pending", "Stops the hub answered 202 (still stopping).", registry=r
         )
+        self.warnings = Counter(
+            "trio_culler_warnings",
+            "Warnings before a cull, by outcome: sent, or failed (hook or --warn-url).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("sent", "failed"):
+            self.warnings.labels(outcome=outcome)
         self.skipped = Counter("trio_culler_users_skipped", "Users skipped because unreadable.", registry=r)
 
     def observe(self, report: PassReport) -> None:
@@ -67,6 +75,8 @@ class Metrics:
         self.users_seen.set(report.users_seen)
         self.servers_seen.set(report.servers_seen)
         self.servers_pending.inc(report.servers_pending)
+        self.warnings.labels(outcome="sent").inc(report.warnings_sent)
+        self.warnings.labels(outcome="failed").inc(report.warnings_failed)
 
     def serve(self, port: int, address: str = "127.0.0.1") -> int:
         """Serve ``/metrics`` on a background thread; returns the bound port (useful with port 0)."""

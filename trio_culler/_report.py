@@ -89,6 +89,9 @@ class PassReport:
     #: MAX_UPCOMING_KEPT), and how many are due in all, by limit.
     upcoming: Sequence[Forecast] = ()
     upcoming_due: Mapping[str, int] = attrs.field(factory=dict)
+    #: Warnings delivered, and failed (hook or URL), since the previous pass's report.
+    warnings_sent: int = 0
+    warnings_failed: int = 0
 
     @property
     def error_count(self) -> int:
@@ -113,6 +116,8 @@ class PassReport:
             "skipped": self.skipped,
             "errors": self.error_count,
             "dry_run": self.dry_run,
+            "warnings_sent": self.warnings_sent,
+            "warnings_failed": self.warnings_failed,
         }
 
     def summary(self) -> str:
@@ -126,6 +131,8 @@ class PassReport:
             f"{self.users_culled if self.dry_run else self.users_deleted} users, "
             f"{self.skipped} skipped, {self.error_count} errors, {self.pages} pages"
         )
+        if self.warnings_sent or self.warnings_failed:
+            text += f", warnings {self.warnings_sent} sent, {self.warnings_failed} failed"
         if self.aborted:
             text += f"; {self.aborted}"
         return text
@@ -159,6 +166,8 @@ class PassRecorder:
     culls: deque[CullRecord] = attrs.field(factory=lambda: deque(maxlen=MAX_CULLS_KEPT))
     #: Set by the engine once it knows the policy; the pager shows it every user it reads.
     upcoming: Upcoming | None = None
+    warnings_sent: int = 0
+    warnings_failed: int = 0
 
     def cull(self, record: CullRecord) -> None:
         self.culls.append(record)
@@ -193,6 +202,8 @@ class PassRecorder:
             culls=tuple(self.culls),
             upcoming=() if self.upcoming is None else self.upcoming.soonest(),
             upcoming_due={} if self.upcoming is None else dict(self.upcoming.due),
+            warnings_sent=self.warnings_sent,
+            warnings_failed=self.warnings_failed,
         )
 
     def progress_line(self) -> str:

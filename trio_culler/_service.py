@@ -25,6 +25,7 @@ from ._config import Config
 from ._engine import run_pass_with
 from ._errors import HubAuthError, HubError
 from ._hub import HubClient, HubStatistics, open_hub_client
+from ._notify import Notifier, open_notifier
 from ._report import PassRecorder, PassReport
 
 if TYPE_CHECKING:
@@ -89,7 +90,8 @@ class Culler:
                 if not await self._wait_for_hub(hub):
                     return
                 task_status.started(self)
-                await self._loop(hub)
+                async with open_notifier(self.config) as notifier:
+                    await self._loop(hub, notifier)
 
     def stop(self, grace: float = DEFAULT_GRACE) -> None:
         """Stop gracefully: no new page or user is taken, requests in flight get ``grace`` seconds, then
@@ -127,7 +129,7 @@ class Culler:
             return True
         return False
 
-    async def _loop(self, hub: HubClient) -> None:
+    async def _loop(self, hub: HubClient, notifier: Notifier | None) -> None:
         next_start = trio.current_time()
         while not self._draining.is_set():
             with trio.move_on_at(next_start):
@@ -139,7 +141,7 @@ class Culler:
             self._started += 1
             self._running = True
             try:
-                report = await run_pass_with(hub, self.config, draining=self._draining)
+                report = await run_pass_with(hub, self.config, draining=self._draining, notifier=notifier)
             finally:
                 self._running = False
             self._publish(report)

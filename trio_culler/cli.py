@@ -29,6 +29,7 @@ from ._options import OPTIONS, load_config_file, parse_args, render_default_conf
 from ._progress import draw_progress_bar
 from ._redact import make_redactor
 from ._report import PassRecorder, PassReport
+from ._rules import load_rules_file
 from ._service import Culler, Reporter, run_pass
 from ._version import __version__
 
@@ -62,6 +63,9 @@ class Settings:
     generate_config: bool = False
     help: bool = False
     version: bool = False
+    #: ``--explain USER``: print how that user would be decided, act on nothing, exit.
+    explain: str | None = None
+    explain_server: str | None = None
 
     def public_dict(self) -> dict[str, Any]:
         values = self.config.public_dict()
@@ -86,6 +90,17 @@ def read_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
     values = {**load_config_file(config_path, required="config_file" in cli), **cli}
     if values.pop("debug", False):
         values["log_level"] = logging.DEBUG
+    rules_file = values.pop("rules_file", None)
+    if rules_file is not None:
+        if "rules" in values:
+            raise ConfigError("rules come from c.IdleCuller.rules or from --rules-file, not from both")
+        values["rules"] = load_rules_file(rules_file)
+    if values.get("once") and values.get("warn_before"):
+        raise ConfigError(
+            "--warn-before needs the long-running culler, which remembers whom it warned; not with --once"
+        )
+    if "explain_server" in values and "explain" not in values:
+        raise ConfigError("--explain-server needs --explain=USER")
     config_values = {key: values.pop(key) for key in list(values) if key in _CONFIG_FIELDS}
     for key in ("config_file",):
         values.pop(key, None)

@@ -84,11 +84,14 @@ def load_config_file(path: str, *, required: bool) -> dict[str, Any]:
                 logging.getLogger("trio_culler").warning(
                     "Ignoring c.%s.%s in %s: not a culler option", section, key, path
                 )
-            elif key == "cull_arbiter_hook":
+            elif key in ("cull_arbiter_hook", "warn_hook"):
                 if value is None:
                     continue
                 if not callable(value):
-                    raise ConfigError(f"c.IdleCuller.cull_arbiter_hook in {path} must be callable")
+                    raise ConfigError(f"c.IdleCuller.{key} in {path} must be callable")
+                values[key] = value
+            elif key == "rules":
+                # Structured (and every problem named by index and key) by Config's converter.
                 values[key] = value
             elif key in ("config_file", "generate_config"):
                 continue

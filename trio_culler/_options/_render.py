@@ -27,6 +27,13 @@ def render_default_config() -> str:
     lines.append("## A callable (inactive, inactive_limit, server) -> bool, sync or async, consulted instead of")
     lines.append("## `inactive >= timeout` for every ready server with a known idle time.")
     lines.append("# c.IdleCuller.cull_arbiter_hook = None")
+    lines.append("")
+    lines.append("## Rules per user, group, server and profile; the first that matches decides (see the README), e.g.")
+    lines.append('##   [{"users": ["svc-*"], "cull": False}, {"groups": ["overnight"], "timeout": 86400}]')
+    lines.append("# c.IdleCuller.rules = []")
+    lines.append("")
+    lines.append("## A callable (user, server, cull_at), sync or async, called --warn-before seconds before a cull.")
+    lines.append("# c.IdleCuller.warn_hook = None")
     return "\n".join(lines) + "\n"
 
 

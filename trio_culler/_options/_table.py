@@ -117,6 +117,24 @@ OPTIONS: dict[str, Option] = {
     "progress-interval": value("progress_interval", "Seconds between progress lines during a pass.", FLOAT, 10),
     "max-retries": value("max_retries", "Retries of a request that failed transiently.", INT, 5),
     "grace-period": value("grace_period", "Seconds in-flight requests get after SIGTERM/SIGINT.", FLOAT, 5),
+    "rules-file": value(
+        "rules_file", "A TOML ([[rules]] tables) or JSON file of rules per user, group, server and profile."
+    ),
+    "warn-before": value(
+        "warn_before",
+        "Warn a server's user this many seconds before its cull (needs --warn-url or warn_hook); 0: off.",
+        FLOAT,
+        0,
+    ),
+    "warn-url": value("warn_url", "POST a JSON warning here before a cull (never with the hub token)."),
+    "explain": value(
+        "explain",
+        "Print, without acting, how this user's servers would be decided (rule, idle time, limits) and exit.",
+        configurable=False,
+    ),
+    "explain-server": value(
+        "explain_server", 'With --explain: only this server ("" is the default one).', configurable=False
+    ),
     "use-proxy-env": switch("use_proxy_env", "Route hub traffic through HTTP(S)_PROXY (off: ignored).", default=False),
     "status-page": switch(
         "status_page",

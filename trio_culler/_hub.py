@@ -327,6 +327,17 @@ class HubClient:
                 skipped.append(SkippedItem(self._redact(label), self._redact(str(error))))
         return Page(users, skipped, total, offset, page_limit)
 
+    async def get_user(self, name: str) -> User | None:
+        """One user's model (``GET /users/{name}``, for ``--explain``); None when the hub has no such user."""
+        target = f"/users/{quote_segment(name)}"
+        response = await self._request("get_user", "GET", target, ok=_GET_USER_OK)
+        if response.status == 404:
+            return None
+        try:
+            return structure_user(self._json(response, "GET", target))
+        except ModelError as error:
+            raise HubProtocolError(self._redact(f"GET {self._base}{target}: {error}")) from None
+
     async def stop_server(self, user: str, server: str, *, remove: bool = False) -> StopOutcome:
         if server:
             target = f"/users/{quote_segment(user)}/servers/{quote_segment(server)}"
@@ -365,6 +376,7 @@ class HubClient:
 _PAGINATED = (("Accept", PAGINATION_MEDIA_TYPE),)
 _JSON_BODY = (("Content-Type", "application/json"),)
 _LIST_OK = frozenset({200})
+_GET_USER_OK = frozenset({200, 404})
 _STOP_OK = frozenset({200, 202, 204, 404})
 _DELETE_USER_OK = frozenset({200, 204, 404})
 

@@ -158,6 +158,17 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     except ConfigError as error:
         log.error("%s", error, extra={"event": "startup_error"})
         return 2
+    if settings.explain is not None:
+        from ._explain import run_explain
+
+        return trio.run(
+            lambda: run_explain(
+                settings.config,
+                settings.explain or "",
+                server=settings.explain_server,
+                json_format=settings.log_format == "json",
+            )
+        )
     reporters: list[Reporter] = []
     try:
         status_page = _status_page(settings, environ)

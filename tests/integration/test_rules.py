@@ -49,7 +49,8 @@ c.JupyterHub.services.append({"name": "culler-nogroups", "api_token": env["TRIO_
 c.JupyterHub.load_roles.append(
     {
         "name": "culler-nogroups-role",
-        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers", "admin:users"],
+        # Without admin:users, which implies read:users and so read:users:groups.
+        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
         "services": ["culler-nogroups"],
     }
 )

@@ -211,7 +211,7 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def receiver() -> Iterator[tuple[str, list[tuple[dict[str, Any], dict[str, str]]]]]:
-    posts: ClassVar[list[tuple[dict[str, Any], dict[str, str]]]] = []
+    posts: list[tuple[dict[str, Any], dict[str, str]]] = []
     handler = type("Receiver", (_Receiver,), {"posts": posts})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -214,22 +214,31 @@ def test_the_first_matching_rule_decides(table: list[Rule], user: User, base: Po
 def test_an_exempting_rule_is_never_overridden(
     before: list[Rule], exempting: Rule, after: list[Rule], user: User, base: Policy, later: timedelta
 ) -> None:
-    exempting = attrs.evolve(exempting, cull=False)
+    # Earlier rules that cannot match this user, then an exempting rule that matches it (whatever else it
+    # says), then anything: no later rule, no time, no arbiter verdict, no kind toggle culls or deletes.
+    before = [attrs.evolve(rule, users=("nobody-*",)) for rule in before]
+    exempting = attrs.evolve(exempting, users=(user.name,), groups=None, admin=None, cull=False)
+    if exempting.is_server_rule:
+        exempting = attrs.evolve(exempting, servers=None, user_options=None)
+    long_idle = Server(
+        name="x-idle", ready=True, url="/u/x/", started=NOW - 1000 * H, last_activity=NOW - 999 * H, user_options={}
+    )
+    user = attrs.evolve(user, servers={**user.servers, "x-idle": long_idle}, created=NOW - 2000 * H)
     table = RuleTable([*before, exempting, *after], base)
-    exempt_index = len(before)
     for server in user.servers.values():
         matched = table.for_server(user, server)
-        if matched.index == exempt_index:
-            for now in (NOW, NOW + later, NOW + 1000 * H):
-                for verdict in (None, True):
-                    assert decide_server(server, policy=matched.policy, now=now, arbiter_says_cull=verdict).action is (
-                        Action.KEEP
-                    )
-            assert cull_time(server, policy=matched.policy) is None
+        assert matched.index == len(before)
+        for now in (NOW, NOW + later, NOW + 1000 * H):
+            for verdict in (None, True):
+                decision = decide_server(server, policy=matched.policy, now=now, arbiter_says_cull=verdict)
+                assert decision.action is Action.KEEP
+        assert cull_time(server, policy=matched.policy) is None
     matched_user = table.for_user(user)
-    if matched_user.index == exempt_index:
-        for now in (NOW, NOW + 1000 * H):
-            assert decide_user(user, policy=matched_user.policy, now=now, servers_left=0).action is Action.KEEP
+    assert matched_user.index == len(before)
+    for now in (NOW, NOW + 1000 * H):
+        assert decide_user(user, policy=matched_user.policy, now=now, servers_left=0).action is Action.KEEP
+    # The long-idle server (which the global options may well cull) is under the exemption too.
+    assert table.for_server(user, long_idle).policy.exempt
 
 
 @given(users(), policies(), st.none() | st.booleans())

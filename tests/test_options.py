@@ -23,8 +23,9 @@ def test_every_option_has_a_kind_and_actions_stay_on_the_command_line() -> None:
 
 def test_every_dest_lands_somewhere() -> None:
     # read_settings() hands Config fields to Config and everything else to Settings: a dest in neither is lost.
-    # read_settings() itself consumes config_file and debug.
-    homes = {f.name for f in attrs.fields(Config)} | {f.name for f in attrs.fields(Settings)} | {"config_file", "debug"}
+    # read_settings() itself consumes config_file, debug and rules_file (read into Config.rules).
+    consumed = {"config_file", "debug", "rules_file"}
+    homes = {f.name for f in attrs.fields(Config)} | {f.name for f in attrs.fields(Settings)} | consumed
     for name, option in OPTIONS.items():
         assert option.dest in homes, f"--{name}: nothing reads {option.dest!r}"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from trio_culler import Action, Config, ConfigError, Policy, Server, User, decid
 from trio_culler._decide import server_idle_time
 from trio_culler._forecast import cull_time
 from trio_culler._models import structure_user
+from trio_culler._options import load_config_file
 from trio_culler._rules import (
     MissingFieldError,
     Rule,
@@ -106,6 +108,21 @@ def test_config_structures_rules_and_refuses_bad_ones() -> None:
     assert config.public_dict()["rules"] == ISSUE_EXAMPLE
     with pytest.raises(ConfigError, match=r"c\.IdleCuller\.rules: rules\[0\]\.servers"):
         Config(api_token="t", rules=[{"servers": "scratch-*"}])
+
+
+def test_the_readme_examples_are_the_same_rules(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Rules per user, group, server and profile", 1)[1].split("\n## ", 1)[0]
+    python = re.search(r"```python\n(.*?)```", section, re.S)
+    toml = re.search(r"```toml\n(.*?)```", section, re.S)
+    assert python is not None
+    assert toml is not None
+    config = tmp_path / "culler_config.py"
+    config.write_text(python.group(1), encoding="utf-8")
+    rules = tmp_path / "rules.toml"
+    rules.write_text(toml.group(1), encoding="utf-8")
+    from_python = load_config_file(str(config), required=True)["rules"]
+    assert structure_rules(from_python) == load_rules_file(str(rules)) == structure_rules(ISSUE_EXAMPLE)
 
 
 def test_toml_and_json_files(tmp_path: Path) -> None:

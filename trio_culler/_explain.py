@@ -22,8 +22,9 @@ from typing import Any, TextIO
 import attrs
 
 from ._config import Config, Policy
-from ._decide import Decision, cull_time, decide_server, decide_user, format_duration, server_idle_time
+from ._decide import Decision, decide_server, decide_user, format_duration, server_idle_time
 from ._errors import HubError
+from ._forecast import cull_time
 from ._models import Server, User
 from ._rules import MatchedRule, MissingFieldError
 

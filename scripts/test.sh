@@ -7,6 +7,11 @@
 # It creates .venv (Python >= 3.11) with the project and its test extras (JupyterHub and jupyter_server from
 # PyPI among them), installs configurable-http-proxy from npm and Debian's chromium when they are missing,
 # and runs ruff, mypy and pytest. Safe to run again: every step is idempotent.
+#
+# The whole suite (no arguments, or FLOORS=1) then proves the dependency floors: .venv-floors gets every runtime
+# dependency at the lowest version pyproject.toml allows (scripts/floor_constraints.py) and runs the unit tests
+# once more there: not the integration tests (a real JupyterHub brings its own, newer, versions of some of these)
+# nor the slow ones, to keep that second run to a minute or two. FLOORS=0 skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,4 +56,23 @@ if [ "$status" -eq 5 ]; then
   echo "pytest collected no tests: that is a failure" >&2
   exit 1
 fi
-exit "$status"
+if [ "$status" -ne 0 ]; then
+  exit "$status"
+fi
+
+if [ "${FLOORS:-$([ "$#" -eq 0 ] && echo 1 || echo 0)}" = 1 ]; then
+  FLOOR_VENV=${FLOOR_VENV:-.venv-floors}
+  echo "==> unit tests with every runtime dependency at its floor, in $FLOOR_VENV"
+  if [ ! -x "$FLOOR_VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$FLOOR_VENV"
+  fi
+  python scripts/floor_constraints.py > "$FLOOR_VENV/floors.txt"
+  cat "$FLOOR_VENV/floors.txt"
+  # The constraints pin the project's own dependencies; the test tools are whatever pip finds beside them.
+  "$FLOOR_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+  "$FLOOR_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c "$FLOOR_VENV/floors.txt" \
+    -e . pytest pytest-trio hypothesis trustme pyyaml
+  "$FLOOR_VENV/bin/python" -m pip check
+  "$FLOOR_VENV/bin/python" -m pytest -p no:cacheprovider -q -m "not slow and not integration" \
+    --ignore=tests/integration tests
+fi

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import logging
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
 import httpx
+import pytest
 import trio
 import trio.testing
 
@@ -188,3 +191,60 @@ async def test_an_embedding_application_runs_the_culler_in_its_own_nursery(
     assert len(reports) == 3  # t = 0, 10, 20
     assert reports[0].servers_stopped == 3
     assert ticks >= 25
+
+
+async def test_run_pass_now_between_passes_starts_one_early_and_callers_share_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub = idle_hub(4)
+    async with hub.running(), open_culler(config(cull_every=3600), transport=hub.transport()) as culler:
+        await trio.sleep(10)  # the first pass is done; the next is an hour away
+        assert culler.statistics().passes_completed == 1
+        assert not culler.statistics().pass_running
+        woken_at = trio.current_time()
+        reports: list[PassReport] = []
+        async with trio.open_nursery() as callers:
+            for _ in range(3):
+                callers.start_soon(lambda: _append(reports, culler.run_pass_now()))
+        assert trio.current_time() - woken_at < 60, "woken early, not at the scheduled hour"
+        assert culler.statistics().passes_completed == 2, "three callers, one early pass"
+        assert reports[0] is reports[1] is reports[2] is culler.last_report
+
+
+async def _append(reports: list[PassReport], report: Awaitable[PassReport]) -> None:
+    reports.append(await report)
+
+
+async def test_every_pass_is_logged_once_and_reported_once(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub = idle_hub(3)
+    caplog.set_level(logging.INFO, logger="trio_culler")
+    reports: list[PassReport] = []
+    async with (
+        hub.running(),
+        open_culler(config(cull_every=10), transport=hub.transport(), reporters=[reports.append]) as culler,
+    ):
+        await trio.sleep(25)
+        culler.stop()
+    summaries = [r for r in caplog.records if getattr(r, "event", None) == "pass"]
+    assert len(reports) == len(summaries) == 3
+    assert [r.getMessage() for r in summaries] == [report.summary() for report in reports]
+
+
+async def test_run_pass_logs_and_reports_its_pass_and_survives_a_failing_reporter(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub = idle_hub(2)
+    caplog.set_level(logging.INFO, logger="trio_culler")
+    seen: list[PassReport] = []
+
+    def broken(report: PassReport) -> None:
+        raise RuntimeError("reporter bug")
+
+    async with hub.running():
+        report = await run_pass(config(), transport=hub.transport(), reporters=[broken, seen.append])
+    assert seen == [report], "a failing reporter does not keep the report from the next one"
+    assert report.servers_stopped == 2
+    assert [r.getMessage() for r in caplog.records if getattr(r, "event", None) == "pass"] == [report.summary()]
+    assert any(r.getMessage() == "A pass reporter failed" for r in caplog.records)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import attrs
 
+from ._report import PassReport
 from ._service import run_pass
 from .testing import FakeHub, open_fake_hub
 
@@ -29,24 +29,6 @@ DEMO_IDLE_FRACTION = 0.3
 DEMO_SEED = 2026
 #: How long a stop takes at the simulated hub: a few milliseconds, like a local spawner.
 DEMO_STOP_LATENCY = 0.005
-
-
-class _Culls(logging.Handler):
-    """Collects the culler's cull decisions from its log records (the same lines an operator reads)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.culls: list[tuple[str, str]] = []
-        self.rules: Counter[str] = Counter()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        fields = record.__dict__
-        if fields.get("action") in ("stop", "remove", "delete_user") and "error" not in fields:
-            kind = "user" if fields["action"] == "delete_user" else "server"
-            self.rules[f"{kind}s {fields.get('rule')}"] += 1
-            user, server = str(fields.get("user")), fields.get("server") or ""
-            what = f"user {user} deleted" if kind == "user" else f"server {user}{'/' + server if server else ''}"
-            self.culls.append((what, str(fields.get("reason"))))
 
 
 async def run_demo(settings: Settings) -> int:
@@ -69,9 +51,6 @@ async def run_demo(settings: Settings) -> int:
         f"Simulated hub: {len(population.users)} users, {len(population.idle) + len(population.active)} servers, "
         f"{len(population.idle)} idle for longer than the {settings.config.timeout:g} s timeout"
     )
-    collector = _Culls()
-    culler_log = logging.getLogger("trio_culler")
-    culler_log.addHandler(collector)
     quieted = []
     if settings.log_level > logging.DEBUG:
         # One line per cull would be thousands of lines: the demo prints a digest of them below instead.
@@ -82,17 +61,11 @@ async def run_demo(settings: Settings) -> int:
         async with hub.running(), open_fake_hub(hub) as api_url:
             print(f"Serving it at {api_url}; running one pass of the real culler against it...")
             config = attrs.evolve(settings.config, url=api_url, api_token=token)
-            report = await run_pass(config, now=now)
+            report = await run_pass(config, now=now, reporters=[_print_culls])
             await hub.wait_stops_done()
     finally:
-        culler_log.removeHandler(collector)
         for handler, level in quieted:
             handler.setLevel(level)
-    print(report.summary())
-    print("Culled, by rule: " + ", ".join(f"{count} {rule}" for rule, count in sorted(collector.rules.items())))
-    print("A sample of what was culled, and why:")
-    for what, reason in collector.culls[:8]:
-        print(f"  {what}: {reason}")
     stats = hub.statistics()
     stopped = set(stats.stop_requests)
     missed = population.idle - stopped
@@ -111,3 +84,17 @@ async def run_demo(settings: Settings) -> int:
         f"{len(wrongly)} active servers stopped, {len(twice)} stopped twice"
     )
     return 0 if not missed and not wrongly and not twice and report.ok else 1
+
+
+def _print_culls(report: PassReport) -> None:
+    """The demo's pass reporter: the summary, the culls by rule, and a sample of them with their reasons."""
+    print(report.summary())
+    by_rule = [f"{count} servers {rule}" for rule, count in sorted(report.servers_culled.items())]
+    print("Culled, by rule: " + ", ".join([*by_rule, f"{report.users_culled} users"]))
+    print("A sample of what was culled, and why:")
+    servers = [cull for cull in report.culls if cull.server is not None]
+    users = [cull for cull in report.culls if cull.server is None]
+    for cull in servers[:6]:
+        print(f"  server {cull.user}{'/' + cull.server if cull.server else ''}: {cull.reason}")
+    for cull in users[:3]:
+        print(f"  user {cull.user} deleted: {cull.reason}")

@@ -6,9 +6,10 @@ progress log lines (``--progress-interval``) cover every other case.
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from typing import TextIO
 
-import trio
+from trio_util import periodic
 
 from ._report import PassRecorder
 
@@ -34,10 +35,11 @@ def render_progress_bar(recorder: PassRecorder, width: int = BAR_WIDTH) -> str:
 async def draw_progress_bar(recorder: PassRecorder, stream: TextIO) -> None:
     """Redraw until cancelled; the caller cancels it when the pass ends (and a final newline is written)."""
     try:
-        while True:
-            stream.write("\r" + render_progress_bar(recorder) + "\x1b[K")
-            stream.flush()
-            await trio.sleep(REDRAW_INTERVAL)
+        # aclosing: periodic() is an async generator, and a cancelled one must be closed in this task.
+        async with aclosing(periodic(REDRAW_INTERVAL)) as redraws:
+            async for _ in redraws:
+                stream.write("\r" + render_progress_bar(recorder) + "\x1b[K")
+                stream.flush()
     finally:
         stream.write("\r" + render_progress_bar(recorder) + "\x1b[K\n")
         stream.flush()

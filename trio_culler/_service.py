@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 import trio
+from trio_util import AsyncValue, wait_any
 
 from ._config import Config
 from ._engine import run_pass_with
@@ -67,10 +68,11 @@ class Culler:
         self._hub: HubClient | None = None
         self._scope = trio.CancelScope()
         self._draining = trio.Event()
-        self._wake = trio.Event()
-        self._completed = trio.Event()
-        self._started = 0
-        self._finished = 0
+        # Pass numbers: the last one started, finished, and asked for by run_pass_now() (the loop starts that
+        # one at once instead of waiting for its schedule).
+        self._started = AsyncValue(0)
+        self._finished = AsyncValue(0)
+        self._requested = AsyncValue(0)
         self._running = False
         #: The report of the last pass that finished, or None before the first one.
         self.last_report: PassReport | None = None
@@ -80,7 +82,7 @@ class Culler:
 
     def statistics(self) -> CullerStatistics:
         hub = self._hub.statistics() if self._hub is not None else HubStatistics()
-        return CullerStatistics(self._started, self._finished, self._running, hub)
+        return CullerStatistics(self._started.value, self._finished.value, self._running, hub)
 
     async def serve(self, *, task_status: trio.TaskStatus[Culler] = trio.TASK_STATUS_IGNORED) -> None:
         """Run passes until :meth:`stop`. Reports started (with ``self``) once the hub answered."""
@@ -97,15 +99,13 @@ class Culler:
         """Stop gracefully: no new page or user is taken, requests in flight get ``grace`` seconds, then
         whatever is left is cancelled. Safe to call more than once; ``grace=0`` stops at once."""
         self._draining.set()
-        self._wake.set()
         self._scope.deadline = min(self._scope.deadline, trio.current_time() + grace)
 
     async def run_pass_now(self) -> PassReport:
         """Start a pass now (or right after the one running) and return its report."""
-        target = self._started + 1
-        self._wake.set()
-        while self._finished < target:
-            await self._completed.wait()
+        target = self._started.value + 1
+        self._requested.value = max(self._requested.value, target)
+        await self._finished.wait_value(lambda finished: finished >= target)
         assert self.last_report is not None
         return self.last_report
 
@@ -130,36 +130,40 @@ class Culler:
         return False
 
     async def _loop(self, hub: HubClient, notifier: Notifier | None) -> None:
+        # Start-to-start spacing, as the original's PeriodicCallback; an overlong pass is followed at once. Not
+        # trio_util.periodic(): its sleep cannot be cut short, and run_pass_now() must start a pass early.
         next_start = trio.current_time()
-        while not self._draining.is_set():
+        while True:
             with trio.move_on_at(next_start):
-                await self._wake.wait()
+                await wait_any(self._draining.wait, self._wait_requested)
             if self._draining.is_set():
                 return
-            self._wake = trio.Event()
             started = trio.current_time()
-            self._started += 1
+            self._started.value += 1
             self._running = True
             try:
                 report = await run_pass_with(hub, self.config, draining=self._draining, notifier=notifier)
             finally:
                 self._running = False
-            self._publish(report)
-            # Start-to-start spacing, as the original's PeriodicCallback; an overlong pass is followed at once.
+            self.last_report = report
+            publish(report, self._reporters)
+            self._finished.value += 1
             next_start = started + self.config.interval
 
-    def _publish(self, report: PassReport) -> None:
-        self.last_report = report
-        self._finished += 1
-        level = logging.ERROR if report.aborted else logging.INFO
-        log.log(level, report.summary(), extra=report.log_fields())
-        for reporter in self._reporters:
-            try:
-                reporter(report)
-            except Exception:
-                log.exception("A pass reporter failed")
-        self._completed.set()
-        self._completed = trio.Event()
+    async def _wait_requested(self) -> None:
+        await self._requested.wait_value(lambda requested: requested > self._started.value)
+
+
+def publish(report: PassReport, reporters: Sequence[Reporter]) -> None:
+    """The end of every pass, whoever ran it: the one summary line, then each reporter (one failing reporter
+    neither stops the others nor the culler)."""
+    level = logging.ERROR if report.aborted else logging.INFO
+    log.log(level, report.summary(), extra=report.log_fields())
+    for reporter in reporters:
+        try:
+            reporter(report)
+        except Exception:
+            log.exception("A pass reporter failed")
 
 
 async def serve(
@@ -201,11 +205,14 @@ async def run_pass(
     now: datetime | None = None,
     draining: trio.Event | None = None,
     recorder: PassRecorder | None = None,
+    reporters: Sequence[Reporter] = (),
 ) -> PassReport:
     """One complete pass with its own HTTP client; returns the report (it never raises for hub trouble).
 
-    ``draining``, once set, ends the pass early and gracefully; ``recorder`` lets a caller watch the counters
-    while the pass runs (the CLI's progress bar does)."""
+    The report is logged (the one summary line) and handed to each of ``reporters``, as after every pass of
+    :class:`Culler`. ``draining``, once set, ends the pass early and gracefully; ``recorder`` lets a caller
+    watch the counters while the pass runs (the CLI's progress bar does)."""
     async with open_hub_client(config, transport=transport) as hub:
         report = await run_pass_with(hub, config, now=now, draining=draining, recorder=recorder)
+    publish(report, reporters)
     return report

@@ -13,12 +13,15 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
+from trio_util import run_and_cancelling
 
 from ._config import Config
 from ._errors import ConfigError, first_leaf
@@ -205,18 +208,16 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         return 2
 
 
-async def _watch_signals(signals: trio.abc.ReceiveChannel[int] | Any, first: Any, second: Any, grace: float) -> None:
-    count = 0
-    async for signum in signals:
-        count += 1
-        name = signal.Signals(signum).name
-        if count == 1:
-            log.info("Received %s: finishing requests in flight (up to %g s), then exiting", name, grace)
-            first()
-        else:
-            log.warning("Received %s again: exiting now", name)
-            second()
-            return
+async def _watch_signals(
+    signals: AsyncIterator[int], drain: Callable[[], None], stop_now: Callable[[], None], grace: float
+) -> None:
+    """The first SIGTERM/SIGINT drains (requests in flight get ``grace`` seconds); a second one stops at once."""
+    name = signal.Signals(await anext(signals)).name
+    log.info("Received %s: finishing requests in flight (up to %g s), then exiting", name, grace)
+    drain()
+    name = signal.Signals(await anext(signals)).name
+    log.warning("Received %s again: exiting now", name)
+    stop_now()
 
 
 def _status_page(settings: Settings, environ: Mapping[str, str]) -> StatusPage | None:
@@ -248,6 +249,8 @@ async def _run_service(settings: Settings, reporters: list[Reporter], status_pag
         reporters = [*reporters, status_page.history.observe]
     culler = Culler(settings.config, reporters=reporters)
     _log_start(settings)
+    grace = settings.grace_period
+    # The receiver is open before the culler starts, so that no signal falls into a gap as KeyboardInterrupt.
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             if status_page is not None:
@@ -261,19 +264,13 @@ async def _run_service(settings: Settings, reporters: list[Reporter], status_pag
                     where = f"{status_page.settings.bind_host}:{status_page.settings.bind_port}"
                     log.error("Status page: cannot listen on %s: %s", where, error.strerror or error)
                     return 2
-
-            async def serve_then_stop_watching() -> None:
-                await culler.serve()
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(serve_then_stop_watching)
-            nursery.start_soon(
-                _watch_signals,
-                signals,
-                lambda: culler.stop(settings.grace_period),
-                lambda: culler.stop(0),
-                settings.grace_period,
+            watcher = run_and_cancelling(
+                _watch_signals, signals, partial(culler.stop, grace), partial(culler.stop, 0), grace
             )
+            async with watcher:
+                await culler.serve()
+            # The status page lives as long as the culler.
+            nursery.cancel_scope.cancel()
     log.info("Stopped")
     return 0
 
@@ -281,35 +278,29 @@ async def _run_service(settings: Settings, reporters: list[Reporter], status_pag
 async def _run_once(settings: Settings, reporters: list[Reporter]) -> int:
     _log_start(settings)
     draining = trio.Event()
+    pass_scope = trio.CancelScope()
+    grace = settings.grace_period
+
+    def drain() -> None:
+        draining.set()
+        pass_scope.deadline = min(pass_scope.deadline, trio.current_time() + grace)
+
+    recorder = PassRecorder(started=datetime.now(UTC), started_at=trio.current_time(), dry_run=settings.config.dry_run)
     report: PassReport | None = None
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            pass_scope = trio.CancelScope()
-
-            def drain() -> None:
-                draining.set()
-                pass_scope.deadline = min(pass_scope.deadline, trio.current_time() + settings.grace_period)
-
-            recorder = PassRecorder(
-                started=datetime.now(UTC), started_at=trio.current_time(), dry_run=settings.config.dry_run
+        async with AsyncExitStack() as helpers:
+            await helpers.enter_async_context(
+                run_and_cancelling(_watch_signals, signals, drain, pass_scope.cancel, grace)
             )
-
-            async def one_pass() -> None:
-                nonlocal report
-                with pass_scope:
-                    report = await run_pass(settings.config, draining=draining, recorder=recorder, now=recorder.started)
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(one_pass)
             if settings.progress_bar and sys.stderr.isatty():
-                nursery.start_soon(draw_progress_bar, recorder, sys.stderr)
-            nursery.start_soon(_watch_signals, signals, drain, pass_scope.cancel, settings.grace_period)
+                await helpers.enter_async_context(run_and_cancelling(draw_progress_bar, recorder, sys.stderr))
+            with pass_scope:
+                report = await run_pass(
+                    settings.config, draining=draining, recorder=recorder, now=recorder.started, reporters=reporters
+                )
     if report is None:
         log.warning("Pass cancelled before it finished")
         return 0
-    log.log(logging.ERROR if report.aborted else logging.INFO, report.summary(), extra=report.log_fields())
-    for reporter in reporters:
-        reporter(report)
     if report.interrupted:
         return 0 if report.aborted is None and report.error_count == 0 else 1
     return 0 if report.ok else 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,7 +14,9 @@ import pytest
 import trio
 import trio.testing
 
-from trio_culler import Config, PassReport, run_pass
+import trio_culler._engine as engine
+from trio_culler import Config, Decision, PassReport, Server, decide_server, run_pass
+from trio_culler._report import MAX_CULLS_KEPT
 from trio_culler.testing import FakeHub, FakeServer, Population
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -447,3 +450,64 @@ async def test_users_listed_twice_are_handled_once(autojump_clock: trio.testing.
     assert report.duplicates > 0
     assert all(count == 1 for count in hub.statistics().stop_requests.values())
     assert_exact(hub, population)
+
+
+def count_decisions(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Count decide_server() calls per server (``user/name``), wherever the engine makes them."""
+    calls: Counter[str] = Counter()
+    real = decide_server
+
+    def counting(server: Server, **kwargs: Any) -> Decision:
+        calls[server.model["full_name"]] += 1
+        return real(server, **kwargs)
+
+    monkeypatch.setattr(engine, "decide_server", counting)
+    return calls
+
+
+@pytest.mark.parametrize("hook", [False, True], ids=["pager decides", "worker asks the arbiter hook"])
+async def test_each_server_is_decided_once(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, hook: bool
+) -> None:
+    hub, population = make_hub(200, idle=0.3, named_fraction=0.25)
+    calls = count_decisions(monkeypatch)
+    changes: dict[str, Any] = {"api_page_size": 1000}  # one page: every server is listed exactly once
+    if hook:
+        changes["cull_arbiter_hook"] = lambda inactive, inactive_limit, server: (
+            inactive.total_seconds() >= inactive_limit
+        )
+    report = await cull(hub, config(**changes))
+    assert_exact(hub, population)
+    servers = population.idle | population.active
+    assert calls == Counter({f"{user}/{server}": 1 for user, server in servers})
+    assert report.servers_stopped == len(population.idle)
+
+
+async def test_a_culled_server_is_decided_once_across_pages(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pages overlap (the walk re-reads), so a kept server may be decided again on a re-read; a culled one is
+    # decided in the pager and acted on with that decision, not decided again by the worker.
+    hub, population = make_hub(300, idle=0.4)
+    calls = count_decisions(monkeypatch)
+    await cull(hub, config(api_page_size=25))
+    assert_exact(hub, population)
+    assert {calls[f"{user}/{server}"] for user, server in population.idle} == {1}
+
+
+async def test_the_report_names_the_first_culls_with_their_decisions(autojump_clock: trio.testing.MockClock) -> None:
+    hub, population = make_hub(40, idle=0.5)
+    report = await cull(hub, config(cull_users=True))
+    servers = {(c.user, c.server) for c in report.culls if c.server is not None}
+    users = {c.user for c in report.culls if c.server is None}
+    assert servers == population.idle
+    assert users == population.idle_users
+    assert all(c.decision.acts and c.decision.reason for c in report.culls)
+    assert len(report.culls) == report.users_culled + sum(report.servers_culled.values())
+
+
+async def test_the_culls_kept_in_a_report_are_bounded(autojump_clock: trio.testing.MockClock) -> None:
+    hub, _population = make_hub(MAX_CULLS_KEPT + 50, idle=1.0)
+    report = await cull(hub, config())
+    assert report.servers_stopped == MAX_CULLS_KEPT + 50
+    assert len(report.culls) == MAX_CULLS_KEPT

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
+import attrs
 import trio
+from trio_util import run_and_cancelling
 
 from ._act import Outcome, delete_user, stop_server
 from ._config import Config, Policy
@@ -78,30 +80,28 @@ async def run_pass_with(
     if not info.has_pagination:
         log.debug("Hub %s has no pagination: reading the user list in one request", info.version)
     workers = config.concurrency or UNBOUNDED_WORKERS
-    send, receive = trio.open_memory_channel[User](0)
+    send, receive = trio.open_memory_channel[Work](0)
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_report_progress, recorder, config.progress_interval)
-            async with trio.open_nursery() as pass_nursery:
-                pass_nursery.start_soon(
-                    lambda: stream_users(
-                        hub,
-                        info,
-                        cull_users=config.rule_table.may_cull_users,
-                        page_size=config.api_page_size,
-                        send=send,
-                        recorder=recorder,
-                        draining=draining,
-                        wanted=_wanted_predicate(config, now),
-                        vet=_vet_predicate(config),
-                    )
+        async with (
+            run_and_cancelling(_report_progress, recorder, config.progress_interval),
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(
+                lambda: stream_users(
+                    hub,
+                    info,
+                    cull_users=config.rule_table.may_cull_users,
+                    page_size=config.api_page_size,
+                    send=send,
+                    recorder=recorder,
+                    draining=draining,
+                    triage=_triage(config, now),
+                    vet=_vet_predicate(config),
                 )
-                async with receive:
-                    for _ in range(workers):
-                        pass_nursery.start_soon(
-                            _worker, hub, config, now, receive.clone(), recorder, draining, notifier
-                        )
-            nursery.cancel_scope.cancel()
+            )
+            async with receive:
+                for _ in range(workers):
+                    nursery.start_soon(_worker, hub, config, now, receive.clone(), recorder, draining, notifier)
     except* HubAuthError as group:
         auth_error = first_leaf(group)
         assert isinstance(auth_error, HubAuthError)
@@ -124,40 +124,48 @@ def _finish(recorder: PassRecorder, notifier: Notifier | None) -> PassReport:
     return recorder.finish(trio.current_time())
 
 
-def _wanted_predicate(config: Config, now: datetime) -> Callable[[User], bool] | None:
-    """Which users a worker must see: those with a server to cull, or (with --cull-users) none left to run.
+@attrs.frozen
+class Work:
+    """A user handed to a worker, with the decision about each of its servers when the pager could make it."""
 
-    None (every user) when a cull_arbiter_hook must judge each server, or when DEBUG logging wants the
-    workers to explain every server they keep."""
-    if config.cull_arbiter_hook is not None or log.isEnabledFor(logging.DEBUG):
-        return None
+    user: User
+    #: server name -> decision; None when a cull_arbiter_hook must be awaited first (the worker decides).
+    decisions: Mapping[str, Decision] | None
+
+
+def _triage(config: Config, now: datetime) -> Callable[[User], Work | None]:
+    """What the pager sends the workers: users with a server to cull or about to enter its warning window, or
+    (where a rule lets users be deleted) none left to run; None for the others, which only get counted.
+
+    Each server is decided here, once, under the rule that matches it, and the worker acts on that decision.
+    Every user goes to the workers when a cull_arbiter_hook must judge each server (it is awaited, so only a
+    worker can ask it), or when DEBUG logging wants the workers to explain every server they keep."""
     table = config.rule_table
-    if table or config.warn_before:
-        warn_before = timedelta(seconds=config.warn_before)
+    hook = config.cull_arbiter_hook is not None
+    explain = log.isEnabledFor(logging.DEBUG)
+    warn_before = timedelta(seconds=config.warn_before)
 
-        def to_handle(server: Server, policy: Policy) -> bool:
-            if decide_server(server, policy=policy, now=now).acts:
-                return True
-            if not warn_before:
-                return False
-            # A server about to enter its warning window must reach a worker too.
-            due = cull_time(server, policy=policy)
-            return due is not None and due[0] - now <= warn_before
+    def entering_warning(server: Server, policy: Policy) -> bool:
+        # A server about to enter its warning window must reach a worker too, which warns its user.
+        if not warn_before:
+            return False
+        due = cull_time(server, policy=policy)
+        return due is not None and due[0] - now <= warn_before
 
-        def wanted_by_rules(user: User) -> bool:
-            if not user.servers:
-                return table.for_user(user).policy.cull_users
-            return any(to_handle(server, table.for_server(user, server).policy) for server in user.servers.values())
+    def triage(user: User) -> Work | None:
+        if hook:
+            return Work(user, None)
+        decisions: dict[str, Decision] = {}
+        wanted = explain
+        for name, server in user.servers.items():
+            policy = table.for_server(user, server).policy
+            decision = decisions[name] = decide_server(server, policy=policy, now=now)
+            wanted = wanted or decision.acts or entering_warning(server, policy)
+        if wanted or (not decisions and table.for_user(user).policy.cull_users):
+            return Work(user, decisions)
+        return None
 
-        return wanted_by_rules
-    policy = config.policy
-
-    def wanted(user: User) -> bool:
-        if not user.servers:
-            return policy.cull_users
-        return any(decide_server(server, policy=policy, now=now).acts for server in user.servers.values())
-
-    return wanted
+    return triage
 
 
 def _vet_predicate(config: Config) -> Callable[[User], None] | None:
@@ -178,6 +186,7 @@ def _abort_message(error: HubError, config: Config) -> str:
 
 
 async def _report_progress(recorder: PassRecorder, interval: float) -> None:
+    # Not trio_util.periodic(): that one yields at once, and the first line is due after one interval.
     while True:
         await trio.sleep(interval)
         log.info(recorder.progress_line(), extra={"event": "progress", "users_seen": recorder.users_seen})
@@ -187,18 +196,19 @@ async def _worker(
     hub: HubClient,
     config: Config,
     now: datetime,
-    receive: trio.MemoryReceiveChannel[User],
+    receive: trio.MemoryReceiveChannel[Work],
     recorder: PassRecorder,
     draining: trio.Event,
     notifier: Notifier | None,
 ) -> None:
     async with receive:
-        while (user := await _next_user(receive)) is not None:
+        async for work in receive:
             if draining.is_set():
                 # Handed over just before the drain began: a stop is a stop, so no new request now.
                 continue
+            user = work.user
             try:
-                await _handle_user(hub, config, now, user, recorder, notifier)
+                await _handle_user(hub, config, now, work, recorder, notifier)
             except (HubAuthError, trio.Cancelled):
                 raise
             except Exception as error:
@@ -207,36 +217,24 @@ async def _worker(
                 log.exception("Unexpected error handling user %s", user.name, extra={"user": user.name})
 
 
-async def _next_user(receive: trio.MemoryReceiveChannel[User]) -> User | None:
-    """The next user, or None when the pager is done. A user the pager is already offering is taken without a
-    trip through the scheduler; each user then costs a request, which waits, so workers still take turns."""
-    try:
-        return receive.receive_nowait()
-    except trio.WouldBlock:
-        pass
-    except trio.EndOfChannel:
-        return None
-    try:
-        return await receive.receive()
-    except trio.EndOfChannel:
-        return None
-
-
 async def _handle_user(
-    hub: HubClient, config: Config, now: datetime, user: User, recorder: PassRecorder, notifier: Notifier | None
+    hub: HubClient, config: Config, now: datetime, work: Work, recorder: PassRecorder, notifier: Notifier | None
 ) -> None:
+    user = work.user
     # The pager vetted the whole page already; a worker still never decides with a rule it cannot evaluate.
     config.rule_table.check_visible(user)
     servers = list(user.servers.values())
     outcomes: list[Outcome] = []
+
+    async def one(server: Server) -> None:
+        decided = None if work.decisions is None else work.decisions[server.name]
+        outcomes.append(await _handle_server(hub, config, now, user, server, decided, recorder, notifier))
+
     if len(servers) == 1:
-        outcomes.append(await _handle_server(hub, config, now, user, servers[0], recorder, notifier))
+        await one(servers[0])
     elif servers:
         # A user's servers are independent: stop them together, as the original does; the limiter still
         # bounds the requests.
-        async def one(server: Server) -> None:
-            outcomes.append(await _handle_server(hub, config, now, user, server, recorder, notifier))
-
         async with trio.open_nursery() as nursery:
             for server in servers:
                 nursery.start_soon(one, server)
@@ -257,29 +255,18 @@ async def _handle_server(
     now: datetime,
     user: User,
     server: Server,
+    decided: Decision | None,
     recorder: PassRecorder,
     notifier: Notifier | None,
 ) -> Outcome:
-    verdict = None
+    # The rule is matched again (cheap), not decided again: the pager's decision used this same rule.
     matched = config.rule_table.for_server(user, server)
     policy = matched.policy
-    hook = config.cull_arbiter_hook
-    if hook is not None and not server.pending and server.is_ready and not policy.exempt:
-        inactive, _age = server_idle_time(server, now)
-        if inactive is not None:
-            limit = _seconds(policy.timeout)
-            try:
-                if config.arbiter_takes_user:
-                    result = hook(inactive, limit, server.model, user.model)
-                else:
-                    result = hook(inactive=inactive, inactive_limit=limit, server=server.model)
-                verdict = bool(await result) if inspect.isawaitable(result) else bool(result)
-            except Exception as error:
-                # A hook that fails cannot vouch for culling: keep the server, say why.
-                recorder.error(f"{user.name}/{server.name}", error)
-                log.exception("cull_arbiter_hook failed for %s; not culling it", user.name)
-                return Outcome.FAILED
-    decision = decide_server(server, policy=policy, now=now, arbiter_says_cull=verdict)
+    decision = decided
+    if decision is None:
+        decision = await _decide_with_hook(config, now, user, server, policy, recorder)
+        if decision is None:
+            return Outcome.FAILED
     if notifier is not None and not policy.exempt and _warned_first(notifier, user, server, policy, decision, now):
         return Outcome.KEPT
     if not decision.acts:
@@ -296,6 +283,30 @@ async def _handle_server(
     return await stop_server(
         hub, user.name, server.name, decision, dry_run=config.dry_run, recorder=recorder, matched=matched
     )
+
+
+async def _decide_with_hook(
+    config: Config, now: datetime, user: User, server: Server, policy: Policy, recorder: PassRecorder
+) -> Decision | None:
+    """decide_server() with the cull_arbiter_hook's verdict; None (keep the server) when the hook failed."""
+    verdict = None
+    hook = config.cull_arbiter_hook
+    if hook is not None and not server.pending and server.is_ready and not policy.exempt:
+        inactive, _age = server_idle_time(server, now)
+        if inactive is not None:
+            limit = _seconds(policy.timeout)
+            try:
+                if config.arbiter_takes_user:
+                    result = hook(inactive, limit, server.model, user.model)
+                else:
+                    result = hook(inactive=inactive, inactive_limit=limit, server=server.model)
+                verdict = bool(await result) if inspect.isawaitable(result) else bool(result)
+            except Exception as error:
+                # A hook that fails cannot vouch for culling: keep the server, say why.
+                recorder.error(f"{user.name}/{server.name}", error)
+                log.exception("cull_arbiter_hook failed for %s; not culling it", user.name)
+                return None
+    return decide_server(server, policy=policy, now=now, arbiter_says_cull=verdict)
 
 
 def _warned_first(

@@ -16,8 +16,9 @@ One extra page request per listing buys a first stop after one request instead o
 (the original's way), with nobody skipped.
 
 Users the pass has nothing to do for (every server active, no deletion possible) are counted but not sent:
-``wanted`` is a pure predicate built by the engine from the decision functions. At 100,000 users with 20% idle,
-handing the other 80% to workers one by one cost more CPU than all the DELETEs' HTTP parsing.
+``triage`` is a pure function built by the engine from the decision functions, which turns a user into the work
+item a worker gets, or None. At 100,000 users with 20% idle, handing the other 80% to workers one by one cost
+more CPU than all the DELETEs' HTTP parsing.
 
 A user can still appear twice when *someone else* stops a server mid-pass (offsets shift down under us); names
 are de-duplicated within a pass, so nobody is handled twice.
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import attrs
 import trio
@@ -39,6 +41,9 @@ from ._report import PassRecorder
 __all__ = ["page_offsets", "stream_users"]
 
 log = logging.getLogger("trio_culler")
+
+#: What the workers receive for a user (the engine's work item).
+W = TypeVar("W")
 
 
 def page_offsets(total: int, limit: int) -> range:
@@ -55,13 +60,14 @@ async def stream_users(
     *,
     cull_users: bool,
     page_size: int,
-    send: trio.MemorySendChannel[User],
+    send: trio.MemorySendChannel[W],
     recorder: PassRecorder,
     draining: trio.Event,
-    wanted: Callable[[User], bool] | None = None,
+    triage: Callable[[User], W | None],
     vet: Callable[[User], None] | None = None,
 ) -> None:
-    """Send every user the pass should act on (``wanted``, default all), each once; closes ``send`` when done.
+    """Send ``triage(user)`` for every user it does not turn into None, each user once; closes ``send`` when
+    done.
 
     ``vet`` sees every user of a page before any of them is sent, and may raise to end the pass (a rule that
     needs a field the token cannot read) before anything is culled."""
@@ -74,18 +80,18 @@ async def stream_users(
         else:
             states = [None]
         for state in states:
-            await _stream_listing(hub, info, state, page_size, _Sink(send, recorder, draining, seen, wanted, vet))
+            await _stream_listing(hub, info, state, page_size, _Sink(send, recorder, draining, seen, triage, vet))
 
 
 @attrs.define
-class _Sink:
-    """Where the users of fetched pages go: de-duplicated, counted, filtered, then sent to the workers."""
+class _Sink(Generic[W]):
+    """Where the users of fetched pages go: de-duplicated, counted, triaged, then sent to the workers."""
 
-    send: trio.MemorySendChannel[User]
+    send: trio.MemorySendChannel[W]
     recorder: PassRecorder
     draining: trio.Event
     seen: set[str]
-    wanted: Callable[[User], bool] | None
+    triage: Callable[[User], W | None]
     vet: Callable[[User], None] | None = None
 
     async def put_page(self, page: Page, *, counted: frozenset[str] = frozenset()) -> None:
@@ -104,7 +110,8 @@ class _Sink:
                 return
             if recorder.upcoming is not None and user.name not in counted:
                 recorder.upcoming.observe(user)
-            if self.wanted is not None and not self.wanted(user):
+            work = self.triage(user)
+            if work is None:
                 # Nothing to do for this user: seeing it twice would be harmless, so it is not remembered
                 # (memory then grows with the users acted on, not with the hub).
                 if user.name not in counted:
@@ -119,14 +126,10 @@ class _Sink:
             self.seen.add(user.name)
             recorder.users_seen += 1
             recorder.servers_seen += len(user.servers)
-            try:
-                # A worker already waiting takes the user without a trip through the scheduler.
-                self.send.send_nowait(user)
-            except trio.WouldBlock:
-                await self.send.send(user)
+            await self.send.send(work)
 
 
-async def _stream_listing(hub: HubClient, info: HubInfo, state: str | None, page_size: int, sink: _Sink) -> None:
+async def _stream_listing(hub: HubClient, info: HubInfo, state: str | None, page_size: int, sink: _Sink[W]) -> None:
     recorder = sink.recorder
     first = await _fetch(hub, info, state, 0, page_size or None, recorder)
     if first is None:

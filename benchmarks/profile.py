@@ -8,7 +8,8 @@ time (``time.process_time``) spent inside them:
 - start-up: everything before ``trio.run`` (interpreter, imports, options, logging set-up);
 - JSON decoding: ``json.loads`` of every answer;
 - model structuring: ``structure_user`` (cattrs, strict types, timestamps) of every listed user;
-- decisions: ``decide_server`` / ``decide_user``, in the pager's filter and in the workers;
+- decisions: ``decide_server`` / ``decide_user`` (each server once: in the pager's triage, or in a worker when a
+  ``cull_arbiter_hook`` must be awaited);
 - logging: ``Logger._log``, i.e. making, formatting, redacting and writing each record.
 
 What remains of the process's CPU (user + sys, from ``getrusage``) is the HTTP client (encoding, parsing, system

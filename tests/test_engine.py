@@ -16,7 +16,6 @@ import trio.testing
 
 import trio_culler._engine as engine
 from trio_culler import Config, Decision, PassReport, Server, decide_server, run_pass
-from trio_culler._report import MAX_CULLS_KEPT
 from trio_culler.testing import FakeHub, FakeServer, Population
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -493,21 +492,3 @@ async def test_a_culled_server_is_decided_once_across_pages(
     await cull(hub, config(api_page_size=25))
     assert_exact(hub, population)
     assert {calls[f"{user}/{server}"] for user, server in population.idle} == {1}
-
-
-async def test_the_report_names_the_first_culls_with_their_decisions(autojump_clock: trio.testing.MockClock) -> None:
-    hub, population = make_hub(40, idle=0.5)
-    report = await cull(hub, config(cull_users=True))
-    servers = {(c.user, c.server) for c in report.culls if c.server is not None}
-    users = {c.user for c in report.culls if c.server is None}
-    assert servers == population.idle
-    assert users == population.idle_users
-    assert all(c.decision.acts and c.decision.reason for c in report.culls)
-    assert len(report.culls) == report.users_culled + sum(report.servers_culled.values())
-
-
-async def test_the_culls_kept_in_a_report_are_bounded(autojump_clock: trio.testing.MockClock) -> None:
-    hub, _population = make_hub(MAX_CULLS_KEPT + 50, idle=1.0)
-    report = await cull(hub, config())
-    assert report.servers_stopped == MAX_CULLS_KEPT + 50
-    assert len(report.culls) == MAX_CULLS_KEPT

@@ -5,15 +5,16 @@ Each client, in a process of its own, stops the idle servers of a fresh hub (``-
 stops) through ``HubClient.stop_server`` with ``--concurrency`` requests in flight, and the process's CPU time
 (user + sys, from ``resource.getrusage``) is divided by the number of DELETEs. The clients:
 
-- ``pool``: trio-culler's default, its own HTTP/1.1 client (``trio_culler/_http11.py``);
-- ``httpx``: the same HubClient over ``httpx.AsyncClient`` and httpcore (what ``--use-proxy-env`` uses, and
-  what the culler used before it had its own client).
+- ``h11``: trio-culler's default, ``httpx.AsyncClient`` over ``_transport.TrioH11Transport`` (h11 on trio
+  streams);
+- ``httpx``: the same HubClient over ``httpx.AsyncClient`` and httpx's default transport, httpcore (what
+  ``--use-proxy-env`` uses).
 
 Only the client's process is measured, not the hub's. Usage::
 
     python benchmarks/request_cost.py [--users 5000] [--concurrency 10] [--repeat 3]
 
-It prints one line per client with the median µs of CPU per DELETE and the ratio to ``pool``, and with
+It prints one line per client with the median µs of CPU per DELETE and the ratio to ``h11``, and with
 ``--json`` the figures as JSON.
 """
 
@@ -34,7 +35,7 @@ from run import WORK, FakeHub
 
 HERE = Path(__file__).resolve().parent
 TOKEN = "bench-token-request-cost-0123456789"
-CLIENTS = ("pool", "httpx")
+CLIENTS = ("h11", "httpx")
 
 
 def start_hub(users: int) -> FakeHub:
@@ -68,7 +69,7 @@ def child(client: str, port: int, users: int, concurrency: int) -> dict[str, Any
     import trio
 
     from trio_culler import Config
-    from trio_culler._hub import StopOutcome, open_hub_client
+    from trio_culler._hub import open_hub_client
 
     config = Config(
         url=f"http://127.0.0.1:{port}/hub/api",
@@ -76,7 +77,7 @@ def child(client: str, port: int, users: int, concurrency: int) -> dict[str, Any
         concurrency=concurrency,
         use_proxy_env=client == "httpx",
     )
-    outcomes: list[StopOutcome] = []
+    outcomes: list[int] = []
 
     async def main() -> tuple[float, float]:
         async with open_hub_client(config) as hub:
@@ -103,7 +104,7 @@ def child(client: str, port: int, users: int, concurrency: int) -> dict[str, Any
         return cpu, wall
 
     cpu, wall = trio.run(main)
-    stopped = sum(1 for outcome in outcomes if outcome is StopOutcome.STOPPED)
+    stopped = sum(1 for status in outcomes if status in (200, 204))
     return {"client": client, "requests": len(outcomes), "stopped": stopped, "cpu_s": cpu, "wall_s": wall}
 
 
@@ -136,9 +137,9 @@ def main() -> None:
     if args.json:
         print(json.dumps({"us_cpu_per_delete": per_request, "runs": runs}, indent=2))
         return
-    base = per_request["pool"]
+    base = per_request["h11"]
     for client, us in per_request.items():
-        print(f"{client:6s} {us:7.1f} µs CPU per DELETE  ({us / base:.2f}x pool)  median of {args.repeat}")
+        print(f"{client:6s} {us:7.1f} µs CPU per DELETE  ({us / base:.2f}x h11)  median of {args.repeat}")
 
 
 if __name__ == "__main__":

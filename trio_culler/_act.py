@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from ._decide import Action, Decision
 from ._errors import HubAuthError, HubError
-from ._hub import DeleteOutcome, HubClient, StopOutcome
+from ._hub import HubClient
 from ._report import CullRecord, PassRecorder
 from ._rules import MatchedRule
 
@@ -34,6 +34,12 @@ class Outcome(enum.Enum):
     def server_down(self) -> bool:
         """Whether the server can be counted as stopped when deciding about its user."""
         return self in (Outcome.STOPPED, Outcome.GONE, Outcome.WOULD_ACT)
+
+
+#: The hub's answers to a stop (the statuses HubClient.stop_server accepts) and to a user's deletion: the one
+#: place where a status becomes an Outcome.
+_STOPPED = {200: Outcome.STOPPED, 204: Outcome.STOPPED, 202: Outcome.PENDING, 404: Outcome.GONE}
+_DELETED = {200: Outcome.DELETED, 204: Outcome.DELETED, 404: Outcome.GONE}
 
 
 async def stop_server(
@@ -75,22 +81,22 @@ async def _stop_server(
         return Outcome.WOULD_ACT
     log.info("Culling server %s (%s)", label, label_reason, extra=fields)
     try:
-        outcome = await hub.stop_server(user, server, remove=decision.action is Action.REMOVE)
+        outcome = _STOPPED[await hub.stop_server(user, server, remove=decision.action is Action.REMOVE)]
     except HubAuthError:
         raise
     except HubError as error:
         recorder.error(label, error)
         log.error("Failed to stop server %s: %s", label, error, extra={**fields, "error": error.kind})
         return Outcome.FAILED
-    if outcome is StopOutcome.PENDING:
+    if outcome is Outcome.PENDING:
         recorder.servers_pending += 1
         log.warning("Server %s is slow to stop; its user is kept this pass", label, extra=fields)
         return Outcome.PENDING
     recorder.servers_stopped += 1
-    if outcome is StopOutcome.GONE:
+    if outcome is Outcome.GONE:
         log.info("Server %s was already gone", label, extra=fields)
         return Outcome.GONE
-    return Outcome.STOPPED
+    return outcome
 
 
 async def delete_user(
@@ -111,7 +117,7 @@ async def _delete_user(
         return Outcome.WOULD_ACT
     log.info("Culling user %s (%s)", user, decision.reason, extra=fields)
     try:
-        outcome = await hub.delete_user(user)
+        outcome = _DELETED[await hub.delete_user(user)]
     except HubAuthError:
         raise
     except HubError as error:
@@ -119,7 +125,7 @@ async def _delete_user(
         log.error("Failed to delete user %s: %s", user, error, extra={**fields, "error": error.kind})
         return Outcome.FAILED
     recorder.users_deleted += 1
-    return Outcome.GONE if outcome is DeleteOutcome.GONE else Outcome.DELETED
+    return outcome
 
 
 _OUTCOME_WORDS = {Outcome.WOULD_ACT: "dry_run"}

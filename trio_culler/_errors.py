@@ -1,20 +1,35 @@
-"""The exceptions trio_culler raises.
+"""The exceptions trio_culler raises, and the one place where httpx's become them.
 
 ::
 
     CullerError
     ├── ConfigError            bad option, value or config file (the CLI exits 2)
     └── HubError               anything that went wrong talking to the hub
-        ├── HubUnavailable     could not connect, or the connection broke (transient)
+        ├── HubUnavailable     could not connect, or the connection broke (transient, except a TLS failure
+        │                      that trying again cannot change: a rejected certificate, TLS against plain HTTP)
         ├── HubTimeout         no complete answer within the request deadline (transient)
         ├── HubAuthError       401/403: the token is wrong or lacks scopes (not retried within a pass)
         ├── HubStatusError     an HTTP status the culler did not expect (5xx and 429 are transient)
-        └── HubProtocolError   an answer the culler could not read (not JSON, wrong shape)
+        └── HubProtocolError   an answer the culler could not read (not JSON, wrong shape, bad content coding)
 
-Messages never contain the API token: they are built from the method, the URL and the status only.
+The layer below is httpx, whatever transport carries the request (``_transport``'s h11 one, httpcore with
+``--use-proxy-env``, a ``MockTransport`` in tests); :func:`hub_error_from_httpx` maps its tree once::
+
+    httpx.TimeoutException                              -> HubTimeout
+    httpx.TransportError (connect, read, write, protocol) -> HubUnavailable
+    httpx.DecodingError and any other httpx.RequestError  -> HubProtocolError
+
+Messages never contain the API token: the hub client builds them from the method, the URL and the status, and
+passes anything quoted from the hub or an exception through its redactor first (then cuts it to length). The
+httpx exception a HubError is raised from is redacted the same way, so a traceback shows no token either.
 """
 
 from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+
+import httpx
 
 __all__ = [
     "ConfigError",
@@ -28,6 +43,7 @@ __all__ = [
     "caused_by",
     "describe_exception",
     "first_leaf",
+    "hub_error_from_httpx",
 ]
 
 
@@ -118,3 +134,50 @@ def describe_exception(error: BaseException) -> str:
 
 def caused_by(error: BaseException, kind: type[BaseException]) -> bool:
     return any(isinstance(link, kind) for link in _chain(error))
+
+
+#: How much of a message quoted from the hub or an exception is kept, after redaction.
+QUOTE_LIMIT = 300
+#: The end-of-stream kinds of TLS failure: a hub that is restarting causes them, so they are worth a retry.
+_TLS_EOF = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+
+
+def hub_error_from_httpx(error: httpx.RequestError, what: str, redact: Callable[[str], str]) -> HubError:
+    """The HubError for what httpx raised while ``what`` (e.g. ``GET http://hub/hub/api/``) was under way.
+
+    The message is redacted first, then cut: a cut through the token would leave a prefix no redactor could
+    recognise. ``error`` itself (and what it was raised from) is redacted in place, since the caller raises the
+    HubError from it and a traceback would show it.
+    """
+    for link in _chain(error):
+        if link.args and any(isinstance(arg, str) for arg in link.args):
+            link.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in link.args)
+    detail = redact(describe_exception(error))[:QUOTE_LIMIT]
+    mapped: HubError
+    if isinstance(error, httpx.TimeoutException):
+        mapped = HubTimeout(f"{what}: {detail}")
+    elif isinstance(error, httpx.TransportError):
+        mapped = HubUnavailable(f"{what}: {detail}{_tls_advice(error, what)}")
+        tls_failure = next((link for link in _chain(error) if isinstance(link, ssl.SSLError)), None)
+        if tls_failure is not None and not isinstance(tls_failure, _TLS_EOF):
+            # A certificate that does not verify, or TLS spoken to a plain-HTTP port: a second later is the same.
+            mapped.transient = False
+        if isinstance(error, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
+            mapped.transient = False  # a request that cannot be sent, however often it is tried
+    else:
+        mapped = HubProtocolError(f"{what}: unreadable answer: {detail}")
+    return mapped
+
+
+def _tls_advice(error: httpx.TransportError, what: str) -> str:
+    if "https://" not in what:
+        return ""
+    if caused_by(error, ssl.SSLCertVerificationError):
+        return " (the hub's certificate does not verify: with internal_ssl use --ssl-enabled, else check its CA)"
+    failure = next((link for link in _chain(error) if isinstance(link, ssl.SSLError)), None)
+    if failure is not None and not isinstance(failure, _TLS_EOF):
+        return (
+            " (the TLS handshake failed: if the hub serves plain HTTP on this port, use an http:// --url, "
+            f"e.g. {what.split(' ', 1)[-1].replace('https://', 'http://', 1)})"
+        )
+    return ""

@@ -1,26 +1,29 @@
-"""HubClient: the only module that speaks the hub's REST API.
+"""HubClient: the only module that speaks the hub's REST API, through ``httpx.AsyncClient``.
 
 It owns, for every request: percent-encoding of each path segment (nothing left safe), the CapacityLimiter
 that bounds requests in flight, a total deadline per attempt (a trickling answer must not outlive it), retries
-of transient failures with capped exponential backoff and jitter, and the mapping of what the transport raises
-onto the culler's errors::
+of transient failures with capped exponential backoff and jitter, and the mapping of what goes wrong onto the
+culler's errors (httpx's exceptions through ``_errors.hub_error_from_httpx``, statuses here)::
 
     no complete answer before the deadline      -> HubTimeout       (retried)
-    TransportError (connect, connection lost,    -> HubUnavailable   (retried, unless the certificate was
-      not HTTP)                                                       rejected)
-    AnswerUnreadable (e.g. a bad content coding) -> HubProtocolError (not retried)
+    httpx.TransportError (connect, read, h11     -> HubUnavailable   (retried, unless TLS failed in a way
+      refused the answer)                                             trying again cannot change)
+    httpx.DecodingError (a bad content coding)   -> HubProtocolError (not retried)
     401 / 403                                    -> HubAuthError     (not retried: the pass stops)
     429, 5xx                                     -> HubStatusError   (retried; Retry-After honoured)
+    3xx                                          -> HubStatusError   (not retried; says where it points)
     other unexpected status                      -> HubStatusError   (not retried)
     a body that is not the expected JSON         -> HubProtocolError (not retried)
 
-The requests travel through a ``_transport.HubTransport``: by default the lean HTTP/1.1 pool of ``_http11``,
-an injected ``httpx`` transport in tests (``FakeHub``'s MockTransport), httpx's own client with
-``--use-proxy-env``.
+The requests travel through ``httpx.AsyncClient`` over ``_transport.TrioH11Transport`` by default (h11 on trio),
+an injected transport in tests (``FakeHub``'s MockTransport), httpx's default transport (httpcore) with
+``--use-proxy-env``. The same path, limiter, deadline, retries and errors serve a request to another origin
+(:meth:`HubClient.get_json` with an absolute URL, e.g. a single-user server through the proxy).
 
-Every message that quotes the hub or an exception passes through the client's redactor, and a token that
-cannot be sent in a header is refused up front (ConfigError), so neither a hub that echoes the request nor an
-exception that quotes a header can carry the API token into a report, a log line or a traceback.
+Every message that quotes the hub or an exception passes through the client's redactor (then is cut to
+length), and a token that cannot be sent in a header is refused up front (ConfigError), so neither a hub that
+echoes the request nor an exception that quotes a header can carry the API token into a report, a log line or
+a traceback.
 
 The limiter is held for one attempt, never across a backoff sleep or a channel send, so a failing request does
 not starve the others. A cancelled or timed-out DELETE is not an undo: the hub may still act on it; callers
@@ -29,53 +32,51 @@ record it as unknown and the next pass sees the truth.
 
 from __future__ import annotations
 
-import enum
 import json
 import math
 import random
 import re
 import ssl
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import attrs
+import httpx
 import trio
 
 from ._config import Config
 from ._errors import (
+    QUOTE_LIMIT,
     ConfigError,
     HubAuthError,
     HubError,
     HubProtocolError,
     HubStatusError,
     HubTimeout,
-    HubUnavailable,
+    hub_error_from_httpx,
 )
-from ._http11 import RawResponse, TransportError
 from ._models import ModelError, User, structure_user
 from ._redact import make_redactor
-from ._transport import AnswerUnreadable, HubTransport, PoolTransport, TransportTimeout
+from ._transport import TrioH11Transport
 from ._version import __version__
 
-if TYPE_CHECKING:
-    import httpx
-
 __all__ = [
-    "DeleteOutcome",
+    "PAGINATION_MEDIA_TYPE",
     "HubClient",
     "HubInfo",
     "HubStatistics",
     "Page",
     "SkippedItem",
-    "StopOutcome",
     "check_client_settings",
     "make_ssl_context",
     "open_hub_client",
     "quote_segment",
 ]
 
+#: The media type that asks a JupyterHub >= 2.0 for a page with ``_pagination`` instead of a plain list.
 PAGINATION_MEDIA_TYPE = "application/jupyterhub-pagination+json"
 #: The scopes the culler needs; named in the error a 401/403 produces.
 REQUIRED_SCOPES = ("list:users", "read:users:activity", "read:servers", "delete:servers")
@@ -88,17 +89,6 @@ _RETRY_AFTER_CAP = 60.0
 #: and would end up quoted in an exception message instead.
 _HEADER_SAFE_RE = re.compile(r"^[\x21-\x7e]+(?: +[\x21-\x7e]+)*$")
 _VERSION_RE = re.compile(r"^\s*v?(\d+)(?:\.(\d+))?(?:\.(\d+))?")
-
-
-class StopOutcome(enum.Enum):
-    STOPPED = "stopped"  # 204 (or 200): the server is down
-    PENDING = "pending"  # 202: still stopping after the hub's slow_stop_timeout
-    GONE = "gone"  # 404: the user or server no longer exists
-
-
-class DeleteOutcome(enum.Enum):
-    DELETED = "deleted"
-    GONE = "gone"
 
 
 def quote_segment(segment: str) -> str:
@@ -183,37 +173,61 @@ def make_ssl_context(config: Config) -> ssl.SSLContext | None:
 
 
 class HubClient:
-    """Requests to one hub's REST API. Create it with :func:`open_hub_client`."""
+    """Requests to one hub's REST API (and, with :meth:`get_json`, to other origins on the same terms).
+    Create it with :func:`open_hub_client`."""
 
-    def __init__(self, config: Config, transport: HubTransport, limiter: trio.CapacityLimiter) -> None:
+    def __init__(self, config: Config, client: httpx.AsyncClient, limiter: trio.CapacityLimiter) -> None:
         self._config = config
-        self._transport = transport
+        self._client = client
         self._base = config.url.rstrip("/")
         self._timeout = config.request_timeout
         self.limiter = limiter
         self._stats = HubStatistics()
         self._random = random.Random()
-        self._redact = make_redactor([config.api_token.strip()])
+        self._redact = make_redactor([config.api_token])
+        # httpx's own per-read timeouts, for httpcore (--use-proxy-env); each attempt's deadline is the real bound.
+        self._extensions = {"timeout": client.timeout.as_dict()}
 
     def statistics(self) -> HubStatistics:
         return attrs.evolve(self._stats, requests=dict(self._stats.requests))
 
     # -- the one request path ------------------------------------------------------------------------------
 
-    async def _request(
+    async def request(
         self,
         kind: str,
         method: str,
-        target: str,
+        url: str,
         *,
-        ok: frozenset[int],
+        ok: Iterable[int] = (200,),
         headers: Sequence[tuple[str, str]] = (),
         body: bytes = b"",
-    ) -> RawResponse:
+        send_token: bool = True,
+    ) -> httpx.Response:
+        """Send one request and return its complete answer, or raise a :class:`HubError`.
+
+        ``url`` is a path below ``--url`` (``/users``, already percent-encoded: see :func:`quote_segment`) or an
+        absolute ``http(s)://`` URL of another origin (a single-user server through the proxy, the hub's OAuth
+        endpoints). Either way the request shares the limiter, the per-attempt deadline, the retries and the
+        error mapping of the hub's own requests; ``kind`` labels it in :meth:`statistics`. ``send_token=False``
+        leaves the API token out (a request to a party that must not see it).
+        """
+        if not url.startswith(("http://", "https://")):
+            url = self._base + url
+        fixed = self._client.headers
+        if headers or not send_token:
+            fixed = fixed.copy()
+            fixed.update(headers)
+            if not send_token:
+                del fixed["Authorization"]
+        # Built directly rather than with the client's build_request: the client has no cookies, base URL or
+        # parameters to merge, and this is the hot path of a pass that stops 20,000 servers.
+        request = httpx.Request(method, url, headers=fixed, content=body or None, extensions=self._extensions)
+        accepted = ok if isinstance(ok, frozenset) else frozenset(ok)
         attempt = 0
         while True:
             try:
-                return await self._attempt(kind, method, target, ok=ok, headers=headers, body=body)
+                return await self._attempt(kind, request, accepted)
             except HubError as error:
                 if not error.transient or attempt >= self._config.max_retries:
                     raise
@@ -222,9 +236,15 @@ class HubClient:
             self._stats.retries += 1
             await trio.sleep(delay)
 
-    def _what(self, method: str, target: str) -> str:
+    async def get_json(self, url: str, *, kind: str = "get", headers: Sequence[tuple[str, str]] = ()) -> Any:
+        """``GET url`` (a path below ``--url`` or an absolute URL, as for :meth:`request`) answered 200 with
+        JSON: the decoded document, or HubError."""
+        response = await self.request(kind, "GET", url, headers=headers)
+        return self._json(response)
+
+    def _what(self, request: httpx.Request) -> str:
         """How error messages name a request; built only when one is needed."""
-        return f"{method} {self._base}{target}"
+        return f"{request.method} {request.url}"
 
     def _backoff(self, attempt: int, error: HubError) -> float:
         if isinstance(error, HubStatusError) and error.retry_after is not None:
@@ -234,57 +254,65 @@ class HubClient:
         ceiling = min(_BACKOFF_CAP, _BACKOFF_FIRST * 2**attempt)
         return self._random.uniform(ceiling / 2, ceiling)
 
-    async def _attempt(
-        self,
-        kind: str,
-        method: str,
-        target: str,
-        *,
-        ok: frozenset[int],
-        headers: Sequence[tuple[str, str]],
-        body: bytes,
-    ) -> RawResponse:
-        limiter = self.limiter
-        try:
-            # A free token needs no trip through the scheduler; the request itself waits for its answer, so
-            # this stays a checkpoint. acquire_nowait() also refuses while others queue: the order is kept.
-            limiter.acquire_nowait()
-        except trio.WouldBlock:
-            await limiter.acquire()
+    async def _attempt(self, kind: str, request: httpx.Request, ok: frozenset[int]) -> httpx.Response:
         stats = self._stats
-        stats.requests[kind] = stats.requests.get(kind, 0) + 1
-        stats.in_flight += 1
-        stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
-        try:
-            # A deadline for the whole attempt: connecting, sending and reading the complete answer.
-            with trio.CancelScope(deadline=trio.current_time() + self._timeout) as deadline:
-                response = await self._transport.request(method, target, headers, body)
-            if deadline.cancelled_caught:
-                raise TransportTimeout  # ours, or one of httpx's own (--use-proxy-env): the same to the caller
-        except TransportTimeout:
-            raise HubTimeout(f"{self._what(method, target)}: no answer within {self._timeout:g} s") from None
-        except AnswerUnreadable as error:
-            raise HubProtocolError(self._redact(f"{self._what(method, target)}: unreadable answer: {error}")) from None
-        except TransportError as error:
-            unavailable = HubUnavailable(self._redact(f"{self._what(method, target)}: {error}"))
-            unavailable.transient = error.retryable
-            raise unavailable from None
-        finally:
-            stats.in_flight -= 1
-            limiter.release()
-        status = response.status
+        async with self.limiter:
+            stats.requests[kind] = stats.requests.get(kind, 0) + 1
+            stats.in_flight += 1
+            stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+            try:
+                # A deadline for the whole attempt: connecting, sending and reading the complete answer.
+                with trio.move_on_after(self._timeout) as deadline:
+                    response = await self._client.send(request)
+                if deadline.cancelled_caught:
+                    raise HubTimeout(f"{self._what(request)}: no answer within {self._timeout:g} s")
+            except httpx.RequestError as error:
+                raise hub_error_from_httpx(error, self._what(request), self._redact) from error
+            finally:
+                stats.in_flight -= 1
+        status = response.status_code
         if status in ok:
             return response
-        message = self._redact(f"{self._what(method, target)} -> {status}{_hub_message(response, self._redact)}")
+        message = self._redact(f"{self._what(request)} -> {status}{self._hub_message(response)}")
         if status in (401, 403):
             raise HubAuthError(message)
+        if 300 <= status < 400:
+            message += self._redirect_advice(request, response)
         raise HubStatusError(message, status=status, retry_after=_retry_after(response))
+
+    def _hub_message(self, response: httpx.Response) -> str:
+        try:
+            model = json.loads(response.content)
+        except (ValueError, RecursionError):
+            return ""
+        message = model.get("message") if isinstance(model, dict) else None
+        if not isinstance(message, str):
+            return ""
+        # Redact before cutting: a cut through the token would leave a prefix no redactor could recognise.
+        return f": {self._redact(message)[:QUOTE_LIMIT]}"
+
+    def _redirect_advice(self, request: httpx.Request, response: httpx.Response) -> str:
+        location = self._redact(response.headers.get("location", ""))[:QUOTE_LIMIT]
+        advice = f" (the hub answered with a redirect{f' to {location}' if location else ''}"
+        if str(request.url).startswith(self._base) and not self._base.endswith("/api"):
+            # The classic mistake: --url=http://hub:8081/hub, whose / redirects to the login page.
+            advice += f"; --url must be the hub's API URL, e.g. {self._base}/api"
+        return advice + ")"
+
+    def _json(self, response: httpx.Response) -> Any:
+        try:
+            return json.loads(response.content)
+        except (ValueError, RecursionError):
+            # RecursionError: absurdly nested JSON. Unreadable like any other garbage, not a reason to crash.
+            content_type = response.headers.get("content-type") or "no content type"
+            raise HubProtocolError(
+                self._redact(f"{self._what(response.request)}: the answer is not JSON ({content_type})")
+            ) from None
 
     # -- the API calls -----------------------------------------------------------------------------------
 
     async def get_info(self) -> HubInfo:
-        response = await self._request("version", "GET", "/", ok=frozenset({200}))
-        model = self._json(response, "GET", "/")
+        model = await self.get_json("/", kind="version")
         version = model.get("version") if isinstance(model, dict) else None
         if not isinstance(version, str):
             raise HubProtocolError(f"GET {self._base}/: no version in the answer")
@@ -299,9 +327,7 @@ class HubClient:
         if limit:
             params["limit"] = str(limit)
         target = f"/users?{urlencode(params)}" if params else "/users"
-        headers = _PAGINATED if paginate else ()
-        response = await self._request("list", "GET", target, ok=_LIST_OK, headers=headers)
-        body = self._json(response, "GET", target)
+        body = await self.get_json(target, kind="list", headers=_PAGINATED if paginate else ())
         if isinstance(body, list):
             items: list[Any] = body
             total = None
@@ -323,54 +349,45 @@ class HubClient:
                 users.append(structure_user(item))
             except ModelError as error:
                 name = item.get("name") if isinstance(item, dict) else None
-                label = name if isinstance(name, str) else f"item {offset + index} of the page at offset {offset}"
+                label = _printable(name) if isinstance(name, str) and name else None
+                label = label or f"item {offset + index} of the page at offset {offset}"
                 skipped.append(SkippedItem(self._redact(label), self._redact(str(error))))
         return Page(users, skipped, total, offset, page_limit)
 
     async def get_user(self, name: str) -> User | None:
         """One user's model (``GET /users/{name}``, for ``--explain``); None when the hub has no such user."""
         target = f"/users/{quote_segment(name)}"
-        response = await self._request("get_user", "GET", target, ok=_GET_USER_OK)
-        if response.status == 404:
+        response = await self.request("get_user", "GET", target, ok=_GET_USER_OK)
+        if response.status_code == 404:
             return None
         try:
-            return structure_user(self._json(response, "GET", target))
+            return structure_user(self._json(response))
         except ModelError as error:
             raise HubProtocolError(self._redact(f"GET {self._base}{target}: {error}")) from None
 
-    async def stop_server(self, user: str, server: str, *, remove: bool = False) -> StopOutcome:
+    async def stop_server(self, user: str, server: str, *, remove: bool = False) -> int:
+        """DELETE the server; the hub's status: 204 (or 200) stopped, 202 still stopping, 404 already gone."""
         if server:
             target = f"/users/{quote_segment(user)}/servers/{quote_segment(server)}"
         else:
             target = f"/users/{quote_segment(user)}/server"
         if remove:
-            response = await self._request(
+            response = await self.request(
                 "remove", "DELETE", target, ok=_STOP_OK, headers=_JSON_BODY, body=b'{"remove": true}'
             )
         else:
-            response = await self._request("stop", "DELETE", target, ok=_STOP_OK)
-        if response.status == 202:
-            return StopOutcome.PENDING
-        if response.status == 404:
-            return StopOutcome.GONE
-        return StopOutcome.STOPPED
+            response = await self.request("stop", "DELETE", target, ok=_STOP_OK)
+        return response.status_code
 
-    async def delete_user(self, user: str) -> DeleteOutcome:
-        target = f"/users/{quote_segment(user)}"
-        response = await self._request("delete_user", "DELETE", target, ok=_DELETE_USER_OK)
-        return DeleteOutcome.GONE if response.status == 404 else DeleteOutcome.DELETED
+    async def delete_user(self, user: str) -> int:
+        """DELETE the user; the hub's status: 204 (or 200) deleted, 404 already gone."""
+        response = await self.request("delete_user", "DELETE", f"/users/{quote_segment(user)}", ok=_DELETE_USER_OK)
+        return response.status_code
 
-    def _json(self, response: RawResponse, method: str, target: str) -> Any:
-        try:
-            return json.loads(response.body)
-        except (ValueError, RecursionError):
-            # RecursionError: absurdly nested JSON. Unreadable like any other garbage, not a reason to crash.
-            raise HubProtocolError(
-                self._redact(
-                    f"{self._what(method, target)}: the answer is not JSON "
-                    f"({response.header('content-type') or 'no content type'})"
-                )
-            ) from None
+
+def _printable(text: str) -> str:
+    """``text`` as it can be logged and encoded: a lone surrogate (from a JSON ``\\udXXX`` escape) escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 _PAGINATED = (("Accept", PAGINATION_MEDIA_TYPE),)
@@ -390,20 +407,8 @@ def _pagination(value: Any) -> tuple[int | None, int | None]:
     return total, limit
 
 
-def _hub_message(response: RawResponse, redact: Callable[[str], str]) -> str:
-    try:
-        model = json.loads(response.body)
-    except (ValueError, RecursionError):
-        return ""
-    message = model.get("message") if isinstance(model, dict) else None
-    if not isinstance(message, str):
-        return ""
-    # Redact before truncating: a cut through the token would leave a prefix the caller could not recognise.
-    return f": {redact(message):.300}"
-
-
-def _retry_after(response: RawResponse) -> float | None:
-    value = response.header("retry-after")
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
     if value is None:
         return None
     try:
@@ -440,29 +445,38 @@ def _header_token(raw: str) -> str:
 async def open_hub_client(
     config: Config, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> AsyncIterator[HubClient]:
-    """A HubClient for ``config``; ``transport`` replaces the network (e.g. FakeHub's MockTransport)."""
-    headers = [
-        ("Authorization", f"token {_header_token(config.api_token)}"),
-        ("User-Agent", f"trio-culler/{__version__}"),
+    """A HubClient for ``config``; ``transport`` replaces the network (e.g. FakeHub's MockTransport) and stays
+    its caller's to close."""
+    headers = {
+        "Authorization": f"token {_header_token(config.api_token)}",
+        "User-Agent": f"trio-culler/{__version__}",
         # The answers are small JSON documents on a local network: compression costs more than it saves.
-        ("Accept-Encoding", "identity"),
-    ]
+        "Accept-Encoding": "identity",
+    }
     limiter = trio.CapacityLimiter(config.concurrency or math.inf)
-    if transport is not None:
-        from ._httpx_transport import HttpxTransport
-
-        # The caller owns the transport and closes it.
-        yield HubClient(config, HttpxTransport(config.url, headers, transport.handle_async_request), limiter)
-        return
     ssl_context = make_ssl_context(config)
-    if config.use_proxy_env:
-        from ._httpx_transport import HttpxTransport, proxy_client
-
-        async with proxy_client(config, ssl_context) as client:
-            yield HubClient(config, HttpxTransport(config.url, headers, client.send), limiter)
-        return
-    pool_transport = PoolTransport(config.url, headers, ssl_context=ssl_context)
+    injected = transport is not None
+    if transport is None and not config.use_proxy_env:
+        # Idle connections to keep: as many as can be in flight at once (the limiter), within reason.
+        idle = min(config.concurrency or 64, 256)
+        transport = TrioH11Transport(ssl_context=ssl_context, max_idle_per_origin=idle)
+    # With --use-proxy-env (transport still None) httpx builds its default transport: httpcore, which honours
+    # HTTP(S)_PROXY, NO_PROXY and their authentication. Its pool must have room for every limiter token, or the
+    # surplus would fail with PoolTimeout.
+    connections = config.concurrency + 2 if config.concurrency else None
+    client = httpx.AsyncClient(
+        headers=headers,
+        transport=transport,
+        timeout=httpx.Timeout(config.request_timeout),
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        trust_env=config.use_proxy_env,
+        verify=ssl_context or True,
+        follow_redirects=False,
+        # A client that holds an admin token keeps no cookies and sends none: the hub's API needs none.
+        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+    )
     try:
-        yield HubClient(config, pool_transport, limiter)
+        yield HubClient(config, client, limiter)
     finally:
-        await pool_transport.aclose()
+        if not injected:
+            await client.aclose()  # and with it the transport it was given or built

@@ -1,88 +1,338 @@
-"""How the hub client's requests reach the hub: one small interface, two implementations.
+"""The default HTTP transport: an ``httpx.AsyncBaseTransport`` on trio streams, with h11 doing all HTTP/1.1 work.
 
-- :class:`PoolTransport`, the default: requests encoded once as bytes and sent over the keep-alive pool in
-  ``_http11`` (see there for why it exists).
-- ``_httpx_transport.HttpxTransport``: any ``httpx.AsyncBaseTransport`` (``FakeHub``'s in-memory ``MockTransport`` in
-  tests and embeddings) or httpx's own client (``--use-proxy-env``: proxies are httpx's business). It maps
-  httpx's exception tree onto the same :class:`TransportError` kinds the pool raises, so the hub client has
-  one error path whatever carries its requests.
+httpx's own default transport (httpcore on anyio) costs about ten times more CPU per request on this project's
+machine (encode/httpx#3215); a culler that stops 20,000 servers in a pass spends most of its CPU there. This
+module is the thin layer httpx's transport interface is made for, modelled on httpcore's h11 connection minus
+anyio:
 
-A transport is built for one hub: the base URL (``--url``) and the fixed headers (token, user agent) are given
-once; each request then names only the method, the target below the base (already percent-encoded), the
-headers particular to it, and its body.
+- **h11 reads and writes every byte of HTTP**: framing (Content-Length, chunked, to the connection's end), the
+  status line and header syntax, and every refusal; its errors become httpx's ``RemoteProtocolError``. This
+  module adds policy only: at most :data:`MAX_INFORMATIONAL` 1xx answers before the final one, no unasked
+  protocol switch (101), heads bounded by h11's ``max_incomplete_event_size`` (:data:`MAX_HEAD`), bodies by
+  :data:`MAX_BODY`.
+- **trio streams through public APIs only**: ``trio.open_tcp_stream``, ``trio.SSLStream`` with one
+  ``ssl.SSLContext`` built when the transport is (not per connection). Every read is a ``receive_some``, a
+  trio checkpoint even when bytes are waiting, so a server that keeps the socket full cannot starve deadlines
+  or signal handlers.
+- **A small keep-alive pool per origin.** A connection goes back to the pool only when h11 says both sides are
+  ``IDLE`` after ``start_next_cycle()`` and no byte beyond the answer arrived. Before reuse it is checked: a read
+  that may not wait (see :meth:`_Connection.is_fresh`) finds whatever the server sent meanwhile, an EOF or
+  stray bytes, even inside the TLS layer, and such a connection is dropped. A request that finds its reused
+  connection closed before any byte of an answer (the server closed it as we sent) is sent once more on a new
+  connection, so an idle timeout on the server never costs a failed request.
+- **Cancellation or failure mid-request closes the connection** (synchronously, so it cannot be interrupted):
+  half an answer is never reused.
+
+The whole body is read before :meth:`TrioH11Transport.handle_async_request` returns (the culler's answers are
+small JSON documents, and a bounded read is simpler to reason about than a stream that outlives the call).
+Timeouts are the caller's: wrap the request in a trio cancel scope (the hub client does, per attempt); httpx's
+per-read ``timeout`` extension is not used.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ssl
-from collections.abc import Sequence
-from typing import Protocol
-from urllib.parse import quote, urlsplit
+from typing import Final
 
-from ._http11 import ConnectionPool, Origin, RawResponse, TransportError, encode_request
+import h11
+import httpx
+import trio
 
-__all__ = [
-    "AnswerUnreadable",
-    "HubTransport",
-    "PoolTransport",
-    "TransportTimeout",
-]
+from ._errors import describe_exception
 
-Headers = Sequence[tuple[str, str]]
+__all__ = ["MAX_BODY", "MAX_HEAD", "MAX_INFORMATIONAL", "TrioH11Transport"]
 
+#: Most bytes of a response head (status line and headers), and of a chunked body's trailers (h11's
+#: ``max_incomplete_event_size``).
+MAX_HEAD: Final = 64 * 1024
+#: Most bytes of a response body. A page of 200 users is about 100 kB; a pre-2.0 hub that lists 100,000 users
+#: in one answer about 50 MB.
+MAX_BODY: Final = 512 * 1024 * 1024
+#: Most informational (1xx) answers before the final one. A real server sends one or two (100 Continue, 103
+#: Early Hints); a stream of them is a server that will never answer.
+MAX_INFORMATIONAL: Final = 8
+#: Idle connections kept per origin; the hub client sets it to its concurrency.
+MAX_IDLE_PER_ORIGIN: Final = 16
+_READ_SIZE: Final = 65536
 
-class TransportTimeout(TransportError):
-    """httpx gave up waiting (its own per-read timeouts; the hub client's deadline is separate)."""
-
-
-class AnswerUnreadable(TransportError):
-    """An answer arrived but could not be decoded (e.g. a Content-Encoding its body does not match)."""
-
-    retryable = False
-
-
-class HubTransport(Protocol):
-    async def request(self, method: str, target: str, headers: Headers, body: bytes) -> RawResponse:
-        """Send one request to ``base URL + target``; the complete answer or :class:`TransportError`."""
-        ...
-
-    async def aclose(self) -> None: ...
+_Origin = tuple[bytes, bytes, int]
+_BOTH_IDLE: Final = {h11.CLIENT: h11.IDLE, h11.SERVER: h11.IDLE}
+_DEFAULT_PORTS: Final = {b"http": 80, b"https": 443}
 
 
-class PoolTransport:
-    """The default transport: HTTP/1.1 over ``_http11.ConnectionPool``."""
+class _NothingReceived(Exception):
+    """A reused connection broke before any byte of an answer: the request can go out again on a new one."""
 
-    def __init__(self, base_url: str, headers: Headers, *, ssl_context: ssl.SSLContext | None = None) -> None:
-        # Config checked the URL: http(s), a host, a valid port, no query, fragment or spaces.
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-            raise ValueError(f"not a base URL: {base_url}")
-        host = parts.hostname.encode("idna").decode("ascii")
-        default_port = 443 if parts.scheme == "https" else 80
-        port = parts.port or default_port
-        self._origin = Origin(parts.scheme, host, port)
-        authority = f"[{host}]" if ":" in host else host
-        if port != default_port:
-            authority = f"{authority}:{port}"
-        # Percent-encode what a URL path may not hold raw (non-ASCII), keep what is already encoded.
-        self._prefix = quote(parts.path, safe="/%!$&'()*+,;=:@~-._").rstrip("/").encode("ascii")
-        self._head = _header_lines([("Host", authority), *headers])
-        self.pool = ConnectionPool(ssl_context=ssl_context)
 
-    async def request(self, method: str, target: str, headers: Headers, body: bytes) -> RawResponse:
-        head = self._head + _header_lines(headers) if headers else self._head
-        data = encode_request(method.encode("ascii"), self._prefix + target.encode("ascii"), head, body)
-        return await self.pool.request(self._origin, data, head_request=method == "HEAD")
+class _Connection:
+    def __init__(self, tcp: trio.SocketStream, stream: trio.abc.Stream, *, max_head: int) -> None:
+        self.tcp = tcp
+        #: ``tcp`` itself, or the TLS stream over it.
+        self.stream = stream
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head)
+        self.requests = 0
+        #: Whether any byte of the current answer arrived; whether the server ended the stream.
+        self.received = False
+        self.eof = False
+        self.response: h11.Response | None = None
+
+    async def is_fresh(self) -> bool:
+        """Whether nothing at all arrived on this idle connection since its last answer.
+
+        Over plain TCP that is the socket's readiness (bytes or EOF waiting), one system call. Over TLS it is not
+        enough: a TLS read may have taken in, with the last answer, a later record it did not decrypt, and
+        which no readiness check on the socket can see. There a read that may take what is already there but
+        not wait answers: its deadline is set *after* entering the cancel scope, to now, because trio cancels a
+        scope entered with a past deadline on the spot, before the read looks at anything, while a deadline
+        that passes inside is noticed by the run loop at its next round, which is exactly when the read would
+        start to wait. A cancelled read loses no data and leaves the stream usable.
+        """
+        if any(self.h11.trailing_data):
+            return False
+        if self.stream is self.tcp:
+            return not self.tcp.socket.is_readable()
+        with trio.CancelScope() as no_wait:
+            no_wait.deadline = trio.current_time()
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.stream.receive_some(_READ_SIZE)
+            return False  # EOF, an error, or bytes nobody asked for
+        return True
+
+    async def round_trip(self, request: httpx.Request, body: bytes, *, max_body: int) -> httpx.Response:
+        connection = self.h11
+        self.requests += 1
+        reused = self.requests > 1
+        try:
+            data = connection.send(
+                h11.Request(method=request.method, target=request.url.raw_path, headers=request.headers.raw)
+            )
+            if body:
+                data += connection.send(h11.Data(data=body))
+            data += connection.send(h11.EndOfMessage())
+        except h11.LocalProtocolError as error:
+            # A request h11 will not write (e.g. a header value with a line break): nothing was sent.
+            raise httpx.LocalProtocolError(str(error)) from None
+        self.received = False
+        try:
+            await self.stream.send_all(data)
+            head = await self._read_head()
+            content = await self._read_body(max_body)
+        except (_ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+            if reused and not self.received:
+                raise _NothingReceived from None
+            if isinstance(error, _ConnectionClosed):
+                raise httpx.RemoteProtocolError(str(error)) from None
+            raise httpx.ReadError(f"connection lost: {error!r}") from None
+        self.response = head
+        return httpx.Response(
+            status_code=head.status_code,
+            headers=head.headers,
+            stream=httpx.ByteStream(bytes(content)),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
+        )
+
+    async def _read_head(self) -> h11.Response:
+        informational = 0
+        while True:
+            event = await self._next_event()
+            if isinstance(event, h11.Response):
+                return event
+            if not isinstance(event, h11.InformationalResponse):
+                raise httpx.RemoteProtocolError(_unexpected(event))
+            if event.status_code == 101:
+                raise httpx.RemoteProtocolError("the server switched protocols unasked (101)")
+            informational += 1
+            if informational > MAX_INFORMATIONAL:
+                raise httpx.RemoteProtocolError(
+                    f"more than {MAX_INFORMATIONAL} informational (1xx) answers to one request"
+                )
+
+    async def _read_body(self, max_body: int) -> bytearray:
+        # One growing buffer: a body of a million 1-byte chunks must cost a megabyte, not a million objects.
+        content = bytearray()
+        while True:
+            event = await self._next_event()
+            if isinstance(event, h11.Data):
+                content += event.data
+                if len(content) > max_body:
+                    raise httpx.RemoteProtocolError(f"the answer's body is longer than {max_body} bytes")
+            elif isinstance(event, h11.EndOfMessage):
+                return content
+            else:
+                raise httpx.RemoteProtocolError(_unexpected(event))
+
+    async def _next_event(self) -> h11.Event:
+        connection = self.h11
+        while True:
+            try:
+                event = connection.next_event()
+            except h11.RemoteProtocolError as error:
+                if connection.their_state is h11.ERROR and self.eof:
+                    # h11's way of saying the server hung up before the answer was complete.
+                    raise _ConnectionClosed(self._closed_message()) from None
+                raise httpx.RemoteProtocolError(_h11_message(error)) from None
+            if event is h11.NEED_DATA:
+                # Every read is a checkpoint, bytes waiting or not: the deadline and signals get their turn.
+                data = await self.stream.receive_some(_READ_SIZE)
+                self.received = self.received or bool(data)
+                self.eof = not data
+                connection.receive_data(bytes(data))
+                continue
+            if isinstance(event, h11.ConnectionClosed):
+                raise _ConnectionClosed(self._closed_message())
+            # PAUSED comes only after a complete answer, and the reading ends there.
+            assert isinstance(event, h11.Event), event
+            self.received = True
+            return event
+
+    def _closed_message(self) -> str:
+        if self.received:
+            return "the server closed the connection mid-answer"
+        return "the server closed the connection without answering"
+
+    def reusable(self) -> bool:
+        """h11 says both sides are done and back to IDLE, and nothing arrived beyond the answer."""
+        connection = self.h11
+        if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
+            return False
+        try:
+            connection.start_next_cycle()
+        except h11.LocalProtocolError:
+            return False  # one side must close (Connection: close, HTTP/1.0, a body to the connection's end)
+        assert self.response is not None
+        headers = list(self.response.headers)
+        if _has(headers, b"transfer-encoding") and _has(headers, b"content-length"):
+            # RFC 9112 §6.3: chunked wins (h11 reads it so), but a message framed two ways was meant to mislead
+            # someone on the way: do not trust the connection with another request.
+            return False
+        return connection.states == _BOTH_IDLE and not any(connection.trailing_data)
+
+    def close(self) -> None:
+        # Synchronous, so a cancellation cannot interrupt it; no TLS close-notify (the hub does not need one).
+        self.tcp.socket.close()
+
+
+class _ConnectionClosed(Exception):
+    pass
+
+
+def _has(headers: list[tuple[bytes, bytes]], name: bytes) -> bool:
+    return any(key == name for key, _value in headers)
+
+
+def _unexpected(event: object) -> str:
+    return f"unexpected {type(event).__name__} while reading an answer"
+
+
+def _h11_message(error: h11.RemoteProtocolError) -> str:
+    # h11 quotes the offending bytes; the hub client redacts the token from them before it shows anything.
+    return str(error) or type(error).__name__
+
+
+class TrioH11Transport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 over trio with h11; see the module docstring.
+
+    ``ssl_context`` verifies https origins (default: the system's trust store, built once, on first use).
+    """
+
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        max_idle_per_origin: int = MAX_IDLE_PER_ORIGIN,
+        max_head: int = MAX_HEAD,
+        max_body: int = MAX_BODY,
+    ) -> None:
+        self._ssl_context = ssl_context
+        self._max_idle = max_idle_per_origin
+        self._max_head = max_head
+        self._max_body = max_body
+        self._idle: dict[_Origin, list[_Connection]] = {}
+        self._closed = False
+        #: How many connections were opened, for tests and statistics.
+        self.connections_opened = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        scheme = url.raw_scheme
+        if scheme not in _DEFAULT_PORTS:
+            raise httpx.UnsupportedProtocol(f"the URL's scheme must be http or https, not {url.scheme!r}")
+        origin = (scheme, url.raw_host, url.port or _DEFAULT_PORTS[scheme])
+        body = await request.aread()
+        for _attempt in range(2):
+            connection = await self._checkout(origin)
+            try:
+                response = await connection.round_trip(request, body, max_body=self._max_body)
+            except _NothingReceived:
+                connection.close()
+                continue  # once, on a new connection: _checkout reuses idle ones only if they are fresh
+            except BaseException:
+                # A failure, a deadline or a cancellation mid-request: half an answer is never reused.
+                connection.close()
+                raise
+            self._checkin(origin, connection)
+            return response
+        raise httpx.RemoteProtocolError("the server closed the connection without answering")  # pragma: no cover
+
+    async def _checkout(self, origin: _Origin) -> _Connection:
+        idle = self._idle.get(origin)
+        while idle:
+            connection = idle.pop()
+            try:
+                fresh = await connection.is_fresh()
+            except BaseException:
+                connection.close()
+                raise
+            if fresh:
+                return connection
+            connection.close()
+        return await self._connect(origin)
+
+    def _checkin(self, origin: _Origin, connection: _Connection) -> None:
+        if self._closed or not connection.reusable():
+            connection.close()
+            return
+        idle = self._idle.setdefault(origin, [])
+        if len(idle) >= self._max_idle:
+            connection.close()
+            return
+        idle.append(connection)
+
+    async def _connect(self, origin: _Origin) -> _Connection:
+        scheme, raw_host, port = origin
+        host = raw_host.decode("ascii")
+        try:
+            tcp = await trio.open_tcp_stream(host, port)
+        except OSError as error:
+            # trio reports each address it tried in an exception group under the OSError; say what they were.
+            raise httpx.ConnectError(f"cannot connect to {host}:{port}: {describe_exception(error)}") from error
+        self.connections_opened += 1
+        if scheme == b"http":
+            return _Connection(tcp, tcp, max_head=self._max_head)
+        # https_compatible: as HTTPS clients do, take a close without TLS close-notify for the end of the stream
+        # (an answer delimited by the end of the connection is then read, not lost) and send none ourselves.
+        tls = trio.SSLStream(tcp, self._tls_context(), server_hostname=host, https_compatible=True)
+        try:
+            await tls.do_handshake()
+        except trio.BrokenResourceError as error:
+            tcp.socket.close()
+            cause = error.__cause__ or error
+            raise httpx.ConnectError(f"the TLS handshake with {host}:{port} failed: {cause}") from cause
+        except BaseException:
+            tcp.socket.close()
+            raise
+        return _Connection(tcp, tls, max_head=self._max_head)
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            # Built once: a context loads the whole trust store, tens of milliseconds of CPU.
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
 
     async def aclose(self) -> None:
-        await self.pool.aclose()
-
-
-def _header_lines(headers: Headers) -> bytes:
-    lines = []
-    for name, value in headers:
-        # The hub client checked the token when it started; this catches a bug, not bad input.
-        if not name.isascii() or not value.isascii() or any(c in name + value for c in "\r\n\0"):
-            raise ValueError(f"refusing to send header {name!r}: it contains characters HTTP cannot carry")
-        lines.append(f"{name}: {value}\r\n".encode("ascii"))
-    return b"".join(lines)
+        self._closed = True
+        idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for connection in connections:
+                connection.close()

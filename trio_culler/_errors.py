@@ -15,6 +15,7 @@
 The layer below is httpx, whatever transport carries the request (``_transport``'s h11 one, httpcore with
 ``--use-proxy-env``, a ``MockTransport`` in tests); :func:`hub_error_from_httpx` maps its tree once::
 
+    TLSHandshakeTimeout (an httpx.ConnectTimeout)        -> HubUnavailable (not retried: see _tls_advice)
     httpx.TimeoutException                              -> HubTimeout
     httpx.TransportError (connect, read, write, protocol) -> HubUnavailable
     httpx.DecodingError and any other httpx.RequestError  -> HubProtocolError
@@ -40,6 +41,7 @@ __all__ = [
     "HubStatusError",
     "HubTimeout",
     "HubUnavailable",
+    "TLSHandshakeTimeout",
     "caused_by",
     "describe_exception",
     "first_leaf",
@@ -90,6 +92,11 @@ class HubStatusError(HubError):
 
 class HubProtocolError(HubError):
     kind = "protocol"
+
+
+class TLSHandshakeTimeout(httpx.ConnectTimeout):
+    """Raised by the transport when a TLS handshake does not complete in a few seconds: what a plain-HTTP server
+    does with a TLS greeting (JupyterHub's tornado waits for the end of a request head that never comes)."""
 
 
 def first_leaf(group: BaseExceptionGroup[Exception]) -> BaseException:
@@ -154,30 +161,33 @@ def hub_error_from_httpx(error: httpx.RequestError, what: str, redact: Callable[
             link.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in link.args)
     detail = redact(describe_exception(error))[:QUOTE_LIMIT]
     mapped: HubError
-    if isinstance(error, httpx.TimeoutException):
+    if isinstance(error, httpx.TimeoutException) and not isinstance(error, TLSHandshakeTimeout):
         mapped = HubTimeout(f"{what}: {detail}")
     elif isinstance(error, httpx.TransportError):
-        mapped = HubUnavailable(f"{what}: {detail}{_tls_advice(error, what)}")
+        advice = _tls_advice(error, what)
+        mapped = HubUnavailable(f"{what}: {detail}{advice}")
+        # A certificate that does not verify, TLS spoken to a plain-HTTP port, a request that cannot be sent:
+        # the same a second later, so say it now rather than after the retries' backoff.
         tls_failure = next((link for link in _chain(error) if isinstance(link, ssl.SSLError)), None)
-        if tls_failure is not None and not isinstance(tls_failure, _TLS_EOF):
-            # A certificate that does not verify, or TLS spoken to a plain-HTTP port: a second later is the same.
+        if isinstance(error, TLSHandshakeTimeout | httpx.UnsupportedProtocol | httpx.LocalProtocolError) or (
+            tls_failure is not None and not isinstance(tls_failure, _TLS_EOF)
+        ):
             mapped.transient = False
-        if isinstance(error, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
-            mapped.transient = False  # a request that cannot be sent, however often it is tried
     else:
         mapped = HubProtocolError(f"{what}: unreadable answer: {detail}")
     return mapped
 
 
 def _tls_advice(error: httpx.TransportError, what: str) -> str:
+    """A hint for the TLS failures that are usually a wrong --url or a missing --ssl-enabled."""
     if "https://" not in what:
         return ""
     if caused_by(error, ssl.SSLCertVerificationError):
         return " (the hub's certificate does not verify: with internal_ssl use --ssl-enabled, else check its CA)"
-    failure = next((link for link in _chain(error) if isinstance(link, ssl.SSLError)), None)
-    if failure is not None and not isinstance(failure, _TLS_EOF):
+    if isinstance(error, TLSHandshakeTimeout) or caused_by(error, ssl.SSLError):
+        plain = what.split(" ", 1)[-1].replace("https://", "http://", 1)
         return (
-            " (the TLS handshake failed: if the hub serves plain HTTP on this port, use an http:// --url, "
-            f"e.g. {what.split(' ', 1)[-1].replace('https://', 'http://', 1)})"
+            " (the TLS handshake failed: if the hub serves plain HTTP on this port, "
+            f"use an http:// --url, e.g. {plain})"
         )
     return ""

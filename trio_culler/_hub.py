@@ -176,9 +176,19 @@ class HubClient:
     """Requests to one hub's REST API (and, with :meth:`get_json`, to other origins on the same terms).
     Create it with :func:`open_hub_client`."""
 
-    def __init__(self, config: Config, client: httpx.AsyncClient, limiter: trio.CapacityLimiter) -> None:
+    def __init__(
+        self,
+        config: Config,
+        client: httpx.AsyncClient,
+        limiter: trio.CapacityLimiter,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """``client`` carries the settings (headers, timeouts, TLS, proxies from the environment). Requests go
+        through ``transport`` directly when one is given (see :func:`open_hub_client`), else ``client.send``."""
         self._config = config
         self._client = client
+        self._transport = transport
         self._base = config.url.rstrip("/")
         self._timeout = config.request_timeout
         self.limiter = limiter
@@ -263,7 +273,7 @@ class HubClient:
             try:
                 # A deadline for the whole attempt: connecting, sending and reading the complete answer.
                 with trio.move_on_after(self._timeout) as deadline:
-                    response = await self._client.send(request)
+                    response = await self._send(request)
                 if deadline.cancelled_caught:
                     raise HubTimeout(f"{self._what(request)}: no answer within {self._timeout:g} s")
             except httpx.RequestError as error:
@@ -279,6 +289,20 @@ class HubClient:
         if 300 <= status < 400:
             message += self._redirect_advice(request, response)
         raise HubStatusError(message, status=status, retry_after=_retry_after(response))
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        if self._transport is None:
+            return await self._client.send(request)
+        # What AsyncClient.send does for a client without auth, redirects, hooks or cookies: the transport's
+        # answer, read in full. Skipping the client's machinery (cookie extraction, the auth and redirect
+        # generators) halves the CPU of a request over the h11 transport (benchmarks/request_cost.py).
+        response = await self._transport.handle_async_request(request)
+        response.request = request
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
 
     def _hub_message(self, response: httpx.Response) -> str:
         try:
@@ -349,8 +373,13 @@ class HubClient:
                 users.append(structure_user(item))
             except ModelError as error:
                 name = item.get("name") if isinstance(item, dict) else None
-                label = _printable(name) if isinstance(name, str) and name else None
-                label = label or f"item {offset + index} of the page at offset {offset}"
+                where = f"item {offset + index} of the page at offset {offset}"
+                if isinstance(name, str) and name:
+                    label = _printable(name)
+                elif name == "":
+                    label = f"'' (an empty name, {where})"
+                else:
+                    label = where
                 skipped.append(SkippedItem(self._redact(label), self._redact(str(error))))
         return Page(users, skipped, total, offset, page_limit)
 
@@ -476,7 +505,9 @@ async def open_hub_client(
         cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
     )
     try:
-        yield HubClient(config, client, limiter)
+        # With --use-proxy-env httpx's client routes each request by the environment's proxy settings; otherwise
+        # there is one transport, which the hub client uses directly.
+        yield HubClient(config, client, limiter, transport=transport)
     finally:
         if not injected:
             await client.aclose()  # and with it the transport it was given or built

@@ -177,15 +177,31 @@ def _with_legacy_servers(model: dict[str, Any]) -> dict[str, Any]:
     return {**model, "servers": {"": default}}
 
 
+def _check_names(user: User) -> User:
+    """Names are what the DELETE URLs are built from: one that is empty would address the wrong resource
+    (``DELETE /users/`` instead of a user), one that is not valid Unicode (a lone surrogate, which a JSON
+    ``\\udXXX`` escape can produce) cannot be encoded into a URL at all."""
+    if not user.name:
+        raise ModelError("user.name: empty")
+    for where, name in (("user.name", user.name), *((f"user.servers[{n!r}]", n) for n in user.servers)):
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ModelError(f"{where}: not valid Unicode (a lone surrogate)") from None
+    return user
+
+
 def structure_user(model: Any) -> User:
     """Build a :class:`User` from one item of ``GET /users``, or raise :class:`ModelError`."""
     if not isinstance(model, dict):
         raise ModelError(f"expected a user object, got {type(model).__name__}")
     model = {**_with_legacy_servers(model), "model": model}
     try:
-        return _structure_fast_user(model, User)  # type: ignore[no-any-return]
+        user = _structure_fast_user(model, User)
     except Exception:
         pass
+    else:
+        return _check_names(user)
     try:
         _DETAILED.structure(model, User)
     except cattrs.BaseValidationError as error:

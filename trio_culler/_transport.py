@@ -39,7 +39,7 @@ import h11
 import httpx
 import trio
 
-from ._errors import describe_exception
+from ._errors import TLSHandshakeTimeout, describe_exception
 
 __all__ = ["MAX_BODY", "MAX_HEAD", "MAX_INFORMATIONAL", "TrioH11Transport"]
 
@@ -52,6 +52,9 @@ MAX_BODY: Final = 512 * 1024 * 1024
 #: Most informational (1xx) answers before the final one. A real server sends one or two (100 Continue, 103
 #: Early Hints); a stream of them is a server that will never answer.
 MAX_INFORMATIONAL: Final = 8
+#: Seconds a TLS handshake may take. On a hub's network it takes milliseconds; a plain-HTTP server that was sent
+#: a TLS greeting never answers it, and the request's own deadline (a minute by default) is too long to say so.
+HANDSHAKE_TIMEOUT: Final = 5.0
 #: Idle connections kept per origin; the hub client sets it to its concurrency.
 MAX_IDLE_PER_ORIGIN: Final = 16
 _READ_SIZE: Final = 65536
@@ -243,8 +246,10 @@ class TrioH11Transport(httpx.AsyncBaseTransport):
         max_idle_per_origin: int = MAX_IDLE_PER_ORIGIN,
         max_head: int = MAX_HEAD,
         max_body: int = MAX_BODY,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:
         self._ssl_context = ssl_context
+        self._handshake_timeout = handshake_timeout
         self._max_idle = max_idle_per_origin
         self._max_head = max_head
         self._max_body = max_body
@@ -314,7 +319,10 @@ class TrioH11Transport(httpx.AsyncBaseTransport):
         # (an answer delimited by the end of the connection is then read, not lost) and send none ourselves.
         tls = trio.SSLStream(tcp, self._tls_context(), server_hostname=host, https_compatible=True)
         try:
-            await tls.do_handshake()
+            with trio.move_on_after(self._handshake_timeout) as handshake:
+                await tls.do_handshake()
+            if handshake.cancelled_caught:
+                raise TLSHandshakeTimeout(f"no TLS handshake with {host}:{port} within {self._handshake_timeout:g} s")
         except trio.BrokenResourceError as error:
             tcp.socket.close()
             cause = error.__cause__ or error

@@ -1,0 +1,373 @@
+"""HubClient over httpx: what it sends, how httpx's exceptions and the hub's statuses become the culler's errors,
+requests to other origins on the same terms, and the adversarial review's points that concern the client.
+
+In memory with ``httpx.MockTransport`` where the shape of a request or the mapping of an exception is the point;
+against real loopback servers where bytes on the wire are (a reflected token in a malformed header, a garbled
+status line, TLS spoken to a plain-HTTP port, a hub that never stops answering 1xx or sending 1-byte chunks).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+import trio
+
+from trio_culler import Config, run_pass
+from trio_culler._errors import HubProtocolError, HubStatusError, HubTimeout, HubUnavailable
+from trio_culler._hub import HubClient, open_hub_client
+from trio_culler.testing import FakeHub, open_fake_hub
+
+from .faults_helpers import NOW, TOKEN
+
+Handler = Callable[[httpx.Request], Awaitable[httpx.Response] | httpx.Response]
+
+
+def config(url: str = "http://hub.test/hub/api", **changes: Any) -> Config:
+    return attrs.evolve(Config(api_token=TOKEN, url=url, timeout=600, max_retries=2), **changes)
+
+
+@asynccontextmanager
+async def mocked(handler: Handler, **changes: Any) -> AsyncIterator[HubClient]:
+    async def respond(request: httpx.Request) -> httpx.Response:
+        answer = handler(request)
+        return await answer if isinstance(answer, Awaitable) else answer
+
+    async with open_hub_client(config(**changes), transport=httpx.MockTransport(respond)) as hub:
+        yield hub
+
+
+def assert_clean(text: str) -> None:
+    assert TOKEN not in text
+    assert TOKEN[:12] not in text
+    assert TOKEN[-12:] not in text
+
+
+def full_text(error: BaseException) -> str:
+    """What a traceback of ``error`` shows, causes included."""
+    return "".join(traceback.format_exception(error))
+
+
+# ------------------------------------------------------------------------------------------ what is sent
+
+
+async def test_requests_carry_the_token_and_encode_every_segment(autojump_clock: trio.abc.Clock) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(204, headers={"Set-Cookie": "session=abc; Path=/"})
+
+    async with mocked(handler) as hub:
+        assert await hub.stop_server(".", "a/b?c") == 204
+        assert await hub.stop_server("x", "", remove=True) == 204
+    first, second = seen
+    assert first.url.raw_path == b"/hub/api/users/%2E/servers/a%2Fb%3Fc"
+    assert first.headers["authorization"] == f"token {TOKEN}"
+    assert first.headers["accept-encoding"] == "identity"
+    assert first.headers["user-agent"].startswith("trio-culler/")
+    assert second.content == b'{"remove": true}'
+    assert second.headers["content-type"] == "application/json"
+    # A client that holds an admin token keeps no cookies: the hub's Set-Cookie is not sent back.
+    assert "cookie" not in second.headers
+
+
+async def test_another_origin_goes_through_the_same_limiter_retries_and_errors(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    in_flight = 0
+    most = 0
+    calls = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, most, calls
+        calls += 1
+        first = calls == 1
+        in_flight += 1
+        most = max(most, in_flight)
+        await trio.sleep(0.1)
+        in_flight -= 1
+        if first:
+            return httpx.Response(503)  # retried, as a hub request would be
+        if request.url.path == "/nope":
+            return httpx.Response(404)
+        return httpx.Response(200, json={"kernels": [], "token": request.headers.get("authorization")})
+
+    async with mocked(handler, concurrency=3) as hub:
+        async with trio.open_nursery() as nursery:
+            for _ in range(10):
+                nursery.start_soon(hub.get_json, "http://127.0.0.1:8000/user/a%20b/api/kernels")
+        answer = await hub.get_json("http://127.0.0.1:8000/user/x/api/status", kind="kernels")
+        assert answer["token"] == f"token {TOKEN}"
+        unauthenticated = await hub.request("webhook", "GET", "http://127.0.0.1:9/ping", send_token=False)
+        assert unauthenticated.json()["token"] is None
+        with pytest.raises(HubStatusError, match=r"GET http://127\.0\.0\.1:8000/nope -> 404"):
+            await hub.get_json("http://127.0.0.1:8000/nope")
+        stats = hub.statistics()
+    assert most == 3
+    assert stats.retries == 1
+    assert stats.requests == {"get": 12, "kernels": 1, "webhook": 1}
+
+
+async def test_a_redirect_says_so_and_suggests_the_api_url(autojump_clock: trio.abc.Clock) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(302, headers={"Location": "/hub/login?next=%2Fhub%2F"})
+
+    async with mocked(handler, url="http://127.0.0.1:8081/hub") as hub:
+        with pytest.raises(HubStatusError) as caught:
+            await hub.get_info()
+    message = str(caught.value)
+    assert "-> 302" in message
+    assert "the hub answered with a redirect to /hub/login" in message
+    assert "http://127.0.0.1:8081/hub/api" in message
+    assert not caught.value.transient
+
+
+# ------------------------------------------------------------------------------------------ httpx -> HubError
+
+
+def raising(error: Exception) -> Handler:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    return handler
+
+
+def tls_failure(cause: ssl.SSLError) -> httpx.ConnectError:
+    error = httpx.ConnectError("the TLS handshake with hub.test:443 failed")
+    error.__cause__ = cause
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "transient", "words"),
+    [
+        (httpx.ConnectError("cannot connect: Connection refused"), HubUnavailable, True, "Connection refused"),
+        (httpx.ReadError("connection lost"), HubUnavailable, True, "connection lost"),
+        (httpx.RemoteProtocolError("illegal status line"), HubUnavailable, True, "illegal status line"),
+        (httpx.ReadTimeout("slow"), HubTimeout, True, "slow"),
+        (httpx.DecodingError("bad gzip"), HubProtocolError, False, "unreadable answer: bad gzip"),
+        (httpx.UnsupportedProtocol("ftp"), HubUnavailable, False, "ftp"),
+        (tls_failure(ssl.SSLCertVerificationError(1, "certificate verify failed")), HubUnavailable, False, "verify"),
+        (tls_failure(ssl.SSLEOFError(8, "EOF occurred")), HubUnavailable, True, "EOF"),
+    ],
+)
+async def test_httpx_errors_are_mapped_once(
+    autojump_clock: trio.abc.Clock, error: Exception, kind: type[Exception], transient: bool, words: str
+) -> None:
+    async with mocked(raising(error)) as hub:
+        with pytest.raises(kind, match=words) as caught:
+            await hub.get_info()
+        retries = hub.statistics().retries
+    assert caught.value.transient is transient  # type: ignore[attr-defined]
+    assert caught.value.__cause__ is error  # raise mapped from exc
+    assert retries == (2 if transient else 0)
+
+
+# ------------------------------------------------------------------------------------------ loopback servers
+
+
+Script = Callable[[trio.SocketStream, bytes], Awaitable[None]]
+
+
+@asynccontextmanager
+async def raw_server(script: Script) -> AsyncIterator[str]:
+    """A loopback server that reads a request head and runs ``script(stream, head)``; yields the API URL."""
+
+    async def handle(stream: trio.SocketStream) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = await stream.receive_some(65536)
+            if not data:
+                return
+            head += data
+        await script(stream, head)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+        yield f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/hub/api"
+        nursery.cancel_scope.cancel()
+
+
+def answering(reply: Callable[[bytes], bytes]) -> Script:
+    async def script(stream: trio.SocketStream, head: bytes) -> None:
+        await stream.send_all(reply(head))
+        await trio.sleep_forever()
+
+    return script
+
+
+def forever(head: bytes, piece: bytes) -> Script:
+    async def script(stream: trio.SocketStream, _request: bytes) -> None:
+        await stream.send_all(head)
+        while True:
+            await stream.send_all(piece)
+
+    return script
+
+
+def authorization(head: bytes) -> bytes:
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"authorization:"):
+            return line.split(b":", 1)[1].strip()
+    raise AssertionError("no Authorization header")
+
+
+@pytest.mark.parametrize(
+    "reflect",
+    [
+        # The token in a header line without a colon: h11 refuses it and quotes the line in its message.
+        pytest.param(lambda token: b"HTTP/1.1 200 OK\r\nX-Echo " + token + b"\r\n\r\n", id="malformed header"),
+        # A garbled status line that echoes the token: the transport-level error of issue 13.
+        pytest.param(lambda token: b"HTTP/1.1 2OO " + token + b"\r\n\r\n", id="garbled status line"),
+        # Padding puts the token across the cut that shortens a quoted message.
+        pytest.param(lambda token: b"HTTP/1.1 200 OK\r\nX-" + b"a" * 250 + b" " + token + b"\r\n\r\n", id="at the cut"),
+    ],
+)
+async def test_a_token_reflected_into_a_refused_answer_is_redacted_before_the_message_is_cut(
+    reflect: Callable[[bytes], bytes],
+) -> None:
+    async with (
+        raw_server(answering(lambda head: reflect(authorization(head)))) as url,
+        open_hub_client(config(url, max_retries=0)) as hub,
+    ):
+        with pytest.raises(HubUnavailable) as caught:
+            await hub.get_info()
+    text = full_text(caught.value)
+    assert "[redacte" in str(caught.value)  # redacted, then cut (at the cut, through the marker itself)
+    assert_clean(text)  # the HubError, the httpx error it was raised from, the whole traceback
+
+
+async def test_https_against_a_plain_http_hub_that_waits_says_the_handshake_failed_and_suggests_http() -> None:
+    async def wait_for_a_request_head(stream: trio.SocketStream, head: bytes) -> None:
+        raise AssertionError("a TLS greeting has no end of a request head")  # pragma: no cover
+
+    # What JupyterHub's tornado does with a TLS greeting: wait for the end of a request head, which never comes.
+    async with raw_server(wait_for_a_request_head) as api_url:
+        https_url = api_url.replace("http://", "https://")
+        async with open_hub_client(config(https_url)) as hub:
+            with pytest.raises(HubUnavailable) as caught:
+                await hub.get_info()
+            retries = hub.statistics().retries
+    message = str(caught.value)
+    assert "no TLS handshake" in message
+    assert f"use an http:// --url, e.g. {api_url}/" in message
+    assert not caught.value.transient
+    # After the handshake's few seconds, not after the request's deadline (a minute) and five retries.
+    assert retries == 0
+
+
+async def test_https_against_a_plain_http_hub_that_hangs_up_suggests_http() -> None:
+    async with open_fake_hub(FakeHub(token=TOKEN)) as api_url:
+        https_url = api_url.replace("http://", "https://")
+        async with open_hub_client(config(https_url, max_retries=0)) as hub:
+            with pytest.raises(HubUnavailable) as caught:
+                await hub.get_info()
+    message = str(caught.value)
+    assert "TLS handshake" in message
+    assert f"use an http:// --url, e.g. {api_url}/" in message
+
+
+async def test_an_endless_stream_of_100_continue_ends_the_request() -> None:
+    async with (
+        raw_server(forever(b"", b"HTTP/1.1 100 Continue\r\n\r\n" * 64)) as url,
+        open_hub_client(config(url, max_retries=0, request_timeout=30.0)) as hub,
+    ):
+        with pytest.raises(HubUnavailable, match="informational"):
+            await hub.get_info()
+
+
+async def test_an_endless_body_of_1_byte_chunks_ends_at_the_request_deadline() -> None:
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    async with (
+        raw_server(forever(head, b"1\r\nx\r\n" * 1024)) as url,
+        open_hub_client(config(url, max_retries=0, request_timeout=0.5)) as hub,
+    ):
+        with pytest.raises(HubTimeout, match=r"no answer within 0\.5 s"):
+            await hub.get_info()
+
+
+# ------------------------------------------------------------------------------------------ unreadable users
+
+
+def page_of(*items: Any) -> httpx.Response:
+    return httpx.Response(200, json={"items": list(items), "_pagination": {"total": len(items), "limit": 200}})
+
+
+def idle_user(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "servers": {"": {"name": "", "ready": True, "url": "/user/x/", "last_activity": "2020-01-01T00:00:00Z"}},
+    }
+
+
+async def test_a_lone_surrogate_or_an_empty_name_is_skipped_with_a_warning(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    deleted: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "DELETE":
+            deleted.append(request.url.raw_path.decode())
+            return httpx.Response(204)
+        if request.url.path.endswith("/users"):
+            # json.dumps writes a lone surrogate as the escape \ud800, which is how a hub would send it.
+            body = json.dumps(
+                {
+                    "items": [idle_user("bad\ud800name"), idle_user(""), idle_user("good")],
+                    "_pagination": {"total": 3, "limit": 200},
+                }
+            )
+            return httpx.Response(200, content=body.encode(), headers={"Content-Type": "application/json"})
+        return httpx.Response(200, json={"version": "5.2.1"})
+
+    caplog.set_level(logging.WARNING, logger="trio_culler")
+    report = await run_pass(config(), transport=httpx.MockTransport(handler), now=NOW)
+    assert deleted == ["/hub/api/users/good/server"]
+    assert report.skipped == 2
+    assert not report.errors
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert any("Skipping user bad\\ud800name" in line and "lone surrogate" in line for line in warnings), warnings
+    assert any("Skipping user '' (an empty name" in line for line in warnings), warnings
+
+
+async def test_a_skipped_users_label_and_problem_are_redacted_for_an_embedders_handler(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+            seen.extend(str(value) for value in record.__dict__.values() if isinstance(value, str))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/users"):
+            user = {**idle_user(f"u-{TOKEN}"), "admin": f"yes {TOKEN}"}
+            odd = {"name": 5, "servers": {TOKEN: {"last_activity": f"not a time {TOKEN}"}}}
+            return page_of(user, odd)
+        return httpx.Response(200, json={"version": "5.2.1"})
+
+    collect = Collect(logging.DEBUG)
+    logger = logging.getLogger("trio_culler")
+    logger.addHandler(collect)
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        report = await run_pass(config(), transport=httpx.MockTransport(handler), now=NOW)
+    finally:
+        logger.removeHandler(collect)
+        logger.setLevel(level)
+    assert report.skipped == 2
+    assert any("Skipping user u-[redacted]" in line for line in seen), seen
+    for line in seen:
+        assert_clean(line)

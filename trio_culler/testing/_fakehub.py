@@ -18,6 +18,7 @@ import attrs
 import httpx
 import trio
 
+from .._hub import PAGINATION_MEDIA_TYPE
 from ._h11_server import RawRequest, RawResponse, serve_h11
 from ._loopback import from_raw_request, open_loopback_listeners, to_raw_response
 from ._model import FakeServer, FakeUser, is_ready
@@ -28,8 +29,6 @@ from ._routes import INVALID_JSON, Route, json_body, parse_route, request_kind
 from ._statistics import FakeHubStatistics, PageRequest, RequestLog
 
 __all__ = ["FakeHub"]
-
-PAGINATION_MEDIA_TYPE = "application/jupyterhub-pagination+json"
 
 
 def _utc_now() -> datetime:

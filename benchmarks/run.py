@@ -643,7 +643,9 @@ def evaluate_targets(scs: list[Scenario], res: dict[str, dict[str, Json]]) -> li
             add(name, f"pass time <= 1.2x the bound ({b:.2f} s)", ratio(t["pass_s"], b), 1.2)
     if "n100k" in res:
         o, t = res["n100k"].get("original"), res["n100k"].get("trio")
-        add("n100k", "culler CPU <= 0.15x", ratio(val(t, "cpu_s"), val(o, "cpu_s")), 0.15)
+        # Issue 9: 0.30x, up from 0.15x. The HTTP is now h11's under httpx (about 0.12x over the hand-written
+        # client it replaced): a deliberate trade of CPU for not owning an HTTP parser.
+        add("n100k", "culler CPU <= 0.30x", ratio(val(t, "cpu_s"), val(o, "cpu_s")), 0.30)
         add("n100k", "peak RSS <= 0.2x", ratio(val(t, "peak_rss_mb"), val(o, "peak_rss_mb")), 0.2)
         add("n100k", "time to first DELETE <= 0.05x", ratio(val(t, "first_delete_s"), val(o, "first_delete_s")), 0.05)
     if "n100k" in res and "n1k" in res:
@@ -751,7 +753,8 @@ def render(doc: Json) -> str:
         "which run three times in alternating order; their figures are medians, and every run is listed under "
         "its scenario.\n"
         "- **Per request**: `python benchmarks/request_cost.py` measures the CPU one DELETE costs through the "
-        "hub client over trio-culler's own HTTP/1.1 client and over httpx with httpcore.\n"
+        "hub client over trio-culler's default transport (httpx over h11 on trio) and over httpx's default "
+        "transport (httpcore).\n"
         "- **Profile**: `python benchmarks/profile.py` splits the CPU of a 100,000-user pass by part of the hot path "
         "(start-up, JSON, structuring, decisions, logging, the rest): see [PROFILE.md](PROFILE.md).\n"
     )
@@ -769,6 +772,19 @@ def render(doc: Json) -> str:
             f"--concurrency ({CONCURRENCY}) requests in flight; every idle server stopped and no active one.\n"
         )
     # summary
+    if doc.get("request_cost"):
+        cost = doc["request_cost"]["us_cpu_per_delete"]
+        w("## CPU per request\n")
+        w(
+            "`python benchmarks/request_cost.py` (median of 3, 5,000 DELETEs each, `--concurrency=10`): "
+            "the CPU one DELETE costs through the hub client, client process only.\n"
+        )
+        w("| transport | µs CPU per DELETE | ratio |")
+        w("|---|---|---|")
+        names = {"h11": "default: httpx over h11 on trio (`_transport.py`)", "httpx": "httpx's default (httpcore)"}
+        for key, us in cost.items():
+            w(f"| {names.get(key, key)} | {us:.0f} | {us / cost['h11']:.2f}x |")
+        w("")
     w("## Summary\n")
     w(
         "| scenario | pass s (orig / trio) | ratio | CPU s (orig / trio) | ratio | peak RSS MB (orig / trio) | ratio "
@@ -1016,6 +1032,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=1, help="runs per scenario and culler (median reported)")
     p.add_argument("--quiet-seconds", type=float, default=3.0, help="idle time that ends the original's pass")
     p.add_argument("--skip-capacity", action="store_true")
+    p.add_argument(
+        "--skip-request-cost", action="store_true", help="do not run request_cost.py (CPU per DELETE by transport)"
+    )
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--out-dir", type=Path, default=HERE)
     p.add_argument("--original-python", type=Path, default=ORIGINAL_PY)
@@ -1098,6 +1117,9 @@ def main(argv: list[str] | None = None) -> int:
                 doc["runs"].append(r)
         doc["results"][sc.name] = {k: aggregate(v) for k, v in per.items() if v}
         write_outputs(doc, scs, opts, final=False)
+    if "trio" in keys and doc["trio_available"] and not opts.skip_request_cost:
+        print(f"[{time.strftime('%H:%M:%S')}] request_cost.py (CPU per DELETE by transport)", file=sys.stderr)
+        doc["request_cost"] = request_cost()
     doc["machine"]["loadavg_end"] = os.getloadavg()
     write_outputs(doc, scs, opts, final=True)
     print(f"wrote {opts.out_dir / 'RESULTS.md'}", file=sys.stderr)
@@ -1107,6 +1129,19 @@ def main(argv: list[str] | None = None) -> int:
     for line in missed:
         print(f"target missed: {line}", file=sys.stderr)
     return 1 if missed else 0
+
+
+def request_cost() -> Json:
+    """``request_cost.py --json``: µs of CPU per DELETE through the hub client, by transport (median of 3)."""
+    out = subprocess.run(
+        [sys.executable, str(HERE / "request_cost.py"), "--json", "--repeat=3"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=1800,
+    )
+    found: Json = json.loads(out.stdout)
+    return found
 
 
 def write_outputs(doc: Json, scs: list[Scenario], opts: argparse.Namespace, final: bool, stamp: bool = True) -> None:

@@ -148,7 +148,9 @@ async def test_hundreds_of_passes_leak_neither_memory_nor_descriptors(
             (objects_0, fds_0, rss_0, _), (objects_1, fds_1, rss_1, hub_stats) = marks
             assert full_passes >= PASSES - 4
             assert sum(failed.values()) >= PASSES // 2, "faults were injected throughout"
-            assert hub_stats.retries >= sum(failed.values())
+            # A dropped connection that was reused may be sent again by the transport itself, on a new connection
+            # (a server closing an idle connection must not cost a failed request): not a hub-level retry.
+            assert hub_stats.retries >= failed["503"] + failed["429"]
             assert_flat(objects_0, objects_1, "Culler.serve")
             # Keep-alive connections come and go (dropped ones are replaced): up to the pool's size, both ends.
             assert fds_1 <= fds_0 + 2 * (CONCURRENCY + 2)

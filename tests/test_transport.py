@@ -666,7 +666,7 @@ async def test_an_endless_body_of_1_byte_chunks_is_cut_by_the_deadline_in_bounde
         while True:
             await peer.send(piece)
             sent += len(piece)
-            if sent > 4 * 1024 * 1024:
+            if sent > 1024 * 1024:
                 going.set()
 
     async with serve(one_byte_chunks_forever, hang_guard=60) as server, open_client() as (client, _transport):
@@ -753,6 +753,20 @@ async def test_a_reused_connection_closed_as_the_request_went_out_costs_one_more
             assert (await client.get(server.url)).content == b"ok"
     assert transport.connections_opened == 2
     assert [len(peer.requests) for peer in server.peers] == [2, 2]
+
+
+async def test_a_post_on_a_reused_connection_closed_without_an_answer_is_not_sent_twice() -> None:
+    async def close_on_the_second_request(peer: Peer) -> None:
+        while await peer.read_request() is not None:
+            if len(peer.requests) == 2:
+                return
+            await peer.send(OK)
+
+    async with serve(close_on_the_second_request) as server, open_client() as (client, transport):
+        assert (await client.post(server.url, content=b"{}")).content == b"ok"
+        with pytest.raises(httpx.RemoteProtocolError, match="without answering"):
+            await client.post(server.url, content=b"{}")  # the server may have acted on it: not sent again
+    assert transport.connections_opened == 1
 
 
 async def test_a_fresh_connection_closed_without_an_answer_is_not_tried_again() -> None:

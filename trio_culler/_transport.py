@@ -19,7 +19,8 @@ anyio:
   that may not wait (see :meth:`_Connection.is_fresh`) finds whatever the server sent meanwhile, an EOF or
   stray bytes, even inside the TLS layer, and such a connection is dropped. A request that finds its reused
   connection closed before any byte of an answer (the server closed it as we sent) is sent once more on a new
-  connection, so an idle timeout on the server never costs a failed request.
+  connection, so an idle timeout on the server never costs a failed request (idempotent methods only: a POST
+  that may have been acted on is not sent twice).
 - **Cancellation or failure mid-request closes the connection** (synchronously, so it cannot be interrupted):
   half an answer is never reused.
 
@@ -60,6 +61,9 @@ MAX_IDLE_PER_ORIGIN: Final = 16
 _READ_SIZE: Final = 65536
 
 _Origin = tuple[bytes, bytes, int]
+#: RFC 9110 §9.2.2: what may be sent again after a connection broke without an answer (the server may have acted
+#: on the first copy; acting twice must mean the same as once).
+_IDEMPOTENT: Final = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 _BOTH_IDLE: Final = {h11.CLIENT: h11.IDLE, h11.SERVER: h11.IDLE}
 _DEFAULT_PORTS: Final = {b"http": 80, b"https": 443}
 
@@ -271,6 +275,8 @@ class TrioH11Transport(httpx.AsyncBaseTransport):
                 response = await connection.round_trip(request, body, max_body=self._max_body)
             except _NothingReceived:
                 connection.close()
+                if request.method not in _IDEMPOTENT:
+                    raise httpx.RemoteProtocolError("the server closed the connection without answering") from None
                 continue  # once, on a new connection: _checkout reuses idle ones only if they are fresh
             except BaseException:
                 # A failure, a deadline or a cancellation mid-request: half an answer is never reused.

@@ -30,7 +30,7 @@ from ._notify import Notifier, open_notifier
 from ._report import PassRecorder, PassReport
 
 if TYPE_CHECKING:
-    import httpx  # imported only when a transport is injected (see _httpx_transport)
+    import httpx  # for annotations only: requests are the hub client's business (_hub)
 
 __all__ = ["Culler", "CullerStatistics", "open_culler", "run_pass", "serve"]
 

@@ -35,7 +35,10 @@ class HttpxTransport:
         self._send = send
 
     async def request(self, method: str, target: str, headers: Headers, body: bytes) -> RawResponse:
-        request = httpx.Request(method, self._base + target, headers=[*self._headers, *headers], content=body or None)
+        return await self.request_url(method, self._base + target, headers, body)
+
+    async def request_url(self, method: str, url: str, headers: Headers, body: bytes) -> RawResponse:
+        request = httpx.Request(method, url, headers=[*self._headers, *headers], content=body or None)
         try:
             response = await self._send(request)
             response.request = request  # as httpx.AsyncClient does; httpx's error messages quote it

@@ -209,6 +209,7 @@ class HubClient:
         ok: frozenset[int],
         headers: Sequence[tuple[str, str]] = (),
         body: bytes = b"",
+        retry_timeouts: bool = True,
     ) -> RawResponse:
         attempt = 0
         while True:
@@ -217,6 +218,8 @@ class HubClient:
             except HubError as error:
                 if not error.transient or attempt >= self._config.max_retries:
                     raise
+                if not retry_timeouts and isinstance(error, HubTimeout):
+                    raise
                 delay = self._backoff(attempt, error)
             attempt += 1
             self._stats.retries += 1
@@ -224,6 +227,8 @@ class HubClient:
 
     def _what(self, method: str, target: str) -> str:
         """How error messages name a request; built only when one is needed."""
+        if _is_absolute(target):
+            return f"{method} {target}"
         return f"{method} {self._base}{target}"
 
     def _backoff(self, attempt: int, error: HubError) -> float:
@@ -258,7 +263,10 @@ class HubClient:
         try:
             # A deadline for the whole attempt: connecting, sending and reading the complete answer.
             with trio.CancelScope(deadline=trio.current_time() + self._timeout) as deadline:
-                response = await self._transport.request(method, target, headers, body)
+                if _is_absolute(target):
+                    response = await self._transport.request_url(method, target, headers, body)
+                else:
+                    response = await self._transport.request(method, target, headers, body)
             if deadline.cancelled_caught:
                 raise TransportTimeout  # ours, or one of httpx's own (--use-proxy-env): the same to the caller
         except TransportTimeout:
@@ -360,6 +368,14 @@ class HubClient:
         response = await self._request("delete_user", "DELETE", target, ok=_DELETE_USER_OK)
         return DeleteOutcome.GONE if response.status == 404 else DeleteOutcome.DELETED
 
+    async def get_elsewhere(self, kind: str, url: str) -> RawResponse:
+        """GET an absolute, percent-encoded ``url`` on another origin (a single-user server through the proxy),
+        sharing this client's limiter, deadline, retries, headers and redaction. Every status is returned to
+        the caller, who judges it (a 403 there is not the hub refusing the culler), except 429 and 5xx, which
+        are retried as usual. A timeout is not retried: a server that hung once would hang again, and a pass
+        must not spend ``max_retries`` deadlines on one server that can simply be decided from the hub's data."""
+        return await self._request(kind, "GET", url, ok=_ELSEWHERE_OK, retry_timeouts=False)
+
     def _json(self, response: RawResponse, method: str, target: str) -> Any:
         try:
             return json.loads(response.body)
@@ -379,6 +395,11 @@ _LIST_OK = frozenset({200})
 _GET_USER_OK = frozenset({200, 404})
 _STOP_OK = frozenset({200, 202, 204, 404})
 _DELETE_USER_OK = frozenset({200, 204, 404})
+_ELSEWHERE_OK = frozenset(status for status in range(100, 500) if status != 429)
+
+
+def _is_absolute(target: str) -> bool:
+    return target.startswith(("http://", "https://"))
 
 
 def _pagination(value: Any) -> tuple[int | None, int | None]:

@@ -46,6 +46,11 @@ class HubTransport(Protocol):
         """Send one request to ``base URL + target``; the complete answer or :class:`TransportError`."""
         ...
 
+    async def request_url(self, method: str, url: str, headers: Headers, body: bytes) -> RawResponse:
+        """Send one request to an absolute ``url`` (already percent-encoded) on another origin, with the same
+        fixed headers (``--inspect-kernels``: a single-user server through the proxy)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -67,15 +72,35 @@ class PoolTransport:
         # Percent-encode what a URL path may not hold raw (non-ASCII), keep what is already encoded.
         self._prefix = quote(parts.path, safe="/%!$&'()*+,;=:@~-._").rstrip("/").encode("ascii")
         self._head = _header_lines([("Host", authority), *headers])
+        self._fixed = list(headers)
         self.pool = ConnectionPool(ssl_context=ssl_context)
+        # Other origins (the proxy's public side) have certificates from the system's CAs, not the hub's
+        # internal one: a pool of their own, with the default TLS context.
+        self._elsewhere = ConnectionPool()
 
     async def request(self, method: str, target: str, headers: Headers, body: bytes) -> RawResponse:
         head = self._head + _header_lines(headers) if headers else self._head
         data = encode_request(method.encode("ascii"), self._prefix + target.encode("ascii"), head, body)
         return await self.pool.request(self._origin, data, head_request=method == "HEAD")
 
+    async def request_url(self, method: str, url: str, headers: Headers, body: bytes) -> RawResponse:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
+            raise TransportError(f"not an http(s) URL: {url}")
+        host = parts.hostname.encode("idna").decode("ascii")
+        default_port = 443 if parts.scheme == "https" else 80
+        port = parts.port or default_port
+        authority = f"[{host}]" if ":" in host else host
+        if port != default_port:
+            authority = f"{authority}:{port}"
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        head = _header_lines([("Host", authority), *self._fixed, *headers])
+        data = encode_request(method.encode("ascii"), target.encode("ascii"), head, body)
+        return await self._elsewhere.request(Origin(parts.scheme, host, port), data, head_request=method == "HEAD")
+
     async def aclose(self) -> None:
         await self.pool.aclose()
+        await self._elsewhere.aclose()
 
 
 def _header_lines(headers: Headers) -> bytes:

@@ -17,6 +17,11 @@ both cullers and cross-checks the semantics the culler relies on:
   named server, 400 for named servers when they are disabled or ``remove`` on the default server.
 - ``DELETE /hub/api/users/{name}``: 400 while the default server is stopping; otherwise stops it
   (as the hub does), then deletes the user.
+- ``GET /user/{name}/[{server}/]api/kernels`` and ``.../api/terminals``: the single-user servers behind the
+  proxy, as jupyter_server answers ``--inspect-kernels`` (token required), after ``--kernel-latency``
+  seconds. Every running server has one kernel, ``busy`` for ``--busy-fraction`` of the idle servers (busy
+  since its last activity: a long silent cell), else ``idle``; no terminals. A busy idle server is not
+  counted as idle in the correctness ledger: a culler that reads its kernel spares it.
 - ``GET /_bench/stats[?detail=1]`` (no auth): request counts by kind, most requests in flight (from
   request parsed to response written), first request / first DELETE / last response times
   (``time.monotonic()``, CLOCK_MONOTONIC, comparable across processes on Linux, plus wall clock),
@@ -152,6 +157,7 @@ class Server:
     last_activity: str
     idle: bool
     state: int = RUNNING
+    kernel_busy: bool = False
     delete_requests: int = 0
     stop_initiations: int = 0
     remove_pending: bool = False
@@ -247,6 +253,8 @@ class Options:
     fail_kinds: frozenset[str] = frozenset({"list", "delete"})
     list_latency: float = 0.0
     seed: int = 0
+    kernel_latency: float = 0.0
+    busy_fraction: float = 0.0
 
 
 @dataclass(slots=True)
@@ -268,6 +276,13 @@ class Hub:
         self.inactive = OrderedIdSet(n, (u.uid for u in population if not u.active()))
         self.fail_rng = random.Random(opts.seed + 1)
         servers = [s for u in population for s in u.spawners.values()]
+        if opts.busy_fraction > 0:
+            # A separate generator: the population stays what it is for the same seed without kernels.
+            busy_rng = random.Random(opts.seed + 2)
+            idle_servers = [s for s in servers if s.idle]
+            for s in busy_rng.sample(idle_servers, round(opts.busy_fraction * len(idle_servers))):
+                # Busy kernels protect their servers: for a culler that reads them they are not idle.
+                s.kernel_busy, s.idle = True, False
         self.idle_total = sum(1 for s in servers if s.idle)
         self.active_total = len(servers) - self.idle_total
         self.pending_stops = 0
@@ -583,6 +598,8 @@ class Hub:
                 self.reset()
                 return "bench", Response(200, b"{}")
             return "bench", error(404, "no such bench endpoint")
+        if path.startswith("/user/"):
+            return self.single_user(method, path, headers)
         if not path.startswith(API_PREFIX):
             return "other", error(404, "Not Found")
         rest = path[len(API_PREFIX) :]
@@ -630,6 +647,45 @@ class Hub:
 
     async def _slow(self, resp: Response) -> Response:
         await asyncio.sleep(self.opts.list_latency)
+        return resp
+
+    def single_user(
+        self, method: str, path: str, headers: dict[bytes, bytes]
+    ) -> tuple[str, Response | Awaitable[Response]]:
+        """A single-user server behind the proxy: jupyter_server's api/kernels and api/terminals."""
+        parts = [unquote(p, errors="strict") for p in path[len("/user/") :].split("/")]
+        if len(parts) == 3 and parts[1] == "api":
+            name, sname, endpoint = parts[0], "", parts[2]
+        elif len(parts) == 4 and parts[2] == "api":
+            name, sname, endpoint = parts[0], parts[1], parts[3]
+        else:
+            return "other", error(404, "Not Found")
+        kind = {"kernels": "kernels", "terminals": "terminals"}.get(endpoint, "other")
+        user = self.by_name.get(name)
+        server = user.spawners.get(sname) if user is not None else None
+        if kind == "other" or server is None or server.state != RUNNING:
+            return kind, error(404, "Not Found")
+        if method != "GET":
+            return kind, error(405, "Method Not Allowed")
+        if not self.authorized(headers):
+            return kind, error(403, "Forbidden")
+        if kind == "terminals":
+            body = b"[]"
+        else:
+            kernel = {
+                "id": f"kernel-{user.uid if user else 0}-{sname}",
+                "name": "python3",
+                "last_activity": server.last_activity,
+                "execution_state": "busy" if server.kernel_busy else "idle",
+                "connections": 0,
+            }
+            body = json.dumps([kernel]).encode()
+        if self.opts.kernel_latency > 0:
+            return kind, self._after(self.opts.kernel_latency, Response(200, body))
+        return kind, Response(200, body)
+
+    async def _after(self, seconds: float, resp: Response) -> Response:
+        await asyncio.sleep(seconds)
         return resp
 
 
@@ -818,6 +874,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fail-rate", type=float, default=0.0, help="answer this fraction of requests with 500")
     p.add_argument("--fail-kinds", default="list,delete", help="comma list from: list, delete")
     p.add_argument("--list-latency", type=float, default=0.0, help="extra seconds per GET /users")
+    p.add_argument("--kernel-latency", type=float, default=0.0, help="seconds a server takes to answer api/kernels")
+    p.add_argument("--busy-fraction", type=float, default=0.0, help="idle servers whose kernel is busy")
     p.add_argument("--token", default="bench-token", help="required API token ('' disables auth)")
     p.add_argument("--hub-version", default="5.2.1")
     p.add_argument("--max-lifetime", type=float, default=3600.0, help="exit by itself after this many seconds")
@@ -847,6 +905,8 @@ def main(argv: list[str] | None = None) -> None:
         fail_kinds=frozenset(k.strip() for k in args.fail_kinds.split(",") if k.strip()),
         list_latency=args.list_latency,
         seed=args.seed,
+        kernel_latency=args.kernel_latency,
+        busy_fraction=args.busy_fraction,
     )
     hub = Hub(population, opts)
     asyncio.run(serve(hub, args.port, args.max_lifetime))

@@ -8,6 +8,7 @@ import attrs
 from hypothesis import strategies as st
 
 from trio_culler import Policy, Server, User
+from trio_culler._inspect import Kernel, ServerActivity, Terminal
 from trio_culler._rules import Rule
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -100,4 +101,36 @@ def rule_users(draw: st.DrawFn) -> User:
         last_activity=draw(optional_timestamps),
         servers={server.name: server for server in named},
         groups=tuple(draw(st.lists(rule_groups, max_size=2, unique=True))),
+    )
+
+
+kernel_states = st.sampled_from(["idle", "busy", "starting", "dead", "restarting"])
+
+
+@st.composite
+def kernels(draw: st.DrawFn) -> Kernel:
+    return Kernel(
+        id=draw(st.text(min_size=1, max_size=8)),
+        execution_state=draw(kernel_states),
+        last_activity=draw(optional_timestamps),
+    )
+
+
+@st.composite
+def activities(draw: st.DrawFn) -> ServerActivity:
+    """What an inspected server may say: any mix of kernels (busy or not, timestamps or not) and terminals."""
+    terminals = draw(
+        st.lists(st.builds(Terminal, name=st.text(max_size=4), last_activity=optional_timestamps), max_size=3)
+    )
+    return ServerActivity(tuple(draw(st.lists(kernels(), max_size=4))), tuple(terminals))
+
+
+@st.composite
+def kernel_policies(draw: st.DrawFn) -> Policy:
+    """Policies with the --inspect-kernels settings drawn too."""
+    policy = draw(policies())
+    return attrs.evolve(
+        policy,
+        max_busy=draw(st.none() | durations.filter(lambda d: d > timedelta(0))),
+        kernel_activity_only=draw(st.booleans()),
     )

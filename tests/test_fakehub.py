@@ -15,7 +15,7 @@ import trio
 import trio.testing
 import trustme
 
-from trio_culler.testing import FakeHub, FakeServer, open_fake_hub
+from trio_culler.testing import FakeHub, FakeKernel, FakeServer, FakeTerminal, open_fake_hub
 
 T0 = datetime(2025, 1, 23, 16, 1, 47, 564284, tzinfo=UTC)
 TOKEN = "fake-hub-token"
@@ -492,6 +492,8 @@ async def test_statistics(autojump_clock: trio.testing.MockClock) -> None:
         "stop": 1,
         "remove": 0,
         "delete_user": 1,
+        "kernels": 0,
+        "terminals": 0,
         "other": 0,
     }
     assert (stats.in_flight, stats.max_in_flight) == (0, 5)
@@ -698,3 +700,40 @@ async def test_serve_on_ipv6_loopback() -> None:
     async with open_fake_hub(FakeHub(), host="::1") as api_url, http_client(api_url) as client:
         assert api_url.startswith("http://[::1]:")
         assert (await client.get("/")).status_code == 200
+
+
+async def test_single_user_servers_behind_the_fake_proxy() -> None:
+    hub = FakeHub(public_url="http://public.test")
+    kernel = FakeKernel("k1", "busy", T0)
+    hub.add_user(
+        "a b",
+        servers={
+            "": running(kernels=[kernel], terminals=[FakeTerminal("1", T0)]),
+            "lab": running("lab", kernels=None),
+        },
+    )
+    async with client_for(hub) as client:
+        kernels = await client.get("http://public.test/user/a%20b/api/kernels")
+        assert kernels.status_code == 200
+        assert kernels.json() == [
+            {
+                "id": "k1",
+                "name": "python3",
+                "last_activity": "2025-01-23T16:01:47.564284+00:00",
+                "execution_state": "busy",
+                "connections": 0,
+            }
+        ]
+        terminals = await client.get("http://public.test/user/a%20b/api/terminals")
+        assert terminals.json() == [{"name": "1", "last_activity": "2025-01-23T16:01:47.564284+00:00"}]
+        assert (await client.get("http://public.test/user/a%20b/lab/api/kernels")).status_code == 404
+        assert (await client.get("http://public.test/user/nobody/api/kernels")).status_code == 404
+        model = (await client.get("/users/a%20b")).json()
+        assert model["servers"][""]["full_url"] == "http://public.test/user/a%20b/"
+        hub.server_access = False
+        assert (await client.get("http://public.test/user/a%20b/api/kernels")).status_code == 403
+    async with client_for(hub, token="wrong") as client:
+        hub.server_access = True
+        assert (await client.get("http://public.test/user/a%20b/api/kernels")).status_code == 403
+    assert hub.statistics().requests_by_kind["kernels"] == 5
+    assert hub.statistics().requests_by_kind["terminals"] == 1

@@ -20,6 +20,7 @@ from ._errors import (
     HubTimeout,
     HubUnavailable,
 )
+from ._inspect import Kernel, ServerActivity, Terminal
 from ._models import Server, User
 from ._report import PassError, PassReport
 from ._service import Culler, CullerStatistics, open_culler, run_pass, serve
@@ -39,10 +40,13 @@ __all__ = [
     "HubStatusError",
     "HubTimeout",
     "HubUnavailable",
+    "Kernel",
     "PassError",
     "PassReport",
     "Policy",
     "Server",
+    "ServerActivity",
+    "Terminal",
     "User",
     "__version__",
     "decide_server",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from ._decide import Action, Decision
 from ._errors import HubAuthError, HubError
@@ -16,7 +16,7 @@ from ._hub import HubClient
 from ._report import CullRecord, PassRecorder
 from ._rules import MatchedRule
 
-__all__ = ["Outcome", "delete_user", "stop_server"]
+__all__ = ["Outcome", "decision_fields", "delete_user", "stop_server"]
 
 log = logging.getLogger("trio_culler")
 
@@ -69,7 +69,7 @@ async def _stop_server(
 ) -> Outcome:
     label = f"{user}/{server}" if server else user
     recorder.servers_culled[decision.rule] += 1
-    fields = _fields(user, server, decision)
+    fields = decision_fields(decision, user, server)
     if matched is not None and matched.rule is not None:
         # Which rule set the limits: the first question an operator asks about a cull they did not expect.
         fields["matched_rule"] = matched.index
@@ -111,7 +111,7 @@ async def _delete_user(
     hub: HubClient, user: str, decision: Decision, *, dry_run: bool, recorder: PassRecorder
 ) -> Outcome:
     recorder.users_culled += 1
-    fields = _fields(user, None, decision)
+    fields = decision_fields(decision, user, None)
     if dry_run:
         log.info("Would cull user %s (%s) [dry run]", user, decision.reason, extra=fields)
         return Outcome.WOULD_ACT
@@ -146,13 +146,23 @@ def _record(
     )
 
 
-def _fields(user: str, server: str | None, decision: Decision) -> dict[str, object]:
-    return {
+def decision_fields(decision: Decision, user: str, server: str | None) -> dict[str, object]:
+    """The JSON log fields of a decision: who, what, why, and (for an inspected server) which signal decided."""
+    fields: dict[str, object] = {
         "user": user,
         "server": server,
         "action": decision.action.value,
         "reason": decision.reason,
         "rule": decision.rule,
-        "inactive_seconds": None if decision.inactive is None else round(decision.inactive.total_seconds(), 3),
-        "age_seconds": None if decision.age is None else round(decision.age.total_seconds(), 3),
+        "inactive_seconds": _seconds(decision.inactive),
+        "age_seconds": _seconds(decision.age),
     }
+    if decision.inspected:
+        fields["signal"] = decision.signal
+        fields["hub_inactive_seconds"] = _seconds(decision.hub_inactive)
+        fields["busy_seconds"] = _seconds(decision.busy)
+    return fields
+
+
+def _seconds(delta: timedelta | None) -> float | None:
+    return None if delta is None else round(delta.total_seconds(), 3)

@@ -83,6 +83,20 @@ def _accepts(function: Callable[..., object] | None, *names: str) -> bool:
     return True
 
 
+def _public_url(_instance: object, _attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is None:
+        return
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as error:
+        raise ConfigError(f"--public-url {value!r} is not a valid URL: {error}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"--public-url must be the hub's public http:// or https:// URL, not {value!r}")
+    if parts.query or parts.fragment or any(c.isspace() for c in value):
+        raise ConfigError(f"--public-url must be a base URL, without query, fragment or spaces, not {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class Policy:
     """What the decision functions need to know; a projection of :class:`Config`."""
@@ -96,6 +110,10 @@ class Policy:
     remove_named_servers: bool
     #: Never cull, never delete (a rule with ``cull = false``); no global option sets it.
     exempt: bool = False
+    #: With --inspect-kernels: how long a busy kernel protects its server (None: as long as it is busy).
+    max_busy: timedelta | None = None
+    #: With --inspect-kernels: idle time from the server's kernels and terminals, not the hub's last_activity.
+    kernel_activity_only: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -148,11 +166,32 @@ class Config:
     warn_url: str | None = attrs.field(default=None, validator=attrs.validators.optional(_warn_url))
     warn_hook: WarnHook | None = attrs.field(default=None, eq=False)
 
+    #: Ask each candidate server (through the proxy) for its kernels and terminals before culling it.
+    inspect_kernels: bool = False
+    #: Seconds a busy kernel protects its server at most; 0: as long as it is busy. Needs inspect_kernels.
+    max_busy: float = attrs.field(default=0, validator=_non_negative)
+    #: Measure idleness from kernels and terminals only (browser polling no longer counts); every ready server
+    #: is then inspected. Needs inspect_kernels.
+    kernel_activity_only: bool = False
+    #: The hub's public URL (``$JUPYTERHUB_PUBLIC_URL``), where servers are reached when the hub gives no full_url.
+    public_url: str | None = attrs.field(default=None, validator=_public_url)
+
     def __attrs_post_init__(self) -> None:
         if self.warn_before and self.warn_url is None and self.warn_hook is None:
             raise ConfigError("--warn-before needs --warn-url or c.IdleCuller.warn_hook: who is to be warned?")
         if (self.warn_url is not None or self.warn_hook is not None) and not self.warn_before:
             raise ConfigError("--warn-url and c.IdleCuller.warn_hook need --warn-before=SECONDS")
+        if not self.inspect_kernels:
+            for name, value in (("kernel-activity-only", self.kernel_activity_only), ("max-busy", self.max_busy)):
+                if value:
+                    raise ConfigError(f"--{name} needs --inspect-kernels")
+        elif not self.public_url:
+            # A hub with a public_url gives it to its managed services as JUPYTERHUB_PUBLIC_URL; without one, the
+            # culler has no address for the servers (the hub's API URL is not the proxy's).
+            raise ConfigError(
+                "--inspect-kernels needs to reach the servers through the proxy: set --public-url "
+                "(default $JUPYTERHUB_PUBLIC_URL, which a hub with a public_url gives its services)"
+            )
 
     @property
     def interval(self) -> float:
@@ -170,6 +209,8 @@ class Config:
             cull_default_servers=self.cull_default_servers,
             cull_named_servers=self.cull_named_servers,
             remove_named_servers=self.remove_named_servers,
+            max_busy=timedelta(seconds=self.max_busy) if self.max_busy else None,
+            kernel_activity_only=self.kernel_activity_only,
         )
 
     @functools.cached_property
@@ -216,6 +257,7 @@ class Config:
             except ValueError:
                 raise ConfigError(f"JUPYTERHUB_REQUEST_TIMEOUT must be a number of seconds, not {raw!r}") from None
         for name, variable in (
+            ("public_url", "JUPYTERHUB_PUBLIC_URL"),
             ("ssl_keyfile", "JUPYTERHUB_SSL_KEYFILE"),
             ("ssl_certfile", "JUPYTERHUB_SSL_CERTFILE"),
             ("ssl_client_ca", "JUPYTERHUB_SSL_CLIENT_CA"),

@@ -19,6 +19,16 @@ applies to, whatever their age (``_forecast.cull_time`` says when a server will 
 
 One deliberate difference: the original's max-age rule deletes admin users even with
 ``--cull-admin-users=false``; here an admin spared is spared for any reason.
+
+With ``--inspect-kernels`` the caller also passes what the server said about itself (``activity``, a
+:class:`~trio_culler._inspect.ServerActivity`; None, the default, means "not inspected" and every rule above is
+exactly the original's):
+
+- a server with a kernel whose ``execution_state`` is ``busy`` is active, for at most ``max_busy`` (measured
+  from the busy kernel's ``last_activity``, when its current cell started); ``max_age`` still culls it;
+- with ``kernel_activity_only``, idle time is measured from the newest ``last_activity`` of the server's kernels
+  and terminals (from ``started`` when it has none), not from the hub's, which browser polling keeps fresh;
+- otherwise idle time is the hub's, so an inspection can only spare a server the hub's data would cull.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from datetime import datetime, timedelta
 import attrs
 
 from ._config import Policy
+from ._inspect import ServerActivity
 from ._models import Server, User
 
 __all__ = [
@@ -36,6 +47,7 @@ __all__ = [
     "Decision",
     "decide_server",
     "decide_user",
+    "effective_idle_time",
     "format_duration",
     "server_idle_time",
 ]
@@ -58,6 +70,17 @@ class Decision:
     age: timedelta | None = None
     #: What the rule needs to explain itself: the pending action, or the number of servers left.
     detail: str = ""
+    #: When a server was inspected: the hub's idle time (``inactive`` is then the one the rule used) and how
+    #: long its busy kernel has been busy (None: no busy kernel).
+    hub_inactive: timedelta | None = None
+    busy: timedelta | None = None
+    #: Whether the server's own kernels and terminals were read for this decision.
+    inspected: bool = False
+
+    @property
+    def signal(self) -> str:
+        """Which signal decided: ``hub`` (the hub's last_activity), ``kernel_busy`` or ``kernel_activity``."""
+        return _SIGNALS.get(self.rule, "hub")
 
     @property
     def acts(self) -> bool:
@@ -71,12 +94,37 @@ class Decision:
         the rest), and formatting durations is most of what deciding costs."""
         rule = self.rule
         if rule == "idle":
-            return f"inactive for {format_duration(self.inactive)}"
+            text = f"inactive for {format_duration(self.inactive)}"
+            return f"{text}, no kernel busy" if self.inspected else text
         if rule == "max_age":
             return f"age {format_duration(self.age)}, inactive for {format_duration(self.inactive)}"
         if rule == "active":
             return f"active: inactive for {format_duration(self.inactive)}, age {format_duration(self.age)}"
+        if rule == "kernel_busy":
+            return f"kernel busy for {format_duration(self.busy)}"
+        if rule == "busy_expired":
+            return (
+                f"kernel busy for {format_duration(self.busy)}, over max-busy {self.detail}, "
+                f"inactive for {format_duration(self.inactive)}"
+            )
+        if rule == "kernels_idle":
+            return (
+                f"kernels idle for {format_duration(self.inactive)}, hub activity {format_duration(self.hub_inactive)}"
+            )
+        if rule == "kernels_active":
+            return (
+                f"active: kernels idle for {format_duration(self.inactive)}, "
+                f"hub activity {format_duration(self.hub_inactive)}, age {format_duration(self.age)}"
+            )
         return _REASONS[rule].format(detail=self.detail)
+
+
+_SIGNALS = {
+    "kernel_busy": "kernel_busy",
+    "busy_expired": "kernel_busy",
+    "kernels_idle": "kernel_activity",
+    "kernels_active": "kernel_activity",
+}
 
 
 _REASONS = {
@@ -117,22 +165,39 @@ def server_idle_time(server: Server, now: datetime) -> tuple[timedelta | None, t
     return inactive, age
 
 
+def effective_idle_time(
+    server: Server, now: datetime, *, policy: Policy, activity: ServerActivity | None = None
+) -> tuple[timedelta | None, timedelta | None]:
+    """``(inactive, age)`` as the rules measure them: :func:`server_idle_time`, except that with
+    ``kernel_activity_only`` and an inspected server the idle time is that of its kernels and terminals (its
+    age when it has none: a server where nothing ever ran is as idle as it is old)."""
+    inactive, age = server_idle_time(server, now)
+    if activity is not None and policy.kernel_activity_only:
+        newest = activity.last_activity
+        inactive = _since(now, newest) if newest is not None else age
+    return inactive, age
+
+
 def decide_server(
     server: Server,
     *,
     policy: Policy,
     now: datetime,
     arbiter_says_cull: bool | None = None,
+    activity: ServerActivity | None = None,
 ) -> Decision:
     """Decide one server. ``arbiter_says_cull`` is the verdict of a configured ``cull_arbiter_hook`` (None: no
     hook, the default rule ``inactive >= timeout`` applies). The caller consults the hook only when
-    :func:`server_idle_time` gives an ``inactive`` value, as the hook cannot judge an unknown idle time."""
+    :func:`effective_idle_time` gives an ``inactive`` value, as the hook cannot judge an unknown idle time.
+    ``activity`` is what inspecting the server found (None: not inspected, or the inspection failed)."""
     if policy.exempt:
         return Decision(Action.KEEP, "exempt")
     if server.pending:
         return Decision(Action.KEEP, "pending", detail=server.pending)
     if not server.is_ready:
         return Decision(Action.KEEP, "not_ready")
+    if activity is not None:
+        return _decide_inspected(server, policy=policy, now=now, verdict=arbiter_says_cull, activity=activity)
     inactive, age = server_idle_time(server, now)
     kind_enabled = policy.cull_named_servers if server.name else policy.cull_default_servers
     act = Action.REMOVE if server.name and policy.remove_named_servers else Action.STOP
@@ -147,6 +212,38 @@ def decide_server(
     if not kind_enabled:
         return Decision(Action.KEEP, "named_disabled" if server.name else "default_disabled", inactive, age)
     return Decision(Action.KEEP, "active", inactive, age)
+
+
+def _decide_inspected(
+    server: Server, *, policy: Policy, now: datetime, verdict: bool | None, activity: ServerActivity
+) -> Decision:
+    hub_inactive, _age = server_idle_time(server, now)
+    inactive, age = effective_idle_time(server, now, policy=policy, activity=activity)
+    kind_enabled = policy.cull_named_servers if server.name else policy.cull_default_servers
+    act = Action.REMOVE if server.name and policy.remove_named_servers else Action.STOP
+    over_age = policy.max_age is not None and age is not None and age >= policy.max_age
+    busy: timedelta | None = None
+
+    def decision(action: Action, rule: str, detail: str = "") -> Decision:
+        return Decision(action, rule, inactive, age, detail, hub_inactive=hub_inactive, busy=busy, inspected=True)
+
+    if activity.busy:
+        # A busy kernel without a timestamp has been busy for an unknown time: it cannot be shown to be over
+        # --max-busy, so it protects the server (sparing is the mistake that can be undone).
+        busy = _since(now, activity.busy_since)
+        if policy.max_busy is None or busy is None or busy < policy.max_busy:
+            return decision(act, "max_age") if over_age else decision(Action.KEEP, "kernel_busy")
+    if inactive is not None and kind_enabled:
+        idle = inactive >= policy.timeout if verdict is None else verdict
+        if idle:
+            if busy is not None:
+                return decision(act, "busy_expired", format_duration(policy.max_busy))
+            return decision(act, "kernels_idle" if policy.kernel_activity_only else "idle")
+    if over_age:
+        return decision(act, "max_age")
+    if not kind_enabled:
+        return decision(Action.KEEP, "named_disabled" if server.name else "default_disabled")
+    return decision(Action.KEEP, "kernels_active" if policy.kernel_activity_only else "active")
 
 
 def decide_user(user: User, *, policy: Policy, now: datetime, servers_left: int) -> Decision:

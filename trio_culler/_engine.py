@@ -21,12 +21,13 @@ import attrs
 import trio
 from trio_util import run_and_cancelling
 
-from ._act import Outcome, delete_user, stop_server
+from ._act import Outcome, decision_fields, delete_user, stop_server
 from ._config import Config, Policy
-from ._decide import Action, Decision, decide_server, decide_user, server_idle_time
-from ._errors import HubAuthError, HubError, first_leaf
+from ._decide import Action, Decision, decide_server, decide_user, effective_idle_time, server_idle_time
+from ._errors import HubAuthError, HubError, HubStatusError, HubTimeout, HubUnavailable, first_leaf
 from ._forecast import Upcoming, cull_time
 from ._hub import REQUIRED_SCOPES, USER_DELETION_SCOPE, HubClient
+from ._inspect import InspectionFailed, ServerActivity, inspect_server
 from ._models import Server, User
 from ._notify import CullWarning, Notifier
 from ._pager import stream_users
@@ -144,6 +145,12 @@ def _triage(config: Config, now: datetime) -> Callable[[User], Work | None]:
     hook = config.cull_arbiter_hook is not None
     explain = log.isEnabledFor(logging.DEBUG)
     warn_before = timedelta(seconds=config.warn_before)
+    # With --kernel-activity-only the hub's activity says nothing about idleness: every ready server may be
+    # culled by its kernels, so every one goes to a worker, which inspects it.
+    inspect_all = config.inspect_kernels
+
+    def to_inspect(server: Server, policy: Policy) -> bool:
+        return inspect_all and policy.kernel_activity_only and server.is_ready and not server.pending
 
     def entering_warning(server: Server, policy: Policy) -> bool:
         # A server about to enter its warning window must reach a worker too, which warns its user.
@@ -160,7 +167,7 @@ def _triage(config: Config, now: datetime) -> Callable[[User], Work | None]:
         for name, server in user.servers.items():
             policy = table.for_server(user, server).policy
             decision = decisions[name] = decide_server(server, policy=policy, now=now)
-            wanted = wanted or decision.acts or entering_warning(server, policy)
+            wanted = wanted or decision.acts or entering_warning(server, policy) or to_inspect(server, policy)
         if wanted or (not decisions and table.for_user(user).policy.cull_users):
             return Work(user, decisions)
         return None
@@ -262,23 +269,36 @@ async def _handle_server(
     # The rule is matched again (cheap), not decided again: the pager's decision used this same rule.
     matched = config.rule_table.for_server(user, server)
     policy = matched.policy
+    label = f"{user.name}/{server.name}" if server.name else user.name
     decision = decided
     if decision is None:
         decision = await _decide_with_hook(config, now, user, server, policy, recorder)
         if decision is None:
             return Outcome.FAILED
-    if notifier is not None and not policy.exempt and _warned_first(notifier, user, server, policy, decision, now):
+    if config.inspect_kernels and _worth_inspecting(decision, policy):
+        activity = await _inspect(hub, config, user.name, label, server, recorder)
+        if activity is not None:
+            if policy.kernel_activity_only and config.cull_arbiter_hook is not None:
+                # The hook judges the idle time the rules use: the kernels', not the hub's.
+                decision = await _decide_with_hook(config, now, user, server, policy, recorder, activity)
+                if decision is None:
+                    return Outcome.FAILED
+            else:
+                # Measured from the hub, the hook (if any) already said "idle" to reach this point (a server it
+                # spared is not worth inspecting): its verdict stands, only the kernels can still spare it.
+                verdict = True if config.cull_arbiter_hook is not None else None
+                decision = decide_server(server, policy=policy, now=now, arbiter_says_cull=verdict, activity=activity)
+    # A busy kernel keeps its server whatever the hub's clock says: no warning of a cull that is not coming.
+    warn = notifier is not None and not policy.exempt and decision.rule != "kernel_busy"
+    if warn and notifier is not None and _warned_first(notifier, user, server, policy, decision, now):
         return Outcome.KEPT
     if not decision.acts:
-        if log.isEnabledFor(logging.DEBUG):
-            label = f"{user.name}/{server.name}" if server.name else user.name
-            log.debug(
-                "Not culling server %s (%s; %s)",
-                label,
-                decision.reason,
-                matched.label,
-                extra={"user": user.name, "matched_rule": matched.index},
-            )
+        # A server spared by a busy kernel is worth an INFO line: the hub's data would have culled it, and that
+        # is what --inspect-kernels is for. Every other kept server is DEBUG, as before.
+        level = logging.INFO if decision.rule == "kernel_busy" else logging.DEBUG
+        if log.isEnabledFor(level):
+            fields = {**decision_fields(decision, user.name, server.name), "matched_rule": matched.index}
+            log.log(level, "Not culling server %s (%s; %s)", label, decision.reason, matched.label, extra=fields)
         return Outcome.KEPT
     return await stop_server(
         hub, user.name, server.name, decision, dry_run=config.dry_run, recorder=recorder, matched=matched
@@ -286,13 +306,20 @@ async def _handle_server(
 
 
 async def _decide_with_hook(
-    config: Config, now: datetime, user: User, server: Server, policy: Policy, recorder: PassRecorder
+    config: Config,
+    now: datetime,
+    user: User,
+    server: Server,
+    policy: Policy,
+    recorder: PassRecorder,
+    activity: ServerActivity | None = None,
 ) -> Decision | None:
-    """decide_server() with the cull_arbiter_hook's verdict; None (keep the server) when the hook failed."""
+    """decide_server() with the cull_arbiter_hook's verdict; None (keep the server) when the hook failed. The
+    hook judges the idle time the rules use (the kernels' with --kernel-activity-only and ``activity``)."""
     verdict = None
     hook = config.cull_arbiter_hook
     if hook is not None and not server.pending and server.is_ready and not policy.exempt:
-        inactive, _age = server_idle_time(server, now)
+        inactive, _age = effective_idle_time(server, now, policy=policy, activity=activity)
         if inactive is not None:
             limit = _seconds(policy.timeout)
             try:
@@ -306,7 +333,18 @@ async def _decide_with_hook(
                 recorder.error(f"{user.name}/{server.name}", error)
                 log.exception("cull_arbiter_hook failed for %s; not culling it", user.name)
                 return None
-    return decide_server(server, policy=policy, now=now, arbiter_says_cull=verdict)
+    return decide_server(server, policy=policy, now=now, arbiter_says_cull=verdict, activity=activity)
+
+
+def _worth_inspecting(decision: Decision, policy: Policy) -> bool:
+    """Whether the server's own kernels could change the hub-only ``decision``. Max-age culls whatever the
+    kernels do; a server the hub's data keeps is culled only by --kernel-activity-only."""
+    max_age = policy.max_age
+    if max_age is not None and decision.age is not None and decision.age >= max_age:
+        return False
+    if decision.rule == "idle":
+        return True
+    return policy.kernel_activity_only and decision.rule == "active"
 
 
 def _warned_first(
@@ -319,7 +357,8 @@ def _warned_first(
         return False
     # An arbiter hook may cull a server with no cull time by the timeout: then it is due now.
     at, rule = (due[0], due[1]) if due is not None else (now, decision.rule)
-    inactive, _age = server_idle_time(server, now)
+    # An inspected server's idle time is the one its rule used (its kernels', with --kernel-activity-only).
+    inactive = decision.inactive if decision.inspected else server_idle_time(server, now)[0]
     warning = CullWarning(
         user=user.name,
         server=server.name,
@@ -346,3 +385,43 @@ def _seconds(delta: timedelta) -> float | int:
     """A limit in seconds as the original passes it: a whole number is an int."""
     seconds = delta.total_seconds()
     return int(seconds) if seconds.is_integer() else seconds
+
+
+async def _inspect(
+    hub: HubClient, config: Config, server_user: str, label: str, server: Server, recorder: PassRecorder
+) -> ServerActivity | None:
+    """What the server says it is doing, or None (logged once per pass per kind, counted) when it cannot say."""
+
+    async def fetch(url: str) -> tuple[int, bytes]:
+        try:
+            response = await hub.get_elsewhere("inspect", url)
+        except HubAuthError as error:  # pragma: no cover - get_elsewhere returns 401/403 as statuses
+            raise InspectionFailed("forbidden", str(error)) from None
+        except HubTimeout as error:
+            raise InspectionFailed("timeout", str(error)) from None
+        except HubUnavailable as error:
+            raise InspectionFailed("unreachable", str(error)) from None
+        except HubStatusError as error:
+            raise InspectionFailed("status", str(error)) from None
+        except HubError as error:
+            raise InspectionFailed("unreadable", str(error)) from None
+        return response.status_code, response.content
+
+    try:
+        activity = await inspect_server(
+            server, public_url=config.public_url, fetch=fetch, terminals=config.kernel_activity_only
+        )
+    except InspectionFailed as failed:
+        if recorder.inspection_failed(failed.kind):
+            log.warning(
+                "Cannot inspect server %s (%s); deciding it and any other server failing this way in this pass "
+                "from the hub's data",
+                label,
+                failed,
+                extra={"user": server_user, "server": server.name, "inspection_failure": failed.kind},
+            )
+        else:
+            log.debug("Cannot inspect server %s (%s)", label, failed)
+        return None
+    recorder.servers_inspected += 1
+    return activity

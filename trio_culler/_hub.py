@@ -183,12 +183,17 @@ class HubClient:
         limiter: trio.CapacityLimiter,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        elsewhere: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         """``client`` carries the settings (headers, timeouts, TLS, proxies from the environment). Requests go
-        through ``transport`` directly when one is given (see :func:`open_hub_client`), else ``client.send``."""
+        through ``transport`` directly when one is given (see :func:`open_hub_client`), else ``client.send``;
+        requests to other origins through ``elsewhere`` when given (other TLS trust than the hub's)."""
         self._config = config
         self._client = client
         self._transport = transport
+        self._elsewhere = elsewhere
+        parts = httpx.URL(config.url)
+        self._origin = f"{parts.scheme}://{parts.netloc.decode('ascii')}/"
         self._base = config.url.rstrip("/")
         self._timeout = config.request_timeout
         self.limiter = limiter
@@ -213,6 +218,7 @@ class HubClient:
         headers: Sequence[tuple[str, str]] = (),
         body: bytes = b"",
         send_token: bool = True,
+        retry_timeouts: bool = True,
     ) -> httpx.Response:
         """Send one request and return its complete answer, or raise a :class:`HubError`.
 
@@ -220,7 +226,8 @@ class HubClient:
         absolute ``http(s)://`` URL of another origin (a single-user server through the proxy, the hub's OAuth
         endpoints). Either way the request shares the limiter, the per-attempt deadline, the retries and the
         error mapping of the hub's own requests; ``kind`` labels it in :meth:`statistics`. ``send_token=False``
-        leaves the API token out (a request to a party that must not see it).
+        leaves the API token out (a request to a party that must not see it); ``retry_timeouts=False`` gives up
+        after one deadline (a server that hung once would hang again).
         """
         if not url.startswith(("http://", "https://")):
             url = self._base + url
@@ -241,6 +248,8 @@ class HubClient:
             except HubError as error:
                 if not error.transient or attempt >= self._config.max_retries:
                     raise
+                if not retry_timeouts and isinstance(error, HubTimeout):
+                    raise
                 delay = self._backoff(attempt, error)
             attempt += 1
             self._stats.retries += 1
@@ -251,6 +260,14 @@ class HubClient:
         JSON: the decoded document, or HubError."""
         response = await self.request(kind, "GET", url, headers=headers)
         return self._json(response)
+
+    async def get_elsewhere(self, kind: str, url: str) -> httpx.Response:
+        """GET an absolute, percent-encoded ``url`` on another origin (a single-user server through the proxy),
+        sharing this client's limiter, deadline, retries, headers and redaction. Every status is returned to
+        the caller, who judges it (a 403 there is not the hub refusing the culler), except 429 and 5xx, which
+        are retried as usual. A timeout is not retried: a server that hung once would hang again, and a pass
+        must not spend ``max_retries`` deadlines on one server that can simply be decided from the hub's data."""
+        return await self.request(kind, "GET", url, ok=_ELSEWHERE_OK, retry_timeouts=False)
 
     def _what(self, request: httpx.Request) -> str:
         """How error messages name a request; built only when one is needed."""
@@ -291,12 +308,15 @@ class HubClient:
         raise HubStatusError(message, status=status, retry_after=_retry_after(response))
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
-        if self._transport is None:
+        transport = self._transport
+        if transport is None:
             return await self._client.send(request)
+        if self._elsewhere is not None and not str(request.url).startswith(self._origin):
+            transport = self._elsewhere
         # What AsyncClient.send does for a client without auth, redirects, hooks or cookies: the transport's
         # answer, read in full. Skipping the client's machinery (cookie extraction, the auth and redirect
         # generators) halves the CPU of a request over the h11 transport (benchmarks/request_cost.py).
-        response = await self._transport.handle_async_request(request)
+        response = await transport.handle_async_request(request)
         response.request = request
         try:
             await response.aread()
@@ -425,6 +445,7 @@ _LIST_OK = frozenset({200})
 _GET_USER_OK = frozenset({200, 404})
 _STOP_OK = frozenset({200, 202, 204, 404})
 _DELETE_USER_OK = frozenset({200, 204, 404})
+_ELSEWHERE_OK = frozenset(status for status in range(100, 500) if status != 429)
 
 
 def _pagination(value: Any) -> tuple[int | None, int | None]:
@@ -485,10 +506,15 @@ async def open_hub_client(
     limiter = trio.CapacityLimiter(config.concurrency or math.inf)
     ssl_context = make_ssl_context(config)
     injected = transport is not None
+    elsewhere: TrioH11Transport | None = None
     if transport is None and not config.use_proxy_env:
         # Idle connections to keep: as many as can be in flight at once (the limiter), within reason.
         idle = min(config.concurrency or 64, 256)
         transport = TrioH11Transport(ssl_context=ssl_context, max_idle_per_origin=idle)
+        if ssl_context is not None:
+            # Other origins (the proxy's public side) have certificates from the system's CAs, not the hub's
+            # internal one: a transport of their own, with the default TLS context.
+            elsewhere = TrioH11Transport(max_idle_per_origin=idle)
     # With --use-proxy-env (transport still None) httpx builds its default transport: httpcore, which honours
     # HTTP(S)_PROXY, NO_PROXY and their authentication. Its pool must have room for every limiter token, or the
     # surplus would fail with PoolTimeout.
@@ -507,7 +533,9 @@ async def open_hub_client(
     try:
         # With --use-proxy-env httpx's client routes each request by the environment's proxy settings; otherwise
         # there is one transport, which the hub client uses directly.
-        yield HubClient(config, client, limiter, transport=transport)
+        yield HubClient(config, client, limiter, transport=transport, elsewhere=elsewhere)
     finally:
+        if elsewhere is not None:
+            await elsewhere.aclose()
         if not injected:
             await client.aclose()  # and with it the transport it was given or built

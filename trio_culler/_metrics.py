@@ -57,6 +57,15 @@ class Metrics:
         for outcome in ("sent", "failed"):
             self.warnings.labels(outcome=outcome)
         self.skipped = Counter("trio_culler_users_skipped", "Users skipped because unreadable.", registry=r)
+        self.servers_inspected = Counter(
+            "trio_culler_servers_inspected", "Servers whose kernels and terminals were read.", registry=r
+        )
+        self.inspection_failures = Counter(
+            "trio_culler_inspection_failures",
+            "Servers that could not be inspected (then decided from the hub's data), by kind.",
+            ["kind"],
+            registry=r,
+        )
 
     def observe(self, report: PassReport) -> None:
         """Fold one finished pass into the metrics. A dry run counts what it would have culled."""
@@ -77,6 +86,9 @@ class Metrics:
         self.servers_pending.inc(report.servers_pending)
         self.warnings.labels(outcome="sent").inc(report.warnings_sent)
         self.warnings.labels(outcome="failed").inc(report.warnings_failed)
+        self.servers_inspected.inc(report.servers_inspected)
+        for kind, count in report.inspection_failures.items():
+            self.inspection_failures.labels(kind=kind).inc(count)
 
     def serve(self, port: int, address: str = "127.0.0.1") -> int:
         """Serve ``/metrics`` on a background thread; returns the bound port (useful with port 0)."""

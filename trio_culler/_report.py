@@ -92,6 +92,11 @@ class PassReport:
     #: Warnings delivered, and failed (hook or URL), since the previous pass's report.
     warnings_sent: int = 0
     warnings_failed: int = 0
+    #: With --inspect-kernels: servers whose kernels and terminals were read, and those that could not be
+    #: inspected, by kind (timeout, unreachable, forbidden, not_found, status, unreadable); those were decided
+    #: from the hub's data. Not errors: the pass did what it could, and a cull never rests on them.
+    servers_inspected: int = 0
+    inspection_failures: Mapping[str, int] = attrs.field(factory=dict)
 
     @property
     def error_count(self) -> int:
@@ -118,6 +123,8 @@ class PassReport:
             "dry_run": self.dry_run,
             "warnings_sent": self.warnings_sent,
             "warnings_failed": self.warnings_failed,
+            "servers_inspected": self.servers_inspected,
+            "inspection_failures": sum(self.inspection_failures.values()),
         }
 
     def summary(self) -> str:
@@ -133,6 +140,9 @@ class PassReport:
         )
         if self.warnings_sent or self.warnings_failed:
             text += f", warnings {self.warnings_sent} sent, {self.warnings_failed} failed"
+        if self.servers_inspected or self.inspection_failures:
+            failed = sum(self.inspection_failures.values())
+            text += f", {self.servers_inspected} servers inspected ({failed} could not be)"
         if self.aborted:
             text += f"; {self.aborted}"
         return text
@@ -172,6 +182,15 @@ class PassRecorder:
     def cull(self, record: CullRecord) -> None:
         self.culls.append(record)
 
+    servers_inspected: int = 0
+    inspection_failures: Counter[str] = attrs.field(factory=Counter)
+
+    def inspection_failed(self, kind: str) -> bool:
+        """Count a server that could not be inspected; True for the first of its kind in this pass (the one to
+        log: 2,000 servers refusing the same token say it once, not 2,000 times)."""
+        self.inspection_failures[kind] += 1
+        return self.inspection_failures[kind] == 1
+
     def error(self, subject: str, error: HubError | Exception) -> None:
         kind = error.kind if isinstance(error, HubError) else "internal"
         self.errors_by_kind[kind] += 1
@@ -204,6 +223,8 @@ class PassRecorder:
             upcoming_due={} if self.upcoming is None else dict(self.upcoming.due),
             warnings_sent=self.warnings_sent,
             warnings_failed=self.warnings_failed,
+            servers_inspected=self.servers_inspected,
+            inspection_failures=dict(self.inspection_failures),
         )
 
     def progress_line(self) -> str:

@@ -100,6 +100,30 @@ OPTIONS: dict[str, Option] = {
     ),
     "generate-config": action("generate_config", "Print a config file with every option and exit."),
     # Ours.
+    "inspect-kernels": switch(
+        "inspect_kernels",
+        "Before culling an idle server, ask it (through the proxy) for its kernels and terminals: a busy kernel "
+        "spares it. The token needs access:servers.",
+        default=False,
+    ),
+    "max-busy": value(
+        "max_busy",
+        "With --inspect-kernels: seconds a busy kernel protects its server at most; 0 means no limit.",
+        FLOAT,
+        0,
+    ),
+    "kernel-activity-only": switch(
+        "kernel_activity_only",
+        "With --inspect-kernels: measure idleness from kernels and terminals only, so an open browser tab no longer "
+        "keeps a server alive (a user editing files without a kernel counts as idle). Every ready server is then "
+        "inspected at each pass, not only the idle ones.",
+        default=False,
+    ),
+    "public-url": value(
+        "public_url",
+        "The hub's public URL, where --inspect-kernels reaches servers when the hub gives no full_url "
+        "(default: $JUPYTERHUB_PUBLIC_URL).",
+    ),
     "once": action("once", "Run one pass and exit: status 0 if it completed without errors, else 1."),
     "progress-bar": switch(
         "progress_bar", "With --once on a terminal, draw a progress bar.", default=True, configurable=False

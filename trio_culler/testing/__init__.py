@@ -40,7 +40,8 @@ every server before deleting a user, and this catches one that does not.
 
 The package has one module per concept, as ``trio.testing`` does, and re-exports its public names here:
 ``_fakehub`` (the hub and its request handler), ``_model`` (users and servers), ``_routes``, ``_render``,
-``_statistics``, ``_population``, ``_loopback`` and ``_h11_server`` (the real-socket way in).
+``_statistics``, ``_population``, ``_singleuser`` (the single-user servers behind the fake proxy: their
+``api/kernels`` and ``api/terminals``), ``_loopback`` and ``_h11_server`` (the real-socket way in).
 """
 
 from ._fakehub import FakeHub as FakeHub
@@ -48,13 +49,17 @@ from ._loopback import open_fake_hub as open_fake_hub
 from ._model import FakeServer as FakeServer
 from ._model import FakeUser as FakeUser
 from ._population import Population as Population
+from ._singleuser import FakeKernel as FakeKernel
+from ._singleuser import FakeTerminal as FakeTerminal
 from ._statistics import FakeHubStatistics as FakeHubStatistics
 from ._statistics import PageRequest as PageRequest
 
 __all__ = [
     "FakeHub",
     "FakeHubStatistics",
+    "FakeKernel",
     "FakeServer",
+    "FakeTerminal",
     "FakeUser",
     "PageRequest",
     "Population",

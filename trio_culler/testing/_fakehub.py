@@ -26,6 +26,7 @@ from ._nursery import open_helper_nursery
 from ._population import Population, populate
 from ._render import error, user_model
 from ._routes import INVALID_JSON, Route, json_body, parse_route, request_kind
+from ._singleuser import SingleUserRoute, kernel_model, parse_single_user_route, terminal_model
 from ._statistics import FakeHubStatistics, PageRequest, RequestLog
 
 __all__ = ["FakeHub"]
@@ -58,6 +59,8 @@ class FakeHub:
         slow_stop_timeout: float = 10.0,
         named_servers: bool = True,
         clock: Callable[[], datetime] = _utc_now,
+        server_latency: float = 0.0,
+        public_url: str | None = None,
     ) -> None:
         self.version = version
         self.token = token
@@ -69,6 +72,12 @@ class FakeHub:
         self.list_latency = list_latency
         self.slow_stop_timeout = slow_stop_timeout
         self.named_servers = named_servers
+        #: Seconds a single-user server takes to answer api/kernels or api/terminals.
+        self.server_latency = server_latency
+        #: False: single-user servers answer 403, as to a token without access:servers.
+        self.server_access = True
+        #: The hub's public_url: when set, server models carry ``full_url`` (else ``null``, as JupyterHub does).
+        self.public_url = public_url
         self.clock = clock  # the hub's "now", for timestamps it makes itself (user creation)
         self.users: dict[str, FakeUser] = {}
         self.fault: Callable[[httpx.Request], Awaitable[httpx.Response | None]] | None = None
@@ -191,8 +200,12 @@ class FakeHub:
         """Answer one request: record it, consult ``fault``, then act like JupyterHub."""
         body = await request.aread()
         route = parse_route(request.url.raw_path)
+        single_user = parse_single_user_route(request.url.raw_path)
         log = self._log
-        log.by_kind[request_kind(request, route, body)] += 1
+        kind = request_kind(request, route, body)
+        if single_user is not None and single_user.endpoint in ("kernels", "terminals"):
+            kind = single_user.endpoint
+        log.by_kind[kind] += 1
         if request.method == "DELETE":
             if route.endpoint == "server":
                 log.stop_requests[route.user, route.server] += 1
@@ -201,7 +214,9 @@ class FakeHub:
         log.max_in_flight = max(log.max_in_flight, log.in_flight)
         try:
             response = await self.fault(request) if self.fault is not None else None
-            if response is None:
+            if response is None and single_user is not None:
+                response = await self._single_user(request, single_user)
+            elif response is None:
                 response = await self._dispatch(request, route, body)
                 response.headers["X-JupyterHub-Version"] = self.version
             log.status_codes[response.status_code] += 1
@@ -225,10 +240,30 @@ class FakeHub:
         if user is None:
             return error(404, "Not Found")
         if route.endpoint == "user" and request.method == "GET":
-            return httpx.Response(200, json=user_model(user))
+            return httpx.Response(200, json=user_model(user, self.public_url))
         if route.endpoint == "user":
             return await self._delete_user(user)
         return await self._stop_server(user, route, body)
+
+    async def _single_user(self, request: httpx.Request, route: SingleUserRoute) -> httpx.Response:
+        """A single-user server behind the proxy: jupyter_server's kernels and terminals APIs."""
+        await trio.sleep(self.server_latency)
+        user = self.users.get(route.user)
+        server = None if user is None else user.servers.get(route.server)
+        if server is None or not server.ready:
+            # The proxy has no route for it: the hub's "not running" page.
+            return error(404, "Not Found")
+        if server.kernels is None or route.endpoint == "unknown":
+            return error(404, "Not Found")
+        if request.method != "GET":
+            return error(405, "Method Not Allowed")
+        if not self._authorized(request) or not self.server_access:
+            return error(403, "Forbidden")
+        if route.endpoint == "kernels":
+            return httpx.Response(200, json=[kernel_model(kernel) for kernel in server.kernels])
+        if route.endpoint == "terminals":
+            return httpx.Response(200, json=[terminal_model(terminal) for terminal in server.terminals])
+        return httpx.Response(200, json={"started": None, "last_activity": None, "kernels": len(server.kernels)})
 
     def _authorized(self, request: httpx.Request) -> bool:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -248,7 +283,7 @@ class FakeHub:
             self._log.list_requested(PageRequest(0, None, state, paginated, now))
             await trio.sleep(self.list_latency)
             users = [u for u in self._filtered(state) if state != "ready" or is_ready(u)]
-            return httpx.Response(200, json=[user_model(u) for u in users])
+            return httpx.Response(200, json=[user_model(u, self.public_url) for u in users])
         # Without the header the real hub defaults to the *max* limit, and truncates silently.
         default_limit = self.default_page_size if paginated else self.max_page_size
         try:
@@ -264,7 +299,7 @@ class FakeHub:
         if state == "ready":
             # As in JupyterHub: page over *active* users, then drop the ones not ready.
             page = [u for u in page if is_ready(u)]
-        items = [user_model(u) for u in page]
+        items = [user_model(u, self.public_url) for u in page]
         if not paginated:
             return httpx.Response(200, json=items)
         next_offset = offset + limit

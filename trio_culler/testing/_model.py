@@ -6,6 +6,8 @@ from datetime import datetime
 
 import attrs
 
+from ._singleuser import FakeKernel, FakeTerminal
+
 __all__ = ["FakeServer", "FakeUser", "is_ready"]
 
 
@@ -17,6 +19,9 @@ class FakeServer:
     pending: str | None = None  # None | "spawn" | "stop"
     ready: bool = True
     stop_latency: float | None = None  # overrides FakeHub.stop_latency for this server
+    # What the single-user server answers at api/kernels and api/terminals; kernels=None: not a jupyter_server.
+    kernels: list[FakeKernel] | None = attrs.Factory(list)
+    terminals: list[FakeTerminal] = attrs.Factory(list)
 
 
 @attrs.define

@@ -33,7 +33,7 @@ def error(status: int, message: str) -> httpx.Response:
     return httpx.Response(status, json={"status": status, "message": message})
 
 
-def user_model(user: FakeUser) -> Json:
+def user_model(user: FakeUser, public_url: str | None = None) -> Json:
     default = user.servers.get("")
     return {
         "kind": "user",
@@ -46,12 +46,13 @@ def user_model(user: FakeUser) -> Json:
         "created": isoformat(user.created),
         "last_activity": isoformat(user.last_activity),
         "auth_state": None,
-        "servers": {name: _server_model(user, s) for name, s in user.servers.items()},
+        "servers": {name: _server_model(user, s, public_url) for name, s in user.servers.items()},
     }
 
 
-def _server_model(user: FakeUser, server: FakeServer) -> Json:
+def _server_model(user: FakeUser, server: FakeServer, public_url: str | None) -> Json:
     base = f"/user/{_escape(user.name)}/"
+    url = f"{base}{_escape(server.name)}/" if server.name else base
     api = f"/hub/api/users/{_escape(user.name)}"
     return {
         "name": server.name,
@@ -61,9 +62,10 @@ def _server_model(user: FakeUser, server: FakeServer) -> Json:
         "pending": server.pending,
         "ready": server.ready,
         "stopped": False,  # only active servers are listed
-        "url": f"{base}{_escape(server.name)}/" if server.name else base,
+        "url": url,
         "user_options": {},
         "progress_url": (f"{api}/servers/{_escape(server.name)}/progress" if server.name else f"{api}/server/progress"),
-        "full_url": None,
+        # Only a hub with a public_url knows its servers' full URLs.
+        "full_url": None if public_url is None else public_url.rstrip("/") + url,
         "full_progress_url": None,
     }

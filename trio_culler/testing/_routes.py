@@ -11,8 +11,17 @@ import httpx
 
 __all__ = ["INVALID_JSON", "ROUTE_KINDS", "RequestKind", "Route", "json_body", "parse_route", "request_kind"]
 
-RequestKind = Literal["version", "list", "stop", "remove", "delete_user", "other"]
-ROUTE_KINDS: tuple[RequestKind, ...] = ("version", "list", "stop", "remove", "delete_user", "other")
+RequestKind = Literal["version", "list", "stop", "remove", "delete_user", "kernels", "terminals", "other"]
+ROUTE_KINDS: tuple[RequestKind, ...] = (
+    "version",
+    "list",
+    "stop",
+    "remove",
+    "delete_user",
+    "kernels",
+    "terminals",
+    "other",
+)
 
 
 @attrs.frozen

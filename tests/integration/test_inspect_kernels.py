@@ -1,0 +1,264 @@
+"""--inspect-kernels against a real JupyterHub, configurable-http-proxy, real jupyter_server single-user servers
+and real ipykernel kernels.
+
+The module starts its own hub (``hubtools.start_hub(extra_config=...)``): the culler's role gains
+``access:servers``, a second culler service has the documented scopes without it, and the hub folds the proxy's
+record of traffic into ``last_activity`` every two seconds, as deployments do every few minutes (that is how a
+browser tab polling its server keeps the hub's activity fresh).
+
+A cell is run the way a browser runs it: the kernel is started with jupyter_server's REST API through the proxy,
+and an ``execute_request`` built by jupyter_client's ``Session`` is sent on the kernel's websocket.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+import websocket
+from jupyter_client.jsonutil import json_default
+from jupyter_client.session import Session
+
+from .hubtools import (
+    CULLER_TIMEOUT,
+    REPO_ROOT,
+    SERVER_START_TIMEOUT,
+    CullerRun,
+    HubAPI,
+    HubProcess,
+    start_hub,
+    start_servers,
+    stop_hub,
+    wait_until,
+)
+
+#: The culler's --timeout here: long enough to cover starting a kernel and a cell between two passes' reads.
+TIMEOUT = 8
+#: The hub folds the proxy's activity into last_activity this often (seconds).
+ACTIVITY_INTERVAL = 2
+NO_ACCESS_TOKEN = "a" * 32 + "b" * 32
+
+EXTRA_CONFIG = f"""
+c.JupyterHub.last_activity_interval = {ACTIVITY_INTERVAL}
+for role in c.JupyterHub.load_roles:
+    if role["name"] == "culler-role":
+        role["scopes"] = [*role["scopes"], "access:servers"]
+c.JupyterHub.services = [
+    *c.JupyterHub.services,
+    {{"name": "culler-no-access", "api_token": "{NO_ACCESS_TOKEN}"}},
+]
+c.JupyterHub.load_roles = [
+    *c.JupyterHub.load_roles,
+    {{
+        "name": "culler-no-access-role",
+        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+        "services": ["culler-no-access"],
+    }},
+]
+"""
+
+
+@pytest.fixture(scope="module")
+def hub(hub_tools: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
+    process = start_hub(tmp_path_factory.mktemp("hub-kernels"), extra_config=EXTRA_CONFIG)
+    try:
+        yield process
+    finally:
+        stop_hub(process)
+
+
+# -- a browser's part: kernels, cells, polling -------------------------------------------------------------
+
+
+@dataclass
+class Browser:
+    """What a user's browser does through the proxy, with the tests' admin token."""
+
+    hub: HubProcess
+
+    def _client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.hub.proxy_url,
+            headers={"Authorization": f"token {self.hub.admin_token}"},
+            timeout=SERVER_START_TIMEOUT,
+            trust_env=False,
+        )
+
+    def kernels(self, user: str) -> list[dict[str, object]]:
+        with self._client() as client:
+            response = client.get(f"/user/{user}/api/kernels")
+            assert response.status_code == 200, response.text
+            kernels: list[dict[str, object]] = response.json()
+            return kernels
+
+    def start_kernel(self, user: str) -> str:
+        """Start a kernel as JupyterLab does: POST api/kernels, then connect to it (jupyter_server reports a
+        kernel as ``starting`` until a client has talked to it) and wait for it to be idle."""
+        with self._client() as client:
+            response = client.post(f"/user/{user}/api/kernels", json={"name": "python3"})
+            assert response.status_code == 201, response.text
+            kernel_id = str(response.json()["id"])
+        self._send(user, kernel_id, "kernel_info_request", {}, until=("kernel_info_reply", None))
+
+        def idle() -> bool:
+            return any(k["id"] == kernel_id and k["execution_state"] == "idle" for k in self.kernels(user))
+
+        wait_until(idle, timeout=SERVER_START_TIMEOUT, interval=0.5, what=f"{user}'s kernel to be idle")
+        return kernel_id
+
+    def run_cell(self, user: str, kernel_id: str, code: str) -> None:
+        """Send ``code`` for execution and return once the kernel says it is busy with it."""
+        content = {"code": code, "silent": False, "store_history": True, "user_expressions": {}, "allow_stdin": False}
+        self._send(user, kernel_id, "execute_request", content, until=("status", "busy"))
+
+        def busy() -> bool:
+            return any(k["id"] == kernel_id and k["execution_state"] == "busy" for k in self.kernels(user))
+
+        wait_until(busy, timeout=30, interval=0.5, what=f"{user}'s kernel to be busy")
+
+    def _send(
+        self, user: str, kernel_id: str, msg_type: str, content: dict[str, object], *, until: tuple[str, str | None]
+    ) -> None:
+        """One message on the kernel's websocket; returns once its answer of type ``until`` arrived."""
+        url = self.hub.proxy_url.replace("http://", "ws://") + f"/user/{user}/api/kernels/{kernel_id}/channels"
+        ws = websocket.create_connection(
+            url, header=[f"Authorization: token {self.hub.admin_token}"], timeout=SERVER_START_TIMEOUT
+        )
+        try:
+            message = Session(username="test").msg(msg_type, content)
+            message["channel"] = "shell"
+            ws.send(json.dumps(message, default=json_default))
+            msg_id = message["header"]["msg_id"]
+            reply_type, state = until
+            while True:
+                reply = json.loads(ws.recv())
+                if reply.get("msg_type") != reply_type or reply.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                if state is None or reply["content"].get("execution_state") == state:
+                    return
+        finally:
+            ws.close()
+
+    def poll(self, user: str, stop: threading.Event) -> None:
+        """What an open JupyterLab tab does: a request through the proxy every second."""
+        with self._client() as client:
+            while not stop.wait(1.0):
+                client.get(f"/user/{user}/api/status")
+
+
+def run_culler(hub: HubProcess, *args: str, token: str | None = None) -> CullerRun:
+    """One ``--once`` pass of the culler CLI with the culler's token (or ``token``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
+    env["JUPYTERHUB_API_TOKEN"] = token or hub.culler_token
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    argv = [f"--url={hub.api_url}", f"--timeout={TIMEOUT}", *args, "--once"]
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "trio_culler", *argv],
+        env=env,
+        cwd=hub.workdir,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=CULLER_TIMEOUT,
+        check=False,
+    )
+    return CullerRun(argv, done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+
+
+def wait_idle(api: HubAPI, *users: str) -> None:
+    """Wait until the hub sees every one of ``users``' default servers idle for longer than TIMEOUT."""
+
+    def idle() -> bool:
+        now = datetime.now(UTC)
+        for user in users:
+            model = api.get_user(user)
+            assert model is not None
+            then = datetime.fromisoformat(model["servers"][""]["last_activity"])
+            if (now - then).total_seconds() <= TIMEOUT + 1:
+                return False
+        return True
+
+    wait_until(idle, timeout=TIMEOUT + 60, interval=0.5, what=f"{users} to be idle")
+
+
+def running(api: HubAPI, user: str) -> bool:
+    return api.server_state(user) == "running"
+
+
+# -- the tests ----------------------------------------------------------------------------------------------
+
+
+def test_a_long_cell_is_spared_with_inspect_kernels_and_culled_without(api: HubAPI, hub: HubProcess) -> None:
+    busy, idle, bare = api.create_users(["real-busy", "real-idle", "real-bare"])
+    start_servers(hub, [(busy, ""), (idle, ""), (bare, "")], concurrency=3)
+    browser = Browser(hub)
+    browser.run_cell(busy, browser.start_kernel(busy), "import time; time.sleep(900)")
+    browser.start_kernel(idle)
+    wait_idle(api, busy, idle, bare)
+
+    run = run_culler(hub, "--inspect-kernels", f"--public-url={hub.proxy_url}")
+    assert run.returncode == 0, run.describe()
+    assert running(api, busy), run.describe()
+    assert api.wait_not_running(idle) in ("stopped", "absent")
+    assert api.wait_not_running(bare) in ("stopped", "absent")
+    assert f"Not culling server {busy} (kernel busy for 00:00:" in run.stderr, run.describe()
+    assert f"Culling server {idle} (inactive for " in run.stderr
+    assert "3 servers inspected (0 could not be)" in run.stderr
+
+    # The kernel is still busy; without --inspect-kernels the hub's data is all the culler has.
+    assert any(k["execution_state"] == "busy" for k in browser.kernels(busy))
+    wait_idle(api, busy)  # the inspection went through the proxy, which the hub counts as activity
+    run = run_culler(hub)
+    assert run.returncode == 0, run.describe()
+    assert api.wait_not_running(busy) in ("stopped", "absent"), run.describe()
+
+
+def test_a_polling_tab_keeps_a_server_only_without_kernel_activity_only(api: HubAPI, hub: HubProcess) -> None:
+    (tab,) = api.create_users(["real-tab"])
+    start_servers(hub, [(tab, "")])
+    browser = Browser(hub)
+    browser.start_kernel(tab)
+    stop = threading.Event()
+    poller = threading.Thread(target=browser.poll, args=(tab, stop), daemon=True)
+    poller.start()
+    try:
+        time.sleep(TIMEOUT + 2)  # the kernel is idle past the timeout; the hub sees the tab's requests
+
+        run = run_culler(hub, "--inspect-kernels", f"--public-url={hub.proxy_url}")
+        assert run.returncode == 0, run.describe()
+        assert running(api, tab), run.describe()
+
+        run = run_culler(hub, "--inspect-kernels", "--kernel-activity-only", f"--public-url={hub.proxy_url}")
+        assert run.returncode == 0, run.describe()
+        assert api.wait_not_running(tab) in ("stopped", "absent"), run.describe()
+        assert f"Culling server {tab} (kernels idle for 00:00:" in run.stderr, run.describe()
+        assert ", hub activity 00:00:0" in run.stderr
+    finally:
+        stop.set()
+        poller.join()
+
+
+def test_a_token_without_access_servers_is_told_and_culls_by_the_hubs_data(api: HubAPI, hub: HubProcess) -> None:
+    (user,) = api.create_users(["real-noaccess"])
+    start_servers(hub, [(user, "")])
+    browser = Browser(hub)
+    browser.run_cell(user, browser.start_kernel(user), "import time; time.sleep(900)")
+    wait_idle(api, user)
+
+    run = run_culler(hub, "--inspect-kernels", f"--public-url={hub.proxy_url}", token=NO_ACCESS_TOKEN)
+    assert api.wait_not_running(user) in ("stopped", "absent"), run.describe()
+    warnings = [line for line in run.stderr.splitlines() if "Cannot inspect server" in line]
+    assert len(warnings) == 1, run.describe()
+    assert "403" in warnings[0]
+    assert "access:servers" in warnings[0]
+    assert "0 servers inspected (1 could not be)" in run.stderr

@@ -1,0 +1,237 @@
+"""Asking a single-user server what it is doing: its kernels and terminals, through the proxy.
+
+The hub's ``last_activity`` is wrong in two ways (issue 10): a kernel running a silent cell sends nothing, so the
+hub sees an idle server; a forgotten browser tab polls its server through the proxy, so the hub sees an active one.
+jupyter_server knows better: ``GET <server>/api/kernels`` gives each kernel's ``execution_state`` and
+``last_activity``, ``GET <server>/api/terminals`` each terminal's ``last_activity``.
+
+This module asks and reads the answers into plain frozen values (:class:`ServerActivity`); it never decides.
+``_decide`` reads them. Anything that goes wrong gives an :class:`InspectionFailed` with a ``kind`` (``timeout``,
+``unreachable``, ``forbidden``, ``not_found``, ``status``, ``unreadable``) and the server is then decided from the
+hub's data alone: a server that could not be inspected is never culled *because* of what we failed to read.
+
+Where a server is reached: the hub's ``full_url`` for it when the hub has a ``public_url`` (it then builds every
+server's full URL itself, subdomains included), else the culler's ``--public-url`` joined with the server's
+``url`` path. The requests go through the hub client (its limiter, deadline, retries and redaction); each path
+segment the culler adds is fixed text, and the hub's ``url`` is kept as the hub percent-encoded it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import attrs
+import cattrs
+
+from ._models import Server, parse_timestamp
+
+__all__ = [
+    "ACCESS_SCOPE",
+    "Fetch",
+    "InspectionFailed",
+    "Kernel",
+    "ServerActivity",
+    "Terminal",
+    "encode_path",
+    "inspect_server",
+    "parse_kernels",
+    "parse_terminals",
+    "server_base_url",
+]
+
+#: The scope a culler's token needs to read a user's server (named in the 403 message).
+ACCESS_SCOPE = "access:servers"
+
+
+@attrs.frozen
+class Kernel:
+    id: str
+    #: ``idle``, ``busy``, ``starting``, ``dead``, ...: only ``busy`` means a computation is running.
+    execution_state: str
+    #: When the kernel last sent or received a message; for a busy kernel, when its current cell started.
+    last_activity: datetime | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.execution_state == "busy"
+
+
+@attrs.frozen
+class Terminal:
+    name: str
+    last_activity: datetime | None = None
+
+
+@attrs.frozen
+class ServerActivity:
+    """What a server said about itself. Empty sequences mean "no kernel", "no terminal"."""
+
+    kernels: Sequence[Kernel] = ()
+    terminals: Sequence[Terminal] = ()
+
+    @property
+    def busy_since(self) -> datetime | None:
+        """When the most recent of the busy kernels started its current work (None: no busy kernel, or only busy
+        kernels without a timestamp; see :attr:`busy`)."""
+        times = [k.last_activity for k in self.kernels if k.busy and k.last_activity is not None]
+        return max(times) if times else None
+
+    @property
+    def busy(self) -> bool:
+        return any(kernel.busy for kernel in self.kernels)
+
+    @property
+    def last_activity(self) -> datetime | None:
+        """The newest activity of any kernel or terminal; None when there is none (or none has a timestamp)."""
+        times = [kernel.last_activity for kernel in self.kernels if kernel.last_activity is not None]
+        times += [terminal.last_activity for terminal in self.terminals if terminal.last_activity is not None]
+        return max(times) if times else None
+
+
+class InspectionFailed(Exception):
+    """A server that could not be inspected. ``kind`` groups the failures for logs and metrics."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+# -- reading the answers ------------------------------------------------------------------------------------
+
+
+def _strict(kind: type) -> Any:
+    # As in _models: a value of the wrong type is refused, never coerced (bool("false") is True).
+    def hook(value: Any, _type: Any) -> Any:
+        if type(value) is not kind:
+            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    return hook
+
+
+def _timestamp(value: Any, _type: Any) -> datetime | None:
+    if value is None:
+        return None
+    if type(value) is not str:
+        raise TypeError(f"expected a timestamp string, got {type(value).__name__}")
+    return parse_timestamp(value)
+
+
+def _make_converter() -> cattrs.Converter:
+    # The single-user server boundary has its own converter: its models are not the hub's. Unknown keys are
+    # allowed (jupyter_server adds fields: connections, reason, ...).
+    converter = cattrs.Converter(forbid_extra_keys=False)
+    converter.register_structure_hook(str, _strict(str))
+    converter.register_structure_hook(datetime | None, _timestamp)
+    return converter
+
+
+_CONVERTER = _make_converter()
+
+
+def _structure_list(body: bytes, item: type[Any], what: str) -> list[Any]:
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        raise InspectionFailed("unreadable", f"{what}: the answer is not JSON") from None
+    if not isinstance(value, list):
+        raise InspectionFailed("unreadable", f"{what}: expected a list, got {type(value).__name__}")
+    try:
+        return _CONVERTER.structure(value, list[item])  # type: ignore[valid-type]
+    except cattrs.BaseValidationError as error:
+        where = "; ".join(cattrs.transform_error(error, path=what))
+        raise InspectionFailed("unreadable", f"unreadable answer: {where:.300}") from None
+    except (TypeError, ValueError) as error:
+        raise InspectionFailed("unreadable", f"{what}: unreadable answer: {error}") from None
+
+
+def parse_kernels(body: bytes) -> list[Kernel]:
+    """``GET api/kernels`` -> kernels, or :class:`InspectionFailed` (kind ``unreadable``)."""
+    return _structure_list(body, Kernel, "kernels")
+
+
+def parse_terminals(body: bytes) -> list[Terminal]:
+    """``GET api/terminals`` -> terminals, or :class:`InspectionFailed` (kind ``unreadable``)."""
+    return _structure_list(body, Terminal, "terminals")
+
+
+# -- asking -------------------------------------------------------------------------------------------------
+
+#: GET one absolute URL through the hub client (its limiter, deadline, retries); returns ``(status, body)``.
+#: Raises :class:`InspectionFailed` when no answer came (timeout, connection refused, ...).
+Fetch = Callable[[str], Awaitable[tuple[int, bytes]]]
+
+
+def server_base_url(server: Server, public_url: str | None) -> str | None:
+    """Where ``server`` answers, ending in ``/``: the hub's ``full_url``, else ``public_url``'s origin + the
+    server's path. None when neither is known (then the server cannot be inspected)."""
+    full_url = server.model.get("full_url") if isinstance(server.model, dict) else None
+    if isinstance(full_url, str) and full_url.startswith(("http://", "https://")):
+        parts = urlsplit(full_url)
+        origin, path = f"{parts.scheme}://{parts.netloc}", parts.path
+    elif public_url and server.url and server.url.startswith("/"):
+        # The server's url is the absolute path the proxy routes (`/user/alice/`), which already holds the hub's
+        # base_url (`/jupyter/user/alice/`): keep only the public URL's origin.
+        parts = urlsplit(public_url)
+        origin, path = f"{parts.scheme}://{parts.netloc}", server.url
+    else:
+        return None
+    path = encode_path(path)
+    return origin + (path if path.endswith("/") else path + "/")
+
+
+def encode_path(path: str) -> str:
+    """A URL path safe to request whatever the names in it: escapes the hub made are kept, anything else that
+    could change the request's meaning is percent-encoded (``?``, ``#``, spaces, non-ASCII), and a segment that
+    is only ``.`` or ``..`` is encoded so that no client or proxy removes it (user ``..`` must not turn
+    ``/user/../api/kernels`` into another route)."""
+    segments = []
+    for segment in path.split("/"):
+        if segment in (".", ".."):
+            segments.append(segment.replace(".", "%2E"))
+        else:
+            segments.append(quote(segment, safe="%!$&'()*+,;=:@~-._"))
+    return "/".join(segments)
+
+
+def _check_status(status: int, what: str) -> None:
+    if status == 200:
+        return
+    if status == 403:
+        raise InspectionFailed(
+            "forbidden", f"{what}: 403 Forbidden; the culler's token needs the scope {ACCESS_SCOPE} to inspect servers"
+        )
+    if status == 404:
+        raise InspectionFailed("not_found", f"{what}: 404 Not Found (not a jupyter_server, or the server is gone)")
+    if status in (301, 302, 303, 307, 308):
+        # A redirect to a login page: the proxy routes to something that does not accept the token.
+        raise InspectionFailed("forbidden", f"{what}: redirected ({status}); the token needs {ACCESS_SCOPE}")
+    raise InspectionFailed("status", f"{what}: unexpected status {status}")
+
+
+async def inspect_server(
+    server: Server, *, public_url: str | None, fetch: Fetch, terminals: bool = True
+) -> ServerActivity:
+    """Ask ``server`` for its kernels and (with ``terminals``) its terminals. Raises :class:`InspectionFailed`,
+    never acts. Terminals have no busy state, so only idleness measured from activity needs them
+    (``--kernel-activity-only``): without it one request per server is enough."""
+    base = server_base_url(server, public_url)
+    if base is None:
+        raise InspectionFailed("unreachable", "no full_url from the hub and no --public-url: cannot reach the server")
+    # `no_track_activity`: jupyter_server then does not count the culler's own request as the user's activity
+    # (which the server would report to the hub). The proxy still records the request; see the README.
+    status, body = await fetch(base + "api/kernels?no_track_activity=1")
+    _check_status(status, "GET api/kernels")
+    kernels = parse_kernels(body)
+    if not terminals:
+        return ServerActivity(tuple(kernels))
+    status, body = await fetch(base + "api/terminals?no_track_activity=1")
+    if status == 404:
+        # jupyter_server without terminals (terminado not installed, or terminals disabled): no terminal at all.
+        return ServerActivity(tuple(kernels))
+    _check_status(status, "GET api/terminals")
+    return ServerActivity(tuple(kernels), tuple(parse_terminals(body)))

@@ -172,9 +172,10 @@ async def test_requests_are_probe_pages_and_one_delete_per_cull(autojump_clock: 
     await cull(hub, config(api_page_size=100))
     kinds = hub.statistics().requests_by_kind
     assert kinds["version"] == 1
+    assert kinds["whoami"] == 1  # the probe asks what the token may do, once
     assert kinds["list"] == 11  # ten pages and the first one again (see _pager)
     assert kinds["stop"] == len(population.idle)
-    assert sum(kinds.values()) == 1 + 11 + len(population.idle)
+    assert sum(kinds.values()) == 2 + 11 + len(population.idle)
 
 
 async def test_page_size_is_sent_as_limit_and_the_ready_filter_is_used(
@@ -329,7 +330,7 @@ async def test_wrong_token_aborts_with_the_scopes_needed(autojump_clock: trio.te
     hub, _ = make_hub(10, idle=1.0)
     report = await cull(hub, config(api_token="wrong", cull_users=True))
     assert report.aborted is not None
-    for scope in ("list:users", "read:users:activity", "read:servers", "delete:servers", "admin:users"):
+    for scope in ("list:users", "read:users:activity", "read:servers", "delete:servers", "delete:users", "read:users"):
         assert scope in report.aborted
     assert "wrong" not in report.aborted
     assert hub.statistics().stop_requests == {}

@@ -488,6 +488,7 @@ async def test_statistics(autojump_clock: trio.testing.MockClock) -> None:
     stats = hub.statistics()
     assert stats.requests_by_kind == {
         "version": 1,
+        "whoami": 0,
         "list": 6,
         "stop": 1,
         "remove": 0,

@@ -24,8 +24,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from trio_culler import ConfigError
-from trio_culler._hub import REQUIRED_SCOPES, USER_DELETION_SCOPE
+from trio_culler import Config, ConfigError
+from trio_culler._scopes import grants, missing_scopes, needed_scopes
 from trio_culler.cli import read_settings
 
 from .ops_docs import (
@@ -158,7 +158,7 @@ def test_once_exits_1_when_a_delete_failed(tmp_path: Path) -> None:
     failures = [line for line in lines if f"Failed to stop server {victim}: " in line]
     assert failures
     assert all(line.startswith("[E ") and "-> 500" in line for line in failures)
-    assert ", 1 errors," in lines[-1]
+    assert ", 1 error," in lines[-1]
 
 
 # --------------------------------------------------------------------------------------------- --log-format=json
@@ -264,7 +264,11 @@ def test_metrics_scraped_from_a_running_culler(tmp_path: Path) -> None:
         assert key in metrics, f"{name}{labels or ''} not exported; have {sorted(k[0] for k in metrics)}"
         return metrics[key]
 
-    assert value("trio_culler_servers_culled_total", reason="idle") == len(hub.idle)
+    # A stop the hub failed is an error, not a cull.
+    assert value("trio_culler_servers_culled_total", reason="idle") == len(hub.idle) - len(victim_servers)
+    assert value("trio_culler_servers_culled_total", reason="max_age") == 0, "exported from the start"
+    assert value("trio_culler_errors_total", kind="scope") == 0, "exported from the start"
+    assert value("trio_culler_hub_up") == 1
     assert value("trio_culler_users_culled_total") == len(hub.idle_users) - 1, "all idle users but the failing one"
     assert value("trio_culler_passes_total") == 1
     assert value("trio_culler_pass_duration_seconds_count") == 1
@@ -375,8 +379,11 @@ def assert_least_privilege(service: str, roles: Iterable[Mapping[str, Any]], arg
     mine = [role for role in roles if service in role.get("services", ())]
     assert mine, f"no role is assigned to the service {service!r}"
     scopes = {scope for role in mine for scope in role["scopes"]}
-    wanted = set(REQUIRED_SCOPES) | ({USER_DELETION_SCOPE} if "--cull-users" in args else set())
-    assert scopes == wanted
+    config = Config(api_token="unused", cull_users="--cull-users" in args)
+    assert missing_scopes(scopes, config) == (), "the role grants every scope the culler checks for"
+    needed = {need.scope for need in needed_scopes(config)}
+    for scope in scopes:
+        assert needed & grants([scope]).keys(), f"{scope} grants nothing the culler needs"
 
 
 @pytest.mark.parametrize("marker", ["hub-managed-service", "tljh-config"])

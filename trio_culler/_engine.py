@@ -1,4 +1,4 @@
-"""One pass: version probe, then a pager streaming users over a memory channel to a pool of workers.
+"""One pass: the probe (version, token, scopes), then a pager streaming users to a pool of workers.
 
 ::
 
@@ -26,13 +26,15 @@ from ._config import Config, Policy
 from ._decide import Action, Decision, decide_server, decide_user, effective_idle_time, server_idle_time
 from ._errors import HubAuthError, HubError, HubStatusError, HubTimeout, HubUnavailable, first_leaf
 from ._forecast import Upcoming, cull_time
-from ._hub import REQUIRED_SCOPES, USER_DELETION_SCOPE, HubClient
+from ._hub import HubClient
 from ._inspect import InspectionFailed, ServerActivity, inspect_server
 from ._models import Server, User
 from ._notify import CullWarning, Notifier
 from ._pager import stream_users
+from ._probe import Probe, check_scopes, probe_hub
 from ._report import MAX_UPCOMING_KEPT, PassRecorder, PassReport
 from ._rules import MissingFieldError
+from ._scopes import FIELDS, MissingScopes, missing_fields, needed_scopes
 
 __all__ = ["run_pass_with"]
 
@@ -50,12 +52,14 @@ async def run_pass_with(
     draining: trio.Event | None = None,
     recorder: PassRecorder | None = None,
     notifier: Notifier | None = None,
+    probe: Probe | None = None,
 ) -> PassReport:
     """Run one pass against ``hub``. Never raises for hub trouble: the report says what happened.
 
     ``now`` is the instant idleness is measured from (default: the wall clock at the start of the pass).
     Setting ``draining`` stops fetching pages and taking new users; what is in flight finishes.
     ``notifier`` (a long-running culler's) warns users before their servers are culled.
+    ``probe``: a probe made just before (the start-up one), instead of this pass's own.
     """
     now = datetime.now(UTC) if now is None else now
     draining = trio.Event() if draining is None else draining
@@ -70,12 +74,24 @@ async def run_pass_with(
             idle_foreseeable=config.cull_arbiter_hook is None,
             rules=config.rule_table,
         )
-    try:
-        info = await hub.get_info()
-    except HubError as error:
-        recorder.error("version", error)
-        # Not logged here: the pass summary carries `aborted`, and an operator should read it once per pass.
-        recorder.aborted = _abort_message(error, config)
+    if probe is None:
+        try:
+            probe = await _probe_unless_draining(hub, draining)
+        except HubError as error:
+            recorder.error("probe", error)
+            # Not logged here: the pass summary carries `aborted`, and an operator should read it once per pass.
+            recorder.aborted = _abort_message(error, config)
+            return _finish(recorder, notifier)
+        if probe is None:
+            recorder.interrupted = True
+            return _finish(recorder, notifier)
+    info = probe.info
+    recorder.hub_up = True
+    missing = check_scopes(probe, config)
+    if missing is not None:
+        # The pass would lie ("0 servers", "active"): it is not run; every pass checks again.
+        recorder.error("scopes", missing)
+        recorder.aborted = _abort_message(missing, config)
         return _finish(recorder, notifier)
     recorder.hub_version = info.version
     if not info.has_pagination:
@@ -107,10 +123,10 @@ async def run_pass_with(
         auth_error = first_leaf(group)
         assert isinstance(auth_error, HubAuthError)
         if isinstance(auth_error, MissingFieldError):
-            recorder.error("scope", auth_error)
+            recorder.error("scopes", auth_error)
             recorder.aborted = str(auth_error)
         else:
-            recorder.error("authorization", auth_error)
+            recorder.error("scopes" if isinstance(auth_error, MissingScopes) else "authorization", auth_error)
             recorder.aborted = _abort_message(auth_error, config)
     if draining.is_set():
         recorder.interrupted = True
@@ -175,16 +191,50 @@ def _triage(config: Config, now: datetime) -> Callable[[User], Work | None]:
     return triage
 
 
-def _vet_predicate(config: Config) -> Callable[[User], None] | None:
-    """What every user is checked with before any user of its page is handed to a worker: a model without a
-    field some rule matches on ends the pass (MissingFieldError) before anything is culled."""
+def _vet_predicate(config: Config) -> Callable[[User], None]:
+    """What every user is checked with before any user of its page is handed to a worker. A model that lacks a
+    field a decision needs means the token lacks a scope (the hub hides what a token may not read): MissingScopes.
+    A model without a field some rule matches on: MissingFieldError. Either ends the pass before anything is
+    culled on what the token could not see."""
+    needed = frozenset(field.key for field in FIELDS if field.applies(config))
     table = config.rule_table
-    return table.check_visible if table.needed_fields else None
+    rules_check = table.check_visible if table.needed_fields else None
+
+    def vet(user: User) -> None:
+        if user.hidden and not user.hidden.isdisjoint(needed):
+            raise MissingScopes(missing_fields(user.hidden, config))
+        if rules_check is not None:
+            rules_check(user)
+
+    return vet
+
+
+async def _probe_unless_draining(hub: HubClient, draining: trio.Event) -> Probe | None:
+    """This pass's probe, or None if a stop came first: nothing is in flight then that deserves a grace period."""
+    result: Probe | None = None
+    failure: HubError | None = None
+    async with trio.open_nursery() as nursery:
+
+        async def cancel_on_drain() -> None:
+            await draining.wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(cancel_on_drain)
+        try:
+            result = await probe_hub(hub)
+        except HubError as error:
+            failure = error  # raised below as itself, not wrapped in the nursery's ExceptionGroup
+        nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    return result
 
 
 def _abort_message(error: HubError, config: Config) -> str:
+    if isinstance(error, MissingScopes):
+        return str(error)
     if isinstance(error, HubAuthError):
-        scopes = [*REQUIRED_SCOPES, *([USER_DELETION_SCOPE] if config.cull_users else [])]
+        scopes = [need.scope for need in needed_scopes(config)]
         return (
             f"the hub refused the culler's token ({error}). Check JUPYTERHUB_API_TOKEN and that the culler's "
             f"role has the scopes {', '.join(scopes)}"

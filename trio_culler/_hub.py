@@ -78,9 +78,6 @@ __all__ = [
 
 #: The media type that asks a JupyterHub >= 2.0 for a page with ``_pagination`` instead of a plain list.
 PAGINATION_MEDIA_TYPE = "application/jupyterhub-pagination+json"
-#: The scopes the culler needs; named in the error a 401/403 produces.
-REQUIRED_SCOPES = ("list:users", "read:users:activity", "read:servers", "delete:servers")
-USER_DELETION_SCOPE = "admin:users"
 
 _BACKOFF_FIRST = 0.5
 _BACKOFF_CAP = 15.0
@@ -219,6 +216,7 @@ class HubClient:
         body: bytes = b"",
         send_token: bool = True,
         retry_timeouts: bool = True,
+        retries: int | None = None,
     ) -> httpx.Response:
         """Send one request and return its complete answer, or raise a :class:`HubError`.
 
@@ -227,7 +225,8 @@ class HubClient:
         endpoints). Either way the request shares the limiter, the per-attempt deadline, the retries and the
         error mapping of the hub's own requests; ``kind`` labels it in :meth:`statistics`. ``send_token=False``
         leaves the API token out (a request to a party that must not see it); ``retry_timeouts=False`` gives up
-        after one deadline (a server that hung once would hang again).
+        after one deadline (a server that hung once would hang again); ``retries=0`` makes one attempt (for a
+        caller that retries, and says so, itself).
         """
         if not url.startswith(("http://", "https://")):
             url = self._base + url
@@ -242,11 +241,12 @@ class HubClient:
         request = httpx.Request(method, url, headers=fixed, content=body or None, extensions=self._extensions)
         accepted = ok if isinstance(ok, frozenset) else frozenset(ok)
         attempt = 0
+        retries = self._config.max_retries if retries is None else retries
         while True:
             try:
                 return await self._attempt(kind, request, accepted)
             except HubError as error:
-                if not error.transient or attempt >= self._config.max_retries:
+                if not error.transient or attempt >= retries:
                     raise
                 if not retry_timeouts and isinstance(error, HubTimeout):
                     raise
@@ -355,12 +355,24 @@ class HubClient:
 
     # -- the API calls -----------------------------------------------------------------------------------
 
-    async def get_info(self) -> HubInfo:
-        model = await self.get_json("/", kind="version")
+    async def get_info(self, *, retries: int | None = None) -> HubInfo:
+        """The hub's version (``GET /``, no token needed). ``retries=0``: one attempt, the caller retries."""
+        response = await self.request("version", "GET", "/", retries=retries)
+        model = self._json(response)
         version = model.get("version") if isinstance(model, dict) else None
         if not isinstance(version, str):
             raise HubProtocolError(f"GET {self._base}/: no version in the answer")
         return HubInfo(version, parse_release(version))
+
+    async def get_token_owner(self, *, retries: int | None = None) -> dict[str, Any] | None:
+        """Who the token is (``GET /user``): the owner's model, with the token's expanded ``scopes`` on
+        JupyterHub 2+. Every valid token may read it; 401/403 means the token itself is refused. None when the
+        hub has no such endpoint (404) or answers something that is not an object: the caller falls back."""
+        response = await self.request("whoami", "GET", "/user", ok=(200, 404), retries=retries)
+        if response.status_code == 404:
+            return None
+        model = self._json(response)
+        return model if isinstance(model, dict) else None
 
     async def list_users(self, *, state: str | None, offset: int, limit: int | None, paginate: bool = True) -> Page:
         params: dict[str, str] = {}

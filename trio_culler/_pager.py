@@ -69,8 +69,8 @@ async def stream_users(
     """Send ``triage(user)`` for every user it does not turn into None, each user once; closes ``send`` when
     done.
 
-    ``vet`` sees every user of a page before any of them is sent, and may raise to end the pass (a rule that
-    needs a field the token cannot read) before anything is culled."""
+    ``vet`` sees every user of a page before any of them is sent, and may raise to end the pass (a model that
+    lacks a field a decision or a rule needs: the token lacks a scope) before anything is culled."""
     seen: set[str] = set()
     async with send:
         if info.has_state_filter:

@@ -415,11 +415,11 @@ class RuleTable:
         )
         self._global = MatchedRule(None, None, base)
         #: The model fields some rule matches on that a token may not see.
-        self.needed_fields = frozenset(
+        self.needed_fields: frozenset[str] = frozenset(
             field for field in FIELD_SCOPES for rule in self.rules if getattr(rule, field) is not None
         )
         #: Whether some rule lets users be deleted (then users without servers must be listed too).
-        self.may_cull_users = base.cull_users or any(rule.cull_users for rule in self.rules)
+        self.may_cull_users: bool = base.cull_users or any(rule.cull_users for rule in self.rules)
 
     def __bool__(self) -> bool:
         return bool(self.rules)

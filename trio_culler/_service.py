@@ -27,17 +27,21 @@ from ._engine import run_pass_with
 from ._errors import HubAuthError, HubError
 from ._hub import HubClient, HubStatistics, open_hub_client
 from ._notify import Notifier, open_notifier
+from ._probe import Probe, probe_hub
 from ._report import PassRecorder, PassReport
 
 if TYPE_CHECKING:
     import httpx  # for annotations only: requests are the hub client's business (_hub)
 
-__all__ = ["Culler", "CullerStatistics", "open_culler", "run_pass", "serve"]
+__all__ = ["Culler", "CullerStatistics", "ProbeListener", "Reporter", "open_culler", "run_pass", "serve"]
 
 log = logging.getLogger("trio_culler")
 
 #: Called with every finished pass's report (metrics, tests, an embedder's own bookkeeping).
 Reporter = Callable[[PassReport], None]
+#: Called after each start-up probe: None once the hub accepted the token, else why not (metrics count it:
+#: a culler that never reached its hub must not look, to an alert, like one that has not run yet).
+ProbeListener = Callable[[HubError | None], None]
 
 #: How long in-flight requests may finish after :meth:`Culler.stop` by default.
 DEFAULT_GRACE = 5.0
@@ -61,10 +65,12 @@ class Culler:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         reporters: Sequence[Reporter] = (),
+        probe_listeners: Sequence[ProbeListener] = (),
     ) -> None:
         self.config = config
         self._transport = transport
         self._reporters = list(reporters)
+        self._probe_listeners = list(probe_listeners)
         self._hub: HubClient | None = None
         self._scope = trio.CancelScope()
         self._draining = trio.Event()
@@ -80,6 +86,9 @@ class Culler:
     def add_reporter(self, reporter: Reporter) -> None:
         self._reporters.append(reporter)
 
+    def add_probe_listener(self, listener: ProbeListener) -> None:
+        self._probe_listeners.append(listener)
+
     def statistics(self) -> CullerStatistics:
         hub = self._hub.statistics() if self._hub is not None else HubStatistics()
         return CullerStatistics(self._started.value, self._finished.value, self._running, hub)
@@ -89,16 +98,20 @@ class Culler:
         with self._scope:
             async with open_hub_client(self.config, transport=self._transport) as hub:
                 self._hub = hub
-                if not await self._wait_for_hub(hub):
+                probe = await self._wait_for_hub(hub)
+                if probe is None:
                     return
                 task_status.started(self)
                 async with open_notifier(self.config) as notifier:
-                    await self._loop(hub, notifier)
+                    await self._loop(hub, notifier, probe)
 
     def stop(self, grace: float = DEFAULT_GRACE) -> None:
         """Stop gracefully: no new page or user is taken, requests in flight get ``grace`` seconds, then
-        whatever is left is cancelled. Safe to call more than once; ``grace=0`` stops at once."""
+        whatever is left is cancelled. Safe to call more than once; ``grace=0`` stops at once, and so does a
+        culler with no pass running (waiting for the hub, or between passes: nothing is in flight)."""
         self._draining.set()
+        if not self._running:
+            grace = 0
         self._scope.deadline = min(self._scope.deadline, trio.current_time() + grace)
 
     async def run_pass_now(self) -> PassReport:
@@ -109,27 +122,51 @@ class Culler:
         assert self.last_report is not None
         return self.last_report
 
-    async def _wait_for_hub(self, hub: HubClient) -> bool:
-        """Probe until the hub answers, logging why not. A managed service that exits is restarted by the hub
-        in a loop, culling nothing; waiting here is the better failure."""
+    async def _wait_for_hub(self, hub: HubClient) -> Probe | None:
+        """Probe until the hub accepts the token, saying at once why not and when the next try is. A managed
+        service that exits is restarted by the hub in a loop, culling nothing; waiting here is the better
+        failure. Each try is one attempt: the wait between tries is the one this loop announces."""
         delay = 1.0
         while not self._draining.is_set():
             try:
-                info = await hub.get_info()
+                probe = await probe_hub(hub, retries=0)
             except HubError as error:
+                self._tell_probe_listeners(error)
                 if isinstance(error, HubAuthError):
-                    # Fixing a role needs a hub restart or an operator; no point in hammering it meanwhile.
+                    # Fixing a token needs an operator; no point in hammering the hub meanwhile.
                     delay = self.config.interval
-                log.error("Hub not ready at %s: %s; retrying in %.0f s", self.config.url, error, delay)
+                    log.error(
+                        "The hub at %s refused the culler's token: %s; retrying in %g s",
+                        self.config.url,
+                        error,
+                        delay,
+                        extra={"event": "startup_retry", "error": error.kind},
+                    )
+                else:
+                    log.warning(
+                        "Hub not ready at %s: %s; retrying in %g s",
+                        self.config.url,
+                        error,
+                        delay,
+                        extra={"event": "startup_retry", "error": error.kind},
+                    )
                 with trio.move_on_after(delay):
                     await self._draining.wait()
                 delay = min(delay * 2, _STARTUP_RETRY_CAP, max(self.config.interval, 1.0))
                 continue
-            log.info("Hub %s answered at %s", info.version, self.config.url)
-            return True
-        return False
+            self._tell_probe_listeners(None)
+            log.info("Hub %s answered at %s", probe.info.version, self.config.url)
+            return probe
+        return None
 
-    async def _loop(self, hub: HubClient, notifier: Notifier | None) -> None:
+    def _tell_probe_listeners(self, error: HubError | None) -> None:
+        for listener in self._probe_listeners:
+            try:
+                listener(error)
+            except Exception:
+                log.exception("A probe listener failed")
+
+    async def _loop(self, hub: HubClient, notifier: Notifier | None, probe: Probe | None) -> None:
         # Start-to-start spacing, as the original's PeriodicCallback; an overlong pass is followed at once. Not
         # trio_util.periodic(): its sleep cannot be cut short, and run_pass_now() must start a pass early.
         next_start = trio.current_time()
@@ -142,9 +179,11 @@ class Culler:
             self._started.value += 1
             self._running = True
             try:
-                report = await run_pass_with(hub, self.config, draining=self._draining, notifier=notifier)
+                # The start-up probe serves the first pass; every later pass probes again.
+                report = await run_pass_with(hub, self.config, draining=self._draining, notifier=notifier, probe=probe)
             finally:
                 self._running = False
+            probe = None
             self.last_report = report
             publish(report, self._reporters)
             self._finished.value += 1

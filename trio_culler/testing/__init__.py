@@ -41,7 +41,8 @@ every server before deleting a user, and this catches one that does not.
 The package has one module per concept, as ``trio.testing`` does, and re-exports its public names here:
 ``_fakehub`` (the hub and its request handler), ``_model`` (users and servers), ``_routes``, ``_render``,
 ``_statistics``, ``_population``, ``_singleuser`` (the single-user servers behind the fake proxy: their
-``api/kernels`` and ``api/terminals``), ``_loopback`` and ``_h11_server`` (the real-socket way in).
+``api/kernels`` and ``api/terminals``), ``_token`` (what the token may do: ``scopes=``, ``reports_scopes=``),
+``_loopback`` and ``_h11_server`` (the real-socket way in).
 """
 
 from ._fakehub import FakeHub as FakeHub
@@ -53,8 +54,10 @@ from ._singleuser import FakeKernel as FakeKernel
 from ._singleuser import FakeTerminal as FakeTerminal
 from ._statistics import FakeHubStatistics as FakeHubStatistics
 from ._statistics import PageRequest as PageRequest
+from ._token import FULL_SCOPES as FULL_SCOPES
 
 __all__ = [
+    "FULL_SCOPES",
     "FakeHub",
     "FakeHubStatistics",
     "FakeKernel",

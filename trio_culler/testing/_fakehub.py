@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -24,10 +24,11 @@ from ._loopback import from_raw_request, open_loopback_listeners, to_raw_respons
 from ._model import FakeServer, FakeUser, is_ready
 from ._nursery import open_helper_nursery
 from ._population import Population, populate
-from ._render import error, user_model
+from ._render import Json, error, user_model
 from ._routes import INVALID_JSON, Route, json_body, parse_route, request_kind
 from ._singleuser import SingleUserRoute, kernel_model, parse_single_user_route, terminal_model
 from ._statistics import FakeHubStatistics, PageRequest, RequestLog
+from ._token import FULL_SCOPES, TokenScopes, token_model
 
 __all__ = ["FakeHub"]
 
@@ -61,9 +62,17 @@ class FakeHub:
         clock: Callable[[], datetime] = _utc_now,
         server_latency: float = 0.0,
         public_url: str | None = None,
+        scopes: Iterable[str] = FULL_SCOPES,
+        reports_scopes: bool = True,
     ) -> None:
         self.version = version
         self.token = token
+        #: The token's scopes (unfiltered ones only): the hub hides user-model keys and refuses requests
+        #: accordingly. Settable while serving: a test can fix the culler's role between two passes.
+        self.scopes = frozenset(scopes)
+        #: Whether ``GET /user`` lists them; False is a hub before 2.0, which cannot say.
+        self.reports_scopes = reports_scopes
+        self._token = TokenScopes()
         self.paginate = paginate  # False: a JupyterHub < 2.0, which ignores offset/limit
         self.default_page_size = default_page_size
         self.max_page_size = max_page_size
@@ -225,7 +234,13 @@ class FakeHub:
             log.in_flight -= 1
 
     async def _dispatch(self, request: httpx.Request, route: Route, body: bytes) -> httpx.Response:
-        allowed = {"version": {"GET"}, "users": {"GET"}, "user": {"GET", "DELETE"}, "server": {"DELETE"}}
+        allowed = {
+            "version": {"GET"},
+            "self": {"GET"},
+            "users": {"GET"},
+            "user": {"GET", "DELETE"},
+            "server": {"DELETE"},
+        }
         if route.endpoint == "unknown":
             return error(404, "Not Found")
         if request.method not in allowed[route.endpoint]:
@@ -234,13 +249,20 @@ class FakeHub:
             return httpx.Response(200, json={"version": self.version})  # the one call without a token
         if not self._authorized(request):
             return error(403, "Missing or invalid credentials.")
+        if route.endpoint == "self":
+            return httpx.Response(200, json=token_model(self.scopes, reports_scopes=self.reports_scopes))
+        needed = {"users": "list:users", "server": "delete:servers"}.get(route.endpoint)
+        if route.endpoint == "user":
+            needed = "read:users:name" if request.method == "GET" else "delete:users"
+        if needed is not None and needed not in self._token.update(self.scopes).granted:
+            return error(403, f"Action is not authorized with current scopes; requires any of [{needed}]")
         if route.endpoint == "users":
             return await self._list_users(request)
         user = self.users.get(route.user)
         if user is None:
             return error(404, "Not Found")
         if route.endpoint == "user" and request.method == "GET":
-            return httpx.Response(200, json=user_model(user, self.public_url))
+            return httpx.Response(200, json=self._user_model(user))
         if route.endpoint == "user":
             return await self._delete_user(user)
         return await self._stop_server(user, route, body)
@@ -264,6 +286,8 @@ class FakeHub:
         if route.endpoint == "terminals":
             return httpx.Response(200, json=[terminal_model(terminal) for terminal in server.terminals])
         return httpx.Response(200, json={"started": None, "last_activity": None, "kernels": len(server.kernels)})
+    def _user_model(self, user: FakeUser) -> Json:
+        return self._token.update(self.scopes).visible(user_model(user, self.public_url))
 
     def _authorized(self, request: httpx.Request) -> bool:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -283,7 +307,7 @@ class FakeHub:
             self._log.list_requested(PageRequest(0, None, state, paginated, now))
             await trio.sleep(self.list_latency)
             users = [u for u in self._filtered(state) if state != "ready" or is_ready(u)]
-            return httpx.Response(200, json=[user_model(u, self.public_url) for u in users])
+            return httpx.Response(200, json=[self._user_model(u) for u in users])
         # Without the header the real hub defaults to the *max* limit, and truncates silently.
         default_limit = self.default_page_size if paginated else self.max_page_size
         try:
@@ -299,7 +323,7 @@ class FakeHub:
         if state == "ready":
             # As in JupyterHub: page over *active* users, then drop the ones not ready.
             page = [u for u in page if is_ready(u)]
-        items = [user_model(u, self.public_url) for u in page]
+        items = [self._user_model(u) for u in page]
         if not paginated:
             return httpx.Response(200, json=items)
         next_offset = offset + limit

@@ -11,9 +11,10 @@ import httpx
 
 __all__ = ["INVALID_JSON", "ROUTE_KINDS", "RequestKind", "Route", "json_body", "parse_route", "request_kind"]
 
-RequestKind = Literal["version", "list", "stop", "remove", "delete_user", "kernels", "terminals", "other"]
+RequestKind = Literal["version", "whoami", "list", "stop", "remove", "delete_user", "kernels", "terminals", "other"]
 ROUTE_KINDS: tuple[RequestKind, ...] = (
     "version",
+    "whoami",
     "list",
     "stop",
     "remove",
@@ -26,7 +27,7 @@ ROUTE_KINDS: tuple[RequestKind, ...] = (
 
 @attrs.frozen
 class Route:
-    endpoint: Literal["version", "users", "user", "server", "unknown"]
+    endpoint: Literal["version", "self", "users", "user", "server", "unknown"]
     user: str = ""
     server: str = ""
     named: bool = False  # reached through /servers/{name}, not /server
@@ -44,6 +45,8 @@ def parse_route(raw_path: bytes) -> Route:
         return Route("unknown")
     if rest in ([], [""]):
         return Route("version")
+    if rest in (["user"], ["user", ""]):
+        return Route("self")
     if rest[0] != "users":
         return Route("unknown")
     if rest[1:] in ([], [""]):
@@ -65,6 +68,8 @@ def request_kind(request: httpx.Request, route: Route, body: bytes) -> RequestKi
     method = request.method
     if route.endpoint == "version" and method == "GET":
         return "version"
+    if route.endpoint == "self" and method == "GET":
+        return "whoami"
     if route.endpoint == "users" and method == "GET":
         return "list"
     if route.endpoint == "user" and method == "DELETE":

@@ -1,0 +1,220 @@
+"""What the token may do: the pure scope checks, and a pass that refuses to run on a token that lacks a scope."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from trio_culler import Config, PassReport, run_pass
+from trio_culler._scopes import (
+    FIELDS,
+    NEEDS,
+    grants,
+    missing_fields,
+    missing_scopes,
+    parse_scopes,
+)
+from trio_culler._service import Culler
+from trio_culler.testing import FULL_SCOPES, FakeHub, Population
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+TOKEN = "scopes-test-token"
+URL = "http://127.0.0.1:8081/hub/api"
+BASE = ("list:users", "read:servers", "read:users:activity", "delete:servers")
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def config(**changes: Any) -> Config:
+    return attrs.evolve(Config(api_token=TOKEN, url=URL, timeout=600), **changes)
+
+
+def make_hub(n: int = 40, **options: Any) -> tuple[FakeHub, Population]:
+    hub = FakeHub(token=TOKEN, clock=lambda: NOW, **options)
+    return hub, hub.populate(n, idle_fraction=0.5, seed=3, now=NOW, named_fraction=0.2)
+
+
+async def cull(hub: FakeHub, cfg: Config) -> PassReport:
+    async with hub.running():
+        report = await run_pass(cfg, transport=hub.transport(), now=NOW)
+        await hub.wait_stops_done()
+    return report
+
+
+# -- the pure checks -------------------------------------------------------------------------------------
+
+
+def test_the_documented_scopes_are_enough_and_each_is_needed() -> None:
+    assert missing_scopes(BASE, config()) == ()
+    for scope in BASE:
+        (missing,) = missing_scopes(set(BASE) - {scope}, config())
+        assert (missing.scope, missing.feature) == (scope, "culling")
+
+
+def test_cull_users_needs_delete_and_read_users_which_admin_users_grants() -> None:
+    cull_users = config(cull_users=True)
+    assert [m.scope for m in missing_scopes(BASE, cull_users)] == ["delete:users", "read:users"]
+    assert [m.scope for m in missing_scopes((*BASE, "delete:users"), cull_users)] == ["read:users"]
+    assert missing_scopes((*BASE, "admin:users"), cull_users) == ()
+    assert missing_scopes((*BASE, "delete:users", "read:users"), cull_users) == ()
+    assert all(m.feature == "--cull-users" for m in missing_scopes(BASE, cull_users))
+
+
+def test_implication_follows_the_hubs_hierarchy() -> None:
+    granted = grants(["admin:users", "admin:servers"])
+    for implied in ("delete:users", "users", "read:users", "list:users", "read:users:activity", "read:users:name"):
+        assert "" in granted[implied], implied
+    for implied in ("servers", "read:servers", "delete:servers"):
+        assert "" in granted[implied], implied
+    # A token of JupyterHub's admin role (admin:users + admin:servers) can do everything the culler does.
+    assert missing_scopes(["admin:users", "admin:servers"], config(cull_users=True)) == ()
+    # Implication never goes upwards.
+    assert "admin:users" not in grants(["delete:users", "read:users"])
+
+
+def test_filters_are_kept_and_must_cover_the_listing() -> None:
+    assert grants(["admin:users!group=a"])["delete:users"] == frozenset({"group=a"})
+    # A filtered read:servers beside an unfiltered listing: the culler would see most users' servers as absent.
+    held = ["list:users", "read:users:activity", "delete:servers", "read:servers!user=alice"]
+    (missing,) = missing_scopes(held, config())
+    assert (missing.scope, missing.held_for) == ("read:servers", ("user=alice",))
+    assert "held only for user=alice" in str(describe(held))
+    # A culler for one group: everything it lists, it may read and stop.
+    one_group = [f"{scope}!group=students" for scope in BASE]
+    assert missing_scopes(one_group, config()) == ()
+    # ... but not when one scope covers another group only.
+    other = [*(f"{s}!group=students" for s in BASE if s != "delete:servers"), "delete:servers!group=staff"]
+    assert [m.scope for m in missing_scopes(other, config())] == ["delete:servers"]
+
+
+def describe(held: list[str]) -> str:
+    from trio_culler._scopes import MissingScopes
+
+    return str(MissingScopes(missing_scopes(held, config())))
+
+
+@pytest.mark.parametrize("value", [None, "list:users", [1, 2], ["list:users", None], {"list:users": 1}, [""]])
+def test_a_scopes_value_that_does_not_parse_means_the_hub_did_not_say(value: object) -> None:
+    assert parse_scopes(value) is None
+
+
+def test_missing_fields_name_the_scope_and_feature() -> None:
+    assert [m.scope for m in missing_fields({"servers"}, config())] == ["read:servers"]
+    assert [m.scope for m in missing_fields({"last_activity"}, config())] == ["read:users:activity"]
+    # `created` and `admin` matter only to the features that read them.
+    assert missing_fields({"created", "admin"}, config()) == ()
+    assert [m.scope for m in missing_fields({"created"}, config(cull_users=True))] == ["read:users"]
+    assert [m.scope for m in missing_fields({"admin"}, config(cull_users=True, cull_admin_users=False))] == [
+        "read:users:name"
+    ]
+
+
+def test_the_readme_table_is_the_codes_table() -> None:
+    text = README.read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `([a-z]+:[a-z:]+)` \| ([^|]+?) \| ([^|]+?) \|$", text, flags=re.MULTILINE)
+    table = {(scope, feature.strip("`"), why) for scope, feature, why in rows}
+    assert table == {(need.scope, need.feature, need.why) for need in NEEDS}, "README's table and _scopes.NEEDS differ"
+    for field in FIELDS:
+        assert field.scope in {need.scope for need in NEEDS} | {"read:users:name"}
+
+
+# -- a pass against a hub that says what the token may do --------------------------------------------------
+
+
+@pytest.mark.parametrize("removed", BASE)
+async def test_each_scope_removed_in_turn_stops_the_pass_and_names_it(
+    autojump_clock: trio.testing.MockClock, removed: str
+) -> None:
+    hub, _population = make_hub(scopes=set(BASE) - {removed})
+    report = await cull(hub, config())
+    assert report.aborted is not None
+    assert report.summary().startswith(f"Pass not run: the culler's token lacks {removed} (culling: to ")
+    assert report.errors_by_kind == {"scope": 1}
+    assert not report.ok
+    assert hub.statistics().requests_by_kind["list"] == 0, "not a page read: the pass would lie"
+    assert hub.statistics().stop_requests == {}
+
+
+async def test_cull_users_without_admin_users_names_both_scopes(autojump_clock: trio.testing.MockClock) -> None:
+    for scopes in (BASE, (*BASE, "delete:users")):
+        hub, _population = make_hub(scopes=scopes)
+        report = await cull(hub, config(cull_users=True))
+        assert report.aborted is not None
+        assert "read:users (--cull-users: to read when a user was created)" in report.aborted
+        assert ("delete:users (--cull-users: to delete idle users)" in report.aborted) == ("delete:users" not in scopes)
+        assert hub.statistics().users_deleted == ()
+
+
+async def test_with_every_scope_the_pass_runs(autojump_clock: trio.testing.MockClock) -> None:
+    hub, population = make_hub(scopes=(*BASE, "admin:users"))
+    report = await cull(hub, config(cull_users=True))
+    assert report.ok, report.summary()
+    assert set(hub.statistics().stops_completed) == population.idle
+    assert report.hub_up
+
+
+# -- a hub that cannot say: the user models tell -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scopes", "cfg", "named"),
+    [
+        (("list:users",), {}, "read:servers"),
+        (("list:users", "read:servers", "delete:servers"), {}, "read:users:activity"),
+        ((*BASE, "delete:users"), {"cull_users": True}, "read:users"),
+    ],
+    ids=["list-only", "no-activity", "no-created"],
+)
+async def test_without_scopes_a_model_missing_a_field_is_a_missing_scope(
+    autojump_clock: trio.testing.MockClock, scopes: tuple[str, ...], cfg: dict[str, Any], named: str
+) -> None:
+    hub, _population = make_hub(scopes=scopes, reports_scopes=False)
+    report = await cull(hub, config(**cfg))
+    assert report.aborted is not None, report.summary()
+    assert f"lacks {named} (" in report.aborted
+    assert report.errors_by_kind == {"scope": 1}
+    assert hub.statistics().stop_requests == {}, "nothing is decided on a model the token sees too little of"
+    assert hub.statistics().users_deleted == ()
+
+
+async def test_without_scopes_but_with_complete_models_the_pass_runs(autojump_clock: trio.testing.MockClock) -> None:
+    hub, population = make_hub(reports_scopes=False)
+    report = await cull(hub, config(cull_users=True))
+    assert report.ok, report.summary()
+    assert set(hub.statistics().stops_completed) == population.idle
+
+
+# -- a long-running culler --------------------------------------------------------------------------------
+
+
+async def test_a_fixed_role_is_picked_up_at_the_next_pass(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = datetime.now(UTC)  # serve() measures idleness from the wall clock
+    hub = FakeHub(token=TOKEN, clock=lambda: now, scopes=("list:users", "read:servers", "read:users:activity"))
+    population = hub.populate(20, idle_fraction=0.5, seed=4, now=now)
+    reports: list[PassReport] = []
+    culler = Culler(config(cull_every=60), transport=hub.transport(), reporters=[reports.append])
+    async with hub.running(), trio.open_nursery() as nursery:
+        nursery.start_soon(culler.serve)
+        await trio.sleep(70)  # passes at 0 and 60
+        hub.scopes = frozenset(FULL_SCOPES)  # the operator fixes the role
+        await trio.sleep(60)
+        culler.stop(grace=0)
+    refused, refused_again, fixed = reports[:3]
+    for report in (refused, refused_again):
+        assert report.aborted is not None
+        assert "delete:servers (culling: to stop servers)" in report.aborted
+    assert fixed.ok
+    assert set(hub.statistics().stops_completed) == population.idle
+    lines = [r for r in caplog.records if r.levelno == logging.ERROR and "lacks delete:servers" in r.getMessage()]
+    assert len(lines) == 2, "one ERROR line per refused pass"
+    assert hub.statistics().requests_by_kind["whoami"] == 3, "one probe per pass, the first at start-up"
+    assert hub.statistics().requests_by_kind["version"] == 3

@@ -68,7 +68,6 @@ async def _stop_server(
     matched: MatchedRule | None,
 ) -> Outcome:
     label = f"{user}/{server}" if server else user
-    recorder.servers_culled[decision.rule] += 1
     fields = decision_fields(decision, user, server)
     if matched is not None and matched.rule is not None:
         # Which rule set the limits: the first question an operator asks about a cull they did not expect.
@@ -77,6 +76,7 @@ async def _stop_server(
     else:
         label_reason = decision.reason
     if dry_run:
+        recorder.servers_culled[decision.rule] += 1
         log.info("Would cull server %s (%s) [dry run]", label, label_reason, extra=fields)
         return Outcome.WOULD_ACT
     log.info("Culling server %s (%s)", label, label_reason, extra=fields)
@@ -88,6 +88,8 @@ async def _stop_server(
         recorder.error(label, error)
         log.error("Failed to stop server %s: %s", label, error, extra={**fields, "error": error.kind})
         return Outcome.FAILED
+    # Counted once the hub took the stop: a refused or failed DELETE is an error, not a cull.
+    recorder.servers_culled[decision.rule] += 1
     if outcome is Outcome.PENDING:
         recorder.servers_pending += 1
         log.warning("Server %s is slow to stop; its user is kept this pass", label, extra=fields)
@@ -110,9 +112,9 @@ async def delete_user(
 async def _delete_user(
     hub: HubClient, user: str, decision: Decision, *, dry_run: bool, recorder: PassRecorder
 ) -> Outcome:
-    recorder.users_culled += 1
     fields = decision_fields(decision, user, None)
     if dry_run:
+        recorder.users_culled += 1
         log.info("Would cull user %s (%s) [dry run]", user, decision.reason, extra=fields)
         return Outcome.WOULD_ACT
     log.info("Culling user %s (%s)", user, decision.reason, extra=fields)
@@ -124,6 +126,7 @@ async def _delete_user(
         recorder.error(user, error)
         log.error("Failed to delete user %s: %s", user, error, extra={**fields, "error": error.kind})
         return Outcome.FAILED
+    recorder.users_culled += 1
     recorder.users_deleted += 1
     return outcome
 

@@ -2,15 +2,29 @@
 
 The registry is private to each :class:`Metrics` (not prometheus-client's global one), so an embedding
 application's metrics and ours never collide, and tests can create as many as they like.
+
+Every label value a counter can take exists, at 0, from the start: an alert on
+``increase(trio_culler_errors_total{kind="scope"}[1h]) > 0`` must work on a culler that has never failed yet
+(a series that appears only with its first increment has no increase to show). A rule or error kind added
+elsewhere is added to :data:`CULL_REASONS` / :data:`ERROR_KINDS` (a test checks the error kinds against the
+exception tree).
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from ._errors import HubError
 from ._report import PassReport
 
-__all__ = ["Metrics"]
+__all__ = ["CULL_REASONS", "ERROR_KINDS", "Metrics"]
+
+#: The rules that cull a server (``Decision.rule`` of an acting decision).
+CULL_REASONS = ("idle", "max_age", "busy_expired", "kernels_idle")
+#: Why a server could not be inspected (``_inspect.InspectionFailed.kind``), as the README lists them.
+INSPECTION_FAILURE_KINDS = ("timeout", "unreachable", "forbidden", "not_found", "status", "unreadable")
+#: Every ``kind`` a pass records: the HubError kinds, ``unreadable`` (skipped models), ``internal`` (a bug).
+ERROR_KINDS = ("unavailable", "timeout", "auth", "scope", "status", "protocol", "unreadable", "internal")
 
 _PASS_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, float("inf"))
 
@@ -66,6 +80,21 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        for kind in INSPECTION_FAILURE_KINDS:
+            self.inspection_failures.labels(kind=kind)
+        self.hub_up = Gauge(
+            "trio_culler_hub_up", "1 if the last probe reached the hub and it accepted the token, else 0.", registry=r
+        )
+        for reason in CULL_REASONS:
+            self.servers_culled.labels(reason=reason)
+        for kind in ERROR_KINDS:
+            self.errors.labels(kind=kind)
+
+    def observe_probe(self, error: HubError | None) -> None:
+        """A start-up probe (before the first pass): a hub down from the start counts as an error too."""
+        self.hub_up.set(0 if error is not None else 1)
+        if error is not None:
+            self.errors.labels(kind=error.kind).inc()
 
     def observe(self, report: PassReport) -> None:
         """Fold one finished pass into the metrics. A dry run counts what it would have culled."""
@@ -89,6 +118,7 @@ class Metrics:
         self.servers_inspected.inc(report.servers_inspected)
         for kind, count in report.inspection_failures.items():
             self.inspection_failures.labels(kind=kind).inc(count)
+        self.hub_up.set(1 if report.hub_up else 0)
 
     def serve(self, port: int, address: str = "127.0.0.1") -> int:
         """Serve ``/metrics`` on a background thread; returns the bound port (useful with port 0)."""

@@ -13,7 +13,7 @@ import attrs
 from ._errors import HubError
 from ._forecast import Forecast, Upcoming
 
-__all__ = ["CullRecord", "PassError", "PassRecorder", "PassReport"]
+__all__ = ["CullRecord", "PassError", "PassRecorder", "PassReport", "count"]
 
 log = logging.getLogger("trio_culler")
 
@@ -97,6 +97,8 @@ class PassReport:
     #: from the hub's data. Not errors: the pass did what it could, and a cull never rests on them.
     servers_inspected: int = 0
     inspection_failures: Mapping[str, int] = attrs.field(factory=dict)
+    #: The hub accepted the token at this pass's probe (what the ``trio_culler_hub_up`` gauge shows).
+    hub_up: bool = False
 
     @property
     def error_count(self) -> int:
@@ -128,15 +130,19 @@ class PassReport:
         }
 
     def summary(self) -> str:
+        if self.aborted and not self.pages and not self.pages_failed:
+            # Nothing was listed: a line of zeros would bury the one thing to read.
+            return f"Pass not run: {self.aborted}"
         culled = sum(self.servers_culled.values())
         verb = "would cull" if self.dry_run else "culled"
         text = (
             f"Pass {'aborted' if self.aborted else 'done'} in {self.duration:.2f}s: "
-            f"{self.users_seen} users seen ({self.servers_seen} servers), {verb} {culled} servers "
+            f"{count(self.users_seen, 'user')} seen ({count(self.servers_seen, 'server')}), "
+            f"{verb} {count(culled, 'server')} "
             f"({self.servers_stopped} stopped, {self.servers_pending} still stopping), "
             f"{'would delete' if self.dry_run else 'deleted'} "
-            f"{self.users_culled if self.dry_run else self.users_deleted} users, "
-            f"{self.skipped} skipped, {self.error_count} errors, {self.pages} pages"
+            f"{count(self.users_culled if self.dry_run else self.users_deleted, 'user')}, "
+            f"{self.skipped} skipped, {count(self.error_count, 'error')}, {count(self.pages, 'page')}"
         )
         if self.warnings_sent or self.warnings_failed:
             text += f", warnings {self.warnings_sent} sent, {self.warnings_failed} failed"
@@ -146,6 +152,11 @@ class PassReport:
         if self.aborted:
             text += f"; {self.aborted}"
         return text
+
+
+def count(number: int, noun: str) -> str:
+    """``1 server``, ``2 servers``, ``0 servers``: the nouns of the culler's lines are all regular."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 @attrs.define
@@ -178,6 +189,7 @@ class PassRecorder:
     upcoming: Upcoming | None = None
     warnings_sent: int = 0
     warnings_failed: int = 0
+    hub_up: bool = False
 
     def cull(self, record: CullRecord) -> None:
         self.culls.append(record)
@@ -225,12 +237,14 @@ class PassRecorder:
             warnings_failed=self.warnings_failed,
             servers_inspected=self.servers_inspected,
             inspection_failures=dict(self.inspection_failures),
+            hub_up=self.hub_up,
         )
 
     def progress_line(self) -> str:
         total = "?" if self.listing_total is None else str(self.listing_total)
         culled = sum(self.servers_culled.values())
         return (
-            f"Pass in progress: {self.users_seen} users seen (hub lists {total}), {culled} servers culled, "
-            f"{self.users_deleted} users deleted, {sum(self.errors_by_kind.values())} errors"
+            f"Pass in progress: {count(self.users_seen, 'user')} seen (hub lists {total}), "
+            f"{count(culled, 'server')} culled, {count(self.users_deleted, 'user')} deleted, "
+            f"{count(sum(self.errors_by_kind.values()), 'error')}"
         )

@@ -33,7 +33,7 @@ from ._progress import draw_progress_bar
 from ._redact import make_redactor
 from ._report import PassRecorder, PassReport
 from ._rules import load_rules_file
-from ._service import Culler, Reporter, run_pass
+from ._service import Culler, ProbeListener, Reporter, run_pass
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -173,6 +173,7 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
             )
         )
     reporters: list[Reporter] = []
+    probe_listeners: list[ProbeListener] = []
     try:
         status_page = _status_page(settings, environ)
     except ConfigError as error:
@@ -183,6 +184,7 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
 
         metrics = Metrics()
         reporters.append(metrics.observe)
+        probe_listeners.append(metrics.observe_probe)
         try:
             port = metrics.serve(settings.metrics_port, settings.metrics_address)
         except OSError as error:
@@ -192,7 +194,7 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     try:
         if settings.once:
             return trio.run(_run_once, settings, reporters)
-        return trio.run(_run_service, settings, reporters, status_page)
+        return trio.run(_run_service, settings, reporters, probe_listeners, status_page)
     except KeyboardInterrupt:  # pragma: no cover - only before the signal receiver is installed
         return 0
     except BaseExceptionGroup as group:
@@ -244,10 +246,15 @@ class StatusPage:
     history: History
 
 
-async def _run_service(settings: Settings, reporters: list[Reporter], status_page: StatusPage | None = None) -> int:
+async def _run_service(
+    settings: Settings,
+    reporters: list[Reporter],
+    probe_listeners: list[ProbeListener],
+    status_page: StatusPage | None = None,
+) -> int:
     if status_page is not None:
         reporters = [*reporters, status_page.history.observe]
-    culler = Culler(settings.config, reporters=reporters)
+    culler = Culler(settings.config, reporters=reporters, probe_listeners=probe_listeners)
     _log_start(settings)
     grace = settings.grace_period
     # The receiver is open before the culler starts, so that no signal falls into a gap as KeyboardInterrupt.

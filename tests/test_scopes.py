@@ -23,7 +23,8 @@ from trio_culler._scopes import (
     parse_scopes,
 )
 from trio_culler._service import Culler
-from trio_culler.testing import FULL_SCOPES, FakeHub, Population
+from trio_culler.testing import FakeHub, Population
+from trio_culler.testing._token import FULL_SCOPES
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 TOKEN = "scopes-test-token"

@@ -54,10 +54,8 @@ from ._singleuser import FakeKernel as FakeKernel
 from ._singleuser import FakeTerminal as FakeTerminal
 from ._statistics import FakeHubStatistics as FakeHubStatistics
 from ._statistics import PageRequest as PageRequest
-from ._token import FULL_SCOPES as FULL_SCOPES
 
 __all__ = [
-    "FULL_SCOPES",
     "FakeHub",
     "FakeHubStatistics",
     "FakeKernel",

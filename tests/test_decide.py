@@ -134,6 +134,20 @@ def test_timeout_is_inclusive_as_in_the_original() -> None:
     assert decide_server(ready(idle=H), policy=policy(), now=NOW).acts
 
 
+def test_a_user_idle_for_exactly_the_timeout_is_deleted() -> None:
+    # The original's rule for users is `inactive >= timeout`, as for servers: the boundary belongs to culling.
+    p = policy(cull_users=True)
+    at_limit = User(name="u", admin=False, created=NOW - 3 * H, last_activity=NOW - H)
+    decision = decide_user(at_limit, policy=p, now=NOW, servers_left=0)
+    assert decision.action is Action.DELETE_USER
+    assert decision.rule == "idle"
+    just_under = attrs.evolve(at_limit, last_activity=NOW - H + timedelta(microseconds=1))
+    assert decide_user(just_under, policy=p, now=NOW, servers_left=0).action is Action.KEEP
+    # Never active: its creation stands in, with the same boundary.
+    never = User(name="u", admin=False, created=NOW - H, last_activity=None)
+    assert decide_user(never, policy=p, now=NOW, servers_left=0).action is Action.DELETE_USER
+
+
 def test_missing_last_activity_falls_back_to_started() -> None:
     server = Server(name="", last_activity=None, started=NOW - 2 * H, ready=True)
     decision = decide_server(server, policy=policy(), now=NOW)

@@ -167,6 +167,33 @@ async def test_complete_with_a_mix_and_small_pages(autojump_clock: trio.testing.
     assert_exact(hub, population)
 
 
+async def test_concurrency_zero_means_no_bound(autojump_clock: trio.testing.MockClock) -> None:
+    # 60 idle servers whose stops take 1 s each: with no bound they overlap (a bound of 1, or of the default
+    # 10, would keep max_in_flight at that number).
+    hub, population = make_hub(60, idle=1.0, stop_latency=1.0)
+    await cull(hub, config(concurrency=0))
+    assert_exact(hub, population)
+    assert hub.statistics().max_in_flight > 10
+
+
+async def test_the_arbiter_gets_a_whole_timeout_as_an_int(autojump_clock: trio.testing.MockClock) -> None:
+    limits: list[object] = []
+
+    def hook(inactive: timedelta, inactive_limit: float, server: dict[str, object]) -> bool:
+        limits.append(inactive_limit)
+        return False
+
+    hub, _population = make_hub(3, idle=1.0)
+    await cull(hub, config(timeout=600.0, cull_arbiter_hook=hook))
+    assert limits
+    assert all(type(limit) is int and limit == 600 for limit in limits), limits
+    limits.clear()
+    hub, _population = make_hub(3, idle=1.0)
+    await cull(hub, config(timeout=600.5, cull_arbiter_hook=hook))
+    assert limits
+    assert all(limit == 600.5 for limit in limits), limits
+
+
 async def test_requests_are_probe_pages_and_one_delete_per_cull(autojump_clock: trio.testing.MockClock) -> None:
     hub, population = make_hub(1000, idle=0.2)
     await cull(hub, config(api_page_size=100))

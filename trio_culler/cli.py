@@ -7,11 +7,13 @@ statuses: 0 on success and after SIGTERM/SIGINT, 1 when ``--once`` recorded erro
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -29,6 +31,7 @@ from ._history import History
 from ._hub import check_client_settings
 from ._logging import configure_logging
 from ._options import OPTIONS, load_config_file, parse_args, render_default_config, render_help
+from ._options._values import LEGACY_LOG_FORMAT
 from ._progress import draw_progress_bar
 from ._redact import make_redactor
 from ._report import PassRecorder, PassReport
@@ -69,6 +72,8 @@ class Settings:
     #: ``--explain USER``: print how that user would be decided, act on nothing, exit.
     explain: str | None = None
     explain_server: str | None = None
+    #: What the config file set that the culler does not use, logged once logging is set up.
+    notes: tuple[str, ...] = ()
 
     def public_dict(self) -> dict[str, Any]:
         values = self.config.public_dict()
@@ -90,7 +95,12 @@ def read_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
     """argv + environment (+ config file) -> Settings; raises ConfigError naming what is wrong."""
     cli = parse_args(argv).values
     config_path = cli.get("config_file", OPTIONS["config"].default)
-    values = {**load_config_file(config_path, required="config_file" in cli), **cli}
+    notes: list[str] = []
+    from_file = load_config_file(config_path, required="config_file" in cli, notes=notes)
+    for key, value in from_file.items():
+        if key not in cli:
+            _check_config_field(config_path, key, value)
+    values = {**from_file, **cli}
     if values.pop("debug", False):
         values["log_level"] = logging.DEBUG
     rules_file = values.pop("rules_file", None)
@@ -104,6 +114,9 @@ def read_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
         )
     if "explain_server" in values and "explain" not in values:
         raise ConfigError("--explain-server needs --explain=USER")
+    if values.get("log_format") == LEGACY_LOG_FORMAT:
+        del values["log_format"]  # a 2.0 logging format string: the culler keeps its own (see _values)
+    values["notes"] = tuple(notes)
     config_values = {key: values.pop(key) for key in list(values) if key in _CONFIG_FIELDS}
     for key in ("config_file",):
         values.pop(key, None)
@@ -111,12 +124,34 @@ def read_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
     return Settings(config=config, **values)
 
 
+def _check_config_field(path: str, key: str, value: Any) -> None:
+    """Run Config's own check on a value from the config file now, so its error names the file and the key,
+    not the command-line spelling (``--url must be ...``) that Config's validators use."""
+    field = attrs.fields_dict(Config).get(key)
+    if field is None or field.validator is None:
+        return
+    try:
+        field.validator(None, field, value)
+    except ConfigError as error:
+        detail = str(error).removeprefix(f"--{key.replace('_', '-')}").lstrip(": ")
+        raise ConfigError(f"{path}: c.IdleCuller.{key}: {detail}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point; exits with the status described in the module docstring."""
     # Everything imported so far lives as long as the process: keep it out of the collector's full passes,
     # which a pass reading 100,000 users would otherwise trigger again and again over the same objects.
     gc.freeze()
-    sys.exit(run(sys.argv[1:] if argv is None else argv, os.environ))
+    try:
+        status = run(sys.argv[1:] if argv is None else argv, os.environ)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `trio-culler --show-config | head`: the reader has what it wanted. Python's own recipe: point stdout
+        # at /dev/null so that the flush at exit does not raise again, and exit quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        status = 0
+    sys.exit(status)
 
 
 def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
@@ -147,6 +182,7 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     if settings.demo:
         from ._demo import run_demo
 
+        _log_notes(settings)
         return trio.run(run_demo, settings)
     if not settings.config.api_token:
         # Logging is set up by now, so this goes out in the chosen format (a JSON pipeline must parse it too).
@@ -187,10 +223,23 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         probe_listeners.append(metrics.observe_probe)
         try:
             port = metrics.serve(settings.metrics_port, settings.metrics_address)
+        except socket.gaierror as error:
+            log.error(
+                "--metrics-address=%s: not an address of this machine (%s)",
+                settings.metrics_address,
+                error.strerror,
+                extra={"event": "startup_error"},
+            )
+            return 2
         except OSError as error:
-            log.error("--metrics-port=%d: %s", settings.metrics_port, error.strerror, extra={"event": "startup_error"})
+            # The port is taken, or the address is not one this machine has (EADDRNOTAVAIL).
+            option = "--metrics-address" if error.errno == errno.EADDRNOTAVAIL else "--metrics-port"
+            value = settings.metrics_address if option == "--metrics-address" else settings.metrics_port
+            log.error("%s=%s: %s", option, value, error.strerror or error, extra={"event": "startup_error"})
             return 2
         log.info("Serving Prometheus metrics on http://%s:%d/metrics", settings.metrics_address, port)
+    # Logged only now: a run that ends with status 2 prints its one line and nothing else.
+    _log_notes(settings)
     try:
         if settings.once:
             return trio.run(_run_once, settings, reporters)
@@ -208,6 +257,11 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     except ConfigError as error:
         log.error("%s", error, extra={"event": "startup_error"})
         return 2
+
+
+def _log_notes(settings: Settings) -> None:
+    for note in settings.notes:
+        log.warning("%s", note, extra={"event": "config_note"})
 
 
 async def _watch_signals(

@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from ._values import FLOAT, INT, TEXT, Converter, log_format, log_level
+from ._values import FLOAT, INT, PORT, TEXT, Converter, log_format, log_level
 
 __all__ = ["CONFIGURABLE", "OPTIONS", "Kind", "Option", "action", "switch", "value"]
 
@@ -136,7 +136,7 @@ OPTIONS: dict[str, Option] = {
     "log-format": value(
         "log_format", "text (JupyterHub-like lines) or json (one object per line).", log_format, "text"
     ),
-    "metrics-port": value("metrics_port", "Serve Prometheus metrics on this port (0: off).", INT, 0),
+    "metrics-port": value("metrics_port", "Serve Prometheus metrics on this port (0: off).", PORT, 0),
     "metrics-address": value("metrics_address", "Address for --metrics-port.", default="127.0.0.1"),
     "progress-interval": value("progress_interval", "Seconds between progress lines during a pass.", FLOAT, 10),
     "max-retries": value("max_retries", "Retries of a request that failed transiently.", INT, 5),

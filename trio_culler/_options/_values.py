@@ -12,7 +12,18 @@ from typing import Any
 
 from .._errors import ConfigError
 
-__all__ = ["FALSE_WORDS", "FLOAT", "INT", "TEXT", "TRUE_WORDS", "Converter", "log_format", "log_level", "parse_bool"]
+__all__ = [
+    "FALSE_WORDS",
+    "FLOAT",
+    "INT",
+    "PORT",
+    "TEXT",
+    "TRUE_WORDS",
+    "Converter",
+    "log_format",
+    "log_level",
+    "parse_bool",
+]
 
 Converter = Callable[[str, str], Any]
 
@@ -55,6 +66,18 @@ INT: Converter = _number(int)
 FLOAT: Converter = _number(float)
 
 
+def _port(text: str, option: str) -> int:
+    port = int(INT(text, option))
+    if port > 65535:
+        # Found before a socket is opened: the socket call would end in an OverflowError traceback.
+        raise ConfigError(f"--{option}: expected a port number from 0 to 65535, not {text!r}")
+    return port
+
+
+#: A TCP port, 0 to 65535 (0: off).
+PORT: Converter = _port
+
+
 def log_level(text: str, option: str) -> int:
     names = {"debug": 10, "info": 20, "warn": 30, "warning": 30, "error": 40, "critical": 50}
     lowered = text.strip().lower()
@@ -65,7 +88,15 @@ def log_level(text: str, option: str) -> int:
     raise ConfigError(f"--{option}: expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL, not {text!r}")
 
 
+#: What ``log_format`` returns for a 2.0 logging format string (``'[%(name)s]%(highlevel)s %(message)s'``):
+#: 2.0's ``--generate-config`` writes one, so a file made from it must load; the culler keeps its own lines.
+LEGACY_LOG_FORMAT = "legacy"
+
+
 def log_format(text: str, option: str) -> str:
-    if text.strip().lower() not in ("text", "json"):
-        raise ConfigError(f"--{option}: expected text or json, not {text!r}")
-    return text.strip().lower()
+    lowered = text.strip().lower()
+    if lowered in ("text", "json"):
+        return lowered
+    if "%(" in text:
+        return LEGACY_LOG_FORMAT
+    raise ConfigError(f"--{option}: expected text or json, not {text!r}")

@@ -277,3 +277,31 @@ async def test_a_scope_error_counts_in_the_metric(autojump_clock: trio.testing.M
     assert samples[("trio_culler_errors_total", (("kind", "scope"),))] == 1
     assert samples[("trio_culler_hub_up", ())] == 1, "the hub is up and accepted the token; the role is wrong"
     assert samples[("trio_culler_last_pass_success", ())] == 0
+
+
+async def test_a_pass_says_at_once_that_the_hub_is_down_and_when_it_tries_again(
+    autojump_clock: trio.testing.MockClock, timeline: Timeline
+) -> None:
+    # What --once sees against a hub that is down: a WARNING per failed try, from the first, then the summary.
+    hub = FakeHub(token=TOKEN)
+    attempts: list[float] = []
+
+    async def refuse(request: httpx.Request) -> httpx.Response | None:
+        attempts.append(trio.current_time())
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    hub.fault = refuse
+    start = trio.current_time()
+    async with hub.running():
+        report = await run_pass(config(max_retries=3), transport=hub.transport(), now=NOW)
+    warnings = timeline.lines("Hub not ready at", logging.WARNING)
+    assert [t - start for t, _ in warnings] == [0, 0.5, 1.5]
+    assert [text.rsplit("retrying in ", 1)[1] for _, text in warnings] == [
+        "0.5 s (1 of 3)",
+        "1 s (2 of 3)",
+        "2 s (3 of 3)",
+    ]
+    assert [t - start for t in attempts] == [0, 0.5, 1.5, 3.5], "each announced wait is the wait"
+    assert report.aborted is not None
+    assert report.summary().startswith("Pass not run: the hub could not be reached")
+    assert report.errors_by_kind == {"unavailable": 1}

@@ -33,6 +33,7 @@ def test_bar_fills_with_users_seen_of_the_hubs_total() -> None:
     # Users seen may exceed the first total when servers start during the pass: the bar stays full.
     assert render_progress_bar(recorder(130, 100, 0), width=10).startswith("[##########] 130/100")
     assert render_progress_bar(recorder(3, None, 0), width=4).startswith("[----] 3 users")
+    assert render_progress_bar(recorder(1, None, 1), width=4) == "[----] 1 user, 1 server culled, 0 users deleted"
 
 
 def _hub() -> FakeHub:

@@ -40,6 +40,10 @@ __all__ = ["run_pass_with"]
 
 log = logging.getLogger("trio_culler")
 
+_PROBE_BACKOFF_FIRST = 0.5
+_PROBE_BACKOFF_CAP = 15.0
+_PROBE_RETRY_CAP = 60.0
+
 #: Workers when ``--concurrency=0`` (no bound on requests): enough to keep a hub busy without a task per user.
 UNBOUNDED_WORKERS = 64
 
@@ -76,7 +80,7 @@ async def run_pass_with(
         )
     if probe is None:
         try:
-            probe = await _probe_unless_draining(hub, draining)
+            probe = await _probe_unless_draining(hub, config, draining)
         except HubError as error:
             recorder.error("probe", error)
             # Not logged here: the pass summary carries `aborted`, and an operator should read it once per pass.
@@ -209,7 +213,7 @@ def _vet_predicate(config: Config) -> Callable[[User], None]:
     return vet
 
 
-async def _probe_unless_draining(hub: HubClient, draining: trio.Event) -> Probe | None:
+async def _probe_unless_draining(hub: HubClient, config: Config, draining: trio.Event) -> Probe | None:
     """This pass's probe, or None if a stop came first: nothing is in flight then that deserves a grace period."""
     result: Probe | None = None
     failure: HubError | None = None
@@ -221,13 +225,44 @@ async def _probe_unless_draining(hub: HubClient, draining: trio.Event) -> Probe 
 
         nursery.start_soon(cancel_on_drain)
         try:
-            result = await probe_hub(hub)
+            result = await _probe_with_retries(hub, config)
         except HubError as error:
             failure = error  # raised below as itself, not wrapped in the nursery's ExceptionGroup
         nursery.cancel_scope.cancel()
     if failure is not None:
         raise failure
     return result
+
+
+async def _probe_with_retries(hub: HubClient, config: Config) -> Probe:
+    """The probe, retried here rather than inside the hub client so that each failure is logged at once with
+    its reason and the true wait (``--once`` against a hub that is down says so in its first second)."""
+    attempt = 0
+    while True:
+        try:
+            return await probe_hub(hub, retries=0)
+        except HubError as error:
+            if not error.transient or attempt >= config.max_retries:
+                raise
+            delay = _probe_delay(attempt, error)
+            attempt += 1
+            log.warning(
+                "Hub not ready at %s: %s; retrying in %g s (%d of %d)",
+                config.url,
+                error,
+                delay,
+                attempt,
+                config.max_retries,
+                extra={"event": "probe_retry", "error": error.kind},
+            )
+        await trio.sleep(delay)
+
+
+def _probe_delay(attempt: int, error: HubError) -> float:
+    # One request, not a herd of workers: the client's doubling without its jitter, so the log line is exact.
+    if isinstance(error, HubStatusError) and error.retry_after is not None:
+        return min(error.retry_after, _PROBE_RETRY_CAP)
+    return float(min(_PROBE_BACKOFF_CAP, _PROBE_BACKOFF_FIRST * 2**attempt))
 
 
 def _abort_message(error: HubError, config: Config) -> str:

@@ -11,7 +11,7 @@ from typing import TextIO
 
 from trio_util import periodic
 
-from ._report import PassRecorder
+from ._report import PassRecorder, count
 
 __all__ = ["draw_progress_bar", "render_progress_bar"]
 
@@ -25,11 +25,11 @@ def render_progress_bar(recorder: PassRecorder, width: int = BAR_WIDTH) -> str:
     if total:
         filled = min(width, seen * width // max(total, 1))
         bar = "#" * filled + "-" * (width - filled)
-        counts = f"{seen}/{total} users"
+        counts = f"{seen}/{count(total, 'user')}"
     else:
         bar = "-" * width
-        counts = f"{seen} users"
-    return f"[{bar}] {counts}, {culled} servers culled, {recorder.users_deleted} users deleted"
+        counts = count(seen, "user")
+    return f"[{bar}] {counts}, {count(culled, 'server')} culled, {count(recorder.users_deleted, 'user')} deleted"
 
 
 async def draw_progress_bar(recorder: PassRecorder, stream: TextIO) -> None:

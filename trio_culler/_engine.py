@@ -91,13 +91,13 @@ async def run_pass_with(
             return _finish(recorder, notifier)
     info = probe.info
     recorder.hub_up = True
+    recorder.hub_version = info.version
     missing = check_scopes(probe, config)
     if missing is not None:
         # The pass would lie ("0 servers", "active"): it is not run; every pass checks again.
         recorder.error("scopes", missing)
         recorder.aborted = _abort_message(missing, config)
         return _finish(recorder, notifier)
-    recorder.hub_version = info.version
     if not info.has_pagination:
         log.debug("Hub %s has no pagination: reading the user list in one request", info.version)
     workers = config.concurrency or UNBOUNDED_WORKERS

@@ -49,7 +49,7 @@ def test_rules_in_both_places_are_refused(tmp_path: Path, capsys: pytest.Capture
         ('c.IdleCuller.rules = [{"users": ["a"], "timeout": "600"}]\n', "rules[0].timeout: expected a number"),
         ('c.IdleCuller.rules = [{"users": ["a"]}, {"user": ["b"]}]\n', "rules[1]: unknown key user"),
         ('c.IdleCuller.rules = {"users": ["a"]}\n', "expected a list of rules"),
-        ("c.IdleCuller.warn_hook = 5\n", "c.IdleCuller.warn_hook in"),
+        ("c.IdleCuller.warn_hook = 5\n", "culler_config.py: c.IdleCuller.warn_hook: must be callable"),
     ],
 )
 def test_bad_rules_in_the_config_file_exit_2_in_one_line(

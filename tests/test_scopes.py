@@ -20,6 +20,7 @@ from trio_culler._scopes import (
     grants,
     missing_fields,
     missing_scopes,
+    needed_scopes,
     parse_scopes,
 )
 from trio_culler._service import Culler
@@ -219,3 +220,15 @@ async def test_a_fixed_role_is_picked_up_at_the_next_pass(
     assert len(lines) == 2, "one ERROR line per refused pass"
     assert hub.statistics().requests_by_kind["whoami"] == 3, "one probe per pass, the first at start-up"
     assert hub.statistics().requests_by_kind["version"] == 3
+
+
+async def test_rules_on_groups_need_read_users_groups_before_the_pass(autojump_clock: trio.testing.MockClock) -> None:
+    cfg = config(rules=[{"groups": ["overnight"], "timeout": 86400}])
+    assert [need.scope for need in needed_scopes(cfg) if need.feature == "rules on groups"] == ["read:users:groups"]
+    hub, _population = make_hub(scopes=BASE)
+    report = await cull(hub, cfg)
+    assert report.aborted is not None
+    assert "lacks read:users:groups (rules on groups: to read users' groups)" in report.aborted
+    assert hub.statistics().requests_by_kind["list"] == 0
+    hub, _population = make_hub(scopes=(*BASE, "read:users:groups"))
+    assert (await cull(hub, cfg)).ok

@@ -232,3 +232,30 @@ async def test_rules_on_groups_need_read_users_groups_before_the_pass(autojump_c
     assert hub.statistics().requests_by_kind["list"] == 0
     hub, _population = make_hub(scopes=(*BASE, "read:users:groups"))
     assert (await cull(hub, cfg)).ok
+
+
+def test_inspect_kernels_without_access_servers_degrades_instead_of_refusing() -> None:
+    # Issue 10: a server that cannot be inspected is decided from the hub's data; the pass must not be refused.
+    from trio_culler._hub import HubInfo
+    from trio_culler._probe import Probe, check_scopes
+
+    cfg = config(inspect_kernels=True, public_url="http://127.0.0.1:8000")
+    refused, degraded = check_scopes(Probe(HubInfo("5.2.1", (5, 2, 1)), frozenset(BASE)), cfg)
+    assert refused is None
+    assert [(item.scope, item.feature) for item in degraded] == [("access:servers", "--inspect-kernels")]
+    refused, degraded = check_scopes(Probe(HubInfo("5.2.1", (5, 2, 1)), frozenset({*BASE, "access:servers"})), cfg)
+    assert (refused, degraded) == (None, ())
+
+
+async def test_the_degraded_feature_is_named_once_per_pass(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub, _population = make_hub(scopes=BASE)
+    caplog.set_level(logging.WARNING, "trio_culler")
+    report = await cull(hub, config(inspect_kernels=True, public_url="http://127.0.0.1:8000"))
+    assert report.aborted is None
+    lines = [r.getMessage() for r in caplog.records if "lacks access:servers" in r.getMessage()]
+    assert lines == [
+        "The culler's token lacks access:servers (--inspect-kernels: to ask servers about their kernels and "
+        "terminals): servers are decided from the hub's data alone"
+    ]

@@ -92,7 +92,15 @@ async def run_pass_with(
     info = probe.info
     recorder.hub_up = True
     recorder.hub_version = info.version
-    missing = check_scopes(probe, config)
+    missing, degraded = check_scopes(probe, config)
+    for item in degraded:
+        log.warning(
+            "The culler's token lacks %s (%s: to %s): servers are decided from the hub's data alone",
+            item.scope,
+            item.feature,
+            item.why,
+            extra={"event": "scope_degraded"},
+        )
     if missing is not None:
         # The pass would lie ("0 servers", "active"): it is not run; every pass checks again.
         recorder.error("scopes", missing)

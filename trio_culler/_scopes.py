@@ -78,12 +78,16 @@ def _always(_config: Config) -> bool:
 
 @attrs.frozen
 class Need:
-    """One scope that one feature needs; ``why`` completes "needed to ..."."""
+    """One scope that one feature needs; ``why`` completes "needed to ...".
+
+    ``blocking=False`` for a feature that degrades instead of lying without it (``--inspect-kernels`` decides a
+    server it may not inspect from the hub's data): then a WARNING says so each pass, and the pass runs."""
 
     scope: str
     feature: str
     why: str
     applies: Callable[[Config], bool] = _always
+    blocking: bool = True
 
 
 @attrs.frozen
@@ -115,6 +119,7 @@ NEEDS: tuple[Need, ...] = (
         "--inspect-kernels",
         "ask servers about their kernels and terminals",
         lambda c: c.inspect_kernels,
+        blocking=False,
     ),
 )
 
@@ -140,6 +145,7 @@ class Missing:
     feature: str
     why: str
     held_for: tuple[str, ...] = ()
+    blocking: bool = True
 
 
 class MissingScopes(HubAuthError):
@@ -202,7 +208,8 @@ def missing_scopes(held: Iterable[str], config: Config) -> tuple[Missing, ...]:
         if need.scope in reported or _covers(filters, listing):
             continue
         reported.add(need.scope)
-        missing.append(Missing(need.scope, need.feature, need.why, tuple(sorted(f for f in filters if f))))
+        held_for = tuple(sorted(f for f in filters if f))
+        missing.append(Missing(need.scope, need.feature, need.why, held_for, need.blocking))
     return tuple(missing)
 
 

@@ -15,7 +15,14 @@ from ._render import Json
 __all__ = ["FULL_SCOPES", "TokenScopes", "token_model"]
 
 #: What a FakeHub's token may do unless told otherwise: everything the culler can use.
-FULL_SCOPES: tuple[str, ...] = ("list:users", "read:users:activity", "read:servers", "delete:servers", "admin:users")
+FULL_SCOPES: tuple[str, ...] = (
+    "list:users",
+    "read:users:activity",
+    "read:servers",
+    "delete:servers",
+    "admin:users",
+    "access:servers",
+)
 
 #: Which user-model keys each scope shows, as JupyterHub's user model filters them.
 _USER_KEYS_BY_SCOPE: Mapping[str, frozenset[str]] = {

@@ -286,6 +286,7 @@ class FakeHub:
         if route.endpoint == "terminals":
             return httpx.Response(200, json=[terminal_model(terminal) for terminal in server.terminals])
         return httpx.Response(200, json={"started": None, "last_activity": None, "kernels": len(server.kernels)})
+
     def _user_model(self, user: FakeUser) -> Json:
         return self._token.update(self.scopes).visible(user_model(user, self.public_url))
 

@@ -113,3 +113,36 @@ async def test_run_explain_against_the_simulated_hub() -> None:
         assert "no running server 'lab'" in json.loads(out.getvalue())["error"]
     # Explained, never acted on.
     assert hub.statistics().stop_requests == {}
+
+
+async def test_explain_reads_the_kernels_with_inspect_kernels() -> None:
+    from datetime import UTC, datetime
+
+    from trio_culler.testing import FakeKernel
+
+    now = datetime.now(UTC)
+    old = now - 300 * M
+    hub = FakeHub(token=TOKEN)
+    busy = [FakeKernel("k", "busy", now - 70 * M)]
+    hub.add_user("computing", created=old, last_activity=old, servers={"": FakeServer("", old, old, kernels=busy)})
+    hub.add_user("rstudio", created=old, last_activity=old, servers={"": FakeServer("", old, old, kernels=None)})
+    async with open_fake_hub(hub) as api_url:
+        public = api_url.removesuffix("/hub/api")
+        cfg = Config(api_token=TOKEN, url=api_url, timeout=600, inspect_kernels=True, public_url=public)
+        out = io.StringIO()
+        assert await run_explain(cfg, "computing", out=out, json_format=True) == 0
+        data = json.loads(out.getvalue())["servers"][0]
+        assert data["decision"]["action"] == "keep"
+        assert data["decision"]["reason"].startswith("kernel busy for 01:10:")
+        assert data["signals"]["kernels"]["busy"] is True
+        assert data["signals"]["kernels"]["kernels"] == 1
+        assert data["signals"]["hub"]["idle_seconds"] >= 300 * 60
+        out = io.StringIO()
+        assert await run_explain(cfg, "computing", out=out) == 0
+        assert "by the kernels" in out.getvalue()
+        out = io.StringIO()
+        assert await run_explain(cfg, "rstudio", out=out, json_format=True) == 0
+        data = json.loads(out.getvalue())["servers"][0]
+        assert data["decision"]["action"] == "stop", "not inspectable: decided from the hub's data"
+        assert data["signals"]["kernels"]["inspection_failure"] == "not_found"
+    assert hub.statistics().stop_requests == {}

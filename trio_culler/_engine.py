@@ -36,7 +36,7 @@ from ._report import MAX_UPCOMING_KEPT, PassRecorder, PassReport
 from ._rules import MissingFieldError
 from ._scopes import FIELDS, MissingScopes, missing_fields, needed_scopes
 
-__all__ = ["run_pass_with"]
+__all__ = ["inspect_through", "run_pass_with"]
 
 log = logging.getLogger("trio_culler")
 
@@ -480,10 +480,9 @@ def _seconds(delta: timedelta) -> float | int:
     return int(seconds) if seconds.is_integer() else seconds
 
 
-async def _inspect(
-    hub: HubClient, config: Config, server_user: str, label: str, server: Server, recorder: PassRecorder
-) -> ServerActivity | None:
-    """What the server says it is doing, or None (logged once per pass per kind, counted) when it cannot say."""
+async def inspect_through(hub: HubClient, server: Server, config: Config) -> ServerActivity:
+    """Ask ``server`` about its kernels (and terminals, with --kernel-activity-only) through ``hub``'s client:
+    its limiter, deadline, retries and redaction. Raises InspectionFailed, with the client's errors as kinds."""
 
     async def fetch(url: str) -> tuple[int, bytes]:
         try:
@@ -500,10 +499,18 @@ async def _inspect(
             raise InspectionFailed("unreadable", str(error)) from None
         return response.status_code, response.content
 
+    return await inspect_server(
+        server, public_url=config.public_url, fetch=fetch, terminals=config.kernel_activity_only
+    )
+
+
+async def _inspect(
+    hub: HubClient, config: Config, server_user: str, label: str, server: Server, recorder: PassRecorder
+) -> ServerActivity | None:
+    """What the server says it is doing, or None (logged once per pass per kind, counted) when it cannot say."""
+
     try:
-        activity = await inspect_server(
-            server, public_url=config.public_url, fetch=fetch, terminals=config.kernel_activity_only
-        )
+        activity = await inspect_through(hub, server, config)
     except InspectionFailed as failed:
         if recorder.inspection_failed(failed.kind):
             log.warning(

@@ -5,9 +5,9 @@ the limits that apply, the decision a pass would take now, and when the server w
 changes; then the user itself when users may be deleted. :func:`explain_user` is pure (the user model and
 ``now`` in, a plain value out); :func:`run_explain` reads the user from the hub and prints it.
 
-Signals: ``signals`` maps a signal's name to what it says. Today there is one, ``hub`` (the hub's
-``last_activity``). Another source of activity (kernels and terminals, read from the server itself) adds its
-own entry there, and its effect on the decision, without changing the rest of the output.
+Signals: ``signals`` maps a signal's name to what it says: ``hub`` (the hub's ``last_activity``) and, with
+``--inspect-kernels``, ``kernels`` (what the server itself said about its kernels and terminals, or why it could
+not say). The decision shown is the one a pass would take with both.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from typing import Any, TextIO
 import attrs
 
 from ._config import Config, Policy
-from ._decide import Decision, decide_server, decide_user, format_duration, server_idle_time
+from ._decide import Decision, decide_server, decide_user, effective_idle_time, format_duration, server_idle_time
 from ._errors import HubError
 from ._forecast import cull_time
+from ._inspect import InspectionFailed, ServerActivity
 from ._models import Server, User
 from ._rules import MatchedRule, MissingFieldError
 
@@ -128,10 +129,17 @@ class Explanation:
 
 
 def explain_user(
-    user: User, config: Config, now: datetime, *, server: str | None = None, arbiter: Mapping[str, bool] | None = None
+    user: User,
+    config: Config,
+    now: datetime,
+    *,
+    server: str | None = None,
+    arbiter: Mapping[str, bool] | None = None,
+    activities: Mapping[str, ServerActivity | InspectionFailed] | None = None,
 ) -> Explanation:
     """What a pass at ``now`` would decide about ``user`` (only ``server`` when given). ``arbiter`` holds the
-    verdicts of ``cull_arbiter_hook`` by server name, consulted by the caller (the hook may be async)."""
+    verdicts of ``cull_arbiter_hook`` by server name, consulted by the caller (the hook may be async);
+    ``activities`` what inspecting each server found (``--inspect-kernels``), or why it could not."""
     table = config.rule_table
     table.check_visible(user)
     explained = []
@@ -139,7 +147,12 @@ def explain_user(
     for name, model in sorted(user.servers.items()):
         matched = table.for_server(user, model)
         verdict = None if arbiter is None else arbiter.get(name)
-        decision = decide_server(model, policy=matched.policy, now=now, arbiter_says_cull=verdict)
+        found = None if activities is None else activities.get(name)
+        activity = found if isinstance(found, ServerActivity) else None
+        decision = decide_server(model, policy=matched.policy, now=now, arbiter_says_cull=verdict, activity=activity)
+        signals = {"hub": _hub_signal(model, now)}
+        if found is not None:
+            signals["kernels"] = _kernel_signal(model, found, matched.policy, now)
         if not decision.acts:
             # Every server counts against deleting the user, shown or not.
             servers_left += 1
@@ -153,7 +166,7 @@ def explain_user(
             ServerExplanation(
                 name=name,
                 matched=matched,
-                signals={"hub": _hub_signal(model, now)},
+                signals=signals,
                 age=server_idle_time(model, now)[1],
                 decision=decision,
                 cull_at=None if due is None else due[0],
@@ -173,6 +186,41 @@ def _hub_signal(server: Server, now: datetime) -> dict[str, Any]:
         "last_activity": _iso(server.last_activity) if server.activity_visible else "not visible",
         "idle_seconds": _seconds(inactive),
     }
+
+
+def _kernel_signal(
+    server: Server, found: ServerActivity | InspectionFailed, policy: Policy, now: datetime
+) -> dict[str, Any]:
+    if isinstance(found, InspectionFailed):
+        return {"last_activity": f"cannot inspect: {found}", "idle_seconds": None, "inspection_failure": found.kind}
+    busy_since = found.busy_since
+    with_kernels = attrs.evolve(policy, kernel_activity_only=True)
+    inactive, _age = effective_idle_time(server, now, policy=with_kernels, activity=found)
+    return {
+        "last_activity": _iso(found.last_activity) or "none (no kernel or terminal)",
+        "idle_seconds": _seconds(inactive),
+        "kernels": len(found.kernels),
+        "terminals": len(found.terminals),
+        "busy": found.busy,
+        "busy_seconds": None if busy_since is None else _seconds(max(now - busy_since, timedelta(0))),
+    }
+
+
+async def _inspect_servers(hub: Any, user: User, config: Config) -> dict[str, ServerActivity | InspectionFailed] | None:
+    """With --inspect-kernels, what each ready server says about itself (or why it cannot say)."""
+    if not config.inspect_kernels:
+        return None
+    from ._engine import inspect_through
+
+    found: dict[str, ServerActivity | InspectionFailed] = {}
+    for name, server in user.servers.items():
+        if server.pending or not server.is_ready:
+            continue
+        try:
+            found[name] = await inspect_through(hub, server, config)
+        except InspectionFailed as failed:
+            found[name] = failed
+    return found
 
 
 async def _arbiter_verdicts(user: User, config: Config, now: datetime) -> dict[str, bool] | None:
@@ -212,6 +260,7 @@ async def run_explain(
     try:
         async with open_hub_client(config, transport=transport) as hub:
             user = await hub.get_user(user_name)
+            activities = None if user is None else await _inspect_servers(hub, user, config)
     except HubError as error:
         return _fail(out, json_format, f"could not read user {user_name!r} from {config.url}: {error}")
     if user is None:
@@ -221,7 +270,7 @@ async def run_explain(
         return _fail(out, json_format, f"user {user_name!r} has no running server {server!r} (running: {running})")
     try:
         verdicts = await _arbiter_verdicts(user, config, now)
-        explanation = explain_user(user, config, now, server=server, arbiter=verdicts)
+        explanation = explain_user(user, config, now, server=server, arbiter=verdicts, activities=activities)
     except MissingFieldError as error:
         return _fail(out, json_format, str(error))
     if json_format:

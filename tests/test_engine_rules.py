@@ -9,6 +9,7 @@ from typing import Any
 import trio
 import trio.testing
 
+from trio_culler._history import History
 from trio_culler.testing import FakeHub, FakeServer
 
 from .test_engine import NOW, TOKEN, config, cull, rewrite_pages
@@ -151,3 +152,29 @@ async def test_a_three_argument_arbiter_keeps_working(autojump_clock: trio.testi
     await cull(hub, cfg)
     assert limits == {"/user/gus/": 900, "/user/bob/": 86400}
     assert stopped(hub) == {("gus", "")}
+
+
+async def test_the_status_snapshot_names_the_rule_of_each_cull_and_forecast(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub = hub_with("nora", "bob", idle=2 * H)
+    hub.add_user(
+        "gus", created=NOW - 48 * H, servers={"": FakeServer("", started=NOW - 3 * H, last_activity=NOW - 2 * H)}
+    )
+    with_groups_and_options(hub)
+    cfg = config(
+        timeout=86400,
+        rules=[{"groups": ["overnight"], "timeout": 3600}, {"user_options": {"profile": "gpu"}, "timeout": 9000}],
+    )
+    report = await cull(hub, cfg)
+    history = History(cfg.public_dict())
+    history.observe(report)
+    document = history.snapshot.to_json()
+    [culled] = document["culls"]
+    assert culled["user"] == "nora"
+    assert culled["matched_rule"] == "rules[0] (groups=overnight -> timeout=3600)"
+    # gus (gpu profile) is due in 30 minutes by the second rule; bob is due in a day by the global timeout.
+    [soonest] = document["upcoming"]["soonest"]
+    assert soonest["user"] == "gus"
+    assert soonest["rule"] == 'rules[1] (user_options={"profile":"gpu"} -> timeout=9000)'
+    assert soonest["limit_seconds"] == 9000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -270,3 +271,26 @@ async def test_dry_run_warns_nobody(autojump_clock: trio.testing.MockClock) -> N
     cfg = attrs.evolve(config(timeout=3600, warn_before=900, warn_url=WEBHOOK), dry_run=True)
     await passes(hub, cfg, [NOW], receiver)
     assert receiver.headers == []
+
+
+async def test_a_blocking_sync_hook_runs_beside_the_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The real clock: the hook blocks a thread, and the pass must finish while it is still blocked.
+    monkeypatch.setattr("trio_culler._notify.DELIVERY_TIMEOUT", 5.0)
+    hub = idle_hub("ann", idle=5 * 60 * M)
+    entered, release = threading.Event(), threading.Event()
+
+    def hook(user: dict[str, Any], server: dict[str, Any], cull_at: datetime) -> None:
+        entered.set()
+        release.wait(30)
+
+    cfg = config(timeout=3600, warn_before=600, warn_hook=hook)
+    async with hub.running(), open_hub_client(cfg, transport=hub.transport()) as client, open_notifier(cfg) as n:
+        assert n is not None
+        report = await run_pass_with(client, cfg, now=NOW, notifier=n)
+        await trio.to_thread.run_sync(entered.wait, 30)
+        # The pass is over, its report written, and the hook is still blocked in its thread.
+        assert report.aborted is None
+        assert not release.is_set()
+        assert n.sent == n.failed == 0
+        release.set()
+    assert n.sent == 1

@@ -366,7 +366,7 @@ def test_cull_true_culls_a_kind_the_global_options_spare() -> None:
     ("rule", "model", "scope"),
     [
         ({"groups": ["overnight"]}, {"name": "u", "admin": False, "servers": {}}, "read:users:groups"),
-        ({"admin": True}, {"name": "u", "groups": [], "servers": {}}, "read:users"),
+        ({"admin": True}, {"name": "u", "groups": [], "servers": {}}, "read:users:name"),
         (
             {"user_options": {"profile": "gpu"}},
             {"name": "u", "servers": {"": {"name": "", "ready": True, "url": "/u/"}}},

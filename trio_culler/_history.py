@@ -198,6 +198,7 @@ def _cull_json(record: CullRecord) -> dict[str, Any]:
         "reason": record.reason,
         "at": _iso(record.at),
         "outcome": record.outcome,
+        "matched_rule": record.matched_rule,
     }
 
 

@@ -17,8 +17,9 @@ cull goes ahead at the promised time.
 The state is bounded: only servers inside their warning window are remembered, an entry not seen by a
 complete pass is dropped, and at most :data:`MAX_REMEMBERED` entries are kept (the oldest go first).
 
-The POST goes through its own ``httpx.AsyncClient``, which never carries the hub's token: the webhook is
-often outside the hub's trust boundary.
+The POST goes through its own ``httpx.AsyncClient`` (over the project's h11 transport, or httpx's own with
+``--use-proxy-env``), which never carries the hub's token: the webhook is often outside the hub's trust
+boundary.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import httpx
 import trio
 
 from ._config import Config, WarnHook
+from ._transport import TrioH11Transport
 
 __all__ = ["CullWarning", "Notifier", "NotifierStatistics", "open_notifier"]
 
@@ -208,9 +210,14 @@ async def _open_webhook_client(
     if config.warn_url is None:
         yield None
         return
-    # A client of its own: no hub token, no hub TLS settings, no redirects (a redirect could move the payload
-    # somewhere else); proxies as httpx's defaults have them, since a webhook may well be outside.
-    async with httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(10.0), follow_redirects=False) as client:
+    # A client of its own: no hub token, no hub TLS settings (the system's trust store), no redirects (a
+    # redirect could move the payload somewhere else). The project's h11-on-trio transport, as for the hub;
+    # with --use-proxy-env, httpx's default one, which honours HTTP(S)_PROXY.
+    if transport is None and not config.use_proxy_env:
+        transport = TrioH11Transport(max_idle_per_origin=DELIVERY_TASKS)
+    async with httpx.AsyncClient(
+        transport=transport, timeout=httpx.Timeout(10.0), follow_redirects=False, trust_env=config.use_proxy_env
+    ) as client:
         yield client
 
 

@@ -55,7 +55,7 @@ __all__ = [
 #: the field is not "no groups": a rule that spares a group must never be skipped silently.
 FIELD_SCOPES: Mapping[str, str] = {
     "groups": "read:users:groups",
-    "admin": "read:users",
+    "admin": "read:users:name",
     "user_options": "read:servers",
 }
 

@@ -11,7 +11,7 @@
 # The whole suite (no arguments, or FLOORS=1) then proves the dependency floors: .venv-floors gets every runtime
 # dependency at the lowest version pyproject.toml allows (scripts/floor_constraints.py) and runs the unit tests
 # once more there: not the integration tests (a real JupyterHub brings its own, newer, versions of some of these)
-# nor the slow ones, to keep that second run to a minute or two. FLOORS=0 skips it.
+# nor the slow ones: about 3 minutes on a busy two-core machine, where the whole suite takes 8. FLOORS=0 skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -200,7 +200,6 @@ def _cull_json(record: CullRecord) -> dict[str, Any]:
         "matched_rule": record.matched_rule,
         "at": _iso(record.at),
         "outcome": record.outcome,
-        "matched_rule": record.matched_rule,
     }
 
 

@@ -76,6 +76,23 @@ def isoformat(dt: datetime) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # An ordered set of user ids with O(log n) "k-th member" (a Fenwick tree over a membership bytearray).
 # ----------------------------------------------------------------------------------------------------------
+
+#: What the benchmark token may do, expanded as a JupyterHub 2+ hub lists a service's scopes: everything any
+#: benchmark scenario asks of the culler (culling users, removing servers, asking single-user servers).
+TOKEN_SCOPES = (
+    "list:users",
+    "read:users",
+    "read:users:name",
+    "read:users:activity",
+    "read:users:groups",
+    "read:servers",
+    "delete:servers",
+    "admin:users",
+    "delete:users",
+    "access:servers",
+)
+
+
 class OrderedIdSet:
     """Members are ints in ``range(n)``; ``slice(offset, limit)`` returns members in id order."""
 
@@ -608,6 +625,14 @@ class Hub:
                 return "other", error(405, "Method Not Allowed")
             return "version", Response(200, json.dumps({"version": self.opts.version}).encode())
         parts = [unquote(p, errors="strict") for p in rest.strip("/").split("/")]
+        if parts == ["user"]:
+            # Who the token is: trio-culler checks its scopes once per pass, as it does against a real hub.
+            if method != "GET":
+                return "other", error(405, "Method Not Allowed")
+            if not self.authorized(headers):
+                return "forbidden", error(403, "Missing or invalid credentials")
+            model = {"kind": "service", "name": "idle-culler", "scopes": list(TOKEN_SCOPES)}
+            return "token_owner", Response(200, json.dumps(model).encode())
         if parts[0] != "users":
             return "other", error(404, "Not Found")
         if not self.authorized(headers):

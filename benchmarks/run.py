@@ -431,7 +431,8 @@ def summarize(
     req = st["requests"]
     deletes = sum(v for k, v in req.items() if k.startswith("delete"))
     pages = req.get("list", 0)
-    other = sum(v for k, v in req.items() if k not in ("version", "list") and not k.startswith("delete"))
+    # "token_owner" is trio-culler's scope check (GET /user), part of its probe like "version".
+    other = sum(v for k, v in req.items() if k not in ("version", "token_owner", "list") and not k.startswith("delete"))
     c = st["correctness"]
     expected_pages = math.ceil(pop["active_users"] / sc.page_limit) if pop["active_users"] else 1
     return {
@@ -473,6 +474,7 @@ def summarize(
         "correct": c["idle_remaining"] == 0 and c["active_stopped"] == 0 and c["servers_stopped_more_than_once"] == 0,
         "requests_as_expected": (
             req.get("version", 0) == 1
+            and req.get("token_owner", 0) <= 1
             and pages <= expected_pages + 1
             and deletes == c["idle_total"]
             and c["redundant_deletes"] == 0
@@ -767,9 +769,10 @@ def render(doc: Json) -> str:
             ok = "n/a" if t["ok"] is None else ("PASS" if t["ok"] else "**FAIL**")
             w(f"| {t['scope']} | {t['target']} | {t['shown']} | {ok} |")
         w(
-            f"\n(*) requests: probe / pages / DELETEs / other; pass when there is exactly 1 version probe, at most "
-            f"one page more than one listing needs, exactly one DELETE per idle server and nothing else; at most "
-            f"--concurrency ({CONCURRENCY}) requests in flight; every idle server stopped and no active one.\n"
+            f"\n(*) requests: probe / pages / DELETEs / other; pass when there is exactly 1 version probe "
+            f"(and at most 1 GET /user, trio-culler's scope check), at most one page more than one listing needs, "
+            f"exactly one DELETE per idle server and nothing else; at most --concurrency ({CONCURRENCY}) requests "
+            f"in flight; every idle server stopped and no active one.\n"
         )
     # summary
     if doc.get("request_cost"):

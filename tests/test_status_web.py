@@ -17,14 +17,17 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import trio
+import trio.testing
 
-from trio_culler import Config
+from trio_culler import Config, run_pass
 from trio_culler._errors import ConfigError
 from trio_culler._forecast import Forecast
 from trio_culler._history import History
 from trio_culler._report import CullRecord, PassError, PassReport
+from trio_culler.testing import FakeHub, FakeServer
 from trio_culler.web import Identity, OAuthError, OAuthFlow, StatusPageSettings, create_app
 from trio_culler.web._app import SESSION_COOKIE, STATE_COOKIE, json_bytes
+from trio_culler.web._pacer import Pacer
 from trio_culler.web._server import hypercorn_config, serve_status_page
 from trio_culler.web._settings import parse_bind
 
@@ -469,3 +472,80 @@ async def test_served_over_loopback_and_listening_before_any_pass() -> None:
     assert slashless.status_code == 302
     assert slashless.headers["location"] == "/services/culler/"
     assert missing.status_code == 404
+
+
+async def test_hanging_clients_do_not_hold_up_a_pass() -> None:
+    """Clients that connect and never finish a request, or never read the answer, while a pass runs: the pass
+    ends and its snapshot is published all the same (the page only ever reads what a pass published)."""
+    settings = StatusPageSettings.from_environment(ENV, bind="127.0.0.1:0")
+    assert settings is not None
+    hub = FakeHub(token="tok", clock=lambda: NOW)
+    for index in range(30):
+        hub.add_user(f"u{index}", servers={"": FakeServer("", NOW - timedelta(hours=3), NOW - timedelta(hours=2))})
+    cfg = Config(api_token="tok", url="http://127.0.0.1:8081/hub/api", timeout=600)
+    history = History(cfg.public_dict())
+    async with trio.open_nursery() as nursery:
+        (url,) = await nursery.start(serve_status_page, settings, cfg, history)
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        streams = []
+        for index in range(20):
+            stream = await trio.open_tcp_stream(host, int(port))
+            # Half of them send half a request head; the others a whole one, and then never read.
+            partial = index % 2 == 0
+            await stream.send_all(b"GET /services/culler/ HTTP/1.1\r\nHost: x\r\n" + (b"" if partial else b"\r\n"))
+            streams.append(stream)
+        async with hub.running():
+            report = await run_pass(cfg, transport=hub.transport(), now=NOW)
+        history.observe(report)
+        for stream in streams:
+            await stream.aclose()
+        nursery.cancel_scope.cancel()
+    assert sum(report.servers_culled.values()) == 30
+    assert history.snapshot.passes[0].servers_culled == 30
+
+
+async def test_readers_are_paced_so_they_cannot_take_the_passes_time(autojump_clock: trio.testing.MockClock) -> None:
+    """150 requests at once: 20 go through at once, the rest at 100 a second (in trio's virtual time), and
+    none waits more than 5 s; with a smaller budget, those beyond are answered 503 without reaching the app."""
+    calls: list[float] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        calls.append(trio.current_time())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    pacer = Pacer(app, rate=100, burst=20)
+    statuses: list[int] = []
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=pacer), base_url=PAGE) as client:
+
+        async def one() -> None:
+            statuses.append((await client.get(PAGE)).status_code)
+
+        start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            for _ in range(150):
+                nursery.start_soon(one)
+        flood_seconds = trio.current_time() - start
+        # Past the flood the budget refills: a request later on goes straight through.
+        await trio.sleep(1)
+        before = trio.current_time()
+        assert (await client.get(PAGE)).status_code == 200
+        assert trio.current_time() - before < 0.01
+    assert statuses.count(200) == 150
+    offsets = sorted(call - start for call in calls[:150])
+    assert offsets[19] < 0.01  # the burst
+    assert offsets[-1] >= (150 - 20) / 100 - 0.01
+    assert flood_seconds < 5
+    many = Pacer(app, rate=10, burst=1, max_delay=1.05)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=many), base_url=PAGE) as client:
+        results: list[int] = []
+
+        async def other() -> None:
+            results.append((await client.get(PAGE)).status_code)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(30):
+                nursery.start_soon(other)
+    assert results.count(200) == 11  # the burst of one, then 10 within the second it may wait
+    assert results.count(503) == 19
+    assert many.refused == 19

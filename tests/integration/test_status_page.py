@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -88,6 +89,23 @@ c.JupyterHub.load_roles.append({{
         yield hub, service_token
     finally:
         stop_hub(hub)
+        _stop_leftover_service(f"http://127.0.0.1:{service_port}")
+
+
+def _stop_leftover_service(url: str) -> None:
+    """The hub starts its managed services in sessions of their own; one that a hub stopping early did not stop
+    keeps retrying a dead hub. Find it by the URL this test gave it, and end it."""
+    needle = f"JUPYTERHUB_SERVICE_URL={url}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            pid = int(entry.name)
+            os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ Who gets in is decided here, for every request, before anything of the page is b
 No session: the page redirects to the hub's login (through OAuth), ``api/status`` answers 401. A login
 without access: 403, a plain sentence and nothing of the page. Everything shown comes from the last
 published :class:`~.._history.StatusSnapshot`, rendered once per snapshot and then served from memory, so
-readers cost the passes little and never wait for them.
+readers never wait for the passes; and a :class:`~._pacer.Pacer` in front of it all keeps readers, however many
+and however eager, from taking more than a small share of the thread the passes run in.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from starlette.routing import Route
 
 from .._history import History, StatusSnapshot
 from ._oauth import Identity, OAuthError, OAuthFlow, PendingLogins, pkce_pair
+from ._pacer import Pacer
 from ._settings import StatusPageSettings
 
 __all__ = ["SESSION_COOKIE", "STATE_COOKIE", "create_app", "json_bytes"]
@@ -123,7 +125,7 @@ class _TokenCache:
             self._items.popitem(last=False)
 
 
-def create_app(settings: StatusPageSettings, history: History, flow: OAuthFlow, *, secret_key: bytes) -> Starlette:
+def create_app(settings: StatusPageSettings, history: History, flow: OAuthFlow, *, secret_key: bytes) -> Pacer:
     """The ASGI app. ``secret_key`` signs cookies (a new one at each start: logins then start again)."""
     templates = _templates()
     page_template = templates.get_template("status.html")
@@ -277,4 +279,4 @@ def create_app(settings: StatusPageSettings, history: History, flow: OAuthFlow, 
     ]
     if prefix != "/":
         routes.append(Route(prefix.rstrip("/"), add_slash, methods=["GET", "HEAD"]))
-    return Starlette(routes=routes)
+    return Pacer(Starlette(routes=routes))

@@ -549,3 +549,36 @@ async def test_readers_are_paced_so_they_cannot_take_the_passes_time(autojump_cl
     assert results.count(200) == 11  # the burst of one, then 10 within the second it may wait
     assert results.count(503) == 19
     assert many.refused == 19
+
+
+async def test_a_cull_shows_its_signal_and_the_rule_that_set_the_limit() -> None:
+    client, flow, history = make_app()
+    kernel_cull = CullRecord(
+        user="kim",
+        server="gpu",
+        action="stop",
+        rule="kernels_idle",
+        reason="kernels idle for 00:20:00",
+        at=NOW,
+        outcome="stopped",
+        matched_rule="rules[2] (user_options.profile=gpu -> timeout=900)",
+        signal="kernel_activity",
+    )
+    forecast = Forecast(
+        user="ovid",
+        server="",
+        cull_at=NOW + timedelta(minutes=5),
+        limit="idle",
+        limit_seconds=86400,
+        rule="rules[1] (groups=overnight -> timeout=86400)",
+    )
+    history.observe(report(culls=(kernel_cull,), upcoming=(forecast,), upcoming_due={"idle": 1}))
+    async with client:
+        await login(client, flow, "admin")
+        page = await client.get(PAGE)
+        document = (await client.get(f"{PAGE}api/status")).json()
+    assert "(kernels idle, by kernel activity; rules[2] (user_options.profile=gpu -&gt; timeout=900))" in page.text
+    assert "rule rules[1] (groups=overnight -&gt; timeout=86400): idle ≥ 24:00:00" in page.text
+    assert document["culls"][0]["signal"] == "kernel_activity"
+    assert document["culls"][0]["matched_rule"] == "rules[2] (user_options.profile=gpu -> timeout=900)"
+    assert document["upcoming"]["soonest"][0]["rule"] == "rules[1] (groups=overnight -> timeout=86400)"

@@ -146,6 +146,7 @@ def _record(
         at=datetime.now(UTC),
         outcome=_OUTCOME_WORDS.get(outcome, outcome.value),
         matched_rule=None if matched is None or matched.rule is None else matched.label,
+        signal=decision.signal,
     )
 
 

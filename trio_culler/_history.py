@@ -196,6 +196,8 @@ def _cull_json(record: CullRecord) -> dict[str, Any]:
         "action": record.action,
         "rule": record.rule,
         "reason": record.reason,
+        "signal": record.signal,
+        "matched_rule": record.matched_rule,
         "at": _iso(record.at),
         "outcome": record.outcome,
     }

@@ -42,7 +42,7 @@ class CullRecord:
     server: str | None
     #: ``stop``, ``remove`` (a named server deleted too) or ``delete_user``.
     action: str
-    #: The limit that decided: ``idle`` or ``max_age``.
+    #: What decided: ``idle`` or ``max_age``, or with --inspect-kernels ``kernels_idle`` / ``busy_expired``.
     rule: str
     #: In words, with the signal that decided: ``inactive for 01:02:03`` (since the last activity the hub
     #: recorded, or since the start when it recorded none), ``age 10:00:00, inactive for ...``.
@@ -53,6 +53,9 @@ class CullRecord:
     outcome: str
     #: The rule that set the limits, as ``rules[1] (groups=overnight -> timeout=86400)``; None: global options.
     matched_rule: str | None = None
+    #: The signal that measured the idleness: ``hub`` (the hub's last_activity), ``kernel_busy`` or
+    #: ``kernel_activity`` (the server's own kernels and terminals, with --inspect-kernels).
+    signal: str = "hub"
 
 
 @attrs.frozen(kw_only=True)

@@ -27,7 +27,7 @@ from urllib.parse import quote, urlsplit
 import attrs
 import cattrs
 
-from ._models import Server, parse_timestamp
+from ._models import Server, strict_hook, timestamp_hook
 
 __all__ = [
     "ACCESS_SCOPE",
@@ -103,30 +103,13 @@ class InspectionFailed(Exception):
 # -- reading the answers ------------------------------------------------------------------------------------
 
 
-def _strict(kind: type) -> Any:
-    # As in _models: a value of the wrong type is refused, never coerced (bool("false") is True).
-    def hook(value: Any, _type: Any) -> Any:
-        if type(value) is not kind:
-            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
-        return value
-
-    return hook
-
-
-def _timestamp(value: Any, _type: Any) -> datetime | None:
-    if value is None:
-        return None
-    if type(value) is not str:
-        raise TypeError(f"expected a timestamp string, got {type(value).__name__}")
-    return parse_timestamp(value)
-
-
 def _make_converter() -> cattrs.Converter:
     # The single-user server boundary has its own converter: its models are not the hub's. Unknown keys are
-    # allowed (jupyter_server adds fields: connections, reason, ...).
+    # allowed (jupyter_server adds fields: connections, reason, ...); values are read as strictly as the hub's
+    # (_models' hooks: a wrong type is refused, never coerced).
     converter = cattrs.Converter(forbid_extra_keys=False)
-    converter.register_structure_hook(str, _strict(str))
-    converter.register_structure_hook(datetime | None, _timestamp)
+    converter.register_structure_hook(str, strict_hook(str))
+    converter.register_structure_hook(datetime | None, timestamp_hook)
     return converter
 
 

@@ -18,7 +18,7 @@ from cattrs.gen import make_dict_structure_fn, override
 
 from ._scopes import watched_user_keys
 
-__all__ = ["ModelError", "Server", "User", "parse_timestamp", "structure_user"]
+__all__ = ["ModelError", "Server", "User", "parse_timestamp", "strict_hook", "structure_user", "timestamp_hook"]
 
 
 class ModelError(ValueError):
@@ -76,7 +76,7 @@ def parse_timestamp(value: str) -> datetime:
     return parsed
 
 
-def _strict(kind: type) -> Any:
+def strict_hook(kind: type) -> Any:
     # cattrs' default hooks coerce (str(5) == "5", bool("false") is True); on data that decides what to stop,
     # a value of the wrong type must be refused, not converted.
     def hook(value: Any, _type: Any) -> Any:
@@ -87,7 +87,7 @@ def _strict(kind: type) -> Any:
     return hook
 
 
-def _timestamp(value: Any, _type: Any) -> datetime | None:
+def timestamp_hook(value: Any, _type: Any) -> datetime | None:
     if value is None:
         return None
     if type(value) is not str:
@@ -112,7 +112,7 @@ def _optional_object(value: Any, _type: Any) -> Mapping[str, Any] | None:
 
 
 def _optional(kind: type) -> Any:
-    strict = _strict(kind)
+    strict = strict_hook(kind)
 
     def hook(value: Any, type_: Any) -> Any:
         return None if value is None else strict(value, type_)
@@ -122,11 +122,11 @@ def _optional(kind: type) -> Any:
 
 def _make_converter(*, detailed: bool) -> cattrs.Converter:
     converter = cattrs.Converter(detailed_validation=detailed, forbid_extra_keys=False)
-    converter.register_structure_hook(str, _strict(str))
-    converter.register_structure_hook(bool, _strict(bool))
+    converter.register_structure_hook(str, strict_hook(str))
+    converter.register_structure_hook(bool, strict_hook(bool))
     converter.register_structure_hook(str | None, _optional(str))
     converter.register_structure_hook(bool | None, _optional(bool))
-    converter.register_structure_hook(datetime | None, _timestamp)
+    converter.register_structure_hook(datetime | None, timestamp_hook)
     converter.register_structure_hook(tuple[str, ...] | None, _optional_names)
     converter.register_structure_hook(Mapping[str, Any] | None, _optional_object)
     server_fn = make_dict_structure_fn(Server, converter, _cattrs_detailed_validation=detailed)

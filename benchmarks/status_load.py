@@ -167,6 +167,9 @@ def one_round(opts: argparse.Namespace, with_clients: bool, tag: str) -> dict[st
         lifetime=1200,
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    culler_cpus, other_cpus = cpu_sets(opts.pin)
+    if other_cpus:
+        os.sched_setaffinity(hub.proc.pid, other_cpus)
     driver = subprocess.Popen(
         [sys.executable, __file__, "driver", f"--hub=http://127.0.0.1:{hub.port}/hub/api"],
         stdin=subprocess.PIPE,
@@ -176,6 +179,8 @@ def one_round(opts: argparse.Namespace, with_clients: bool, tag: str) -> dict[st
         env=env,
         cwd=WORK,
     )
+    if culler_cpus:
+        os.sched_setaffinity(driver.pid, culler_cpus)
     load: subprocess.Popen[str] | None = None
     try:
         assert driver.stdin is not None
@@ -197,6 +202,8 @@ def one_round(opts: argparse.Namespace, with_clients: bool, tag: str) -> dict[st
                 text=True,
                 cwd=WORK,
             )
+            if other_cpus:
+                os.sched_setaffinity(load.pid, other_cpus)
             assert load.stdout is not None
             assert load.stdout.readline().strip() == "ready"
         pass_started = time.monotonic()
@@ -227,6 +234,16 @@ def one_round(opts: argparse.Namespace, with_clients: bool, tag: str) -> dict[st
         hub.close()
 
 
+def cpu_sets(pin: bool) -> tuple[set[int], set[int]]:
+    """With ``--pin`` and two CPUs or more: the culler gets one to itself, the hub and the clients the others.
+    The pass is then timed on a CPU that its own load generators do not share, which is where the run-to-run
+    spread of an unpinned run on a small machine comes from; the clients still share the culler's process."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2:
+        return set(), set()
+    return {cpus[-1]}, set(cpus[:-1])
+
+
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -237,7 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between a client's refreshes (0: none)")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--pin", action=argparse.BooleanOptionalAction, default=True, help="the culler on a CPU of its own"
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--hub", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,7 +27,7 @@ from trio_culler._history import History
 from trio_culler._report import CullRecord, PassError, PassReport
 from trio_culler.testing import FakeHub, FakeServer
 from trio_culler.web import Identity, OAuthError, OAuthFlow, StatusPageSettings, create_app
-from trio_culler.web._app import SESSION_COOKIE, STATE_COOKIE, json_bytes
+from trio_culler.web._app import SESSION_CACHE_SIZE, SESSION_COOKIE, STATE_COOKIE, _SessionCache, json_bytes
 from trio_culler.web._pacer import Pacer
 from trio_culler.web._server import hypercorn_config, serve_status_page
 from trio_culler.web._settings import parse_bind
@@ -331,6 +332,38 @@ async def test_a_tampered_or_foreign_session_cookie_is_no_session() -> None:
         other.cookies.set(SESSION_COOKIE, good)
         assert (await other.get(PAGE)).status_code == 302
     await other_client.aclose()
+
+
+async def test_a_session_expires_on_time_though_its_cookie_was_checked_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Verified cookies are remembered (a dashboard sends the same one every time), but never past the
+    session's end: the memory holds the expiry the signature carried."""
+    client, flow, _history = make_app()
+    async with client:
+        await login(client, flow, "ops")
+        # Sent by hand: the client's cookie jar would drop an expired cookie itself.
+        cookie = {"cookie": f"{SESSION_COOKIE}={client.cookies[SESSION_COOKIE]}"}
+        client.cookies.clear()
+        assert (await client.get(PAGE, headers=cookie)).status_code == 200
+        assert (await client.get(PAGE, headers=cookie)).status_code == 200  # from the memory of the first check
+        real_time = time.time
+        monkeypatch.setattr(time, "time", lambda: real_time() + SETTINGS.session_seconds - 60)
+        assert (await client.get(PAGE, headers=cookie)).status_code == 200
+        monkeypatch.setattr(time, "time", lambda: real_time() + SETTINGS.session_seconds + 2)
+        assert (await client.get(PAGE, headers=cookie)).status_code == 302
+
+
+def test_the_memory_of_checked_sessions_is_bounded() -> None:
+    cache = _SessionCache()
+    expires = time.time() + 3600
+    for index in range(SESSION_CACHE_SIZE + 10):
+        cache.put(f"cookie-{index}", f"user-{index}", expires=expires)
+    assert cache.get("cookie-0") is None  # the oldest went first
+    assert cache.get(f"cookie-{SESSION_CACHE_SIZE + 9}") == f"user-{SESSION_CACHE_SIZE + 9}"
+    assert sum(cache.get(f"cookie-{i}") is not None for i in range(SESSION_CACHE_SIZE + 10)) == SESSION_CACHE_SIZE
+    cache.put("stale", "someone", expires=time.time() - 1)
+    assert cache.get("stale") is None
 
 
 async def test_logout_clears_the_session_and_logs_out_of_the_hub() -> None:

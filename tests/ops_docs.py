@@ -194,10 +194,11 @@ class FakeTraitletsConfig:
 def exec_hub_config(block: CodeBlock) -> SimpleNamespace:
     """Execute a ``jupyterhub_config.py`` snippet; returns ``c.JupyterHub``.
 
-    ``TRIO_CULLER_TOKEN``, which the standalone recipe reads, is :data:`TOKEN` while it runs."""
+    ``TRIO_CULLER_TOKEN``, which the standalone recipe reads, is :data:`TOKEN` while it runs, and
+    ``PROMETHEUS_HUB_TOKEN`` (the metrics recipe's) another token."""
     c = FakeTraitletsConfig()
     namespace = {"c": c, "get_config": lambda: c, "__name__": "__config__"}
-    with mock.patch.dict(os.environ, {"TRIO_CULLER_TOKEN": TOKEN}):
+    with mock.patch.dict(os.environ, {"TRIO_CULLER_TOKEN": TOKEN, "PROMETHEUS_HUB_TOKEN": f"prometheus-{TOKEN}"}):
         exec(compile(block.text, block.where, "exec"), namespace)
     return c.JupyterHub
 

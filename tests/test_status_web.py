@@ -19,11 +19,13 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from prometheus_client.parser import text_string_to_metric_families
 
 from trio_culler import Config, run_pass
 from trio_culler._errors import ConfigError
 from trio_culler._forecast import Forecast
 from trio_culler._history import History
+from trio_culler._metrics import Metrics
 from trio_culler._report import CullRecord, PassError, PassReport
 from trio_culler.testing import FakeHub, FakeServer
 from trio_culler.web import Identity, OAuthError, OAuthFlow, StatusPageSettings, create_app
@@ -390,6 +392,42 @@ async def test_api_status_takes_a_hub_token_for_scripts() -> None:
     assert none.status_code == 401
     assert (good.status_code, bearer.status_code, weak.status_code, bogus.status_code) == (200, 200, 403, 401)
     assert "alice" not in weak.text
+
+
+async def test_metrics_are_served_behind_the_same_check_as_api_status() -> None:
+    """Prometheus scrapes through the hub's proxy with a hub token holding the service's access scope; a
+    logged-in admin may read them too; everyone else gets what they get at api/status."""
+    metrics = Metrics()
+    cfg = Config(api_token=TOKEN)
+    history = History(cfg.public_dict(), size=5)
+    flow = FakeFlow(USERS)
+    app = create_app(SETTINGS, history, flow, secret_key=b"k" * 32, metrics=metrics.registry)
+    metrics.observe(report())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:10101") as client:
+        none = await client.get(f"{PAGE}metrics")
+        weak = await client.get(f"{PAGE}metrics", headers={"Authorization": "token weak-token"})
+        bogus = await client.get(f"{PAGE}metrics", headers={"Authorization": "Bearer nope"})
+        scraped = await client.get(f"{PAGE}metrics", headers={"Authorization": "Bearer script-token"})
+        await login(client, flow, "ops")
+        by_session = await client.get(f"{PAGE}metrics")
+    assert (none.status_code, weak.status_code, bogus.status_code) == (401, 403, 401)
+    assert (scraped.status_code, by_session.status_code) == (200, 200)
+    assert "trio_culler" not in none.text + weak.text + bogus.text
+    for response in (scraped, by_session):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain; version=")  # the exposition format
+        assert_clean(response)
+        families = {family.name: family for family in text_string_to_metric_families(response.text)}
+        culled = {sample.labels["reason"]: sample.value for sample in families["trio_culler_servers_culled"].samples}
+        assert culled["idle"] == 2
+        assert culled["max_age"] == 0  # every reason exists from the start
+
+
+async def test_without_a_registry_there_is_no_metrics_route() -> None:
+    client, flow, _history = make_app()
+    async with client:
+        await login(client, flow, "admin")
+        assert (await client.get(f"{PAGE}metrics")).status_code == 404
 
 
 # --- what is shown ------------------------------------------------------------------------------------------

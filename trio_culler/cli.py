@@ -40,6 +40,8 @@ from ._service import Culler, ProbeListener, Reporter, run_pass
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from .web import StatusPageSettings
 
 __all__ = ["Settings", "main", "read_settings"]
@@ -215,12 +217,17 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     except ConfigError as error:
         log.error("%s", error, extra={"event": "startup_error"})
         return 2
-    if settings.metrics_port:
-        from ._metrics import Metrics  # prometheus-client is loaded only when metrics are served
+    metrics = None
+    if settings.metrics_port or status_page is not None:
+        # prometheus-client is loaded only when metrics are served: on their own port, at the status page, or both
+        # (one registry for both).
+        from ._metrics import Metrics
 
         metrics = Metrics()
         reporters.append(metrics.observe)
         probe_listeners.append(metrics.observe_probe)
+    if settings.metrics_port:
+        assert metrics is not None
         try:
             port = metrics.serve(settings.metrics_port, settings.metrics_address)
         except socket.gaierror as error:
@@ -243,7 +250,8 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     try:
         if settings.once:
             return trio.run(_run_once, settings, reporters)
-        return trio.run(_run_service, settings, reporters, probe_listeners, status_page)
+        registry = metrics.registry if metrics is not None else None
+        return trio.run(_run_service, settings, reporters, probe_listeners, status_page, registry)
     except KeyboardInterrupt:  # pragma: no cover - only before the signal receiver is installed
         return 0
     except BaseExceptionGroup as group:
@@ -305,6 +313,7 @@ async def _run_service(
     reporters: list[Reporter],
     probe_listeners: list[ProbeListener],
     status_page: StatusPage | None = None,
+    metrics: CollectorRegistry | None = None,
 ) -> int:
     if status_page is not None:
         reporters = [*reporters, status_page.history.observe]
@@ -320,7 +329,15 @@ async def _run_service(
                 from .web import serve_status_page
 
                 try:
-                    await nursery.start(serve_status_page, status_page.settings, settings.config, status_page.history)
+                    await nursery.start(
+                        partial(
+                            serve_status_page,
+                            status_page.settings,
+                            settings.config,
+                            status_page.history,
+                            metrics=metrics,
+                        )
+                    )
                 except OSError as error:
                     where = f"{status_page.settings.bind_host}:{status_page.settings.bind_port}"
                     log.error("Status page: cannot listen on %s: %s", where, error.strerror or error)

@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from .hubtools import (
     REPO_ROOT,
@@ -41,6 +42,7 @@ pytestmark = pytest.mark.integration
 
 SERVICE = "idle-culler"
 PASSWORD = secrets.token_urlsafe(12)
+PROMETHEUS_TOKEN = secrets.token_hex(32)
 ADMIN = "boss"
 PLAIN = "pleb"
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -72,6 +74,11 @@ c.JupyterHub.services.append({{
                 "--max-age=1800", "--cull-named-servers=false"],
     "environment": {{"PYTHONPATH": {str(REPO_ROOT)!r}}},
 }})
+# As the README's "Metrics through the hub" has it: a service for Prometheus with only the access scope.
+c.JupyterHub.services.append({{"name": "prometheus", "api_token": {PROMETHEUS_TOKEN!r}}})
+c.JupyterHub.load_roles.append(
+    {{"name": "culler-metrics", "scopes": ["access:services!service={SERVICE}"], "services": ["prometheus"]}}
+)
 c.JupyterHub.load_roles.append({{
     "name": "idle-culler-role",
     "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
@@ -227,6 +234,32 @@ def test_api_status_refuses_a_token_without_access(status_hub: tuple[HubProcess,
     assert "culls" not in response.text
     bogus = httpx.get(f"{hub.proxy_url}{PREFIX}api/status", headers={"Authorization": "token not-a-token"}, timeout=30)
     assert bogus.status_code == 401
+
+
+def test_prometheus_scrapes_the_metrics_through_the_hub_with_a_hub_token(
+    status_hub: tuple[HubProcess, str], culled: dict[str, Any]
+) -> None:
+    """How an operator's Prometheus reads the culler's metrics with no port of their own: through the hub's
+    proxy, with the token of a service that holds only the culler's access scope (the README's recipe)."""
+    hub, token = status_hub
+    url = f"{hub.proxy_url}{PREFIX}metrics"
+    scraped = httpx.get(url, headers={"Authorization": f"Bearer {PROMETHEUS_TOKEN}"}, timeout=30)
+    assert scraped.status_code == 200, scraped.text
+    families = {family.name: family for family in text_string_to_metric_families(scraped.text)}
+    culled_idle = next(
+        sample.value
+        for sample in families["trio_culler_servers_culled"].samples
+        if sample.name == "trio_culler_servers_culled_total" and sample.labels == {"reason": "idle"}
+    )
+    assert culled_idle >= len({cull["user"] for cull in culled["culls"] if cull["rule"] == "idle"}) >= 2
+    assert families["trio_culler_passes"].samples[0].value >= 1
+    assert families["trio_culler_hub_up"].samples[0].value == 1
+    _assert_no_token(scraped, token, hub)
+    assert PROMETHEUS_TOKEN not in scraped.text
+    assert httpx.get(url, timeout=30).status_code == 401
+    without_access = httpx.get(url, headers={"Authorization": f"token {hub.culler_token}"}, timeout=30)
+    assert without_access.status_code == 403
+    assert "trio_culler" not in without_access.text
 
 
 # --- OAuth: state, replay, cookies --------------------------------------------------------------------------

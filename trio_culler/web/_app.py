@@ -4,10 +4,11 @@ Who gets in is decided here, for every request, before anything of the page is b
 
 - a valid session cookie (signed with a key made at start-up, HttpOnly, SameSite=Lax, Secure under https,
   scoped to the service's prefix, expiring SESSION_SECONDS after the login whatever is done with it), or, for
-  ``api/status`` only, an ``Authorization: token ...`` / ``Bearer ...`` header holding a hub token;
+  ``api/status`` and ``metrics`` only, an ``Authorization: token ...`` / ``Bearer ...`` header holding a hub
+  token (a script's or Prometheus's);
 - and the hub said, for that login or token, that it holds one of the service's access scopes.
 
-No session: the page redirects to the hub's login (through OAuth), ``api/status`` answers 401. A login
+No session: the page redirects to the hub's login (through OAuth), ``api/status`` and ``metrics`` answer 401. A login
 without access: 403, a plain sentence and nothing of the page. Everything shown comes from the last
 published :class:`~.._history.StatusSnapshot`, rendered once per snapshot and then served from memory, so
 readers never wait for the passes; and a :class:`~._pacer.Pacer` in front of it all keeps readers, however many
@@ -23,7 +24,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import itsdangerous
 import jinja2
@@ -36,6 +37,9 @@ from .._history import History, StatusSnapshot
 from ._oauth import Identity, OAuthError, OAuthFlow, PendingLogins, pkce_pair
 from ._pacer import Pacer
 from ._settings import StatusPageSettings
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["SESSION_COOKIE", "STATE_COOKIE", "create_app", "json_bytes"]
 
@@ -151,8 +155,16 @@ class _SessionCache:
             self._items.popitem(last=False)
 
 
-def create_app(settings: StatusPageSettings, history: History, flow: OAuthFlow, *, secret_key: bytes) -> Pacer:
-    """The ASGI app. ``secret_key`` signs cookies (a new one at each start: logins then start again)."""
+def create_app(
+    settings: StatusPageSettings,
+    history: History,
+    flow: OAuthFlow,
+    *,
+    secret_key: bytes,
+    metrics: CollectorRegistry | None = None,
+) -> Pacer:
+    """The ASGI app. ``secret_key`` signs cookies (a new one at each start: logins then start again).
+    With ``metrics``, that registry is also served, in Prometheus's text format, at ``<prefix>metrics``."""
     templates = _templates()
     page_template = templates.get_template("status.html")
     sessions = itsdangerous.URLSafeTimedSerializer(secret_key, salt="trio-culler-session")
@@ -219,19 +231,37 @@ def create_app(settings: StatusPageSettings, history: History, flow: OAuthFlow, 
             return start_login(request)
         return Response(page.get(history.snapshot), media_type="text/html; charset=utf-8", headers=_SECURITY_HEADERS)
 
+    async def refusal_for_scripts(request: Request) -> Response | None:
+        """None when a session or a hub token in the request may read; else the answer to send instead."""
+        if session_user(request) is not None:
+            return None
+        identity = await _bearer_identity(request)
+        if identity is None:
+            return Response(
+                json_bytes({"error": "not logged in: log in at the page, or send a hub token"}),
+                status_code=401,
+                media_type="application/json",
+                headers={**_SECURITY_HEADERS, "WWW-Authenticate": 'Bearer realm="JupyterHub"'},
+            )
+        if not identity.may_access(settings.access_scopes):
+            return forbidden()
+        return None
+
     async def status_document(request: Request) -> Response:
-        if session_user(request) is None:
-            identity = await _bearer_identity(request)
-            if identity is None:
-                return Response(
-                    json_bytes({"error": "not logged in: log in at the page, or send a hub token"}),
-                    status_code=401,
-                    media_type="application/json",
-                    headers={**_SECURITY_HEADERS, "WWW-Authenticate": 'Bearer realm="JupyterHub"'},
-                )
-            if not identity.may_access(settings.access_scopes):
-                return forbidden()
+        refusal = await refusal_for_scripts(request)
+        if refusal is not None:
+            return refusal
         return Response(document.get(history.snapshot), media_type="application/json", headers=_SECURITY_HEADERS)
+
+    async def metrics_text(request: Request) -> Response:
+        refusal = await refusal_for_scripts(request)
+        if refusal is not None:
+            return refusal
+        assert metrics is not None  # the route exists only with a registry
+        # Imported here, as everywhere: prometheus-client is loaded only by a culler that serves metrics.
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST, headers=_SECURITY_HEADERS)
 
     async def _bearer_identity(request: Request) -> Identity | None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -310,6 +340,8 @@ def create_app(settings: StatusPageSettings, history: History, flow: OAuthFlow, 
         Route(settings.callback_path, oauth_callback, methods=["GET"]),
         Route(f"{prefix}logout", logout, methods=["GET"]),
     ]
+    if metrics is not None:
+        routes.append(Route(f"{prefix}metrics", metrics_text, methods=["GET", "HEAD"]))
     if prefix != "/":
         routes.append(Route(prefix.rstrip("/"), add_slash, methods=["GET", "HEAD"]))
     return Pacer(Starlette(routes=routes))

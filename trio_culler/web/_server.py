@@ -8,8 +8,10 @@ returns once the port is bound) and shows "no pass yet" until the first pass pub
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import socket
+from typing import TYPE_CHECKING
 
 import httpx
 import trio
@@ -23,6 +25,9 @@ from .._transport import TrioH11Transport
 from ._app import create_app
 from ._oauth import OAuthFlow
 from ._settings import StatusPageSettings
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["serve_status_page"]
 
@@ -47,10 +52,13 @@ def listen(settings: StatusPageSettings) -> socket.socket:
 
 
 def hypercorn_config(settings: StatusPageSettings, sock: socket.socket | None = None) -> HypercornConfig:
-    """hypercorn's settings; with ``sock``, hypercorn takes that socket over (its file descriptor)."""
+    """hypercorn's settings; with ``sock``, hypercorn takes that socket over: a copy of its file descriptor,
+    and ``sock`` itself is closed here (the copy keeps the bound, listening socket open)."""
     server = HypercornConfig()
     if sock is not None:
-        server.bind = [f"fd://{sock.detach()}"]
+        descriptor = os.dup(sock.fileno())
+        sock.close()
+        server.bind = [f"fd://{descriptor}"]
     else:
         host = f"[{settings.bind_host}]" if ":" in settings.bind_host else settings.bind_host
         server.bind = [f"{host}:{settings.bind_port}"]
@@ -69,12 +77,15 @@ async def serve_status_page(
     history: History,
     *,
     secret_key: bytes | None = None,
+    metrics: CollectorRegistry | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled; ``await nursery.start(serve_status_page, ...)`` returns the bound URLs.
 
     ``secret_key`` signs the cookies; by default a new one each start (logins then start again, which the hub
-    makes transparent). An embedder that wants logins to survive a restart passes its own 32 random bytes."""
+    makes transparent). An embedder that wants logins to survive a restart passes its own 32 random bytes.
+    With ``metrics`` (a prometheus-client registry, e.g. ``Metrics().registry``), it is served at
+    ``<prefix>metrics`` behind the same check as ``api/status``."""
     ssl_context = make_ssl_context(config)
     timeout = httpx.Timeout(config.request_timeout)
     # Its own client: the OAuth requests share nothing with the culler's hub client (no token header). The
@@ -88,7 +99,7 @@ async def serve_status_page(
         trust_env=config.use_proxy_env,
     ) as client:
         flow = OAuthFlow(settings, api_url=config.url, client_secret=config.api_token, client=client)
-        app = create_app(settings, history, flow, secret_key=secret_key or secrets.token_bytes(32))
+        app = create_app(settings, history, flow, secret_key=secret_key or secrets.token_bytes(32), metrics=metrics)
 
         # A port in use raises OSError here, before any task: the CLI makes it one line and exit status 2.
         server_config = hypercorn_config(settings, listen(settings))

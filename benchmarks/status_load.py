@@ -13,9 +13,15 @@ the durations (target: <= 1.1x), the page latency (p50, p99, max) and how many p
 The clients' refreshes are spread over the interval, as dashboards opened at different moments are.
 
 ``--interval`` is each client's refresh period (default 1 s: 50 pages/s in all, a wall of dashboards);
-``--interval=0`` refreshes as fast as answers come (a stress figure, no target). Usage::
+``--interval=0`` refreshes as fast as answers come (a stress figure, no target). ``--pin`` (the default on a
+machine of two CPUs or more) gives the culler a CPU that the hub and the clients do not use.
 
-    python benchmarks/status_load.py [--users 100000] [--clients 50] [--interval 1] [--repeat 3] [--json]
+``--paired`` measures the same thing another way, less sensitive to a shared machine's changing speed: in each
+pass the clients are switched on and off every ``--phase`` seconds, and the pace of the pass (users listed a
+second) without them is divided by its pace with them. Usage::
+
+    python benchmarks/status_load.py [--users 100000] [--clients 50] [--interval 1] [--repeat 5] [--json]
+    python benchmarks/status_load.py --paired [--phase 2] [--repeat 5]
 
 Exit status 1 when the median ratio misses 1.1x.
 """
@@ -29,6 +35,7 @@ import json
 import logging
 import os
 import resource
+import select
 import signal
 import statistics
 import subprocess
@@ -112,7 +119,13 @@ async def drive(hub_url: str) -> None:
 # The clients (a process of their own)
 # --------------------------------------------------------------------------------------------------------
 async def refresh(
-    port: int, cookie: str, interval: float, offset: float, stop: asyncio.Event, log: list[tuple[float, float, int]]
+    port: int,
+    cookie: str,
+    interval: float,
+    offset: float,
+    stop: asyncio.Event,
+    running: asyncio.Event,
+    log: list[tuple[float, float, int]],
 ) -> None:
     request = (
         f"GET {PAGE} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: trio-culler-session={cookie}\r\n"
@@ -123,6 +136,9 @@ async def refresh(
     await asyncio.sleep(offset)
     try:
         while not stop.is_set():
+            if not running.is_set():
+                await running.wait()  # paused (``--paired``); a stop sets it too
+                continue
             start = time.monotonic()
             writer.write(request)
             try:
@@ -142,12 +158,22 @@ async def refresh(
 
 async def clients(port: int, cookie: str, count: int, interval: float, max_seconds: float) -> None:
     stop = asyncio.Event()
+    running = asyncio.Event()
+    running.set()
+
+    def stop_all() -> None:
+        stop.set()
+        running.set()
+
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.call_later(max_seconds, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop_all)
+    # --paired: SIGUSR1 pauses the clients (after the page each is reading), SIGUSR2 lets them go on.
+    loop.add_signal_handler(signal.SIGUSR1, running.clear)
+    loop.add_signal_handler(signal.SIGUSR2, running.set)
+    loop.call_later(max_seconds, stop_all)
     log: list[tuple[float, float, int]] = []
     tasks = [
-        asyncio.create_task(refresh(port, cookie, interval, index * interval / count, stop, log))
+        asyncio.create_task(refresh(port, cookie, interval, index * interval / count, stop, running, log))
         for index in range(count)
     ]
     await asyncio.sleep(0.5 + interval)
@@ -159,7 +185,11 @@ async def clients(port: int, cookie: str, count: int, interval: float, max_secon
 # --------------------------------------------------------------------------------------------------------
 # The harness
 # --------------------------------------------------------------------------------------------------------
-def one_round(opts: argparse.Namespace, with_clients: bool, tag: str) -> dict[str, Any]:
+def one_round(
+    opts: argparse.Namespace, with_clients: bool, tag: str, *, paired_first_on: bool | None = None
+) -> dict[str, Any]:
+    """One pass over a fresh hub, with or without the clients; with ``paired_first_on`` (``--paired``), the
+    clients are switched on and off every ``--phase`` seconds during the pass instead (see :func:`alternate`)."""
     LOGS.mkdir(parents=True, exist_ok=True)
     hub = FakeHub(
         [f"--users={opts.users}", "--idle-fraction=0.2", f"--seed={SEED}", "--page-max=200", f"--token={TOKEN}"],
@@ -209,8 +239,14 @@ def one_round(opts: argparse.Namespace, with_clients: bool, tag: str) -> dict[st
         pass_started = time.monotonic()
         driver.stdin.write("go\n")
         driver.stdin.flush()
+        phases: list[tuple[bool, int, float]] = []
+        if paired_first_on is not None:
+            assert load is not None
+            phases = alternate(hub, driver, load, paired_first_on, opts.phase)
         result: dict[str, Any] = json.loads(driver.stdout.readline())
         pass_ended = time.monotonic()
+        if phases:
+            result["phases"] = phases
         if load is not None:
             load.send_signal(signal.SIGTERM)
             out, _ = load.communicate(timeout=60)
@@ -234,6 +270,38 @@ def one_round(opts: argparse.Namespace, with_clients: bool, tag: str) -> dict[st
         hub.close()
 
 
+def alternate(
+    hub: FakeHub, driver: subprocess.Popen[str], load: subprocess.Popen[str], on: bool, phase: float
+) -> list[tuple[bool, int, float]]:
+    """Switch the clients on and off every ``phase`` seconds until the pass ends; returns, per whole phase,
+    (clients on, pages of users the hub listed, seconds). Both halves of the comparison then run in the same
+    seconds of the same processes, so a change of the machine's speed (a neighbour on a shared host moves a
+    pass by 20% between one run and the next) moves both alike: what is left is what the clients cost. A
+    phase the pass ended in is not counted; the first one is (the pass has started when "go" is read)."""
+    assert driver.stdout is not None
+    phases: list[tuple[bool, int, float]] = []
+    load.send_signal(signal.SIGUSR2 if on else signal.SIGUSR1)
+    started, pages = time.monotonic(), hub.stats()["requests"].get("list", 0)
+    while True:
+        ready, _, _ = select.select([driver.stdout], [], [], phase)
+        if ready:
+            return phases  # the pass is over: its report is waiting to be read
+        now, listed = time.monotonic(), hub.stats()["requests"].get("list", 0)
+        phases.append((on, listed - pages, now - started))
+        on = not on
+        load.send_signal(signal.SIGUSR2 if on else signal.SIGUSR1)
+        started, pages = now, listed
+
+
+def paired_ratio(phases: list[tuple[bool, int, float]]) -> float:
+    """How much longer the pass takes with the clients: its pace without them over its pace with them."""
+    pace = {
+        state: sum(p for s, p, _ in phases if s == state) / sum(t for s, _, t in phases if s == state)
+        for state in (True, False)
+    }
+    return pace[False] / pace[True]
+
+
 def cpu_sets(pin: bool) -> tuple[set[int], set[int]]:
     """With ``--pin`` and two CPUs or more: the culler gets one to itself, the hub and the clients the others.
     The pass is then timed on a CPU that its own load generators do not share, which is where the run-to-run
@@ -248,6 +316,49 @@ def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def paired(opts: argparse.Namespace) -> int:
+    """``--paired``: each round is one pass during which the clients are on for ``--phase`` seconds, then off,
+    and so on (rounds alternate which comes first). The figure judged is the pace of the pass (users listed a
+    second) without the clients over its pace with them, pooled over every phase of every round."""
+    rounds = []
+    loads = [load_average()]
+    for index in range(opts.repeat):
+        rounds.append(one_round(opts, True, f"paired-{index}", paired_first_on=index % 2 == 0))
+        loads.append(load_average())
+    phases = [phase for r in rounds for phase in r["phases"]]
+    ratio = paired_ratio(phases)
+    per_round = [paired_ratio(r["phases"]) for r in rounds]
+    summary = {
+        "mode": "paired",
+        "users": opts.users,
+        "clients": opts.clients,
+        "interval_s": opts.interval,
+        "phase_s": opts.phase,
+        "ratio": ratio,
+        "ratio_per_round": per_round,
+        "phases": len(phases),
+        "pass_s": statistics.median(r["duration_s"] for r in rounds),
+        "latency_ms_p50": statistics.median(r["latency_ms_p50"] for r in rounds),
+        "latency_ms_p99": statistics.median(r["latency_ms_p99"] for r in rounds),
+        "pages_not_200": sum(r["pages_not_200"] for r in rounds),
+        "load_average": loads,
+        "machine": machine(),
+        "rounds": rounds,
+    }
+    if opts.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(
+            f"{opts.users:,} users, {opts.clients} clients refreshing every {opts.interval:g} s, switched on and off "
+            f"every {opts.phase:g} s within each pass (load average {loads[0]} -> {loads[-1]})\n"
+            f"pace of the pass without the clients over its pace with them: {ratio:.3f}x over {len(phases)} phases "
+            f"(rounds: {', '.join(f'{r:.3f}x' for r in per_round)}; target <= {TARGET}x)\n"
+            f"page latency during the pass: p50 {summary['latency_ms_p50']:.1f} ms, "
+            f"p99 {summary['latency_ms_p99']:.1f} ms; {summary['pages_not_200']} not 200"
+        )
+    return 0 if ratio <= TARGET else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("mode", nargs="?", default="bench", choices=["bench", "driver", "clients"])
@@ -259,6 +370,10 @@ def main(argv: list[str] | None = None) -> int:
         "--pin", action=argparse.BooleanOptionalAction, default=True, help="the culler on a CPU of its own"
     )
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--paired", action="store_true", help="switch the clients on and off within each pass (see paired())"
+    )
+    parser.add_argument("--phase", type=float, default=2.0, help="--paired: seconds per on or off phase")
     parser.add_argument("--hub", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cookie", help=argparse.SUPPRESS)
@@ -278,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     if opts.mode == "clients":
         asyncio.run(clients(opts.port, opts.cookie, opts.clients, opts.interval, max_seconds=900))
         return 0
+    if opts.paired:
+        return paired(opts)
     rounds: list[dict[str, Any]] = []
     loads = [load_average()]
     for index in range(opts.repeat):

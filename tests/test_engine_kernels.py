@@ -169,6 +169,31 @@ async def test_kernel_activity_only_culls_what_a_browser_tab_keeps_alive(
     assert stopped(hub) == {"fresh-kernel"}
 
 
+async def test_with_kernel_activity_only_the_hook_is_asked_once_about_the_kernels_clock(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The hook judges the idle time the rules use: the kernels' with --kernel-activity-only, the hub's for a
+    server whose kernels cannot be read; one call per server either way."""
+    asked: list[tuple[str, float]] = []
+
+    def hook(inactive: timedelta, inactive_limit: int, server: dict[str, Any], user: dict[str, Any]) -> bool:
+        asked.append((user["name"], inactive.total_seconds()))
+        return inactive.total_seconds() >= inactive_limit
+
+    hub = polled_scenario()
+    rstudio = FakeServer("", started=NOW - 5 * H, last_activity=NOW - timedelta(seconds=20), kernels=None)
+    hub.add_user("rstudio", servers={"": rstudio})
+    report = await cull(hub, config(kernel_activity_only=True, cull_arbiter_hook=hook))
+    assert sorted(name for name, _ in asked) == ["fresh-kernel", "rstudio", "tab", "terminal"]
+    seconds = dict(asked)
+    assert seconds["tab"] == pytest.approx(2 * 3600)  # its kernel's idle time, not the tab's 30 s
+    assert seconds["terminal"] == pytest.approx(10 * 60)
+    assert seconds["fresh-kernel"] == pytest.approx(5 * 60)
+    assert seconds["rstudio"] == pytest.approx(20)  # not inspectable: the hub's clock, as without the option
+    assert stopped(hub) == {"tab"}
+    assert report.inspection_failures == {"not_found": 1}
+
+
 async def test_a_token_without_access_servers_is_told_once_and_culls_by_the_hubs_data(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -364,23 +364,30 @@ async def _handle_server(
     policy = matched.policy
     label = f"{user.name}/{server.name}" if server.name else user.name
     decision = decided
-    if decision is None:
+    # With --kernel-activity-only the hook judges the kernels' idle time, so it is asked once, after the
+    # inspection: asking it first about the hub's idle time too would call an operator's hook (which may page
+    # someone, or cost a request of its own) twice for one server, the first time about the wrong clock.
+    hook_after_inspection = decision is None and config.inspect_kernels and policy.kernel_activity_only
+    if decision is None and not hook_after_inspection:
         decision = await _decide_with_hook(config, now, user, server, policy, recorder)
         if decision is None:
             return Outcome.FAILED
-    if config.inspect_kernels and _worth_inspecting(decision, policy):
-        activity = await _inspect(hub, config, user.name, label, server, recorder)
-        if activity is not None:
-            if policy.kernel_activity_only and config.cull_arbiter_hook is not None:
-                # The hook judges the idle time the rules use: the kernels', not the hub's.
-                decision = await _decide_with_hook(config, now, user, server, policy, recorder, activity)
-                if decision is None:
-                    return Outcome.FAILED
-            else:
-                # Measured from the hub, the hook (if any) already said "idle" to reach this point (a server it
-                # spared is not worth inspecting): its verdict stands, only the kernels can still spare it.
-                verdict = True if config.cull_arbiter_hook is not None else None
-                decision = decide_server(server, policy=policy, now=now, arbiter_says_cull=verdict, activity=activity)
+    if config.inspect_kernels:
+        # Whether the kernels could change anything is judged from the hub's data (the hook's verdict aside).
+        hub_only = decision if decision is not None else decide_server(server, policy=policy, now=now)
+        worth = _worth_inspecting(hub_only, policy)
+        activity = await _inspect(hub, config, user.name, label, server, recorder) if worth else None
+        if hook_after_inspection:
+            # The kernels' idle time when they could be read, else the hub's (as without --inspect-kernels).
+            decision = await _decide_with_hook(config, now, user, server, policy, recorder, activity)
+            if decision is None:
+                return Outcome.FAILED
+        elif activity is not None:
+            # Measured from the hub, the hook (if any) already said "idle" to reach this point (a server it
+            # spared is not worth inspecting): its verdict stands, only the kernels can still spare it.
+            verdict = True if config.cull_arbiter_hook is not None else None
+            decision = decide_server(server, policy=policy, now=now, arbiter_says_cull=verdict, activity=activity)
+    assert decision is not None  # decided, or decided just above (a hook that failed has returned)
     # A busy kernel keeps its server whatever the hub's clock says: no warning of a cull that is not coming.
     warn = notifier is not None and not policy.exempt and decision.rule != "kernel_busy"
     if warn and notifier is not None and _warned_first(notifier, user, server, policy, decision, now):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import trustme
 
 from trio_culler import Config, run_pass
 from trio_culler.cli import read_settings
-from trio_culler.testing import FakeHub, Population, open_fake_hub
+from trio_culler.testing import FakeHub, FakeKernel, FakeServer, Population, open_fake_hub
 
 from .faults_helpers import TOKEN, assert_exact
 from .faults_net import dead_port, open_forward_proxy
@@ -122,6 +122,47 @@ async def test_a_hub_certificate_from_another_ca_is_refused(pki: Pki) -> None:
     # Five retries would wait at least 7.75 s: a certificate that does not verify is not retried within the pass.
     assert report.duration < 2
     assert sum(hub.statistics().requests_by_kind.values()) == 0, "not one request was sent to an unverified hub"
+
+
+def kernels_hub() -> FakeHub:
+    """Two servers idle by the hub's clock: one whose kernel has run a cell for two hours (kept, if its kernels
+    can be read), one whose kernel is idle (culled either way)."""
+    now = datetime.now(UTC)
+    hub = FakeHub(token=TOKEN, clock=lambda: now)
+    for name, state in (("computing", "busy"), ("resting", "idle")):
+        kernel = FakeKernel(f"k-{name}", state, now - timedelta(hours=2))
+        started, active = now - timedelta(hours=5), now - timedelta(hours=2)
+        hub.add_user(name, servers={"": FakeServer("", started=started, last_activity=active, kernels=[kernel])})
+    return hub
+
+
+@pytest.mark.parametrize("public_side", ["system CA", "internal CA"])
+async def test_with_ssl_enabled_servers_behind_the_proxy_are_verified_with_the_systems_cas(
+    pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, public_side: str
+) -> None:
+    """--ssl-enabled makes the hub's internal CA the trust of hub requests only: the single-user servers, read
+    through the proxy's public side, have certificates from the CAs the system trusts (here SSL_CERT_FILE,
+    which OpenSSL's default paths honour). A public side certified by the internal CA alone is therefore not
+    trusted: its servers cannot be inspected, and are decided from the hub's data."""
+    public_ca = trustme.CA()
+    bundle = tmp_path / "system-cas.pem"
+    public_ca.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    proxy = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # a public proxy asks for no client certificate
+    (public_ca if public_side == "system CA" else pki.ca).issue_cert("127.0.0.1").configure_cert(proxy)
+    hub = kernels_hub()
+    async with tls_hub(hub, server_context(pki.ca)) as api_url, open_fake_hub(hub, ssl_context=proxy) as proxy_api:
+        public_url = proxy_api.removesuffix("/hub/api")
+        assert public_url != api_url.removesuffix("/hub/api"), "another origin than the hub's"
+        report = await run_pass(tls_config(api_url, pki.location, inspect_kernels=True, public_url=public_url))
+    stopped = {user for user, _server in hub.statistics().stop_requests}
+    if public_side == "system CA":
+        assert report.ok, report.errors
+        assert report.servers_inspected == 2
+        assert stopped == {"resting"}, "the busy kernel was read through the proxy, and spared its server"
+    else:
+        assert report.inspection_failures == {"unreachable": 2}
+        assert stopped == {"computing", "resting"}, "decided from the hub's data, as without --inspect-kernels"
 
 
 async def test_a_hub_certificate_for_another_name_is_refused(pki: Pki) -> None:

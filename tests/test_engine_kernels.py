@@ -194,6 +194,24 @@ async def test_with_kernel_activity_only_the_hook_is_asked_once_about_the_kernel
     assert report.inspection_failures == {"not_found": 1}
 
 
+async def test_what_comes_next_follows_the_kernels(autojump_clock: trio.testing.MockClock) -> None:
+    """The status page's forecast uses what the kernels said: with --kernel-activity-only the kernels' clock,
+    and a busy kernel's protection ending at --max-busy; the hub's data for the servers not inspected."""
+    report = await cull(polled_scenario(), config(kernel_activity_only=True))
+    assert {(f.user, f.limit, f.cull_at) for f in report.upcoming} == {
+        ("terminal", "kernels_idle", NOW + 50 * timedelta(minutes=1)),
+        ("fresh-kernel", "kernels_idle", NOW + 55 * timedelta(minutes=1)),  # the hub's data: due three hours ago
+    }
+    assert report.upcoming_due == {"kernels_idle": 2}
+
+    report = await cull(scenario(), config(max_busy=2 * 3600))
+    assert {(f.user, f.limit, f.cull_at) for f in report.upcoming} == {
+        ("computing", "max_busy", NOW + 50 * timedelta(minutes=1)),  # its cell started 70 minutes ago
+        ("active", "idle", NOW + H - timedelta(seconds=30)),  # not inspected: the hub's activity
+    }
+    assert report.upcoming_due == {"max_busy": 1, "idle": 1}
+
+
 async def test_a_token_without_access_servers_is_told_once_and_culls_by_the_hubs_data(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -5,14 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import attrs
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_culler import Config, run_pass
+from trio_culler import Config, Policy, run_pass
+from trio_culler._decide import decide_server
 from trio_culler._forecast import Upcoming, cull_time
 from trio_culler._history import History
+from trio_culler._inspect import Kernel, ServerActivity
 from trio_culler._models import Server, User
 from trio_culler.testing import FakeHub, FakeServer
+
+from . import strategies
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 POLICY = Config(api_token="t", timeout=600, max_age=7200).policy
@@ -125,3 +129,73 @@ async def test_a_pass_records_its_culls_and_what_comes_next() -> None:
     history = History({"timeout": 3600}, size=3)
     history.observe(report)
     assert history.snapshot.upcoming_total == 2
+
+
+# --- servers whose kernels were read (--inspect-kernels) ----------------------------------------------------
+
+KAO = attrs.evolve(POLICY, kernel_activity_only=True, max_age=None)
+
+
+def kernel(state: str, since: float) -> Kernel:
+    return Kernel(id="k", execution_state=state, last_activity=NOW - timedelta(seconds=since))
+
+
+def test_kernel_activity_only_forecasts_from_the_kernels_clock() -> None:
+    # The hub saw a tab poll 10 s ago; the kernel last ran 500 s ago: culled 100 s from now, not 590.
+    when = cull_time(server(idle=10, age=9000), policy=KAO, activity=ServerActivity((kernel("idle", 500),)))
+    assert when == (NOW + timedelta(seconds=100), "kernels_idle", timedelta(seconds=600))
+    # No kernel and no terminal: from the server's start, as the decision measures it.
+    assert cull_time(server(idle=10, age=550), policy=KAO, activity=ServerActivity()) == (
+        NOW + timedelta(seconds=50),
+        "kernels_idle",
+        timedelta(seconds=600),
+    )
+
+
+def test_a_busy_kernel_forecasts_the_end_of_its_protection_or_nothing() -> None:
+    busy = ServerActivity((kernel("busy", 3000),))  # a cell started 50 minutes ago
+    no_max_busy = attrs.evolve(POLICY, max_age=None)
+    assert cull_time(server(idle=9000, age=9000), policy=no_max_busy, activity=busy) is None
+    max_busy = attrs.evolve(no_max_busy, max_busy=timedelta(hours=1))
+    assert cull_time(server(idle=9000, age=9000), policy=max_busy, activity=busy) == (
+        NOW + timedelta(seconds=600),
+        "max_busy",
+        timedelta(hours=1),
+    )
+    # --max-age still comes first when it is sooner.
+    assert cull_time(
+        server(idle=9000, age=7000), policy=attrs.evolve(max_busy, max_age=timedelta(seconds=7200)), activity=busy
+    ) == (NOW + timedelta(seconds=200), "max_age", timedelta(seconds=7200))
+
+
+# Mostly servers that can be culled at all (ready, nothing pending): the others are forecast None at once.
+cullable_servers = strategies.servers().map(lambda s: attrs.evolve(s, pending=None, ready=True))
+
+
+@settings(max_examples=400)
+@given(cullable_servers | strategies.servers(), strategies.kernel_policies(), st.none() | strategies.activities())
+def test_the_forecast_is_when_the_decision_turns(
+    server: Server, policy: Policy, activity: ServerActivity | None
+) -> None:
+    """If nothing changes (the same models, the same kernels), a server forecast for ``t`` is kept before ``t``
+    and culled at ``t``, by the limit the forecast names; one with no forecast is never culled."""
+    when = cull_time(server, policy=policy, activity=activity)
+    if when is None:
+        later = decide_server(server, policy=policy, now=NOW + timedelta(days=3650), activity=activity)
+        assert not later.acts, later
+        return
+    at, limit, _value = when
+    decided = decide_server(server, policy=policy, now=at, activity=activity)
+    assert decided.acts, (when, decided)
+    rules = {"idle": {"idle"}, "kernels_idle": {"kernels_idle"}, "max_busy": {"busy_expired"}, "max_age": {"max_age"}}
+    if activity is not None and activity.busy:
+        # The forecast names the limit that sets the time; a cull after a busy kernel's protection ended is
+        # logged as busy_expired whichever of the two came last.
+        rules = {**rules, "idle": {"busy_expired"}, "kernels_idle": {"busy_expired"}}
+    # (Past due is this pass's cull, not a forecast: when several limits are long reached, which one the
+    # decision names is its own order's business.)
+    assert decided.rule in rules[limit] or at <= NOW, (when, decided)
+    # (A zero timeout culls at once whatever the clocks say: a timestamp in the future counts as idle 0 s.)
+    if at > NOW and policy.timeout > timedelta(0):
+        just_before = decide_server(server, policy=policy, now=at - timedelta(seconds=1), activity=activity)
+        assert not just_before.acts, (when, just_before)

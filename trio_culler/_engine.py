@@ -77,6 +77,7 @@ async def run_pass_with(
             MAX_UPCOMING_KEPT,
             idle_foreseeable=config.cull_arbiter_hook is None,
             rules=config.rule_table,
+            inspect_kernels=config.inspect_kernels,
         )
     if probe is None:
         try:
@@ -387,6 +388,11 @@ async def _handle_server(
             # spared is not worth inspecting): its verdict stands, only the kernels can still spare it.
             verdict = True if config.cull_arbiter_hook is not None else None
             decision = decide_server(server, policy=policy, now=now, arbiter_says_cull=verdict, activity=activity)
+        assert decision is not None  # decided, or decided just above (a hook that failed has returned)
+        upcoming = recorder.upcoming
+        if upcoming is not None and not decision.acts and (policy.kernel_activity_only or activity is not None):
+            # What the pager could not forecast: see _forecast.Upcoming.observe_inspected.
+            upcoming.observe_inspected(user, server, matched, activity)
     assert decision is not None  # decided, or decided just above (a hook that failed has returned)
     # A busy kernel keeps its server whatever the hub's clock says: no warning of a cull that is not coming.
     warn = notifier is not None and not policy.exempt and decision.rule != "kernel_busy"

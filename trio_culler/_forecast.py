@@ -5,7 +5,12 @@ stop. :func:`cull_time` answers that for one server, purely, from the same polic
 
 - idleness: ``(last_activity or started) + timeout`` when the hub shows the activity, the server's kind is
   culled for idleness, and no ``cull_arbiter_hook`` judges it (a hook's verdict cannot be foreseen);
-- age: ``started + max_age``, whatever the kind toggles say (as :func:`decide_server` applies it).
+- age: ``started + max_age``, whatever the kind toggles say (as :func:`decide_server` applies it);
+- for a server whose kernels were read (``--inspect-kernels``): with ``--kernel-activity-only`` the idleness
+  of its kernels and terminals (``kernels_idle``); a busy kernel keeps its server until ``--max-busy`` after
+  its cell started (``max_busy``), or, without ``--max-busy``, for as long as it runs (no idleness forecast).
+  The pager cannot know these: the workers forecast the servers they inspected (:meth:`Upcoming.observe_inspected`),
+  and the pager leaves out those it sends to be inspected with ``--kernel-activity-only``.
 
 :class:`Upcoming` keeps, for one pass, the ``size`` soonest of those within ``horizon`` in a bounded heap
 (memory does not grow with the hub) and counts all of them, so a hub of 100,000 users gives a page of
@@ -26,7 +31,8 @@ from ._config import Policy
 from ._models import Server, User
 
 if TYPE_CHECKING:
-    from ._rules import RuleTable
+    from ._inspect import ServerActivity
+    from ._rules import MatchedRule, RuleTable
 
 __all__ = ["DEFAULT_HORIZON", "Forecast", "Upcoming", "cull_time"]
 
@@ -41,7 +47,8 @@ class Forecast:
     user: str
     server: str
     cull_at: datetime
-    #: Which limit applies: ``idle`` (the timeout) or ``max_age``.
+    #: Which limit applies: ``idle`` (the timeout, from the hub's activity), ``kernels_idle`` (the timeout, from
+    #: the kernels' activity), ``max_busy`` (a busy kernel's protection ends) or ``max_age``.
     limit: str
     #: That limit, in seconds.
     limit_seconds: float
@@ -50,17 +57,21 @@ class Forecast:
 
 
 def cull_time(
-    server: Server, *, policy: Policy, idle_foreseeable: bool = True
+    server: Server, *, policy: Policy, idle_foreseeable: bool = True, activity: ServerActivity | None = None
 ) -> tuple[datetime, str, timedelta] | None:
     """When ``server`` would be culled if nothing changes: ``(when, limit, limit value)``, or None (never:
     pending, not ready, nothing that ever culls it). ``idle_foreseeable`` is False when a cull_arbiter_hook
-    decides idleness. An exempt policy (a rule with ``cull = false``) never culls."""
+    decides idleness. ``activity``: what inspecting the server found (None: not inspected, or it failed), as
+    :func:`decide_server` takes it. An exempt policy (a rule with ``cull = false``) never culls."""
     if policy.exempt or server.pending or not server.is_ready:
         return None
     # Runs for every server of every pass (100,000 at a time): no list, no lambda, one tuple at most kept.
     best: tuple[datetime, str, timedelta] | None = None
     kind_enabled = policy.cull_named_servers if server.name else policy.cull_default_servers
-    if idle_foreseeable and kind_enabled and server.activity_visible:
+    if activity is not None:
+        if idle_foreseeable and kind_enabled:
+            best = _inspected_idle_time(server, policy, activity)
+    elif idle_foreseeable and kind_enabled and server.activity_visible:
         since = server.last_activity if server.last_activity is not None else server.started
         if since is not None:
             best = (since + policy.timeout, "idle", policy.timeout)
@@ -69,6 +80,26 @@ def cull_time(
         if best is None or aged < best[0]:
             best = (aged, "max_age", policy.max_age)
     return best
+
+
+def _inspected_idle_time(
+    server: Server, policy: Policy, activity: ServerActivity
+) -> tuple[datetime, str, timedelta] | None:
+    """The idleness cull of an inspected server, as :func:`._decide.decide_server` will judge it later."""
+    if policy.kernel_activity_only:
+        since, limit = (activity.last_activity or server.started), "kernels_idle"
+    else:
+        since, limit = (server.last_activity or server.started), "idle"
+    if since is None:
+        return None
+    idle = (since + policy.timeout, limit, policy.timeout)
+    if not activity.busy:
+        return idle
+    # A busy kernel protects its server for --max-busy after its cell started, or as long as it runs.
+    if policy.max_busy is None or activity.busy_since is None:
+        return None
+    protected_until = activity.busy_since + policy.max_busy
+    return idle if idle[0] >= protected_until else (protected_until, "max_busy", policy.max_busy)
 
 
 @attrs.define
@@ -82,6 +113,8 @@ class Upcoming:
     idle_foreseeable: bool = True
     #: The rules, when there are any: each server's limits are those of the rule that matches it.
     rules: RuleTable | None = None
+    #: ``--inspect-kernels``: the servers a worker inspects with --kernel-activity-only are its to forecast.
+    inspect_kernels: bool = False
     #: Every server due within the horizon, by limit (``idle`` / ``max_age``), kept or not. A user the hub
     #: lists twice in one pass (offsets shifting under it) may count twice: remembering every name due would
     #: grow with the hub.
@@ -92,38 +125,53 @@ class Upcoming:
 
     def observe(self, user: User) -> None:
         """Look at every server of ``user`` (called once per user the pass reads)."""
-        end = self.now + self.horizon
         for server in user.servers.values():
             matched = self.rules.for_server(user, server) if self.rules else None
             policy = self.policy if matched is None else matched.policy
-            when = cull_time(server, policy=policy, idle_foreseeable=self.idle_foreseeable)
-            # Due now means this pass culls it: that is a cull, not a forecast.
-            if when is None or not self.now < when[0] <= end:
-                continue
-            key = (user.name, server.name)
-            if key in self._keys:
-                continue  # the hub listed this user twice in one pass
-            self.due[when[1]] += 1
-            entry = (
-                -when[0].timestamp(),
-                user.name,
-                server.name,
-                Forecast(
-                    user=user.name,
-                    server=server.name,
-                    cull_at=when[0],
-                    limit=when[1],
-                    limit_seconds=when[2].total_seconds(),
-                    rule=None if matched is None or matched.rule is None else matched.label,
-                ),
-            )
-            if len(self._heap) < self.size:
-                heapq.heappush(self._heap, entry)
-                self._keys.add(key)
-            elif self._heap and entry > self._heap[0]:
-                dropped = heapq.heapreplace(self._heap, entry)
-                self._keys.discard((dropped[1], dropped[2]))
-                self._keys.add(key)
+            if self.inspect_kernels and policy.kernel_activity_only and server.is_ready and not server.pending:
+                continue  # its kernels decide: forecast by the worker that reads them (observe_inspected)
+            self._add(user, server, matched, cull_time(server, policy=policy, idle_foreseeable=self.idle_foreseeable))
+
+    def observe_inspected(
+        self, user: User, server: Server, matched: MatchedRule, activity: ServerActivity | None
+    ) -> None:
+        """Forecast a server a worker inspected and kept: from its kernels' ``activity``, or from the hub's data
+        when they could not be read. Called for every server kept after an inspection with
+        --kernel-activity-only (which :meth:`observe` leaves out), and for one a busy kernel spared (which the
+        hub's data made due now, so :meth:`observe` did not count it either)."""
+        when = cull_time(server, policy=matched.policy, idle_foreseeable=self.idle_foreseeable, activity=activity)
+        self._add(user, server, matched, when)
+
+    def _add(
+        self, user: User, server: Server, matched: MatchedRule | None, when: tuple[datetime, str, timedelta] | None
+    ) -> None:
+        # Due now means this pass culls it: that is a cull, not a forecast.
+        if when is None or not self.now < when[0] <= self.now + self.horizon:
+            return
+        key = (user.name, server.name)
+        if key in self._keys:
+            return  # the hub listed this user twice in one pass
+        self.due[when[1]] += 1
+        entry = (
+            -when[0].timestamp(),
+            user.name,
+            server.name,
+            Forecast(
+                user=user.name,
+                server=server.name,
+                cull_at=when[0],
+                limit=when[1],
+                limit_seconds=when[2].total_seconds(),
+                rule=None if matched is None or matched.rule is None else matched.label,
+            ),
+        )
+        if len(self._heap) < self.size:
+            heapq.heappush(self._heap, entry)
+            self._keys.add(key)
+        elif self._heap and entry > self._heap[0]:
+            dropped = heapq.heapreplace(self._heap, entry)
+            self._keys.discard((dropped[1], dropped[2]))
+            self._keys.add(key)
 
     @property
     def total_due(self) -> int:

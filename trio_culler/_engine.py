@@ -373,6 +373,7 @@ async def _handle_server(
         decision = await _decide_with_hook(config, now, user, server, policy, recorder)
         if decision is None:
             return Outcome.FAILED
+    activity: ServerActivity | None = None
     if config.inspect_kernels:
         # Whether the kernels could change anything is judged from the hub's data (the hook's verdict aside).
         hub_only = decision if decision is not None else decide_server(server, policy=policy, now=now)
@@ -388,12 +389,11 @@ async def _handle_server(
             # spared is not worth inspecting): its verdict stands, only the kernels can still spare it.
             verdict = True if config.cull_arbiter_hook is not None else None
             decision = decide_server(server, policy=policy, now=now, arbiter_says_cull=verdict, activity=activity)
-        assert decision is not None  # decided, or decided just above (a hook that failed has returned)
-        upcoming = recorder.upcoming
-        if upcoming is not None and not decision.acts and (policy.kernel_activity_only or activity is not None):
-            # What the pager could not forecast: see _forecast.Upcoming.observe_inspected.
-            upcoming.observe_inspected(user, server, matched, activity)
     assert decision is not None  # decided, or decided just above (a hook that failed has returned)
+    inspected = config.inspect_kernels and (policy.kernel_activity_only or activity is not None)
+    if inspected and recorder.upcoming is not None and not decision.acts:
+        # What the pager could not forecast: see _forecast.Upcoming.observe_inspected.
+        recorder.upcoming.observe_inspected(user, server, matched, activity)
     # A busy kernel keeps its server whatever the hub's clock says: no warning of a cull that is not coming.
     warn = notifier is not None and not policy.exempt and decision.rule != "kernel_busy"
     if warn and notifier is not None and _warned_first(notifier, user, server, policy, decision, now):

@@ -115,7 +115,7 @@ class Upcoming:
     rules: RuleTable | None = None
     #: ``--inspect-kernels``: the servers a worker inspects with --kernel-activity-only are its to forecast.
     inspect_kernels: bool = False
-    #: Every server due within the horizon, by limit (``idle`` / ``max_age``), kept or not. A user the hub
+    #: Every server due within the horizon, by limit (:attr:`Forecast.limit`), kept or not. A user the hub
     #: lists twice in one pass (offsets shifting under it) may count twice: remembering every name due would
     #: grow with the hub.
     due: Counter[str] = attrs.field(factory=Counter)

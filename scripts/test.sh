@@ -13,11 +13,11 @@
 # once more there: not the integration tests (a real JupyterHub brings its own, newer, versions of some of these)
 # nor the slow ones. FLOORS=0 skips it.
 #
-# With no arguments the tests run as two pytest processes side by side: the integration tests (tests/integration),
-# which spend most of their time waiting for real hubs, servers and kernels, and, beside them, the unit tests
-# followed by the floors run, which keep a core busy. Each test still runs exactly once per run (twice for the
-# unit tests: once more at the floors); the side run's output is printed when both are done. SERIAL=1 runs one
-# pytest over everything, then the floors, one after the other.
+# With no arguments the tests run as three pytest processes side by side: the integration tests (tests/integration),
+# which spend most of their time waiting for real hubs, servers and kernels (well under half a core), the unit
+# tests and the floors run, which are CPU-bound. Each test still runs exactly once per run (the unit tests once
+# more at the floors); the side runs' output is printed when all are done. SERIAL=1 runs one pytest over
+# everything, then the floors, one after the other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -96,25 +96,37 @@ if [ "$#" -gt 0 ] || [ "${SERIAL:-0}" = 1 ]; then
   exit 0
 fi
 
-# The whole suite: the unit tests (then the floors run) in a session of their own, so that an interrupted run
-# can end all of it, beside the integration tests in the foreground.
-side_log=$(mktemp "${TMPDIR:-/tmp}/trio-culler-unit.XXXXXX")
+# The whole suite: the unit tests and the floors run, each in a session of its own (so that an interrupted run can
+# end all of it), beside the integration tests in the foreground.
+unit_log=$(mktemp "${TMPDIR:-/tmp}/trio-culler-unit.XXXXXX")
+floors_log=$(mktemp "${TMPDIR:-/tmp}/trio-culler-floors.XXXXXX")
 export -f run_pytest floors
-export PYTHON run_floors
-setsid bash -c 'set -euo pipefail
-  run_pytest python --ignore=tests/integration tests
-  if [ "$run_floors" = 1 ]; then floors; fi' > "$side_log" 2>&1 < /dev/null &
-side=$!
-trap 'kill -- -"$side" 2>/dev/null || true' EXIT
+export PYTHON
+setsid bash -c 'set -euo pipefail; run_pytest python --ignore=tests/integration tests' > "$unit_log" 2>&1 < /dev/null &
+unit=$!
+floors_job=
+if [ "$run_floors" = 1 ]; then
+  setsid bash -c 'set -euo pipefail; floors' > "$floors_log" 2>&1 < /dev/null &
+  floors_job=$!
+fi
+trap 'for job in $unit $floors_job; do kill -- -"$job" 2>/dev/null || true; done' EXIT
 integration_status=0
 run_pytest python tests/integration || integration_status=$?
-side_status=0
-wait "$side" || side_status=$?
+unit_status=0
+wait "$unit" || unit_status=$?
+floors_status=0
+if [ -n "$floors_job" ]; then
+  wait "$floors_job" || floors_status=$?
+fi
 trap - EXIT
-echo "==> unit tests$([ "$run_floors" = 1 ] && echo ", then the floors run"), run beside the integration tests:"
-cat "$side_log"
-rm -f "$side_log"
-if [ "$integration_status" -ne 0 ] || [ "$side_status" -ne 0 ]; then
-  echo "==> failed: integration tests exited $integration_status, unit tests (and floors) $side_status" >&2
+echo "==> the unit tests, run beside the integration tests:"
+cat "$unit_log"
+if [ -n "$floors_job" ]; then
+  echo "==> the floors run, beside them too:"
+  cat "$floors_log"
+fi
+rm -f "$unit_log" "$floors_log"
+if [ "$integration_status" -ne 0 ] || [ "$unit_status" -ne 0 ] || [ "$floors_status" -ne 0 ]; then
+  echo "==> failed: integration tests exited $integration_status, unit tests $unit_status, floors run $floors_status" >&2
   exit 1
 fi

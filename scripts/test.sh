@@ -8,10 +8,16 @@
 # PyPI among them), installs configurable-http-proxy from npm and Debian's chromium when they are missing,
 # and runs ruff, mypy and pytest. Safe to run again: every step is idempotent.
 #
-# The whole suite (no arguments, or FLOORS=1) then proves the dependency floors: .venv-floors gets every runtime
+# The whole suite (no arguments, or FLOORS=1) also proves the dependency floors: .venv-floors gets every runtime
 # dependency at the lowest version pyproject.toml allows (scripts/floor_constraints.py) and runs the unit tests
 # once more there: not the integration tests (a real JupyterHub brings its own, newer, versions of some of these)
-# nor the slow ones: about 3 minutes on a busy two-core machine, where the whole suite takes 8. FLOORS=0 skips it.
+# nor the slow ones. FLOORS=0 skips it.
+#
+# With no arguments the tests run as three pytest processes side by side: the integration tests (tests/integration),
+# which spend most of their time waiting for real hubs, servers and kernels (well under half a core), the unit
+# tests and the floors run, which are CPU-bound. Each test still runs exactly once per run (the unit tests once
+# more at the floors); the side runs' output is printed when all are done. SERIAL=1 runs one pytest over
+# everything, then the floors, one after the other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,31 +54,79 @@ ruff format --check .
 echo "==> mypy --strict"
 mypy
 echo "==> pytest"
-set +e
-python -m pytest -p no:cacheprovider "$@"
-status=$?
-set -e
-if [ "$status" -eq 5 ]; then
-  echo "pytest collected no tests: that is a failure" >&2
-  exit 1
-fi
-if [ "$status" -ne 0 ]; then
-  exit "$status"
+
+# The floors run: every unit test once more, in .venv-floors with the runtime dependencies at their floors.
+floors() {
+  local floor_venv=${FLOOR_VENV:-.venv-floors}
+  echo "==> unit tests with every runtime dependency at its floor, in $floor_venv"
+  if [ ! -x "$floor_venv/bin/python" ]; then
+    "$PYTHON" -m venv "$floor_venv"
+  fi
+  python scripts/floor_constraints.py > "$floor_venv/floors.txt"
+  cat "$floor_venv/floors.txt"
+  # The constraints pin the project's own dependencies; the test tools are whatever pip finds beside them.
+  "$floor_venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+  "$floor_venv/bin/python" -m pip install --quiet --disable-pip-version-check -c "$floor_venv/floors.txt" \
+    -e . pytest pytest-trio hypothesis trustme pyyaml
+  "$floor_venv/bin/python" -m pip check
+  run_pytest "$floor_venv/bin/python" -q -m "not slow and not integration" --ignore=tests/integration tests
+}
+
+# One pytest run; exit status 5 (nothing collected) counts as a failure.
+run_pytest() {
+  local python=$1 status=0
+  shift
+  local started=$SECONDS
+  "$python" -m pytest -p no:cacheprovider "$@" || status=$?
+  echo "==> pytest $* took $((SECONDS - started)) s"
+  if [ "$status" -eq 5 ]; then
+    echo "pytest collected no tests: that is a failure" >&2
+    return 1
+  fi
+  return "$status"
+}
+
+run_floors=${FLOORS:-$([ "$#" -eq 0 ] && echo 1 || echo 0)}
+
+if [ "$#" -gt 0 ] || [ "${SERIAL:-0}" = 1 ]; then
+  run_pytest python "$@"
+  if [ "$run_floors" = 1 ]; then
+    floors
+  fi
+  exit 0
 fi
 
-if [ "${FLOORS:-$([ "$#" -eq 0 ] && echo 1 || echo 0)}" = 1 ]; then
-  FLOOR_VENV=${FLOOR_VENV:-.venv-floors}
-  echo "==> unit tests with every runtime dependency at its floor, in $FLOOR_VENV"
-  if [ ! -x "$FLOOR_VENV/bin/python" ]; then
-    "$PYTHON" -m venv "$FLOOR_VENV"
-  fi
-  python scripts/floor_constraints.py > "$FLOOR_VENV/floors.txt"
-  cat "$FLOOR_VENV/floors.txt"
-  # The constraints pin the project's own dependencies; the test tools are whatever pip finds beside them.
-  "$FLOOR_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-  "$FLOOR_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c "$FLOOR_VENV/floors.txt" \
-    -e . pytest pytest-trio hypothesis trustme pyyaml
-  "$FLOOR_VENV/bin/python" -m pip check
-  "$FLOOR_VENV/bin/python" -m pytest -p no:cacheprovider -q -m "not slow and not integration" \
-    --ignore=tests/integration tests
+# The whole suite: the unit tests and the floors run, each in a session of its own (so that an interrupted run can
+# end all of it), beside the integration tests in the foreground.
+unit_log=$(mktemp "${TMPDIR:-/tmp}/trio-culler-unit.XXXXXX")
+floors_log=$(mktemp "${TMPDIR:-/tmp}/trio-culler-floors.XXXXXX")
+export -f run_pytest floors
+export PYTHON
+setsid bash -c 'set -euo pipefail; run_pytest python --ignore=tests/integration tests' > "$unit_log" 2>&1 < /dev/null &
+unit=$!
+floors_job=
+if [ "$run_floors" = 1 ]; then
+  setsid bash -c 'set -euo pipefail; floors' > "$floors_log" 2>&1 < /dev/null &
+  floors_job=$!
+fi
+trap 'for job in $unit $floors_job; do kill -- -"$job" 2>/dev/null || true; done' EXIT
+integration_status=0
+run_pytest python tests/integration || integration_status=$?
+unit_status=0
+wait "$unit" || unit_status=$?
+floors_status=0
+if [ -n "$floors_job" ]; then
+  wait "$floors_job" || floors_status=$?
+fi
+trap - EXIT
+echo "==> the unit tests, run beside the integration tests:"
+cat "$unit_log"
+if [ -n "$floors_job" ]; then
+  echo "==> the floors run, beside them too:"
+  cat "$floors_log"
+fi
+rm -f "$unit_log" "$floors_log"
+if [ "$integration_status" -ne 0 ] || [ "$unit_status" -ne 0 ] || [ "$floors_status" -ne 0 ]; then
+  echo "==> failed: integration tests exited $integration_status, unit tests $unit_status, floors run $floors_status" >&2
+  exit 1
 fi

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import attrs
 import pytest
@@ -13,26 +12,8 @@ from hypothesis import strategies as st
 from trio_culler import Action, Policy, Server, User, decide_server, decide_user
 from trio_culler._decide import format_duration
 
+from .decide_cases import H, policy, ready
 from .strategies import NOW, policies, server_names, servers, users
-
-H = timedelta(hours=1)
-
-
-def policy(**changes: Any) -> Policy:
-    base = Policy(
-        timeout=H,
-        max_age=None,
-        cull_users=False,
-        cull_admin_users=True,
-        cull_default_servers=True,
-        cull_named_servers=True,
-        remove_named_servers=False,
-    )
-    return attrs.evolve(base, **changes)
-
-
-def ready(name: str = "", *, idle: timedelta = 2 * H, age: timedelta = 3 * H) -> Server:
-    return Server(name=name, last_activity=NOW - idle, started=NOW - age, ready=True, url="/user/u/")
 
 
 @given(servers(), policies(), st.none() | st.booleans())

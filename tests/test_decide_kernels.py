@@ -14,27 +14,8 @@ from trio_culler import Action, Policy, Server, decide_server
 from trio_culler._decide import effective_idle_time
 from trio_culler._inspect import Kernel, ServerActivity, Terminal
 
+from .decide_cases import H, M, policy, ready
 from .strategies import NOW, activities, durations, kernel_policies, optional_timestamps, servers, timestamps
-
-H = timedelta(hours=1)
-M = timedelta(minutes=1)
-
-
-def policy(**changes: Any) -> Policy:
-    base = Policy(
-        timeout=H,
-        max_age=None,
-        cull_users=False,
-        cull_admin_users=True,
-        cull_default_servers=True,
-        cull_named_servers=True,
-        remove_named_servers=False,
-    )
-    return attrs.evolve(base, **changes)
-
-
-def ready(*, idle: timedelta = 2 * H, age: timedelta = 3 * H, name: str = "") -> Server:
-    return Server(name=name, last_activity=NOW - idle, started=NOW - age, ready=True, url="/user/u/")
 
 
 def busy(since: timedelta) -> ServerActivity:

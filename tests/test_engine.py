@@ -15,8 +15,10 @@ import trio
 import trio.testing
 
 import trio_culler._engine as engine
-from trio_culler import Config, Decision, PassReport, Server, decide_server, run_pass
+from trio_culler import Config, Decision, Server, decide_server, run_pass
 from trio_culler.testing import FakeHub, FakeServer, Population
+
+from .passes import cull
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 TOKEN = "engine-test-token"
@@ -55,13 +57,6 @@ def make_hub(
     hub = FakeHub(token=TOKEN, clock=lambda: NOW, **hub_options)  # type: ignore[arg-type]
     population = hub.populate(n, idle_fraction=idle, seed=seed, now=NOW, named_fraction=named_fraction)
     return hub, population
-
-
-async def cull(hub: FakeHub, cfg: Config) -> PassReport:
-    async with hub.running():
-        report = await run_pass(cfg, transport=hub.transport(), now=NOW)
-        await hub.wait_stops_done()
-    return report
 
 
 def assert_exact(hub: FakeHub, population: Population) -> None:

@@ -13,9 +13,11 @@ import pytest
 import trio
 import trio.testing
 
-from trio_culler import Config, PassReport, run_pass
+from trio_culler import Config
 from trio_culler._logging import JsonFormatter
 from trio_culler.testing import FakeHub, FakeKernel, FakeServer, FakeTerminal
+
+from .passes import cull
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 TOKEN = "kernels-test-token"
@@ -55,13 +57,6 @@ def idle(since: timedelta) -> list[FakeKernel]:
 
 def make_hub(**options: Any) -> FakeHub:
     return FakeHub(token=TOKEN, clock=lambda: NOW, **options)
-
-
-async def cull(hub: FakeHub, cfg: Config) -> PassReport:
-    async with hub.running():
-        report = await run_pass(cfg, transport=hub.transport(), now=NOW)
-        await hub.wait_stops_done()
-    return report
 
 
 def stopped(hub: FakeHub) -> set[str]:

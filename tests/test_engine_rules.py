@@ -12,7 +12,8 @@ import trio.testing
 from trio_culler._history import History
 from trio_culler.testing import FakeHub, FakeServer
 
-from .test_engine import NOW, TOKEN, config, cull, rewrite_pages
+from .passes import cull
+from .test_engine import NOW, TOKEN, config, rewrite_pages
 
 H = timedelta(hours=1)
 GROUPS = {"nora": ["overnight"], "olga": ["overnight", "staff"]}

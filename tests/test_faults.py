@@ -48,6 +48,7 @@ from .faults_helpers import (
     rewrite_pages,
 )
 from .faults_net import RelayAction, dead_port, open_relay
+from .passes import cull
 
 OLD = NOW - timedelta(hours=5)
 FRESH = NOW - timedelta(seconds=30)
@@ -57,13 +58,6 @@ BACKOFF_CEILINGS = [0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 15.0, 15.0]
 
 Kind = Literal["page", "stop", "remove", "delete_user"]
 KINDS: tuple[Kind, ...] = ("page", "stop", "remove", "delete_user")
-
-
-async def cull(hub: FakeHub, cfg: Config) -> PassReport:
-    async with hub.running():
-        report = await run_pass(cfg, transport=hub.transport(), now=NOW)
-        await hub.wait_stops_done()
-    return report
 
 
 def idle_server(name: str = "") -> FakeServer:

@@ -29,19 +29,8 @@ from trio_culler._rules import (
     structure_rules,
 )
 
+from .decide_cases import BASE_POLICY, H
 from .strategies import NOW, durations, policies, rule_users, rules, servers, users
-
-H = timedelta(hours=1)
-
-BASE = Policy(
-    timeout=H,
-    max_age=None,
-    cull_users=False,
-    cull_admin_users=True,
-    cull_default_servers=True,
-    cull_named_servers=True,
-    remove_named_servers=False,
-)
 
 ISSUE_EXAMPLE: list[dict[str, Any]] = [
     {"users": ["vip-*", "svc-backup"], "cull": False},
@@ -314,7 +303,7 @@ def test_cull_time_is_when_decide_server_starts_culling(server: Server, policy: 
 
 
 def test_rules_on_the_issue_example() -> None:
-    table = RuleTable(structure_rules(ISSUE_EXAMPLE), BASE)
+    table = RuleTable(structure_rules(ISSUE_EXAMPLE), BASE_POLICY)
 
     def user(name: str, *servers: Server, groups: tuple[str, ...] = (), admin: bool = False) -> User:
         return User(name=name, admin=admin, groups=groups, servers={s.name: s for s in servers})
@@ -338,7 +327,7 @@ def test_rules_on_the_issue_example() -> None:
 
 
 def test_user_options_compare_as_json() -> None:
-    table = RuleTable(structure_rules([{"user_options": {"gpu": True}, "timeout": 5}]), BASE)
+    table = RuleTable(structure_rules([{"user_options": {"gpu": True}, "timeout": 5}]), BASE_POLICY)
     one = Server(name="", user_options={"gpu": 1})
     yes = Server(name="", user_options={"gpu": True, "other": "x"})
     user = User(name="u", servers={"": one})
@@ -347,7 +336,7 @@ def test_user_options_compare_as_json() -> None:
 
 
 def test_cull_true_culls_a_kind_the_global_options_spare() -> None:
-    base = attrs.evolve(BASE, cull_named_servers=False)
+    base = attrs.evolve(BASE_POLICY, cull_named_servers=False)
     policy = (
         RuleTable(structure_rules([{"servers": ["scratch-*"], "cull": True}]), base)
         .for_server(User(name="u"), Server(name="scratch-1"))
@@ -377,7 +366,7 @@ def test_cull_true_culls_a_kind_the_global_options_spare() -> None:
 def test_a_hidden_field_a_rule_needs_is_a_missing_scope(
     rule: dict[str, Any], model: dict[str, Any], scope: str
 ) -> None:
-    table = RuleTable(structure_rules([rule]), BASE)
+    table = RuleTable(structure_rules([rule]), BASE_POLICY)
     user = structure_user(model)
     with pytest.raises(MissingFieldError) as caught:
         table.check_visible(user)
@@ -386,11 +375,11 @@ def test_a_hidden_field_a_rule_needs_is_a_missing_scope(
 
 
 def test_visible_fields_pass_the_check() -> None:
-    table = RuleTable(structure_rules([{"groups": ["g"]}, {"admin": True}, {"user_options": {"p": 1}}]), BASE)
+    table = RuleTable(structure_rules([{"groups": ["g"]}, {"admin": True}, {"user_options": {"p": 1}}]), BASE_POLICY)
     user = structure_user(
         {"name": "u", "admin": False, "groups": [], "servers": {"": {"name": "", "user_options": None}}}
     )
     assert user.groups == ()
     assert user.servers[""].user_options == {}
     table.check_visible(user)
-    assert RuleTable(structure_rules([{"users": ["*"]}]), BASE).needed_fields == frozenset()
+    assert RuleTable(structure_rules([{"users": ["*"]}]), BASE_POLICY).needed_fields == frozenset()

@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_culler import Config, PassReport, run_pass
+from trio_culler import Config, PassReport
 from trio_culler._scopes import (
     FIELDS,
     NEEDS,
@@ -26,6 +26,8 @@ from trio_culler._scopes import (
 from trio_culler._service import Culler
 from trio_culler.testing import FakeHub, Population
 from trio_culler.testing._token import FULL_SCOPES
+
+from .passes import cull
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 TOKEN = "scopes-test-token"
@@ -41,13 +43,6 @@ def config(**changes: Any) -> Config:
 def make_hub(n: int = 40, **options: Any) -> tuple[FakeHub, Population]:
     hub = FakeHub(token=TOKEN, clock=lambda: NOW, **options)
     return hub, hub.populate(n, idle_fraction=0.5, seed=3, now=NOW, named_fraction=0.2)
-
-
-async def cull(hub: FakeHub, cfg: Config) -> PassReport:
-    async with hub.running():
-        report = await run_pass(cfg, transport=hub.transport(), now=NOW)
-        await hub.wait_stops_done()
-    return report
 
 
 # -- the pure checks -------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .hubtools import HubAPI, HubProcess, missing_tools, start_hub, stop_hub
+from .hubtools import HubAPI, HubProcess, missing_tools, module_hub
 
 
 @pytest.fixture(scope="session")
@@ -23,13 +23,7 @@ def hub_tools() -> None:
         pytest.skip(f"real-JupyterHub integration tests need their tools: {reason}")
 
 
-@pytest.fixture(scope="module")
-def hub(hub_tools: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
-    process = start_hub(tmp_path_factory.mktemp("hub"))
-    try:
-        yield process
-    finally:
-        stop_hub(process)
+hub = module_hub("hub")
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +27,7 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
+import pytest
 import trio
 
 HERE = Path(__file__).resolve().parent
@@ -47,6 +48,8 @@ IDLE_MARGIN = 0.5
 # Generous bounds for a loaded 2-core CI machine; every wait polls and returns as soon as it can.
 HUB_START_TIMEOUT = 90.0
 SERVER_START_TIMEOUT = 90.0
+# A real single-user server with a busy kernel takes the spawner's interrupt, then terminate, timeouts to stop.
+SERVER_STOP_TIMEOUT = 90.0
 CULLER_TIMEOUT = 300.0
 
 ServerState = Literal["running", "pending", "stopped", "absent"]
@@ -68,7 +71,7 @@ def missing_tools() -> str | None:
     return None
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     """Ports free on 127.0.0.1, all held open together so the kernel cannot hand out one twice."""
     with contextlib.ExitStack() as stack:
         sockets = []
@@ -140,7 +143,7 @@ def start_hub(workdir: Path, extra_config: str = "", extra_env: dict[str, str] |
     chp = shutil.which("configurable-http-proxy")
     assert chp is not None, "checked by missing_tools()"
     workdir.mkdir(parents=True, exist_ok=True)
-    hub_port, proxy_port, proxy_api_port = _free_ports(3)
+    hub_port, proxy_port, proxy_api_port = free_ports(3)
     admin_token = secrets.token_hex(32)
     culler_token = secrets.token_hex(32)
     env = dict(os.environ)
@@ -412,14 +415,20 @@ class HubAPI:
             return "running"
         return "stopped"
 
-    def wait_not_running(self, name: str, server: str = "", *, timeout: float = 30.0) -> ServerState:
-        """Wait until a server is stopped or gone (e.g. after a 202); returns which."""
+    def wait_not_running(
+        self, name: str, server: str = "", *, timeout: float = SERVER_STOP_TIMEOUT, context: str = ""
+    ) -> ServerState:
+        """Wait until a server is stopped or gone (e.g. after a 202); returns which.  ``context`` (a culler
+        run's output) is added to the message when it times out."""
 
         def stopped() -> ServerState | None:
             state = self.server_state(name, server)
             return state if state in ("stopped", "absent") else None
 
-        return wait_until(stopped, timeout=timeout, what=f"server {name!r}/{server!r} to stop")
+        what = f"server {name!r}/{server!r} to stop"
+        if context:
+            what += f"\n{context}"
+        return wait_until(stopped, timeout=timeout, what=what)
 
     def stop_server(self, name: str, server: str = "", *, remove: bool = False) -> int:
         body = {"remove": True} if remove else None
@@ -478,33 +487,81 @@ class HubAPI:
     def run_culler(self, *args: str, timeout: float = CULLER_TIMEOUT) -> CullerRun:
         """Run one pass of the culler CLI as a deployment would (``--once`` added), with the culler's
         own token: the scopes of culler-role, nothing more."""
-        env = dict(os.environ)
-        for key in list(env):
-            if key.startswith("JUPYTERHUB_"):
-                del env[key]
-        env["JUPYTERHUB_API_TOKEN"] = self.hub.culler_token
-        # Test the working tree's trio_culler even where it is not pip-installed.
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-        argv = [f"--url={self.hub.api_url}", *args, "--once"]
-        started = time.monotonic()
-        done = subprocess.run(
-            [sys.executable, "-m", "trio_culler", *argv],
-            env=env,
-            # The culler loads ./idle_culler_config.py if present; run where there is none.
-            cwd=self.hub.workdir,
+        return run_culler(self.hub, *args, timeout=timeout)
+
+
+def culler_env(token: str) -> dict[str, str]:
+    """The environment of a culler run by the tests: this one's without the ``JUPYTERHUB_`` settings, with
+    ``token`` as the API token and the working tree's trio_culler first on the path (even where it is not
+    pip-installed)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("JUPYTERHUB_")}
+    env["JUPYTERHUB_API_TOKEN"] = token
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def run_culler(
+    hub: HubProcess, *args: str, token: str | None = None, once: bool = True, timeout: float = CULLER_TIMEOUT
+) -> CullerRun:
+    """Run the culler CLI against ``hub`` to its end (one pass: ``--once`` added unless ``once`` is false, as
+    for ``--explain``), with the culler's token or ``token``."""
+    argv = [f"--url={hub.api_url}", *args, *(["--once"] if once else [])]
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "trio_culler", *argv],
+        env=culler_env(token or hub.culler_token),
+        # The culler loads ./idle_culler_config.py if present; run where there is none.
+        cwd=hub.workdir,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return CullerRun(
+        args=argv,
+        returncode=done.returncode,
+        stdout=done.stdout,
+        stderr=done.stderr,
+        duration=time.monotonic() - started,
+    )
+
+
+@contextlib.contextmanager
+def culler_process(token: str, *args: str, log_path: Path) -> Iterator[subprocess.Popen[str]]:
+    """A long-running culler (``python -m trio_culler *args``) with ``token``, its output in ``log_path``; killed
+    on exit if the test has not ended it."""
+    with log_path.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "trio_culler", *args],
+            env=culler_env(token),
+            cwd=log_path.parent,
             stdin=subprocess.DEVNULL,
-            capture_output=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             text=True,
-            timeout=timeout,
-            check=False,
         )
-        return CullerRun(
-            args=argv,
-            returncode=done.returncode,
-            stdout=done.stdout,
-            stderr=done.stderr,
-            duration=time.monotonic() - started,
-        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def module_hub(name: str, *, extra_config: str = "", extra_env: dict[str, str] | None = None) -> Any:
+    """A module-scoped ``hub`` fixture for a test module that needs a hub of its own (``start_hub``'s
+    ``extra_config`` and ``extra_env``): ``hub = module_hub("rules-hub", extra_config=...)``."""
+
+    @pytest.fixture(scope="module")
+    def hub(hub_tools: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
+        process = start_hub(tmp_path_factory.mktemp(name), extra_config=extra_config, extra_env=extra_env)
+        try:
+            yield process
+        finally:
+            stop_hub(process)
+
+    return hub
 
 
 def seconds_until_idle(ready_at: float, timeout: float) -> float:

@@ -13,33 +13,26 @@ and an ``execute_request`` built by jupyter_client's ``Session`` is sent on the 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import httpx
-import pytest
 import websocket
 from jupyter_client.jsonutil import json_default
 from jupyter_client.session import Session
 
 from .hubtools import (
-    CULLER_TIMEOUT,
-    REPO_ROOT,
     SERVER_START_TIMEOUT,
     CullerRun,
     HubAPI,
     HubProcess,
-    start_hub,
+    module_hub,
     start_servers,
-    stop_hub,
     wait_until,
 )
+from .hubtools import run_culler as run_culler_cli
 
 #: The culler's --timeout here: long enough to cover starting a kernel and a cell between two passes' reads.
 TIMEOUT = 8
@@ -67,13 +60,7 @@ c.JupyterHub.load_roles = [
 """
 
 
-@pytest.fixture(scope="module")
-def hub(hub_tools: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
-    process = start_hub(tmp_path_factory.mktemp("hub-kernels"), extra_config=EXTRA_CONFIG)
-    try:
-        yield process
-    finally:
-        stop_hub(process)
+hub = module_hub("hub-kernels", extra_config=EXTRA_CONFIG)
 
 
 # -- a browser's part: kernels, cells, polling -------------------------------------------------------------
@@ -156,23 +143,8 @@ class Browser:
 
 
 def run_culler(hub: HubProcess, *args: str, token: str | None = None) -> CullerRun:
-    """One ``--once`` pass of the culler CLI with the culler's token (or ``token``)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
-    env["JUPYTERHUB_API_TOKEN"] = token or hub.culler_token
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    argv = [f"--url={hub.api_url}", f"--timeout={TIMEOUT}", *args, "--once"]
-    started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "trio_culler", *argv],
-        env=env,
-        cwd=hub.workdir,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=CULLER_TIMEOUT,
-        check=False,
-    )
-    return CullerRun(argv, done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+    """One ``--once`` pass of the culler CLI with this module's timeout and the culler's token (or ``token``)."""
+    return run_culler_cli(hub, f"--timeout={TIMEOUT}", *args, token=token)
 
 
 def wait_idle(api: HubAPI, *users: str) -> None:
@@ -209,8 +181,8 @@ def test_a_long_cell_is_spared_with_inspect_kernels_and_culled_without(api: HubA
     run = run_culler(hub, "--inspect-kernels", f"--public-url={hub.proxy_url}")
     assert run.returncode == 0, run.describe()
     assert running(api, busy), run.describe()
-    assert api.wait_not_running(idle) in ("stopped", "absent")
-    assert api.wait_not_running(bare) in ("stopped", "absent")
+    assert api.wait_not_running(idle, context=run.describe()) in ("stopped", "absent")
+    assert api.wait_not_running(bare, context=run.describe()) in ("stopped", "absent")
     assert f"Not culling server {busy} (kernel busy for 00:00:" in run.stderr, run.describe()
     assert f"Culling server {idle} (inactive for " in run.stderr
     assert "3 servers inspected (0 could not be)" in run.stderr
@@ -220,7 +192,7 @@ def test_a_long_cell_is_spared_with_inspect_kernels_and_culled_without(api: HubA
     wait_idle(api, busy)  # the inspection went through the proxy, which the hub counts as activity
     run = run_culler(hub)
     assert run.returncode == 0, run.describe()
-    assert api.wait_not_running(busy) in ("stopped", "absent"), run.describe()
+    assert api.wait_not_running(busy, context=run.describe()) in ("stopped", "absent")
 
 
 def test_a_polling_tab_keeps_a_server_only_without_kernel_activity_only(api: HubAPI, hub: HubProcess) -> None:
@@ -240,7 +212,7 @@ def test_a_polling_tab_keeps_a_server_only_without_kernel_activity_only(api: Hub
 
         run = run_culler(hub, "--inspect-kernels", "--kernel-activity-only", f"--public-url={hub.proxy_url}")
         assert run.returncode == 0, run.describe()
-        assert api.wait_not_running(tab) in ("stopped", "absent"), run.describe()
+        assert api.wait_not_running(tab, context=run.describe()) in ("stopped", "absent")
         assert f"Culling server {tab} (kernels idle for 00:00:" in run.stderr, run.describe()
         assert ", hub activity 00:00:0" in run.stderr
     finally:
@@ -256,7 +228,7 @@ def test_a_token_without_access_servers_is_told_and_culls_by_the_hubs_data(api: 
     wait_idle(api, user)
 
     run = run_culler(hub, "--inspect-kernels", f"--public-url={hub.proxy_url}", token=NO_ACCESS_TOKEN)
-    assert api.wait_not_running(user) in ("stopped", "absent"), run.describe()
+    assert api.wait_not_running(user, context=run.describe()) in ("stopped", "absent")
     warnings = [line for line in run.stderr.splitlines() if "Cannot inspect server" in line]
     assert len(warnings) == 1, run.describe()
     assert "403" in warnings[0]

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import secrets
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,15 +20,14 @@ from typing import Any, ClassVar
 import pytest
 
 from .hubtools import (
-    REPO_ROOT,
     SERVER_START_TIMEOUT,
-    CullerRun,
     HubAPI,
     HubProcess,
+    culler_process,
+    module_hub,
+    run_culler,
     sleep_until_idle,
-    start_hub,
     start_servers,
-    stop_hub,
     wait_until,
 )
 
@@ -57,40 +53,7 @@ c.JupyterHub.load_roles.append(
 """
 
 
-@pytest.fixture(scope="module")
-def hub(hub_tools: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
-    process = start_hub(
-        tmp_path_factory.mktemp("rules-hub"),
-        extra_config=EXTRA_CONFIG,
-        extra_env={"TRIO_CULLER_IT_NOGROUPS_TOKEN": NOGROUPS_TOKEN},
-    )
-    try:
-        yield process
-    finally:
-        stop_hub(process)
-
-
-def culler_env(hub: HubProcess, token: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("JUPYTERHUB_")}
-    env["JUPYTERHUB_API_TOKEN"] = token
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
-def run_culler(hub: HubProcess, *args: str, token: str | None = None, once: bool = True) -> CullerRun:
-    argv = [f"--url={hub.api_url}", *args, *(["--once"] if once else [])]
-    started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "trio_culler", *argv],
-        env=culler_env(hub, token or hub.culler_token),
-        cwd=hub.workdir,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    return CullerRun(argv, done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+hub = module_hub("rules-hub", extra_config=EXTRA_CONFIG, extra_env={"TRIO_CULLER_IT_NOGROUPS_TOKEN": NOGROUPS_TOKEN})
 
 
 def create_group(api: HubAPI, name: str, users: list[str]) -> None:
@@ -224,31 +187,15 @@ def receiver() -> Iterator[tuple[str, list[tuple[dict[str, Any], dict[str, str]]
 
 
 def test_a_warning_webhook_gets_one_post_per_server_before_its_cull(
-    api: HubAPI, hub: HubProcess, receiver: tuple[str, list[tuple[dict[str, Any], dict[str, str]]]]
+    api: HubAPI, hub: HubProcess, receiver: tuple[str, list[tuple[dict[str, Any], dict[str, str]]]], tmp_path: Path
 ) -> None:
     url, posts = receiver
     users = ["rw-one", "rw-two"]
     api.create_users([*users, "rw-active"])
     ready_at = start_servers(hub, [("rw-one", ""), ("rw-two", ""), ("rw-two", "lab"), ("rw-active", "")])
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "trio_culler",
-            f"--url={hub.api_url}",
-            "--timeout=6",
-            "--cull-every=1",
-            "--warn-before=4",
-            f"--warn-url={url}",
-        ],
-        env=culler_env(hub, hub.culler_token),
-        cwd=hub.workdir,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
+    log_path = tmp_path / "culler.log"
+    args = [f"--url={hub.api_url}", "--timeout=6", "--cull-every=1", "--warn-before=4", f"--warn-url={url}"]
+    with culler_process(hub.culler_token, *args, log_path=log_path) as proc:
 
         def culled() -> bool | None:
             api.post_activity("rw-active", [""], user=False)
@@ -257,9 +204,9 @@ def test_a_warning_webhook_gets_one_post_per_server_before_its_cull(
 
         wait_until(culled, timeout=120, what="the idle servers to be culled")
         time.sleep(2)  # a few more passes: no second warning may follow
-    finally:
         proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+    output = log_path.read_text()
     assert time.monotonic() > ready_at
     warned = sorted((body["user"], body["server"]) for body, _headers in posts)
     assert warned == [("rw-one", ""), ("rw-two", ""), ("rw-two", "lab")], output

@@ -7,15 +7,10 @@ exactly the scopes the culler asks for: it is the same idle server each of them 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
 import re
 import secrets
 import signal
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -25,14 +20,14 @@ import pytest
 
 from .hubtools import (
     IDLE_TIMEOUT,
-    REPO_ROOT,
     CullerRun,
     HubAPI,
     HubProcess,
+    culler_process,
+    free_ports,
+    module_hub,
     sleep_until_idle,
-    start_hub,
     start_servers,
-    stop_hub,
     wait_until,
 )
 
@@ -59,13 +54,7 @@ def extra_config() -> str:
     )
 
 
-@pytest.fixture(scope="module")
-def hub(hub_tools: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
-    process = start_hub(tmp_path_factory.mktemp("scopes-hub"), extra_config=extra_config())
-    try:
-        yield process
-    finally:
-        stop_hub(process)
+hub = module_hub("scopes-hub", extra_config=extra_config())
 
 
 @pytest.fixture(scope="module")
@@ -123,38 +112,6 @@ def test_cull_users_without_admin_users_is_refused(
 # -- a long-running culler: the metric, and a hub that is not there -----------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def culler_process(token: str, *args: str, cwd: Path) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
-    env["JUPYTERHUB_API_TOKEN"] = token
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    log = cwd / "culler.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "trio_culler", *args],
-            env=env,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    lines: list[str] = []
-    try:
-        yield proc, lines
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        lines[:] = log.read_text().splitlines()
-
-
 def read_log(cwd: Path) -> str:
     return (cwd / "culler.log").read_text()
 
@@ -162,10 +119,14 @@ def read_log(cwd: Path) -> str:
 def test_a_long_running_culler_counts_the_refusal_in_its_metrics(
     hub: HubProcess, idle_user: str, tmp_path: Path
 ) -> None:
-    port = free_port()
+    (port,) = free_ports(1)
     with culler_process(
-        TOKENS["no-delete-servers"], f"--url={hub.api_url}", TIMEOUT_ARG, f"--metrics-port={port}", cwd=tmp_path
-    ) as (proc, _lines):
+        TOKENS["no-delete-servers"],
+        f"--url={hub.api_url}",
+        TIMEOUT_ARG,
+        f"--metrics-port={port}",
+        log_path=tmp_path / "culler.log",
+    ) as proc:
         wait_until(lambda: "Pass not run" in read_log(tmp_path), timeout=120, what="the refused pass")
 
         def scope_errors() -> float | None:
@@ -184,8 +145,9 @@ def test_a_long_running_culler_counts_the_refusal_in_its_metrics(
 
 
 def test_a_hub_down_at_start_up_is_reported_at_once_and_sigterm_ends_the_wait(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{free_port()}/hub/api"
-    with culler_process(secrets.token_hex(16), f"--url={url}", "--grace-period=600", cwd=tmp_path) as (proc, _):
+    url = f"http://127.0.0.1:{free_ports(1)[0]}/hub/api"
+    log_path = tmp_path / "culler.log"
+    with culler_process(secrets.token_hex(16), f"--url={url}", "--grace-period=600", log_path=log_path) as proc:
         wait_until(lambda: "Hub not ready" in read_log(tmp_path), timeout=60, what="the first warning")
         proc.send_signal(signal.SIGTERM)
         # With a 600 s grace period, an exit within this bound shows that nothing was waited for.

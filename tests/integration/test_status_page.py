@@ -30,7 +30,7 @@ from .hubtools import (
     REPO_ROOT,
     HubAPI,
     HubProcess,
-    _free_ports,
+    free_ports,
     missing_tools,
     start_hub,
     start_servers,
@@ -57,7 +57,7 @@ def status_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HubPr
     reason = missing_tools()
     if reason is not None:
         pytest.skip(f"real-JupyterHub integration tests need their tools: {reason}")
-    (service_port,) = _free_ports(1)
+    (service_port,) = free_ports(1)
     service_token = secrets.token_hex(32)
     extra_config = f"""
 import sys

@@ -374,3 +374,64 @@ async def test_a_skipped_users_label_and_problem_are_redacted_for_an_embedders_h
     assert any("Skipping user u-[redacted]" in line for line in seen), seen
     for line in seen:
         assert_clean(line)
+
+
+# ------------------------------------------------------------------ the limiter over the h11 transport
+
+
+async def test_a_request_cancelled_before_it_starts_sends_nothing_and_returns_its_token() -> None:
+    """With the h11 transport a free limiter token is taken without a checkpoint (the send is the first one):
+    a request whose scope is already cancelled must still send no byte, give the token back, and leave the
+    pooled connection's successor working."""
+    heads: list[bytes] = []
+
+    async def script(stream: trio.SocketStream, head: bytes) -> None:
+        heads.append(head)
+        await stream.send_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+        while True:  # keep-alive: answer every further request on this connection
+            data = await stream.receive_some(65536)
+            if not data:
+                return
+            heads.append(data)
+            await stream.send_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+    async with raw_server(script) as url, open_hub_client(config(url, concurrency=1)) as hub:
+        assert await hub.stop_server("first", "") == 204  # a pooled, idle connection now
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await hub.stop_server("never", "")
+        assert scope.cancelled_caught
+        assert hub.limiter.borrowed_tokens == 0
+        assert await hub.stop_server("after", "") == 204
+    assert [head.split(b" ")[1] for head in heads] == [b"/hub/api/users/first/server", b"/hub/api/users/after/server"]
+
+
+async def test_a_free_token_does_not_jump_the_queue() -> None:
+    """acquire_nowait refuses while a request waits for the token: the waiting one goes first."""
+    release = trio.Event()
+    order: list[bytes] = []
+
+    async def script(stream: trio.SocketStream, head: bytes) -> None:
+        while True:
+            order.append(head.split(b" ")[1])
+            if len(order) == 1:
+                await release.wait()
+            await stream.send_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+            head = await stream.receive_some(65536)
+            if not head:
+                return
+
+    async with (
+        raw_server(script) as url,
+        open_hub_client(config(url, concurrency=1)) as hub,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(hub.stop_server, "holder", "")
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(hub.stop_server, "waiter", "")
+        await trio.testing.wait_all_tasks_blocked()
+        assert hub.limiter.statistics().tasks_waiting == 1
+        release.set()
+        # The token passes to the waiter on release, before this late request can take it.
+        nursery.start_soon(hub.stop_server, "late", "")
+    assert order == [b"/hub/api/users/holder/server", b"/hub/api/users/waiter/server", b"/hub/api/users/late/server"]

@@ -52,8 +52,12 @@ async def stop_server(
     recorder: PassRecorder,
     matched: MatchedRule | None = None,
 ) -> Outcome:
-    outcome = await _stop_server(hub, user, server, decision, dry_run=dry_run, recorder=recorder, matched=matched)
-    recorder.cull(_record(user, server, decision, outcome, matched))
+    # Formatted once: the log line, its JSON fields and the pass's record all say the same words.
+    reason = decision.reason
+    outcome = await _stop_server(
+        hub, user, server, decision, reason, dry_run=dry_run, recorder=recorder, matched=matched
+    )
+    recorder.cull(_record(user, server, decision, reason, outcome, matched))
     return outcome
 
 
@@ -62,19 +66,20 @@ async def _stop_server(
     user: str,
     server: str,
     decision: Decision,
+    reason: str,
     *,
     dry_run: bool,
     recorder: PassRecorder,
     matched: MatchedRule | None,
 ) -> Outcome:
     label = f"{user}/{server}" if server else user
-    fields = decision_fields(decision, user, server)
+    fields = decision_fields(decision, user, server, reason=reason)
     if matched is not None and matched.rule is not None:
         # Which rule set the limits: the first question an operator asks about a cull they did not expect.
         fields["matched_rule"] = matched.index
-        label_reason = f"{decision.reason}; {matched.label}"
+        label_reason = f"{reason}; {matched.label}"
     else:
-        label_reason = decision.reason
+        label_reason = reason
     if dry_run:
         recorder.servers_culled[decision.rule] += 1
         log.info("Would cull server %s (%s) [dry run]", label, label_reason, extra=fields)
@@ -104,20 +109,21 @@ async def _stop_server(
 async def delete_user(
     hub: HubClient, user: str, decision: Decision, *, dry_run: bool, recorder: PassRecorder
 ) -> Outcome:
-    outcome = await _delete_user(hub, user, decision, dry_run=dry_run, recorder=recorder)
-    recorder.cull(_record(user, None, decision, outcome))
+    reason = decision.reason
+    outcome = await _delete_user(hub, user, decision, reason, dry_run=dry_run, recorder=recorder)
+    recorder.cull(_record(user, None, decision, reason, outcome))
     return outcome
 
 
 async def _delete_user(
-    hub: HubClient, user: str, decision: Decision, *, dry_run: bool, recorder: PassRecorder
+    hub: HubClient, user: str, decision: Decision, reason: str, *, dry_run: bool, recorder: PassRecorder
 ) -> Outcome:
-    fields = decision_fields(decision, user, None)
+    fields = decision_fields(decision, user, None, reason=reason)
     if dry_run:
         recorder.users_culled += 1
-        log.info("Would cull user %s (%s) [dry run]", user, decision.reason, extra=fields)
+        log.info("Would cull user %s (%s) [dry run]", user, reason, extra=fields)
         return Outcome.WOULD_ACT
-    log.info("Culling user %s (%s)", user, decision.reason, extra=fields)
+    log.info("Culling user %s (%s)", user, reason, extra=fields)
     try:
         outcome = _DELETED[await hub.delete_user(user)]
     except HubAuthError:
@@ -135,14 +141,19 @@ _OUTCOME_WORDS = {Outcome.WOULD_ACT: "dry_run"}
 
 
 def _record(
-    user: str, server: str | None, decision: Decision, outcome: Outcome, matched: MatchedRule | None = None
+    user: str,
+    server: str | None,
+    decision: Decision,
+    reason: str,
+    outcome: Outcome,
+    matched: MatchedRule | None = None,
 ) -> CullRecord:
     return CullRecord(
         user=user,
         server=server,
         action=decision.action.value,
         rule=decision.rule,
-        reason=decision.reason,
+        reason=reason,
         at=datetime.now(UTC),
         outcome=_OUTCOME_WORDS.get(outcome, outcome.value),
         matched_rule=None if matched is None or matched.rule is None else matched.label,
@@ -150,13 +161,16 @@ def _record(
     )
 
 
-def decision_fields(decision: Decision, user: str, server: str | None) -> dict[str, object]:
-    """The JSON log fields of a decision: who, what, why, and (for an inspected server) which signal decided."""
+def decision_fields(
+    decision: Decision, user: str, server: str | None, *, reason: str | None = None
+) -> dict[str, object]:
+    """The JSON log fields of a decision: who, what, why, and (for an inspected server) which signal decided.
+    ``reason``: ``decision.reason`` when the caller already formatted it."""
     fields: dict[str, object] = {
         "user": user,
         "server": server,
         "action": decision.action.value,
-        "reason": decision.reason,
+        "reason": decision.reason if reason is None else reason,
         "rule": decision.rule,
         "inactive_seconds": _seconds(decision.inactive),
         "age_seconds": _seconds(decision.age),

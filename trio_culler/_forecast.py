@@ -152,10 +152,14 @@ class Upcoming:
         if key in self._keys:
             return  # the hub listed this user twice in one pass
         self.due[when[1]] += 1
+        # Most servers due are not kept (a full heap keeps the soonest): their Forecast is not built. The
+        # (user, server) keys are unique in the heap, so the order is settled before the Forecast is reached.
+        rank = (-when[0].timestamp(), user.name, server.name)
+        full = len(self._heap) >= self.size
+        if full and not (self._heap and rank > self._heap[0]):
+            return
         entry = (
-            -when[0].timestamp(),
-            user.name,
-            server.name,
+            *rank,
             Forecast(
                 user=user.name,
                 server=server.name,
@@ -165,13 +169,12 @@ class Upcoming:
                 rule=None if matched is None or matched.rule is None else matched.label,
             ),
         )
-        if len(self._heap) < self.size:
-            heapq.heappush(self._heap, entry)
-            self._keys.add(key)
-        elif self._heap and entry > self._heap[0]:
+        if full:
             dropped = heapq.heapreplace(self._heap, entry)
             self._keys.discard((dropped[1], dropped[2]))
-            self._keys.add(key)
+        else:
+            heapq.heappush(self._heap, entry)
+        self._keys.add(key)
 
     @property
     def total_due(self) -> int:

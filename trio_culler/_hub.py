@@ -189,6 +189,9 @@ class HubClient:
         self._client = client
         self._transport = transport
         self._elsewhere = elsewhere
+        self._sends_checkpoint = isinstance(transport, TrioH11Transport) and (
+            elsewhere is None or isinstance(elsewhere, TrioH11Transport)
+        )
         parts = httpx.URL(config.url)
         self._origin = f"{parts.scheme}://{parts.netloc.decode('ascii')}/"
         self._base = config.url.rstrip("/")
@@ -283,7 +286,19 @@ class HubClient:
 
     async def _attempt(self, kind: str, request: httpx.Request, ok: frozenset[int]) -> httpx.Response:
         stats = self._stats
-        async with self.limiter:
+        limiter = self.limiter
+        if self._sends_checkpoint:
+            try:
+                # A free token is taken without the scheduling round ``acquire`` adds (acquire_nowait refuses
+                # while others wait, so no one jumps the queue). The h11 transport's send is a checkpoint, and
+                # raises Cancelled before any byte goes out.
+                limiter.acquire_nowait()
+            except trio.WouldBlock:
+                await limiter.acquire()
+        else:
+            # Another transport (a MockTransport in tests) need not checkpoint at all: acquire does.
+            await limiter.acquire()
+        try:
             stats.requests[kind] = stats.requests.get(kind, 0) + 1
             stats.in_flight += 1
             stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
@@ -297,6 +312,8 @@ class HubClient:
                 raise hub_error_from_httpx(error, self._what(request), self._redact) from error
             finally:
                 stats.in_flight -= 1
+        finally:
+            limiter.release()
         status = response.status_code
         if status in ok:
             return response

@@ -137,6 +137,7 @@ class _Connection:
             headers=head.headers,
             stream=httpx.ByteStream(bytes(content)),
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
+            request=request,
         )
 
     async def _read_head(self) -> h11.Response:
@@ -283,6 +284,10 @@ class TrioH11Transport(httpx.AsyncBaseTransport):
                 connection.close()
                 raise
             self._checkin(origin, connection)
+            # The body is all in memory: httpx's synchronous read decodes it (a Content-Encoding the server
+            # used anyway) as aread would, without an async generator per layer, and closes the response.
+            # A DecodingError comes out of here as it would from aread.
+            response.read()
             return response
         raise httpx.RemoteProtocolError("the server closed the connection without answering")  # pragma: no cover
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import http.client
 import json
 import logging
 import os
@@ -113,6 +114,37 @@ async def drive(hub_url: str) -> None:
         )
         culler.stop(0)
         nursery.cancel_scope.cancel()
+
+
+async def bare(body_size: int) -> None:
+    """hypercorn's trio worker serving a plain ASGI app that answers every request with ``body_size`` bytes: what
+    any page costs before trio-culler's own code runs (``--page-cost``)."""
+    import trio
+    from hypercorn.config import Config as HypercornConfig
+    from hypercorn.trio import serve
+
+    body = b"x" * body_size
+    headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(body_size).encode())]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            for phase in ("startup", "shutdown"):
+                assert (await receive())["type"] == f"lifespan.{phase}"
+                await send({"type": f"lifespan.{phase}.complete"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    config = HypercornConfig()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("bare")
+    config.include_server_header = False
+    async with trio.open_nursery() as nursery:
+        (url,) = await nursery.start(
+            lambda task_status: serve(app, config, task_status=task_status)  # type: ignore[arg-type]
+        )
+        print(json.dumps({"url": url, "cookie": "none"}), flush=True)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -302,6 +334,86 @@ def paired_ratio(phases: list[tuple[bool, int, float]]) -> float:
     return pace[False] / pace[True]
 
 
+def page_cost(opts: argparse.Namespace) -> int:
+    """``--page-cost``: the culler's CPU per page with no pass running (the clients of every mode, ``--seconds``
+    long), for the status page and for a bare ASGI app on the same hypercorn, whose body is as long as the page."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    results: dict[str, dict[str, float]] = {}
+    body_size = 0
+    for name in ("status page", "bare hypercorn"):
+        command = [sys.executable, __file__, "driver", "--hub=http://127.0.0.1:9/hub/api"]
+        if name == "bare hypercorn":
+            command = [sys.executable, __file__, "bare", f"--body-size={body_size}"]
+        server = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=WORK)
+        load: subprocess.Popen[str] | None = None
+        try:
+            assert server.stdout is not None
+            page = json.loads(server.stdout.readline())
+            port = int(page["url"].rsplit(":", 1)[1])
+            if name == "status page":
+                body_size = page_size(port, page["cookie"])
+            load = subprocess.Popen(
+                [sys.executable, __file__, "clients", f"--port={port}", f"--cookie={page['cookie']}",
+                 f"--clients={opts.clients}", f"--interval={opts.interval}"],
+                stdout=subprocess.PIPE, text=True, cwd=WORK,
+            )  # fmt: skip
+            assert load.stdout is not None
+            assert load.stdout.readline().strip() == "ready"
+            started, cpu_before = time.monotonic(), process_cpu(server.pid)
+            time.sleep(opts.seconds)
+            ended, cpu_after = time.monotonic(), process_cpu(server.pid)
+            load.send_signal(signal.SIGTERM)
+            out, _ = load.communicate(timeout=60)
+            samples = json.loads(out.strip().splitlines()[-1])
+            pages = sum(1 for sample in samples if started <= sample[0] <= ended and sample[2] == 200)
+            results[name] = {
+                "pages": pages,
+                "cpu_s": cpu_after - cpu_before,
+                "ms_per_page": 1000 * (cpu_after - cpu_before) / max(pages, 1),
+            }
+        finally:
+            for process in (load, server):
+                if process is not None and process.poll() is None:
+                    process.kill()
+                    process.wait()
+    ours, floor = results["status page"]["ms_per_page"], results["bare hypercorn"]["ms_per_page"]
+    summary = {
+        "body_bytes": body_size,
+        "clients": opts.clients,
+        "interval_s": opts.interval,
+        **results,
+        "machine": machine(),
+    }
+    if opts.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(
+            f"culler CPU per page, no pass running, {opts.clients} clients every {opts.interval:g} s, "
+            f"{opts.seconds:g} s: status page {ours:.2f} ms ({results['status page']['pages']} pages), bare ASGI app "
+            f"on the same hypercorn {floor:.2f} ms ({results['bare hypercorn']['pages']} pages, {body_size:,}-byte "
+            f"body); trio-culler's own share {ours - floor:.2f} ms"
+        )
+    return 0
+
+
+def page_size(port: int, cookie: str) -> int:
+    """The length of the status page's body, as a logged-in client gets it."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", PAGE, headers={"Cookie": f"trio-culler-session={cookie}"})
+        response = connection.getresponse()
+        assert response.status == 200, response.status
+        return len(response.read())
+    finally:
+        connection.close()
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of another process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_sets(pin: bool) -> tuple[set[int], set[int]]:
     """With ``--pin`` and two CPUs or more: the culler gets one to itself, the hub and the clients the others.
     The pass is then timed on a CPU that its own load generators do not share, which is where the run-to-run
@@ -361,7 +473,7 @@ def paired(opts: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("mode", nargs="?", default="bench", choices=["bench", "driver", "clients"])
+    parser.add_argument("mode", nargs="?", default="bench", choices=["bench", "driver", "clients", "bare"])
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between a client's refreshes (0: none)")
@@ -374,6 +486,11 @@ def main(argv: list[str] | None = None) -> int:
         "--paired", action="store_true", help="switch the clients on and off within each pass (see paired())"
     )
     parser.add_argument("--phase", type=float, default=2.0, help="--paired: seconds per on or off phase")
+    parser.add_argument(
+        "--page-cost", action="store_true", help="the culler's CPU per page without a pass, against bare hypercorn"
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="--page-cost: seconds measured")
+    parser.add_argument("--body-size", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--hub", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cookie", help=argparse.SUPPRESS)
@@ -390,9 +507,16 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.WARNING)
         trio.run(drive, opts.hub)
         return 0
+    if opts.mode == "bare":
+        import trio
+
+        trio.run(bare, opts.body_size)
+        return 0
     if opts.mode == "clients":
         asyncio.run(clients(opts.port, opts.cookie, opts.clients, opts.interval, max_seconds=900))
         return 0
+    if opts.page_cost:
+        return page_cost(opts)
     if opts.paired:
         return paired(opts)
     rounds: list[dict[str, Any]] = []

@@ -22,8 +22,12 @@ second) without them is divided by its pace with them. Usage::
 
     python benchmarks/status_load.py [--users 100000] [--clients 50] [--interval 1] [--repeat 5] [--json]
     python benchmarks/status_load.py --paired [--phase 2] [--repeat 5]
+    python benchmarks/status_load.py --page-cost [--seconds 10]
 
-Exit status 1 when the median ratio misses 1.1x.
+``--page-cost`` runs no pass: it measures the culler's CPU per page with the same clients, for the status page
+and for a bare ASGI app on the same hypercorn (``bare`` below), whose body is as long as the page's.
+
+Exit status 1 when the ratio misses 1.1x.
 """
 
 from __future__ import annotations

@@ -254,24 +254,7 @@ def one_round(
         page = json.loads(driver.stdout.readline())
         port = int(page["url"].rsplit(":", 1)[1])
         if with_clients:
-            load = subprocess.Popen(
-                [
-                    sys.executable,
-                    __file__,
-                    "clients",
-                    f"--port={port}",
-                    f"--cookie={page['cookie']}",
-                    f"--clients={opts.clients}",
-                    f"--interval={opts.interval}",
-                ],
-                stdout=subprocess.PIPE,
-                text=True,
-                cwd=WORK,
-            )
-            if other_cpus:
-                os.sched_setaffinity(load.pid, other_cpus)
-            assert load.stdout is not None
-            assert load.stdout.readline().strip() == "ready"
+            load = start_clients(opts, port, page["cookie"], other_cpus)
         pass_started = time.monotonic()
         driver.stdin.write("go\n")
         driver.stdin.flush()
@@ -284,9 +267,7 @@ def one_round(
         if phases:
             result["phases"] = phases
         if load is not None:
-            load.send_signal(signal.SIGTERM)
-            out, _ = load.communicate(timeout=60)
-            samples = json.loads(out.strip().splitlines()[-1])
+            samples = stop_clients(load)
             during = [s for s in samples if pass_started <= s[0] <= pass_ended]
             latencies = [s[1] for s in during]
             result.update(
@@ -299,11 +280,48 @@ def one_round(
         driver.wait(timeout=60)
         return result
     finally:
-        for process in (load, driver):
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait()
+        kill(load, driver)
         hub.close()
+
+
+def start_clients(
+    opts: argparse.Namespace, port: int, cookie: str, cpus: set[int] | None = None
+) -> subprocess.Popen[str]:
+    """The clients' process (``clients`` above), once every client is connected and refreshing."""
+    load = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "clients",
+            f"--port={port}",
+            f"--cookie={cookie}",
+            f"--clients={opts.clients}",
+            f"--interval={opts.interval}",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=WORK,
+    )
+    if cpus:
+        os.sched_setaffinity(load.pid, cpus)
+    assert load.stdout is not None
+    assert load.stdout.readline().strip() == "ready"
+    return load
+
+
+def stop_clients(load: subprocess.Popen[str]) -> list[tuple[float, float, int]]:
+    """Stop the clients; every page they read: (sent at, seconds to the answer, status)."""
+    load.send_signal(signal.SIGTERM)
+    out, _ = load.communicate(timeout=60)
+    samples: list[tuple[float, float, int]] = json.loads(out.strip().splitlines()[-1])
+    return samples
+
+
+def kill(*processes: subprocess.Popen[str] | None) -> None:
+    for process in processes:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def alternate(
@@ -356,19 +374,11 @@ def page_cost(opts: argparse.Namespace) -> int:
             port = int(page["url"].rsplit(":", 1)[1])
             if name == "status page":
                 body_size = page_size(port, page["cookie"])
-            load = subprocess.Popen(
-                [sys.executable, __file__, "clients", f"--port={port}", f"--cookie={page['cookie']}",
-                 f"--clients={opts.clients}", f"--interval={opts.interval}"],
-                stdout=subprocess.PIPE, text=True, cwd=WORK,
-            )  # fmt: skip
-            assert load.stdout is not None
-            assert load.stdout.readline().strip() == "ready"
+            load = start_clients(opts, port, page["cookie"])
             started, cpu_before = time.monotonic(), process_cpu(server.pid)
             time.sleep(opts.seconds)
             ended, cpu_after = time.monotonic(), process_cpu(server.pid)
-            load.send_signal(signal.SIGTERM)
-            out, _ = load.communicate(timeout=60)
-            samples = json.loads(out.strip().splitlines()[-1])
+            samples = stop_clients(load)
             pages = sum(1 for sample in samples if started <= sample[0] <= ended and sample[2] == 200)
             results[name] = {
                 "pages": pages,
@@ -376,10 +386,7 @@ def page_cost(opts: argparse.Namespace) -> int:
                 "ms_per_page": 1000 * (cpu_after - cpu_before) / max(pages, 1),
             }
         finally:
-            for process in (load, server):
-                if process is not None and process.poll() is None:
-                    process.kill()
-                    process.wait()
+            kill(load, server)
     ours, floor = results["status page"]["ms_per_page"], results["bare hypercorn"]["ms_per_page"]
     summary = {
         "body_bytes": body_size,
@@ -388,16 +395,38 @@ def page_cost(opts: argparse.Namespace) -> int:
         **results,
         "machine": machine(),
     }
-    if opts.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(
-            f"culler CPU per page, no pass running, {opts.clients} clients every {opts.interval:g} s, "
-            f"{opts.seconds:g} s: status page {ours:.2f} ms ({results['status page']['pages']} pages), bare ASGI app "
-            f"on the same hypercorn {floor:.2f} ms ({results['bare hypercorn']['pages']} pages, {body_size:,}-byte "
-            f"body); trio-culler's own share {ours - floor:.2f} ms"
-        )
+    emit(
+        opts,
+        summary,
+        f"culler CPU per page, no pass running, {opts.clients} clients every {opts.interval:g} s, "
+        f"{opts.seconds:g} s: status page {ours:.2f} ms ({results['status page']['pages']} pages), bare ASGI app "
+        f"on the same hypercorn {floor:.2f} ms ({results['bare hypercorn']['pages']} pages, {body_size:,}-byte "
+        f"body); trio-culler's own share {ours - floor:.2f} ms",
+    )
     return 0
+
+
+def emit(opts: argparse.Namespace, summary: dict[str, Any], text: str) -> None:
+    """The summary as JSON with ``--json``, else the text for a reader."""
+    print(json.dumps(summary, indent=2) if opts.json else text)
+
+
+def with_clients_summary(
+    opts: argparse.Namespace, loaded: list[dict[str, Any]], loads: list[str], rounds: list[Any]
+) -> dict[str, Any]:
+    """What both load modes report of their ``loaded`` passes: the set-up, the pages' latency, the machine."""
+    return {
+        "users": opts.users,
+        "clients": opts.clients,
+        "interval_s": opts.interval,
+        "latency_ms_p50": statistics.median(r["latency_ms_p50"] for r in loaded),
+        "latency_ms_p99": statistics.median(r["latency_ms_p99"] for r in loaded),
+        "latency_ms_max": max(r["latency_ms_max"] for r in loaded),
+        "pages_not_200": sum(r["pages_not_200"] for r in loaded),
+        "load_average": loads,
+        "machine": machine(),
+        "rounds": rounds,
+    }
 
 
 def page_size(port: int, cookie: str) -> int:
@@ -446,32 +475,23 @@ def paired(opts: argparse.Namespace) -> int:
     per_round = [paired_ratio(r["phases"]) for r in rounds]
     summary = {
         "mode": "paired",
-        "users": opts.users,
-        "clients": opts.clients,
-        "interval_s": opts.interval,
         "phase_s": opts.phase,
         "ratio": ratio,
         "ratio_per_round": per_round,
         "phases": len(phases),
         "pass_s": statistics.median(r["duration_s"] for r in rounds),
-        "latency_ms_p50": statistics.median(r["latency_ms_p50"] for r in rounds),
-        "latency_ms_p99": statistics.median(r["latency_ms_p99"] for r in rounds),
-        "pages_not_200": sum(r["pages_not_200"] for r in rounds),
-        "load_average": loads,
-        "machine": machine(),
-        "rounds": rounds,
+        **with_clients_summary(opts, rounds, loads, rounds),
     }
-    if opts.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(
-            f"{opts.users:,} users, {opts.clients} clients refreshing every {opts.interval:g} s, switched on and off "
-            f"every {opts.phase:g} s within each pass (load average {loads[0]} -> {loads[-1]})\n"
-            f"pace of the pass without the clients over its pace with them: {ratio:.3f}x over {len(phases)} phases "
-            f"(rounds: {', '.join(f'{r:.3f}x' for r in per_round)}; target <= {TARGET}x)\n"
-            f"page latency during the pass: p50 {summary['latency_ms_p50']:.1f} ms, "
-            f"p99 {summary['latency_ms_p99']:.1f} ms; {summary['pages_not_200']} not 200"
-        )
+    emit(
+        opts,
+        summary,
+        f"{opts.users:,} users, {opts.clients} clients refreshing every {opts.interval:g} s, switched on and off "
+        f"every {opts.phase:g} s within each pass (load average {loads[0]} -> {loads[-1]})\n"
+        f"pace of the pass without the clients over its pace with them: {ratio:.3f}x over {len(phases)} phases "
+        f"(rounds: {', '.join(f'{r:.3f}x' for r in per_round)}; target <= {TARGET}x)\n"
+        f"page latency during the pass: p50 {summary['latency_ms_p50']:.1f} ms, "
+        f"p99 {summary['latency_ms_p99']:.1f} ms; {summary['pages_not_200']} not 200",
+    )
     return 0 if ratio <= TARGET else 1
 
 
@@ -540,9 +560,6 @@ def main(argv: list[str] | None = None) -> int:
     ratios = [r["loaded"]["duration_s"] / r["alone"]["duration_s"] for r in rounds]
     ratio = statistics.median(ratios)
     summary = {
-        "users": opts.users,
-        "clients": opts.clients,
-        "interval_s": opts.interval,
         "pass_s_alone": alone,
         "pass_s_loaded": loaded,
         "ratio": ratio,
@@ -551,19 +568,13 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_s_alone": statistics.median(r["alone"]["cpu_s"] for r in rounds),
         "cpu_s_loaded": statistics.median(r["loaded"]["cpu_s"] for r in rounds),
         "pages_during_pass": statistics.median(r["loaded"]["pages_during_pass"] for r in rounds),
-        "latency_ms_p50": statistics.median(r["loaded"]["latency_ms_p50"] for r in rounds),
-        "latency_ms_p99": statistics.median(r["loaded"]["latency_ms_p99"] for r in rounds),
-        "latency_ms_max": max(r["loaded"]["latency_ms_max"] for r in rounds),
-        "pages_not_200": sum(r["loaded"]["pages_not_200"] for r in rounds),
         "culled": [r["alone"]["culled"] for r in rounds] + [r["loaded"]["culled"] for r in rounds],
-        "load_average": loads,
-        "machine": machine(),
-        "rounds": rounds,
+        **with_clients_summary(opts, [r["loaded"] for r in rounds], loads, rounds),
     }
-    if opts.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(
+    emit(
+        opts,
+        summary,
+        (
             f"{opts.users:,} users, {opts.clients} clients refreshing every {opts.interval:g} s "
             f"(load average {loads[0]} -> {loads[-1]})\n"
             f"pass alone {alone:.2f} s, with clients {loaded:.2f} s (medians); median per-round ratio {ratio:.3f}x "
@@ -572,7 +583,8 @@ def main(argv: list[str] | None = None) -> int:
             f"page latency during the pass: p50 {summary['latency_ms_p50']:.1f} ms, "
             f"p99 {summary['latency_ms_p99']:.1f} ms, max {summary['latency_ms_max']:.1f} ms; "
             f"{summary['pages_during_pass']:.0f} pages per pass, {summary['pages_not_200']} not 200"
-        )
+        ),
+    )
     return 0 if opts.interval == 0 or ratio <= TARGET else 1
 
 

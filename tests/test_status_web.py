@@ -141,11 +141,14 @@ def report(**changes: Any) -> PassReport:
     return PassReport(**values)
 
 
-def make_app(history: History | None = None) -> tuple[httpx.AsyncClient, FakeFlow, History]:
+def make_app(
+    history: History | None = None, *, metrics: Metrics | None = None
+) -> tuple[httpx.AsyncClient, FakeFlow, History]:
     cfg = Config(api_token=TOKEN)
     history = history or History(cfg.public_dict(), size=5)
     flow = FakeFlow(USERS)
-    app = create_app(SETTINGS, history, flow, secret_key=b"k" * 32)
+    registry = None if metrics is None else metrics.registry
+    app = create_app(SETTINGS, history, flow, secret_key=b"k" * 32, metrics=registry)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:10101")
     return client, flow, history
 
@@ -398,12 +401,9 @@ async def test_metrics_are_served_behind_the_same_check_as_api_status() -> None:
     """Prometheus scrapes through the hub's proxy with a hub token holding the service's access scope; a
     logged-in admin may read them too; everyone else gets what they get at api/status."""
     metrics = Metrics()
-    cfg = Config(api_token=TOKEN)
-    history = History(cfg.public_dict(), size=5)
-    flow = FakeFlow(USERS)
-    app = create_app(SETTINGS, history, flow, secret_key=b"k" * 32, metrics=metrics.registry)
+    client, flow, _history = make_app(metrics=metrics)
     metrics.observe(report())
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:10101") as client:
+    async with client:
         none = await client.get(f"{PAGE}metrics")
         weak = await client.get(f"{PAGE}metrics", headers={"Authorization": "token weak-token"})
         bogus = await client.get(f"{PAGE}metrics", headers={"Authorization": "Bearer nope"})

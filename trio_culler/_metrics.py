@@ -12,6 +12,8 @@ exception tree).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from ._errors import HubError
@@ -29,15 +31,20 @@ ERROR_KINDS = ("unavailable", "timeout", "auth", "scope", "status", "protocol", 
 _PASS_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, float("inf"))
 
 
+def _labelled(name: str, documentation: str, label: str, values: Sequence[str], registry: CollectorRegistry) -> Counter:
+    """A counter with one label, every value of which exists at 0 from the start (see the module's docstring)."""
+    counter = Counter(name, documentation, [label], registry=registry)
+    for value in values:
+        counter.labels(value)
+    return counter
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True) if registry is None else registry
         r = self.registry
-        self.servers_culled = Counter(
-            "trio_culler_servers_culled",
-            "Servers culled, by the rule that culled them.",
-            ["reason"],
-            registry=r,
+        self.servers_culled = _labelled(
+            "trio_culler_servers_culled", "Servers culled, by the rule that culled them.", "reason", CULL_REASONS, r
         )
         self.users_culled = Counter("trio_culler_users_culled", "Users deleted.", registry=r)
         self.passes = Counter("trio_culler_passes", "Passes finished (completed or aborted).", registry=r)
@@ -54,41 +61,35 @@ class Metrics:
             "1 if the last pass completed without errors, else 0.",
             registry=r,
         )
-        self.errors = Counter(
-            "trio_culler_errors", "Failed requests and unreadable data, by kind.", ["kind"], registry=r
+        self.errors = _labelled(
+            "trio_culler_errors", "Failed requests and unreadable data, by kind.", "kind", ERROR_KINDS, r
         )
         self.users_seen = Gauge("trio_culler_users_seen", "Users looked at in the last pass.", registry=r)
         self.servers_seen = Gauge("trio_culler_servers_seen", "Servers looked at in the last pass.", registry=r)
         self.servers_pending = Counter(
             "trio_culler_servers_stop_pending", "Stops the hub answered 202 (still stopping).", registry=r
         )
-        self.warnings = Counter(
+        self.warnings = _labelled(
             "trio_culler_warnings",
             "Warnings before a cull, by outcome: sent, or failed (hook or --warn-url).",
-            ["outcome"],
-            registry=r,
+            "outcome",
+            ("sent", "failed"),
+            r,
         )
-        for outcome in ("sent", "failed"):
-            self.warnings.labels(outcome=outcome)
         self.skipped = Counter("trio_culler_users_skipped", "Users skipped because unreadable.", registry=r)
         self.servers_inspected = Counter(
             "trio_culler_servers_inspected", "Servers whose kernels and terminals were read.", registry=r
         )
-        self.inspection_failures = Counter(
+        self.inspection_failures = _labelled(
             "trio_culler_inspection_failures",
             "Servers that could not be inspected (then decided from the hub's data), by kind.",
-            ["kind"],
-            registry=r,
+            "kind",
+            INSPECTION_FAILURE_KINDS,
+            r,
         )
-        for kind in INSPECTION_FAILURE_KINDS:
-            self.inspection_failures.labels(kind=kind)
         self.hub_up = Gauge(
             "trio_culler_hub_up", "1 if the last probe reached the hub and it accepted the token, else 0.", registry=r
         )
-        for reason in CULL_REASONS:
-            self.servers_culled.labels(reason=reason)
-        for kind in ERROR_KINDS:
-            self.errors.labels(kind=kind)
 
     def observe_probe(self, error: HubError | None) -> None:
         """A start-up probe (before the first pass): a hub down from the start counts as an error too."""

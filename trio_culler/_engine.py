@@ -27,7 +27,7 @@ from ._decide import Action, Decision, decide_server, decide_user, effective_idl
 from ._errors import HubAuthError, HubError, HubStatusError, HubTimeout, HubUnavailable, first_leaf
 from ._forecast import Upcoming, cull_time
 from ._hub import HubClient
-from ._inspect import InspectionFailed, ServerActivity, inspect_server
+from ._inspect import InspectionFailed, ServerActivity, inspect_server, inspected_every_pass
 from ._models import Server, User
 from ._notify import CullWarning, Notifier
 from ._pager import stream_users
@@ -174,12 +174,7 @@ def _triage(config: Config, now: datetime) -> Callable[[User], Work | None]:
     hook = config.cull_arbiter_hook is not None
     explain = log.isEnabledFor(logging.DEBUG)
     warn_before = timedelta(seconds=config.warn_before)
-    # With --kernel-activity-only the hub's activity says nothing about idleness: every ready server may be
-    # culled by its kernels, so every one goes to a worker, which inspects it.
-    inspect_all = config.inspect_kernels
-
-    def to_inspect(server: Server, policy: Policy) -> bool:
-        return inspect_all and policy.kernel_activity_only and server.is_ready and not server.pending
+    inspect_kernels = config.inspect_kernels
 
     def entering_warning(server: Server, policy: Policy) -> bool:
         # A server about to enter its warning window must reach a worker too, which warns its user.
@@ -196,7 +191,12 @@ def _triage(config: Config, now: datetime) -> Callable[[User], Work | None]:
         for name, server in user.servers.items():
             policy = table.for_server(user, server).policy
             decision = decisions[name] = decide_server(server, policy=policy, now=now)
-            wanted = wanted or decision.acts or entering_warning(server, policy) or to_inspect(server, policy)
+            wanted = (
+                wanted
+                or decision.acts
+                or entering_warning(server, policy)
+                or (inspect_kernels and inspected_every_pass(server, policy))
+            )
         if wanted or (not decisions and table.for_user(user).policy.cull_users):
             return Work(user, decisions)
         return None

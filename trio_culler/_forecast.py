@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from ._config import Policy
+from ._inspect import inspected_every_pass
 from ._models import Server, User
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ class Upcoming:
         for server in user.servers.values():
             matched = self.rules.for_server(user, server) if self.rules else None
             policy = self.policy if matched is None else matched.policy
-            if self.inspect_kernels and policy.kernel_activity_only and server.is_ready and not server.pending:
+            if self.inspect_kernels and inspected_every_pass(server, policy):
                 continue  # its kernels decide: forecast by the worker that reads them (observe_inspected)
             self._add(user, server, matched, cull_time(server, policy=policy, idle_foreseeable=self.idle_foreseeable))
 

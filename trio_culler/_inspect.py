@@ -21,13 +21,16 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import attrs
 import cattrs
 
 from ._models import Server, strict_hook, timestamp_hook
+
+if TYPE_CHECKING:
+    from ._config import Policy
 
 __all__ = [
     "ACCESS_SCOPE",
@@ -38,6 +41,7 @@ __all__ = [
     "Terminal",
     "encode_path",
     "inspect_server",
+    "inspected_every_pass",
     "parse_kernels",
     "parse_terminals",
     "server_base_url",
@@ -45,6 +49,14 @@ __all__ = [
 
 #: The scope a culler's token needs to read a user's server (named in the 403 message).
 ACCESS_SCOPE = "access:servers"
+
+
+def inspected_every_pass(server: Server, policy: Policy) -> bool:
+    """Whether ``--inspect-kernels`` reads this server at every pass, whatever the hub's data says: with
+    --kernel-activity-only the hub's activity says nothing about idleness, so every ready server (none
+    pending) may be culled by its kernels. The pager sends each such server to a worker, and leaves its
+    forecast to that worker."""
+    return policy.kernel_activity_only and server.is_ready and not server.pending
 
 
 @attrs.frozen

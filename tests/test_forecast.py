@@ -169,7 +169,12 @@ def test_a_busy_kernel_forecasts_the_end_of_its_protection_or_nothing() -> None:
 
 
 # Mostly servers that can be culled at all (ready, nothing pending): the others are forecast None at once.
-cullable_servers = strategies.servers().map(lambda s: attrs.evolve(s, pending=None, ready=True))
+# ... with or without the hub showing their activity (a token without read:users:activity sees none).
+cullable_servers = st.builds(
+    lambda server, visible: attrs.evolve(server, pending=None, ready=True, activity_visible=visible),
+    strategies.servers(),
+    st.booleans(),
+)
 
 
 @settings(max_examples=400)

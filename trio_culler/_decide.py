@@ -49,6 +49,7 @@ __all__ = [
     "decide_user",
     "effective_idle_time",
     "format_duration",
+    "idle_since",
     "server_idle_time",
 ]
 
@@ -155,27 +156,33 @@ def _since(now: datetime, then: datetime | None) -> timedelta | None:
     return max(now - then, timedelta(0))
 
 
-def server_idle_time(server: Server, now: datetime) -> tuple[timedelta | None, timedelta | None]:
-    """``(inactive, age)`` of a server; ``inactive`` falls back to the age when there is no activity yet, and
-    is unknown (None) when the hub did not show the activity at all."""
-    age = _since(now, server.started)
+def idle_since(
+    server: Server, *, policy: Policy | None = None, activity: ServerActivity | None = None
+) -> datetime | None:
+    """Since when a server counts as idle, as the rules measure it (the decisions' idle time and the forecast's
+    cull time both start here): its last activity, or its start when there is none yet; None (unknown) when
+    the hub did not show the activity at all. With ``kernel_activity_only`` and an inspected server, the newest
+    activity of its kernels and terminals instead (its start when it has none: a server where nothing ever ran
+    is as idle as it is old)."""
+    if activity is not None and policy is not None and policy.kernel_activity_only:
+        newest = activity.last_activity
+        return newest if newest is not None else server.started
     if not server.activity_visible:
-        return None, age
-    inactive = _since(now, server.last_activity) if server.last_activity is not None else age
-    return inactive, age
+        return None
+    return server.last_activity if server.last_activity is not None else server.started
+
+
+def server_idle_time(server: Server, now: datetime) -> tuple[timedelta | None, timedelta | None]:
+    """``(inactive, age)`` of a server, by the hub's data (:func:`idle_since`)."""
+    return _since(now, idle_since(server)), _since(now, server.started)
 
 
 def effective_idle_time(
     server: Server, now: datetime, *, policy: Policy, activity: ServerActivity | None = None
 ) -> tuple[timedelta | None, timedelta | None]:
     """``(inactive, age)`` as the rules measure them: :func:`server_idle_time`, except that with
-    ``kernel_activity_only`` and an inspected server the idle time is that of its kernels and terminals (its
-    age when it has none: a server where nothing ever ran is as idle as it is old)."""
-    inactive, age = server_idle_time(server, now)
-    if activity is not None and policy.kernel_activity_only:
-        newest = activity.last_activity
-        inactive = _since(now, newest) if newest is not None else age
-    return inactive, age
+    ``kernel_activity_only`` an inspected server is idle since its kernels and terminals were last active."""
+    return _since(now, idle_since(server, policy=policy, activity=activity)), _since(now, server.started)
 
 
 def decide_server(

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from ._config import Policy
+from ._decide import idle_since
 from ._inspect import inspected_every_pass
 from ._models import Server, User
 
@@ -69,13 +70,8 @@ def cull_time(
     # Runs for every server of every pass (100,000 at a time): no list, no lambda, one tuple at most kept.
     best: tuple[datetime, str, timedelta] | None = None
     kind_enabled = policy.cull_named_servers if server.name else policy.cull_default_servers
-    if activity is not None:
-        if idle_foreseeable and kind_enabled:
-            best = _inspected_idle_time(server, policy, activity)
-    elif idle_foreseeable and kind_enabled and server.activity_visible:
-        since = server.last_activity if server.last_activity is not None else server.started
-        if since is not None:
-            best = (since + policy.timeout, "idle", policy.timeout)
+    if idle_foreseeable and kind_enabled:
+        best = _idle_cull_time(server, policy, activity)
     if policy.max_age is not None and server.started is not None:
         aged = server.started + policy.max_age
         if best is None or aged < best[0]:
@@ -83,18 +79,16 @@ def cull_time(
     return best
 
 
-def _inspected_idle_time(
-    server: Server, policy: Policy, activity: ServerActivity
+def _idle_cull_time(
+    server: Server, policy: Policy, activity: ServerActivity | None
 ) -> tuple[datetime, str, timedelta] | None:
-    """The idleness cull of an inspected server, as :func:`._decide.decide_server` will judge it later."""
-    if policy.kernel_activity_only:
-        since, limit = (activity.last_activity or server.started), "kernels_idle"
-    else:
-        since, limit = (server.last_activity or server.started), "idle"
+    """The idleness cull of a server, as :func:`._decide.decide_server` will judge it later."""
+    since = idle_since(server, policy=policy, activity=activity)
     if since is None:
         return None
-    idle = (since + policy.timeout, limit, policy.timeout)
-    if not activity.busy:
+    by_kernels = activity is not None and policy.kernel_activity_only
+    idle = (since + policy.timeout, "kernels_idle" if by_kernels else "idle", policy.timeout)
+    if activity is None or not activity.busy:
         return idle
     # A busy kernel protects its server for --max-busy after its cell started, or as long as it runs.
     if policy.max_busy is None or activity.busy_since is None:

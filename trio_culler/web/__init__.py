@@ -4,9 +4,18 @@ See the README's "The status page". Imported only when the page is served, so a 
 loads hypercorn, Starlette or Jinja2.
 """
 
+from .._history import History
 from ._app import create_app
 from ._oauth import Identity, OAuthError, OAuthFlow
 from ._server import serve_status_page
 from ._settings import StatusPageSettings
 
-__all__ = ["Identity", "OAuthError", "OAuthFlow", "StatusPageSettings", "create_app", "serve_status_page"]
+__all__ = [
+    "History",
+    "Identity",
+    "OAuthError",
+    "OAuthFlow",
+    "StatusPageSettings",
+    "create_app",
+    "serve_status_page",
+]

@@ -14,6 +14,7 @@ EXPECTED = {
     "Culler",
     "CullerError",
     "CullerStatistics",
+    "CullerStopped",
     "Decision",
     "HubAuthError",
     "HubError",

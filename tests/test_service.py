@@ -14,7 +14,8 @@ import pytest
 import trio
 import trio.testing
 
-from trio_culler import Config, Culler, PassReport, open_culler, run_pass, serve
+from trio_culler import Config, Culler, CullerStopped, PassReport, open_culler, run_pass, serve
+from trio_culler._service import Drain
 from trio_culler.testing import FakeHub, FakeServer, open_fake_hub
 
 TOKEN = "service-test-token"
@@ -248,3 +249,125 @@ async def test_run_pass_logs_and_reports_its_pass_and_survives_a_failing_reporte
     assert report.servers_stopped == 2
     assert [r.getMessage() for r in caplog.records if getattr(r, "event", None) == "pass"] == [report.summary()]
     assert any(r.getMessage() == "A pass reporter failed" for r in caplog.records)
+
+
+# -- run_pass_now() on a culler that stopped --------------------------------------------------------------------
+# Each waits under fail_after on the autojump clock: a run_pass_now() that hangs fails the test instead.
+
+
+async def test_run_pass_now_after_stop_raises_at_once(autojump_clock: trio.testing.MockClock) -> None:
+    hub = idle_hub(2)
+    async with hub.running(), trio.open_nursery() as nursery:
+        culler: Culler = await nursery.start(
+            lambda task_status: serve(config(), transport=hub.transport(), task_status=task_status)
+        )
+        await culler.run_pass_now()
+        culler.stop()
+        asked_at = trio.current_time()
+        with trio.fail_after(3600), pytest.raises(CullerStopped, match="stopped"):
+            await culler.run_pass_now()
+        assert trio.current_time() == asked_at, "raised at once, without waiting for anything"
+    # And once serve() has returned, too.
+    with trio.fail_after(3600), pytest.raises(CullerStopped):
+        await culler.run_pass_now()
+
+
+async def test_callers_waiting_when_the_culler_stops_are_woken_with_the_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A pass is under way (slow stops); two callers wait for the pass after it, which will never start.
+    hub = idle_hub(10, stop_latency=5.0, slow_stop_timeout=100)
+    outcomes: list[str] = []
+
+    async def wait_for_a_pass(culler: Culler) -> None:
+        try:
+            await culler.run_pass_now()
+        except CullerStopped:
+            outcomes.append("stopped")
+        else:
+            outcomes.append("report")
+
+    async with hub.running(), trio.open_nursery() as nursery:
+        culler = Culler(config(concurrency=2), transport=hub.transport())
+        nursery.start_soon(lambda: culler.serve())
+        await trio.sleep(1)
+        assert culler.statistics().pass_running
+        with trio.fail_after(3600):
+            async with trio.open_nursery() as callers:
+                callers.start_soon(wait_for_a_pass, culler)
+                callers.start_soon(wait_for_a_pass, culler)
+                await trio.sleep(1)
+                culler.stop(grace=10)
+    assert outcomes == ["stopped", "stopped"]
+
+
+async def test_callers_are_woken_when_serve_ends_without_stop(autojump_clock: trio.testing.MockClock) -> None:
+    # The hub never answers the start-up probe; the embedding application then cancels the culler's nursery
+    # (its own shutdown): a caller outside that nursery must not wait forever.
+    hub = idle_hub(1)
+
+    async def never(request: httpx.Request) -> httpx.Response | None:
+        return httpx.Response(503, json={"status": 503, "message": "starting"})
+
+    hub.fault = never
+    outcome: list[BaseException] = []
+    woken = trio.Event()
+
+    async def caller(culler: Culler) -> None:
+        try:
+            await culler.run_pass_now()
+        except CullerStopped as error:
+            outcome.append(error)
+        woken.set()
+
+    async with hub.running(), trio.open_nursery() as app:
+        culler = Culler(config(), transport=hub.transport())
+        app.start_soon(caller, culler)
+        async with trio.open_nursery() as culler_nursery:
+            culler_nursery.start_soon(lambda: culler.serve())
+            await trio.sleep(30)
+            assert culler.statistics().passes_started == 0, "still waiting for the hub"
+            culler_nursery.cancel_scope.cancel()
+        with trio.fail_after(3600):
+            await woken.wait()
+    assert len(outcome) == 1
+    assert "no pass will run" in str(outcome[0])
+
+
+async def test_a_caller_waiting_for_the_pass_under_way_gets_its_report_when_stop_lets_it_finish(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A pass that was already asked for and is running when stop() comes is not abandoned: it drains and its
+    # (interrupted) report is what the caller gets.
+    hub = idle_hub(6, stop_latency=2.0)
+    async with hub.running(), trio.open_nursery() as nursery:
+        culler = Culler(config(concurrency=2, cull_every=3600), transport=hub.transport())
+        reports: list[PassReport] = []
+        async with trio.open_nursery() as callers:
+            callers.start_soon(lambda: _append(reports, culler.run_pass_now()))
+            nursery.start_soon(lambda: culler.serve())
+            await trio.sleep(1)
+            assert culler.statistics().pass_running
+            culler.stop(grace=10)
+    assert len(reports) == 1
+    assert reports[0].interrupted
+
+
+async def test_a_drain_shortens_its_grace_never_lengthens_it(autojump_clock: trio.testing.MockClock) -> None:
+    # The one graceful stop behind Culler.stop() and the command line's --once (a first signal drains, a
+    # second one stops at once).
+    drain = Drain()
+    cancelled_at = None
+    with drain.scope:
+        assert not drain.draining.is_set()
+        drain.stop(10)
+        assert drain.draining.is_set()
+        drain.stop(60)  # a later, longer grace does not extend the first
+        await trio.sleep(5)
+        drain.stop(1)  # a shorter one wins
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled_at = trio.current_time()
+    assert drain.scope.cancelled_caught
+    assert cancelled_at == 6

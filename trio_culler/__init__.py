@@ -23,7 +23,7 @@ from ._errors import (
 from ._inspect import Kernel, ServerActivity, Terminal
 from ._models import Server, User
 from ._report import PassError, PassReport
-from ._service import Culler, CullerStatistics, open_culler, run_pass, serve
+from ._service import Culler, CullerStatistics, CullerStopped, open_culler, run_pass, serve
 from ._version import __version__
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "Culler",
     "CullerError",
     "CullerStatistics",
+    "CullerStopped",
     "Decision",
     "HubAuthError",
     "HubError",

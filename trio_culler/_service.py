@@ -16,6 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING
 
 import attrs
@@ -24,7 +25,7 @@ from trio_util import AsyncValue, wait_any
 
 from ._config import Config
 from ._engine import run_pass_with
-from ._errors import HubAuthError, HubError
+from ._errors import CullerError, HubAuthError, HubError
 from ._hub import HubClient, HubStatistics, open_hub_client
 from ._notify import Notifier, open_notifier
 from ._probe import Probe, probe_hub
@@ -33,7 +34,17 @@ from ._report import PassRecorder, PassReport
 if TYPE_CHECKING:
     import httpx  # for annotations only: requests are the hub client's business (_hub)
 
-__all__ = ["Culler", "CullerStatistics", "ProbeListener", "Reporter", "open_culler", "run_pass", "serve"]
+__all__ = [
+    "Culler",
+    "CullerStatistics",
+    "CullerStopped",
+    "Drain",
+    "ProbeListener",
+    "Reporter",
+    "open_culler",
+    "run_pass",
+    "serve",
+]
 
 log = logging.getLogger("trio_culler")
 
@@ -46,6 +57,28 @@ ProbeListener = Callable[[HubError | None], None]
 #: How long in-flight requests may finish after :meth:`Culler.stop` by default.
 DEFAULT_GRACE = 5.0
 _STARTUP_RETRY_CAP = 60.0
+
+
+class Drain:
+    """A graceful stop, for a pass run by :class:`Culler` and for the command line's ``--once`` alike: once
+    :meth:`stop` is called, :attr:`draining` tells the pass to take no new page or user, and :attr:`scope`
+    (which the caller runs the pass in) gives the requests in flight ``grace`` seconds, then cancels them."""
+
+    def __init__(self) -> None:
+        self.draining = trio.Event()
+        self.scope = trio.CancelScope()
+
+    def stop(self, grace: float) -> None:
+        """Begin draining; a later call may shorten the grace period, never lengthen it (``0``: cancel now)."""
+        self.draining.set()
+        self.scope.deadline = min(self.scope.deadline, trio.current_time() + grace)
+
+
+class CullerStopped(CullerError):
+    """:meth:`Culler.run_pass_now` on a culler that will run no more passes: :meth:`Culler.stop` was called,
+    or :meth:`Culler.serve` has returned or raised (for whatever reason: a stop before the hub ever answered,
+    the embedding nursery cancelled, a bug). Like ``trio.ClosedResourceError``: raised at once, never after
+    a wait."""
 
 
 @attrs.frozen
@@ -72,8 +105,9 @@ class Culler:
         self._reporters = list(reporters)
         self._probe_listeners = list(probe_listeners)
         self._hub: HubClient | None = None
-        self._scope = trio.CancelScope()
-        self._draining = trio.Event()
+        self._drain = Drain()
+        #: Set when serve() is over, however it ended: no pass will start any more.
+        self._ended = trio.Event()
         # Pass numbers: the last one started, finished, and asked for by run_pass_now() (the loop starts that
         # one at once instead of waiting for its schedule).
         self._started = AsyncValue(0)
@@ -83,42 +117,44 @@ class Culler:
         #: The report of the last pass that finished, or None before the first one.
         self.last_report: PassReport | None = None
 
-    def add_reporter(self, reporter: Reporter) -> None:
-        self._reporters.append(reporter)
-
-    def add_probe_listener(self, listener: ProbeListener) -> None:
-        self._probe_listeners.append(listener)
-
     def statistics(self) -> CullerStatistics:
         hub = self._hub.statistics() if self._hub is not None else HubStatistics()
         return CullerStatistics(self._started.value, self._finished.value, self._running, hub)
 
     async def serve(self, *, task_status: trio.TaskStatus[Culler] = trio.TASK_STATUS_IGNORED) -> None:
         """Run passes until :meth:`stop`. Reports started (with ``self``) once the hub answered."""
-        with self._scope:
-            async with open_hub_client(self.config, transport=self._transport) as hub:
-                self._hub = hub
-                probe = await self._wait_for_hub(hub)
-                if probe is None:
-                    return
-                task_status.started(self)
-                async with open_notifier(self.config) as notifier:
-                    await self._loop(hub, notifier, probe)
+        try:
+            with self._drain.scope:
+                async with open_hub_client(self.config, transport=self._transport) as hub:
+                    self._hub = hub
+                    probe = await self._wait_for_hub(hub)
+                    if probe is None:
+                        return
+                    task_status.started(self)
+                    async with open_notifier(self.config) as notifier:
+                        await self._loop(hub, notifier, probe)
+        finally:
+            self._ended.set()
 
     def stop(self, grace: float = DEFAULT_GRACE) -> None:
         """Stop gracefully: no new page or user is taken, requests in flight get ``grace`` seconds, then
         whatever is left is cancelled. Safe to call more than once; ``grace=0`` stops at once, and so does a
         culler with no pass running (waiting for the hub, or between passes: nothing is in flight)."""
-        self._draining.set()
-        if not self._running:
-            grace = 0
-        self._scope.deadline = min(self._scope.deadline, trio.current_time() + grace)
+        self._drain.stop(grace if self._running else 0)
 
     async def run_pass_now(self) -> PassReport:
-        """Start a pass now (or right after the one running) and return its report."""
+        """Start a pass now (or right after the one running) and return its report.
+
+        Raises :class:`CullerStopped` at once on a culler that was stopped or whose :meth:`serve` is over, and
+        wakes with it every caller still waiting when :meth:`serve` ends. A caller waiting for the pass under
+        way when :meth:`stop` is called gets that pass's (interrupted) report."""
+        if self._drain.draining.is_set() or self._ended.is_set():
+            raise CullerStopped("the culler is stopped: no pass will run any more")
         target = self._started.value + 1
         self._requested.value = max(self._requested.value, target)
-        await self._finished.wait_value(lambda finished: finished >= target)
+        await wait_any(partial(self._finished.wait_value, lambda finished: finished >= target), self._ended.wait)
+        if self._finished.value < target:
+            raise CullerStopped("the culler stopped before the pass asked for ran: no pass will run any more")
         assert self.last_report is not None
         return self.last_report
 
@@ -127,7 +163,7 @@ class Culler:
         service that exits is restarted by the hub in a loop, culling nothing; waiting here is the better
         failure. Each try is one attempt: the wait between tries is the one this loop announces."""
         delay = 1.0
-        while not self._draining.is_set():
+        while not self._drain.draining.is_set():
             try:
                 probe = await probe_hub(hub, retries=0)
             except HubError as error:
@@ -151,7 +187,7 @@ class Culler:
                         extra={"event": "startup_retry", "error": error.kind},
                     )
                 with trio.move_on_after(delay):
-                    await self._draining.wait()
+                    await self._drain.draining.wait()
                 delay = min(delay * 2, _STARTUP_RETRY_CAP, max(self.config.interval, 1.0))
                 continue
             self._tell_probe_listeners(None)
@@ -172,15 +208,17 @@ class Culler:
         next_start = trio.current_time()
         while True:
             with trio.move_on_at(next_start):
-                await wait_any(self._draining.wait, self._wait_requested)
-            if self._draining.is_set():
+                await wait_any(self._drain.draining.wait, self._wait_requested)
+            if self._drain.draining.is_set():
                 return
             started = trio.current_time()
             self._started.value += 1
             self._running = True
             try:
                 # The start-up probe serves the first pass; every later pass probes again.
-                report = await run_pass_with(hub, self.config, draining=self._draining, notifier=notifier, probe=probe)
+                report = await run_pass_with(
+                    hub, self.config, draining=self._drain.draining, notifier=notifier, probe=probe
+                )
             finally:
                 self._running = False
             probe = None

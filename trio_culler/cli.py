@@ -36,7 +36,7 @@ from ._progress import draw_progress_bar
 from ._redact import make_redactor
 from ._report import PassRecorder, PassReport
 from ._rules import load_rules_file
-from ._service import Culler, ProbeListener, Reporter, run_pass
+from ._service import Culler, Drain, ProbeListener, Reporter, run_pass
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -355,26 +355,24 @@ async def _run_service(
 
 async def _run_once(settings: Settings, reporters: list[Reporter]) -> int:
     _log_start(settings)
-    draining = trio.Event()
-    pass_scope = trio.CancelScope()
+    drain = Drain()
     grace = settings.grace_period
-
-    def drain() -> None:
-        draining.set()
-        pass_scope.deadline = min(pass_scope.deadline, trio.current_time() + grace)
-
     recorder = PassRecorder(started=datetime.now(UTC), started_at=trio.current_time(), dry_run=settings.config.dry_run)
     report: PassReport | None = None
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with AsyncExitStack() as helpers:
             await helpers.enter_async_context(
-                run_and_cancelling(_watch_signals, signals, drain, pass_scope.cancel, grace)
+                run_and_cancelling(_watch_signals, signals, partial(drain.stop, grace), partial(drain.stop, 0), grace)
             )
             if settings.progress_bar and sys.stderr.isatty():
                 await helpers.enter_async_context(run_and_cancelling(draw_progress_bar, recorder, sys.stderr))
-            with pass_scope:
+            with drain.scope:
                 report = await run_pass(
-                    settings.config, draining=draining, recorder=recorder, now=recorder.started, reporters=reporters
+                    settings.config,
+                    draining=drain.draining,
+                    recorder=recorder,
+                    now=recorder.started,
+                    reporters=reporters,
                 )
     if report is None:
         log.warning("Pass cancelled before it finished")

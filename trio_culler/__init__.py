@@ -8,7 +8,7 @@ The public API, for applications that embed the culler in their own trio program
         report = await culler.run_pass_now()
 """
 
-from ._config import Config, Policy
+from ._config import Config
 from ._decide import Action, Decision, decide_server, decide_user
 from ._errors import (
     ConfigError,
@@ -22,6 +22,7 @@ from ._errors import (
 )
 from ._inspect import Kernel, ServerActivity, Terminal
 from ._models import Server, User
+from ._policy import Policy
 from ._report import PassError, PassReport
 from ._service import Culler, CullerStatistics, CullerStopped, open_culler, run_pass, serve
 from ._version import __version__

@@ -8,16 +8,16 @@ import math
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
 
 from ._errors import ConfigError
+from ._policy import Policy
+from ._rules import Rule, RuleTable, structure_rules
 
-if TYPE_CHECKING:
-    from ._rules import Rule, RuleTable
-
+# Policy lives in _policy (a leaf); it is named here too for the modules that import it from the configuration.
 __all__ = ["DEFAULT_URL", "ArbiterHook", "Config", "Policy", "WarnHook"]
 
 #: Where a hub listens for its services when nothing says otherwise (JupyterHub's own default hub_bind_url).
@@ -62,8 +62,6 @@ def _http_url(_instance: object, _attribute: attrs.Attribute[Any], value: str) -
 
 
 def _structure_rules(value: Any) -> tuple[Rule, ...]:
-    from ._rules import structure_rules  # _rules needs Policy from here
-
     return structure_rules(value, source="c.IdleCuller.rules")
 
 
@@ -95,25 +93,6 @@ def _public_url(_instance: object, _attribute: attrs.Attribute[Any], value: str 
         raise ConfigError(f"--public-url must be the hub's public http:// or https:// URL, not {value!r}")
     if parts.query or parts.fragment or any(c.isspace() for c in value):
         raise ConfigError(f"--public-url must be a base URL, without query, fragment or spaces, not {value!r}")
-
-
-@attrs.frozen(kw_only=True)
-class Policy:
-    """What the decision functions need to know; a projection of :class:`Config`."""
-
-    timeout: timedelta
-    max_age: timedelta | None
-    cull_users: bool
-    cull_admin_users: bool
-    cull_default_servers: bool
-    cull_named_servers: bool
-    remove_named_servers: bool
-    #: Never cull, never delete (a rule with ``cull = false``); no global option sets it.
-    exempt: bool = False
-    #: With --inspect-kernels: how long a busy kernel protects its server (None: as long as it is busy).
-    max_busy: timedelta | None = None
-    #: With --inspect-kernels: idle time from the server's kernels and terminals, not the hub's last_activity.
-    kernel_activity_only: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -215,8 +194,6 @@ class Config:
 
     @functools.cached_property
     def rule_table(self) -> RuleTable:
-        from ._rules import RuleTable
-
         return RuleTable(self.rules, self.policy)
 
     @functools.cached_property

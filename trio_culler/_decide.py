@@ -38,9 +38,9 @@ from datetime import datetime, timedelta
 
 import attrs
 
-from ._config import Policy
 from ._inspect import ServerActivity
 from ._models import Server, User
+from ._policy import Policy
 
 __all__ = [
     "Action",

@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import attrs
 
@@ -22,9 +22,6 @@ from ._config import Config
 from ._report import PassReport
 from ._service import run_pass
 from .testing import FakeHub, open_fake_hub
-
-if TYPE_CHECKING:
-    from .cli import Settings
 
 __all__ = ["DEMO_USERS", "Expected", "expected_culls", "run_demo"]
 
@@ -37,10 +34,12 @@ DEMO_SEED = 2026
 DEMO_STOP_LATENCY = 0.005
 
 
-async def run_demo(settings: Settings) -> int:
+async def run_demo(config: Config, *, log_level: int = logging.INFO) -> int:
+    """Run the demonstration with the options in ``config`` (its URL and token are replaced by the simulated
+    hub's); below DEBUG (``log_level``) the per-cull lines give way to a digest. Returns the exit status."""
     now = datetime.now(UTC)
     token = secrets.token_hex(16)
-    timeout = timedelta(seconds=settings.config.timeout)
+    timeout = timedelta(seconds=config.timeout)
     hub = FakeHub(token=token, stop_latency=DEMO_STOP_LATENCY)
     population = hub.populate(
         DEMO_USERS,
@@ -55,12 +54,12 @@ async def run_demo(settings: Settings) -> int:
     )
     print(
         f"Simulated hub: {len(population.users)} users, {len(population.idle) + len(population.active)} servers, "
-        f"{len(population.idle)} idle for longer than the {settings.config.timeout:g} s timeout"
+        f"{len(population.idle)} idle for longer than the {config.timeout:g} s timeout"
     )
     # Worked out before the pass, from the simulation's own data: what these options should cull.
-    expected = expected_culls(hub, settings.config, now)
+    expected = expected_culls(hub, config, now)
     quieted = []
-    if settings.log_level > logging.DEBUG:
+    if log_level > logging.DEBUG:
         # One line per cull would be thousands of lines: the demo prints a digest of them below instead.
         for handler in logging.getLogger().handlers:
             quieted.append((handler, handler.level))
@@ -68,8 +67,8 @@ async def run_demo(settings: Settings) -> int:
     try:
         async with hub.running(), open_fake_hub(hub) as api_url:
             print(f"Serving it at {api_url}; running one pass of the real culler against it...")
-            config = attrs.evolve(settings.config, url=api_url, api_token=token)
-            report = await run_pass(config, now=now, reporters=[_print_culls])
+            simulated = attrs.evolve(config, url=api_url, api_token=token)
+            report = await run_pass(simulated, now=now, reporters=[_print_culls])
             await hub.wait_stops_done()
     finally:
         for handler, level in quieted:
@@ -80,10 +79,10 @@ async def run_demo(settings: Settings) -> int:
     print(
         f"Hub saw {sum(stats.requests_by_kind.values())} requests "
         f"({', '.join(f'{k}: {v}' for k, v in stats.requests_by_kind.items() if v)}), "
-        f"at most {stats.max_in_flight} in flight (concurrency {settings.config.concurrency})"
+        f"at most {stats.max_in_flight} in flight (concurrency {config.concurrency})"
     )
     culled = sum(report.servers_culled.values())
-    if settings.config.dry_run:
+    if config.dry_run:
         print(f"Dry run: {culled} servers would have been culled (expected {len(expected.servers)}); none was stopped.")
         as_expected = expected.judged_elsewhere or culled == len(expected.servers)
         return 0 if not stopped and as_expected and report.ok else 1

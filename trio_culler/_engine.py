@@ -22,7 +22,7 @@ import trio
 from trio_util import run_and_cancelling
 
 from ._act import Outcome, decision_fields, delete_user, stop_server
-from ._config import Config, Policy
+from ._config import Config
 from ._decide import Action, Decision, decide_server, decide_user, effective_idle_time, server_idle_time
 from ._errors import HubAuthError, HubError, HubStatusError, HubTimeout, HubUnavailable, first_leaf
 from ._forecast import Upcoming, cull_time
@@ -31,6 +31,7 @@ from ._inspect import InspectionFailed, ServerActivity, inspect_server, inspecte
 from ._models import Server, User
 from ._notify import CullWarning, Notifier
 from ._pager import stream_users
+from ._policy import Policy
 from ._probe import Probe, check_scopes, probe_hub
 from ._report import MAX_UPCOMING_KEPT, PassRecorder, PassReport
 from ._rules import MissingFieldError

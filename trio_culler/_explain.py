@@ -21,12 +21,13 @@ from typing import Any, TextIO
 
 import attrs
 
-from ._config import Config, Policy
+from ._config import Config
 from ._decide import Decision, decide_server, decide_user, effective_idle_time, format_duration, server_idle_time
 from ._errors import HubError
 from ._forecast import cull_time
 from ._inspect import InspectionFailed, ServerActivity
 from ._models import Server, User
+from ._policy import Policy
 from ._rules import MatchedRule, MissingFieldError
 
 __all__ = ["Explanation", "ServerExplanation", "explain_user", "run_explain"]

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from ._config import Policy
 from ._decide import idle_since
 from ._inspect import inspected_every_pass
 from ._models import Server, User
+from ._policy import Policy
 
 if TYPE_CHECKING:
     from ._inspect import ServerActivity

@@ -16,9 +16,21 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 
-from ._scopes import watched_user_keys
+__all__ = [
+    "SCOPED_USER_KEYS",
+    "ModelError",
+    "Server",
+    "User",
+    "parse_timestamp",
+    "strict_hook",
+    "structure_user",
+    "timestamp_hook",
+]
 
-__all__ = ["ModelError", "Server", "User", "parse_timestamp", "strict_hook", "structure_user", "timestamp_hook"]
+#: The keys of a user model that the hub leaves out for a token without the scope to read them, and that some
+#: decision reads: a model without one has it hidden (noted in :attr:`User.hidden`), never empty. Each is a row
+#: of ``_scopes.FIELDS``, which names its scope.
+SCOPED_USER_KEYS = frozenset({"servers", "last_activity", "created", "admin"})
 
 
 class ModelError(ValueError):
@@ -63,7 +75,7 @@ class User:
     servers_visible: bool = True
     #: The hub's model of this user, as received: what a 4-argument ``cull_arbiter_hook`` and ``warn_hook`` get.
     model: Any = attrs.field(factory=dict, eq=False, repr=False)
-    #: The keys a decision may read (``_scopes.FIELDS``) that the model lacks: the hub hides what the token may
+    #: The keys a decision may read (:data:`SCOPED_USER_KEYS`) that the model lacks: the hub hides what the token may
     #: not read, so each is a missing scope, never "no servers" or "never active".
     hidden: frozenset[str] = frozenset()
 
@@ -168,15 +180,12 @@ _DETAILED = _make_converter(detailed=True)
 _structure_fast_user = _FAST.get_structure_hook(User)
 
 
-_WATCHED = watched_user_keys()
-
-
 def _with_legacy_servers(model: dict[str, Any]) -> dict[str, Any]:
     """JupyterHub < 0.9 without named servers has no ``servers`` key: describe the default server from the user.
 
     Notes the watched keys the model lacks as ``hidden`` (checked first: it is one set operation per user)."""
-    if not model.keys() >= _WATCHED:
-        hidden = _WATCHED - model.keys()
+    if not model.keys() >= SCOPED_USER_KEYS:
+        hidden = SCOPED_USER_KEYS - model.keys()
         if "server" in model:
             hidden = hidden - {"servers"}  # a hub < 0.9: the default server is described by the user
         if hidden:

@@ -37,9 +37,9 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 
-from ._config import Policy
 from ._errors import ConfigError, HubAuthError
 from ._models import Server, User
+from ._policy import Policy
 
 __all__ = [
     "FIELD_SCOPES",

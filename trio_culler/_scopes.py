@@ -55,7 +55,6 @@ __all__ = [
     "missing_scopes",
     "needed_scopes",
     "parse_scopes",
-    "watched_user_keys",
 ]
 
 #: Which scopes a scope grants, for the scopes that lead to one the culler uses (JupyterHub 2+, unchanged to 6.x).
@@ -123,7 +122,8 @@ NEEDS: tuple[Need, ...] = (
     ),
 )
 
-#: What a user model without the key means, for hubs that cannot tell a token its scopes.
+#: What a user model without the key means, for hubs that cannot tell a token its scopes (one row for each of
+#: ``_models.SCOPED_USER_KEYS``, the keys the models note as hidden).
 FIELDS: tuple[Field, ...] = (
     Field("servers", "read:servers", "see users' servers and their activity"),
     Field("last_activity", "read:users:activity", "read users' last activity"),
@@ -211,12 +211,6 @@ def missing_scopes(held: Iterable[str], config: Config) -> tuple[Missing, ...]:
         held_for = tuple(sorted(f for f in filters if f))
         missing.append(Missing(need.scope, need.feature, need.why, held_for, need.blocking))
     return tuple(missing)
-
-
-def watched_user_keys() -> frozenset[str]:
-    """Every user-model key some decision may read (what :func:`~trio_culler._models.structure_user` notes as
-    hidden when absent)."""
-    return frozenset(field.key for field in FIELDS)
 
 
 def missing_fields(hidden: Iterable[str], config: Config) -> tuple[Missing, ...]:

@@ -185,7 +185,7 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         from ._demo import run_demo
 
         _log_notes(settings)
-        return trio.run(run_demo, settings)
+        return trio.run(partial(run_demo, settings.config, log_level=settings.log_level))
     if not settings.config.api_token:
         # Logging is set up by now, so this goes out in the chosen format (a JSON pipeline must parse it too).
         log.error(

@@ -274,7 +274,8 @@ def test_unreadable_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
     path = tmp_path / "culler.py"
     path.mkdir()  # a directory cannot be read as a file, even by root
     assert run([f"--config={path}"], ENV) == 2
-    assert "--config" in capsys.readouterr().err
+    # Named the way every other error about the file names it: by its path first.
+    assert f"error: {path}: cannot read it: Is a directory" in capsys.readouterr().err
 
 
 def test_missing_token_is_bad_input(capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,15 +19,8 @@ from trio_culler import Action, Config, ConfigError, Policy, Server, User, decid
 from trio_culler._decide import server_idle_time
 from trio_culler._forecast import cull_time
 from trio_culler._models import structure_user
-from trio_culler._options import load_config_file
-from trio_culler._rules import (
-    MissingFieldError,
-    Rule,
-    RuleTable,
-    effective_policy,
-    load_rules_file,
-    structure_rules,
-)
+from trio_culler._options import load_config_file, load_rules_file
+from trio_culler._rules import MissingFieldError, Rule, RuleTable, effective_policy, structure_rules
 
 from .decide_cases import BASE_POLICY, H
 from .strategies import NOW, durations, policies, rule_users, rules, servers, users
@@ -175,6 +168,44 @@ def test_missing_and_undecodable_files(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_rules_file(str(binary))
+
+
+def _write_both(tmp_path: Path, rules: bytes, config: bytes) -> tuple[str, str]:
+    (tmp_path / "rules.toml").write_bytes(rules)
+    (tmp_path / "culler_config.py").write_bytes(config)
+    return str(tmp_path / "rules.toml"), str(tmp_path / "culler_config.py")
+
+
+def test_the_config_file_and_the_rules_file_are_read_the_same_way(tmp_path: Path) -> None:
+    # One reader for both files the operator writes: the same wording for each failure, the file named first.
+    bom = b"\xef\xbb\xbf"
+    rules, config = _write_both(
+        tmp_path, bom + b'[[rules]]\nusers = ["a"]\ntimeout = 60\n', bom + b"c.IdleCuller.timeout = 60\n"
+    )
+    # A leading byte-order mark (Windows editors write one) is not part of the text.
+    assert load_rules_file(rules) == (Rule(users=("a",), timeout=60),)
+    assert load_config_file(config, required=True) == {"timeout": 60}
+    # A byte that is not UTF-8, named by its offset in the file, BOM counted.
+    rules, config = _write_both(tmp_path, bom + b"# caf\xe9\n", bom + b"# caf\xe9\n")
+    errors = []
+    for load in (lambda: load_rules_file(rules), lambda: load_config_file(config, required=True)):
+        with pytest.raises(ConfigError) as caught:
+            load()
+        errors.append(str(caught.value))
+    assert errors == [
+        f"--rules-file {rules}: not UTF-8 text (byte 8: invalid continuation byte)",
+        f"{config}: not UTF-8 text (byte 8: invalid continuation byte)",
+    ]
+    # A file that cannot be read (a directory here).
+    errors = []
+    for load in (lambda: load_rules_file(str(tmp_path)), lambda: load_config_file(str(tmp_path), required=True)):
+        with pytest.raises(ConfigError) as caught:
+            load()
+        errors.append(str(caught.value))
+    assert errors == [
+        f"--rules-file {tmp_path}: cannot read it: Is a directory",
+        f"{tmp_path}: cannot read it: Is a directory",
+    ]
 
 
 # --- Matching ------------------------------------------------------------------------------------------------

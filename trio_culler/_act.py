@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import enum
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from ._decide import Action, Decision
 from ._errors import HubAuthError, HubError
 from ._hub import HubClient
 from ._report import CullRecord, PassRecorder
 from ._rules import MatchedRule
+from ._time import seconds
 
 __all__ = ["Outcome", "decision_fields", "delete_user", "stop_server"]
 
@@ -172,15 +173,11 @@ def decision_fields(
         "action": decision.action.value,
         "reason": decision.reason if reason is None else reason,
         "rule": decision.rule,
-        "inactive_seconds": _seconds(decision.inactive),
-        "age_seconds": _seconds(decision.age),
+        "inactive_seconds": seconds(decision.inactive),
+        "age_seconds": seconds(decision.age),
     }
     if decision.inspected:
         fields["signal"] = decision.signal
-        fields["hub_inactive_seconds"] = _seconds(decision.hub_inactive)
-        fields["busy_seconds"] = _seconds(decision.busy)
+        fields["hub_inactive_seconds"] = seconds(decision.hub_inactive)
+        fields["busy_seconds"] = seconds(decision.busy)
     return fields
-
-
-def _seconds(delta: timedelta | None) -> float | None:
-    return None if delta is None else round(delta.total_seconds(), 3)

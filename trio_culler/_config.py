@@ -16,6 +16,7 @@ import attrs
 from ._errors import ConfigError
 from ._policy import Policy
 from ._rules import Rule, RuleTable, structure_rules
+from ._time import as_number
 
 # Policy lives in _policy (a leaf); it is named here too for the modules that import it from the configuration.
 __all__ = ["DEFAULT_URL", "ArbiterHook", "Config", "Policy", "WarnHook"]
@@ -213,10 +214,10 @@ class Config:
                 value = None if value is None else getattr(value, "__qualname__", repr(value))
             elif field.name == "rules":
                 value = [rule.as_dict() for rule in value]
-            elif isinstance(value, float) and value.is_integer():
-                value = int(value)
+            elif isinstance(value, float):
+                value = as_number(value)
             values[field.name] = value
-        values["cull_every"] = _as_number(self.interval)
+        values["cull_every"] = as_number(self.interval)
         values["api_token_set"] = bool(self.api_token)
         return values
 
@@ -243,7 +244,3 @@ class Config:
                 values[name] = env[variable]
         values.update(overrides)
         return cls(**values)
-
-
-def _as_number(value: float) -> float | int:
-    return int(value) if float(value).is_integer() else value

@@ -36,6 +36,7 @@ from ._probe import Probe, check_scopes, probe_hub
 from ._report import MAX_UPCOMING_KEPT, PassRecorder, PassReport
 from ._rules import MissingFieldError
 from ._scopes import FIELDS, MissingScopes, missing_fields, needed_scopes
+from ._time import as_number, iso_utc
 
 __all__ = ["inspect_through", "run_pass_with"]
 
@@ -428,7 +429,7 @@ async def _decide_with_hook(
     if hook is not None and not server.pending and server.is_ready and not policy.exempt:
         inactive, _age = effective_idle_time(server, now, policy=policy, activity=activity)
         if inactive is not None:
-            limit = _seconds(policy.timeout)
+            limit = as_number(policy.timeout.total_seconds())
             try:
                 if config.arbiter_takes_user:
                     result = hook(inactive, limit, server.model, user.model)
@@ -482,16 +483,10 @@ def _warned_first(
     log.info(
         "Not culling server %s before %s: its user was warned",
         label,
-        wait.isoformat(),
+        iso_utc(wait),
         extra={"user": user.name, "server": server.name, "event": "cull_deferred"},
     )
     return True
-
-
-def _seconds(delta: timedelta) -> float | int:
-    """A limit in seconds as the original passes it: a whole number is an int."""
-    seconds = delta.total_seconds()
-    return int(seconds) if seconds.is_integer() else seconds
 
 
 async def inspect_through(hub: HubClient, server: Server, config: Config) -> ServerActivity:

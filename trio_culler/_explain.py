@@ -29,6 +29,7 @@ from ._inspect import InspectionFailed, ServerActivity
 from ._models import Server, User
 from ._policy import Policy
 from ._rules import MatchedRule, MissingFieldError
+from ._time import as_number, iso_utc, seconds
 
 __all__ = ["Explanation", "ServerExplanation", "explain_user", "run_explain"]
 
@@ -54,7 +55,7 @@ class ServerExplanation:
             "server": self.name,
             "rule": _rule_dict(self.matched),
             "signals": {name: dict(values) for name, values in self.signals.items()},
-            "age_seconds": _seconds(self.age),
+            "age_seconds": seconds(self.age),
             "limits": _limits(self.matched.policy, named=bool(self.name)),
             "decision": {
                 "action": self.decision.action.value,
@@ -62,9 +63,9 @@ class ServerExplanation:
                 "reason": self.decision.reason,
                 "arbiter_hook": self.arbiter,
             },
-            "cull_at": _iso(self.cull_at),
+            "cull_at": iso_utc(self.cull_at),
             "cull_rule": self.cull_rule,
-            "warn_at": _iso(self.warn_at),
+            "warn_at": iso_utc(self.warn_at),
         }
 
 
@@ -81,7 +82,7 @@ class Explanation:
         return {
             "event": "explain",
             "user": self.user,
-            "now": _iso(self.now),
+            "now": iso_utc(self.now),
             "servers": [server.as_dict() for server in self.servers],
             "user_decision": {
                 "rule": _rule_dict(self.user_rule),
@@ -92,7 +93,7 @@ class Explanation:
         }
 
     def render(self) -> str:
-        lines = [f"User {self.user} at {_iso(self.now)}:"]
+        lines = [f"User {self.user} at {iso_utc(self.now)}:"]
         if not self.servers:
             lines.append("  no running server")
         for server in self.servers:
@@ -115,14 +116,14 @@ class Explanation:
             if server.cull_at is None:
                 lines.append("    culled:   never, unless something changes")
             elif server.cull_at <= self.now:
-                lines.append(f"    culled:   due now ({server.cull_rule}, since {_iso(server.cull_at)})")
+                lines.append(f"    culled:   due now ({server.cull_rule}, since {iso_utc(server.cull_at)})")
             else:
                 lines.append(
-                    f"    culled:   at {_iso(server.cull_at)} ({server.cull_rule}, in "
+                    f"    culled:   at {iso_utc(server.cull_at)} ({server.cull_rule}, in "
                     f"{format_duration(server.cull_at - self.now)}) if nothing changes"
                 )
             if server.warn_at is not None:
-                lines.append(f"    warned:   at {_iso(server.warn_at)}")
+                lines.append(f"    warned:   at {iso_utc(server.warn_at)}")
         lines.append(
             f"  user:     {self.user_decision.action.value}: {self.user_decision.reason} ({self.user_rule.label})"
         )
@@ -184,8 +185,8 @@ def explain_user(
 def _hub_signal(server: Server, now: datetime) -> dict[str, Any]:
     inactive, _age = server_idle_time(server, now)
     return {
-        "last_activity": _iso(server.last_activity) if server.activity_visible else "not visible",
-        "idle_seconds": _seconds(inactive),
+        "last_activity": iso_utc(server.last_activity) if server.activity_visible else "not visible",
+        "idle_seconds": seconds(inactive),
     }
 
 
@@ -198,12 +199,12 @@ def _kernel_signal(
     with_kernels = attrs.evolve(policy, kernel_activity_only=True)
     inactive, _age = effective_idle_time(server, now, policy=with_kernels, activity=found)
     return {
-        "last_activity": _iso(found.last_activity) or "none (no kernel or terminal)",
-        "idle_seconds": _seconds(inactive),
+        "last_activity": iso_utc(found.last_activity) or "none (no kernel or terminal)",
+        "idle_seconds": seconds(inactive),
         "kernels": len(found.kernels),
         "terminals": len(found.terminals),
         "busy": found.busy,
-        "busy_seconds": None if busy_since is None else _seconds(max(now - busy_since, timedelta(0))),
+        "busy_seconds": None if busy_since is None else seconds(max(now - busy_since, timedelta(0))),
     }
 
 
@@ -234,8 +235,7 @@ async def _arbiter_verdicts(user: User, config: Config, now: datetime) -> dict[s
         inactive, _age = server_idle_time(server, now)
         if inactive is None or server.pending or not server.is_ready or policy.exempt:
             continue
-        limit = policy.timeout.total_seconds()
-        limit_value: float | int = int(limit) if limit.is_integer() else limit
+        limit_value = as_number(policy.timeout.total_seconds())
         if config.arbiter_takes_user:
             result = hook(inactive, limit_value, server.model, user.model)
         else:
@@ -297,20 +297,9 @@ def _rule_dict(matched: MatchedRule) -> dict[str, Any] | None:
 
 def _limits(policy: Policy, *, named: bool) -> dict[str, Any]:
     return {
-        "timeout_seconds": _seconds(policy.timeout),
-        "max_age_seconds": _seconds(policy.max_age),
+        "timeout_seconds": seconds(policy.timeout),
+        "max_age_seconds": seconds(policy.max_age),
         "exempt": policy.exempt,
         "culled_when_idle": policy.cull_named_servers if named else policy.cull_default_servers,
         "removed_when_culled": named and policy.remove_named_servers,
     }
-
-
-def _seconds(delta: timedelta | None) -> float | int | None:
-    if delta is None:
-        return None
-    seconds = delta.total_seconds()
-    return int(seconds) if seconds.is_integer() else round(seconds, 3)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")

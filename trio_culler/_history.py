@@ -18,6 +18,7 @@ import attrs
 
 from ._forecast import DEFAULT_HORIZON, Forecast
 from ._report import CullRecord, PassError, PassReport
+from ._time import iso_utc, seconds
 
 __all__ = ["DEFAULT_HISTORY", "History", "PassSummary", "StatusSnapshot"]
 
@@ -102,13 +103,13 @@ class StatusSnapshot:
             "culls": [_cull_json(record) for record in self.culls],
             "last_errors": [{"subject": e.subject, "kind": e.kind, "message": e.message} for e in self.last_errors],
             "upcoming": {
-                "as_of": _iso(self.upcoming_as_of),
-                "horizon_seconds": self.horizon.total_seconds(),
+                "as_of": iso_utc(self.upcoming_as_of),
+                "horizon_seconds": seconds(self.horizon),
                 "due": dict(self.upcoming_due),
                 "total_due": self.upcoming_total,
                 "soonest": [_forecast_json(forecast) for forecast in self.upcoming],
             },
-            "next_pass_at": _iso(self.next_pass_at),
+            "next_pass_at": iso_utc(self.next_pass_at),
             "config": dict(self.config),
         }
 
@@ -166,13 +167,9 @@ def _next_start(started: datetime, interval: float) -> datetime:
     return max(started + timedelta(seconds=interval), datetime.now(UTC))
 
 
-def _iso(when: datetime | None) -> str | None:
-    return None if when is None else when.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def _pass_json(summary: PassSummary) -> dict[str, Any]:
     return {
-        "started": _iso(summary.started),
+        "started": iso_utc(summary.started),
         "duration_seconds": round(summary.duration, 3),
         "hub_version": summary.hub_version,
         "dry_run": summary.dry_run,
@@ -198,7 +195,7 @@ def _cull_json(record: CullRecord) -> dict[str, Any]:
         "reason": record.reason,
         "signal": record.signal,
         "matched_rule": record.matched_rule,
-        "at": _iso(record.at),
+        "at": iso_utc(record.at),
         "outcome": record.outcome,
     }
 
@@ -207,7 +204,7 @@ def _forecast_json(forecast: Forecast) -> dict[str, Any]:
     return {
         "user": forecast.user,
         "server": forecast.server,
-        "cull_at": _iso(forecast.cull_at),
+        "cull_at": iso_utc(forecast.cull_at),
         "limit": forecast.limit,
         "limit_seconds": forecast.limit_seconds,
         "rule": forecast.rule,

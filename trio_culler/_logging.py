@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from ._redact import make_redactor
+from ._time import iso_utc
 
 __all__ = ["LOG_FIELDS", "JsonFormatter", "TextFormatter", "configure_logging"]
 
@@ -80,9 +81,8 @@ class TextFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
         entry: dict[str, Any] = {
-            "time": stamp.replace("+00:00", "Z"),
+            "time": iso_utc(datetime.fromtimestamp(record.created, UTC), timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),

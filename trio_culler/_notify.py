@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,6 +36,7 @@ import httpx
 import trio
 
 from ._config import Config, WarnHook
+from ._time import iso_utc
 from ._transport import TrioH11Transport
 
 __all__ = ["CullWarning", "Notifier", "NotifierStatistics", "open_notifier"]
@@ -73,7 +74,7 @@ class CullWarning:
         return {
             "user": self.user,
             "server": self.server,
-            "cull_at": self.cull_at.isoformat().replace("+00:00", "Z"),
+            "cull_at": iso_utc(self.cull_at),
             "reason": self.reason,
             "idle_seconds": None if self.idle_seconds is None else round(self.idle_seconds, 3),
         }
@@ -178,9 +179,6 @@ def _log_fields(warning: CullWarning) -> dict[str, Any]:
     return {"cull_at": payload["cull_at"], "reason": warning.reason, "idle_seconds": payload["idle_seconds"]}
 
 
-Deliver = Callable[[CullWarning], Any]
-
-
 @asynccontextmanager
 async def open_notifier(
     config: Config, *, transport: httpx.AsyncBaseTransport | None = None
@@ -277,7 +275,3 @@ async def _post(client: httpx.AsyncClient, url: str, warning: CullWarning) -> No
         if attempt == POST_ATTEMPTS:
             raise RuntimeError(f"{url}: {problem} after {POST_ATTEMPTS} attempts")
         await trio.sleep(POST_BACKOFF * 2 ** (attempt - 1))
-
-
-def idle_seconds(inactive: timedelta | None) -> float | None:
-    return None if inactive is None else max(inactive.total_seconds(), 0.0)

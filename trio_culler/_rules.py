@@ -28,7 +28,6 @@ import fnmatch
 import json
 import math
 import re
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, NewType
@@ -40,6 +39,7 @@ from cattrs.gen import make_dict_structure_fn, override
 from ._errors import ConfigError, HubAuthError
 from ._models import Server, User
 from ._policy import Policy
+from ._time import as_number
 
 __all__ = [
     "FIELD_SCOPES",
@@ -47,7 +47,6 @@ __all__ = [
     "MissingFieldError",
     "Rule",
     "RuleTable",
-    "load_rules_file",
     "structure_rules",
 ]
 
@@ -128,8 +127,8 @@ class Rule:
                 continue
             if isinstance(value, tuple):
                 value = list(value)
-            elif isinstance(value, float) and value.is_integer():
-                value = int(value)
+            elif isinstance(value, float):
+                value = as_number(value)
             elif isinstance(value, Mapping):
                 value = dict(value)
             out[key] = value
@@ -145,8 +144,8 @@ def _show(value: Any) -> str:
         return ",".join(repr(item) if item == "" else str(item) for item in value)
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+    if isinstance(value, float):
+        return str(as_number(value))
     if isinstance(value, Mapping):
         return json.dumps(dict(value), sort_keys=True, separators=(",", ":"))
     return str(value)
@@ -285,32 +284,6 @@ def _path_first(problem: str) -> str:
     # cattrs writes "message @ path"; an operator looks for the path first.
     message, _, path = problem.rpartition(" @ ")
     return f"{path}: {message}" if message else problem
-
-
-def load_rules_file(path: str) -> tuple[Rule, ...]:
-    """Read ``--rules-file``: TOML (``[[rules]]`` tables) or JSON (``{"rules": [...]}`` or a bare list), by the
-    file's suffix; anything but ``.json`` is read as TOML."""
-    label = f"--rules-file {path}"
-    try:
-        with open(path, "rb") as file:
-            raw = file.read()
-    except OSError as error:
-        raise ConfigError(f"{label}: cannot read it: {error.strerror or error}") from None
-    try:
-        text = raw.decode("utf-8")
-        document = json.loads(text) if path.endswith(".json") else tomllib.loads(text)
-    except UnicodeDecodeError:
-        raise ConfigError(f"{label}: not UTF-8 text") from None
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
-        raise ConfigError(f"{label}: {error}") from None
-    if isinstance(document, list):
-        return structure_rules(document, source=label)
-    if not isinstance(document, dict):
-        raise ConfigError(f"{label}: expected a table with a 'rules' array")
-    extra = sorted(set(document) - {"rules"})
-    if extra:
-        raise ConfigError(f"{label}: unknown top-level key {', '.join(extra)} (only [[rules]] tables belong here)")
-    return structure_rules(document.get("rules", []), source=label)
 
 
 # --- Matching (pure) -------------------------------------------------------------------------------------------

@@ -30,12 +30,11 @@ from ._errors import ConfigError, first_leaf
 from ._history import History
 from ._hub import check_client_settings
 from ._logging import configure_logging
-from ._options import OPTIONS, load_config_file, parse_args, render_default_config, render_help
+from ._options import OPTIONS, load_config_file, load_rules_file, parse_args, render_default_config, render_help
 from ._options._values import LEGACY_LOG_FORMAT
 from ._progress import draw_progress_bar
 from ._redact import make_redactor
 from ._report import PassRecorder, PassReport
-from ._rules import load_rules_file
 from ._service import Culler, Drain, ProbeListener, Reporter, run_pass
 from ._version import __version__
 

@@ -12,7 +12,8 @@ A config file is Python assigning ``c.IdleCuller.<option> = value`` (2.0's forma
 ``c``, as in traitlets config files. Command-line values override the file.
 
 One module per job: ``_table`` (the options), ``_values`` (converters from text), ``_argv`` (the command line),
-``_config_file`` (the ``c`` object and the file), ``_render`` (``--help`` and ``--generate-config``).
+``_config_file`` (the ``c`` object and the file), ``_rules_file`` (``--rules-file``), ``_text_file`` (reading
+either file as UTF-8), ``_render`` (``--help`` and ``--generate-config``).
 
 How to add an option
 --------------------
@@ -39,6 +40,7 @@ from ._argv import parse_args as parse_args
 from ._config_file import load_config_file as load_config_file
 from ._render import render_default_config as render_default_config
 from ._render import render_help as render_help
+from ._rules_file import load_rules_file as load_rules_file
 from ._table import OPTIONS as OPTIONS
 from ._table import Kind as Kind
 from ._table import Option as Option
@@ -54,6 +56,7 @@ __all__ = [
     "ParsedArgs",
     "action",
     "load_config_file",
+    "load_rules_file",
     "parse_args",
     "parse_bool",
     "render_default_config",

@@ -14,6 +14,7 @@ from typing import Any
 
 from .._errors import ConfigError
 from ._table import CONFIGURABLE, OPTIONS, Kind, Option
+from ._text_file import read_text_file
 from ._values import FALSE_WORDS, FLOAT, INT, PORT, TEXT, TRUE_WORDS
 
 __all__ = ["load_config_file"]
@@ -66,15 +67,7 @@ def load_config_file(path: str, *, required: bool, notes: list[str] | None = Non
         if required:
             raise ConfigError(f"--config: no such file {path!r}")
         return {}
-    try:
-        with open(path, "rb") as file:
-            raw = file.read()
-    except OSError as error:
-        raise ConfigError(f"--config: cannot read {path!r}: {error.strerror or error}") from None
-    try:
-        source = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason})") from None
+    source = read_text_file(path, path)
     root = _ConfigRoot()
     namespace: dict[str, Any] = {
         "c": root,

@@ -1147,13 +1147,20 @@ def request_cost() -> Json:
     return found
 
 
+HAND_WRITTEN = "<!-- Everything below this line is written by hand"
+
+
 def write_outputs(doc: Json, scs: list[Scenario], opts: argparse.Namespace, final: bool, stamp: bool = True) -> None:
     if stamp:
         doc["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     doc["targets"] = evaluate_targets(scs, doc["results"])
     doc["observations"] = observations(doc["results"])
     (opts.out_dir / "results.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
-    (opts.out_dir / "RESULTS.md").write_text(render(json.loads(json.dumps(doc, default=str))))
+    results = opts.out_dir / "RESULTS.md"
+    # What is written by hand below HAND_WRITTEN (figures measured with other scripts) is kept.
+    previous = results.read_text() if results.exists() else ""
+    kept = previous[previous.index(HAND_WRITTEN) :] if HAND_WRITTEN in previous else ""
+    results.write_text(render(json.loads(json.dumps(doc, default=str))) + ("\n" + kept if kept else ""))
     if final and not opts.no_plot:
         plot(doc, opts.out_dir / "results.png")
 

@@ -1,5 +1,7 @@
-"""Never a traceback for bad input: every example of issue 13 with the line it must print, the 2.0 config keys a
-drop-in must accept, and Hypothesis feeding random argv and random config-file bytes to the real entry point."""
+"""Never a traceback for bad input: each kind of mistake an operator makes (a value out of range, a config file
+that is not UTF-8 or assigns an unknown key, a bad rules file, ...) with the one line it must print, the 2.0
+config keys a drop-in must accept, and Hypothesis feeding random argv and random config-file bytes to the real
+entry point."""
 
 from __future__ import annotations
 
@@ -80,7 +82,7 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-# -- the examples of the issue, through the real process -----------------------------------------------------
+# -- one mistake of each kind, through the real process ------------------------------------------------------
 
 
 def test_a_port_out_of_range_is_one_line_naming_the_option() -> None:

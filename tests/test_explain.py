@@ -16,7 +16,7 @@ from trio_culler._rules import MissingFieldError
 from trio_culler.testing import FakeHub, FakeServer, open_fake_hub
 
 from .test_engine import NOW, TOKEN, config
-from .test_rules import ISSUE_EXAMPLE
+from .test_rules import README_EXAMPLE
 
 M = timedelta(minutes=1)
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -38,12 +38,12 @@ def test_the_readme_example_is_what_explain_prints() -> None:
     section = README.read_text(encoding="utf-8").split("## Explaining a decision", 1)[1]
     match = re.search(r"```\n(User alice.*?)```", section, re.S)
     assert match is not None
-    explanation = explain_user(alice(), config(timeout=3600, rules=ISSUE_EXAMPLE), NOW)
+    explanation = explain_user(alice(), config(timeout=3600, rules=README_EXAMPLE), NOW)
     assert explanation.render() == match.group(1)
 
 
 def test_explanation_fields() -> None:
-    cfg = config(timeout=3600, rules=ISSUE_EXAMPLE, warn_before=300, warn_url="http://127.0.0.1:9/")
+    cfg = config(timeout=3600, rules=README_EXAMPLE, warn_before=300, warn_url="http://127.0.0.1:9/")
     explanation = explain_user(alice(), cfg, NOW)
     [server] = explanation.servers
     assert server.matched.index == 2
@@ -53,7 +53,7 @@ def test_explanation_fields() -> None:
     data = explanation.as_dict()
     assert data["servers"][0]["signals"] == {"hub": {"last_activity": "2026-11-25T11:15:00Z", "idle_seconds": 2700}}
     assert data["servers"][0]["limits"]["timeout_seconds"] == 900
-    assert data["servers"][0]["rule"]["rule"] == ISSUE_EXAMPLE[2]
+    assert data["servers"][0]["rule"]["rule"] == README_EXAMPLE[2]
     assert data["user_decision"]["action"] == "keep"
     json.dumps(data)  # JSON-ready throughout
 
@@ -69,7 +69,7 @@ def test_an_exempt_user_is_explained_as_never_culled() -> None:
             )
         },
     )
-    text = explain_user(user, config(timeout=60, rules=ISSUE_EXAMPLE), NOW).render()
+    text = explain_user(user, config(timeout=60, rules=README_EXAMPLE), NOW).render()
     assert "rules[0] (users=vip-*,svc-backup -> cull=false)" in text
     assert "exempt: never culled" in text
     assert "culled:   never" in text

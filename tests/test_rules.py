@@ -25,7 +25,8 @@ from trio_culler._rules import MissingFieldError, Rule, RuleTable, effective_pol
 from .decide_cases import BASE_POLICY, H
 from .strategies import NOW, durations, policies, rule_users, rules, servers, users
 
-ISSUE_EXAMPLE: list[dict[str, Any]] = [
+#: The README's example table (its "Rules" section), which the tests below read in every form it can take.
+README_EXAMPLE: list[dict[str, Any]] = [
     {"users": ["vip-*", "svc-backup"], "cull": False},
     {"groups": ["overnight"], "timeout": 86400},
     {"user_options": {"profile": "gpu"}, "timeout": 900, "max_age": 14400},
@@ -36,9 +37,9 @@ ISSUE_EXAMPLE: list[dict[str, Any]] = [
 # --- Structuring ---------------------------------------------------------------------------------------------
 
 
-def test_the_issue_example_structures() -> None:
-    table = structure_rules(ISSUE_EXAMPLE)
-    assert [rule.as_dict() for rule in table] == ISSUE_EXAMPLE
+def test_the_readme_example_structures() -> None:
+    table = structure_rules(README_EXAMPLE)
+    assert [rule.as_dict() for rule in table] == README_EXAMPLE
     assert table[0].users == ("vip-*", "svc-backup")
     assert table[2].user_options == {"profile": "gpu"}
 
@@ -85,9 +86,9 @@ def test_every_problem_is_named_on_the_same_line() -> None:
 
 
 def test_config_structures_rules_and_refuses_bad_ones() -> None:
-    config = Config(api_token="t", rules=ISSUE_EXAMPLE)
+    config = Config(api_token="t", rules=README_EXAMPLE)
     assert len(config.rules) == 4
-    assert config.public_dict()["rules"] == ISSUE_EXAMPLE
+    assert config.public_dict()["rules"] == README_EXAMPLE
     with pytest.raises(ConfigError, match=r"c\.IdleCuller\.rules: rules\[0\]\.servers"):
         Config(api_token="t", rules=[{"servers": "scratch-*"}])
 
@@ -104,7 +105,7 @@ def test_the_readme_examples_are_the_same_rules(tmp_path: Path) -> None:
     rules = tmp_path / "rules.toml"
     rules.write_text(toml.group(1), encoding="utf-8")
     from_python = load_config_file(str(config), required=True)["rules"]
-    assert structure_rules(from_python) == load_rules_file(str(rules)) == structure_rules(ISSUE_EXAMPLE)
+    assert structure_rules(from_python) == load_rules_file(str(rules)) == structure_rules(README_EXAMPLE)
 
 
 def test_toml_and_json_files(tmp_path: Path) -> None:
@@ -131,12 +132,12 @@ remove = true
 """,
         encoding="utf-8",
     )
-    assert [rule.as_dict() for rule in load_rules_file(str(toml))] == ISSUE_EXAMPLE
+    assert [rule.as_dict() for rule in load_rules_file(str(toml))] == README_EXAMPLE
     as_json = tmp_path / "rules.json"
-    as_json.write_text(json.dumps({"rules": ISSUE_EXAMPLE}), encoding="utf-8")
+    as_json.write_text(json.dumps({"rules": README_EXAMPLE}), encoding="utf-8")
     assert load_rules_file(str(as_json)) == load_rules_file(str(toml))
     bare = tmp_path / "bare.json"
-    bare.write_text(json.dumps(ISSUE_EXAMPLE), encoding="utf-8")
+    bare.write_text(json.dumps(README_EXAMPLE), encoding="utf-8")
     assert load_rules_file(str(bare)) == load_rules_file(str(toml))
 
 
@@ -212,7 +213,7 @@ def test_the_config_file_and_the_rules_file_are_read_the_same_way(tmp_path: Path
 
 
 def _oracle_matches(rule: Rule, user: User, server: Server | None) -> bool:
-    """An independent reading of the issue's semantics, rule by rule."""
+    """An independent reading of the rules' semantics as the README states them, rule by rule."""
     if rule.users is not None and not any(fnmatch.fnmatchcase(user.name, glob) for glob in rule.users):
         return False
     if rule.groups is not None and not set(rule.groups) & set(user.groups or ()):
@@ -333,8 +334,8 @@ def test_cull_time_is_when_decide_server_starts_culling(server: Server, policy: 
         assert policy.max_age is not None
 
 
-def test_rules_on_the_issue_example() -> None:
-    table = RuleTable(structure_rules(ISSUE_EXAMPLE), BASE_POLICY)
+def test_rules_on_the_readme_example() -> None:
+    table = RuleTable(structure_rules(README_EXAMPLE), BASE_POLICY)
 
     def user(name: str, *servers: Server, groups: tuple[str, ...] = (), admin: bool = False) -> User:
         return User(name=name, admin=admin, groups=groups, servers={s.name: s for s in servers})

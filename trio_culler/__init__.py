@@ -6,6 +6,19 @@ The public API, for applications that embed the culler in their own trio program
     async with trio.open_nursery() as nursery:
         culler = await nursery.start(trio_culler.serve, config)
         report = await culler.run_pass_now()
+
+The pipeline, drawn here once (each module's docstring tells its own part)::
+
+    cli (argv, environment, config file, signals) --> Config --> Culler.serve (_service: a pass every cull_every)
+      --> run_pass_with (_engine): probe the hub (_probe: version, token, scopes)
+            pager (_pager: pages from the last to the first) --zero-buffer channel, back-pressure--> N workers
+              worker: decide (_decide, pure; the rule from _rules; the kernels from _inspect, when asked)
+                      --> warn first (_notify, never waits) --> act (_act: one DELETE) --> PassRecorder
+      --> PassReport (_report): the one summary line, then each reporter: metrics (_metrics), the status page's
+          history (_history, read by web/)
+
+Only ``_hub`` (and ``_transport`` under it) talks to the hub; every request borrows one token of its
+CapacityLimiter, so at most ``concurrency`` requests are in flight whatever the number of workers.
 """
 
 from ._config import Config

@@ -1,8 +1,5 @@
-"""One pass: the probe (version, token, scopes), then a pager streaming users to a pool of workers.
-
-::
-
-    pager --(zero-buffer channel: back-pressure)--> N workers --> decide (pure) --> act (DELETE) --> recorder
+"""One pass: the probe (version, token, scopes), then a pager streaming users to a pool of workers (the
+pipeline is drawn in ``trio_culler/__init__.py``).
 
 Every HTTP request, page or DELETE, borrows one token of the hub client's CapacityLimiter, so at most
 ``concurrency`` requests are in flight whatever the number of workers. Memory is bounded by the page being

@@ -6,8 +6,10 @@ with the structured fields each log call passes as ``extra`` (user, server, acti
 age_seconds, event, ...). Every record, errors and tracebacks included, goes through one formatter.
 
 Lines about single culls (records with an ``action``) are written in small batches, at most a quarter of a
-second late (a timer writes a batch that no later line comes to flush): a pass that culls 20,000 servers
-would otherwise spend over a second in 20,000 write calls (stderr is line-buffered). Every other record, and
+second late (a timer writes a batch that no later line comes to flush): stderr is line-buffered, so each line
+would otherwise be a write call of its own, which waits on whoever reads the pipe (the hub, for a managed
+service), and a pass that culls thousands of servers would spend its time there (figures in
+``benchmarks/RESULTS.md``, "Measured by hand"). Every other record, and
 anything at WARNING or above, flushes the batch at once, so the pass summary, errors and shutdown lines are
 never held back, and logging's exit hook flushes the rest.
 

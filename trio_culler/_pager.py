@@ -17,8 +17,8 @@ One extra page request per listing buys a first stop after one request instead o
 
 Users the pass has nothing to do for (every server active, no deletion possible) are counted but not sent:
 ``triage`` is a pure function built by the engine from the decision functions, which turns a user into the work
-item a worker gets, or None. At 100,000 users with 20% idle, handing the other 80% to workers one by one cost
-more CPU than all the DELETEs' HTTP parsing.
+item a worker gets, or None. Most users of a large hub need nothing, and handing each of them to a worker would
+cost a channel send and a task switch apiece, for nothing.
 
 A user can still appear twice when *someone else* stops a server mid-pass (offsets shift down under us); names
 are de-duplicated within a pass, so nobody is handled twice.

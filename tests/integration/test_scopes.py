@@ -159,8 +159,8 @@ def test_a_hub_down_at_start_up_is_reported_at_once_and_sigterm_ends_the_wait(tm
     assert first.startswith("[W "), lines
     assert "Connection refused" in first, first
     assert first.endswith("retrying in 1 s"), first
-    # The issue's own bound, read from the log's timestamps: the first warning within 2 s of start-up (the
-    # first attempt fails at once on a closed port; no retries come before the warning).
+    # An operator must learn at once why nothing happens: the first warning within 2 s of start-up, read from the
+    # log's timestamps (the first attempt fails at once on a closed port; no retries come before the warning).
     started, warned = (datetime.strptime(line[3:26] + "+0000", "%Y-%m-%d %H:%M:%S.%f%z") for line in lines[:2])
     assert (warned - started).total_seconds() <= 2, lines[:2]
 

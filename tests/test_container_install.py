@@ -23,7 +23,7 @@ import pytest
 
 import trio_culler
 
-from .ops_support import REPO, TOKEN, culler_env, running_hub
+from .support.processes import REPO, TOKEN, child_env, running_hub
 
 pytestmark = pytest.mark.slow
 
@@ -208,7 +208,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def venv_env() -> dict[str, str]:
-    return {key: value for key, value in culler_env().items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    return {key: value for key, value in child_env().items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
 
 
 def test_installed_command_runs(installed: Path, tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from trio_culler import Action, Policy, Server, User, decide_server, decide_user
 from trio_culler._decide import format_duration
 
-from .decide_cases import H, policy, ready
-from .strategies import NOW, policies, server_names, servers, users
+from .support.decisions import H, policy, ready
+from .support.strategies import NOW, policies, server_names, servers, users
 
 
 @given(servers(), policies(), st.none() | st.booleans())

@@ -14,8 +14,8 @@ from trio_culler import Action, Policy, Server, decide_server
 from trio_culler._decide import effective_idle_time
 from trio_culler._inspect import Kernel, ServerActivity, Terminal
 
-from .decide_cases import H, M, policy, ready
-from .strategies import NOW, activities, durations, kernel_policies, optional_timestamps, servers, timestamps
+from .support.decisions import H, M, policy, ready
+from .support.strategies import NOW, activities, durations, kernel_policies, optional_timestamps, servers, timestamps
 
 
 def busy(since: timedelta) -> ServerActivity:

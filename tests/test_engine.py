@@ -18,7 +18,7 @@ import trio_culler._engine as engine
 from trio_culler import Config, Decision, Server, decide_server, run_pass
 from trio_culler.testing import FakeHub, FakeServer, Population
 
-from .passes import cull
+from .support.passes import cull
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 TOKEN = "engine-test-token"

@@ -17,7 +17,7 @@ from trio_culler import Config
 from trio_culler._logging import JsonFormatter
 from trio_culler.testing import FakeHub, FakeKernel, FakeServer, FakeTerminal
 
-from .passes import cull
+from .support.passes import cull
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 TOKEN = "kernels-test-token"

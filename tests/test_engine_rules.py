@@ -12,7 +12,7 @@ import trio.testing
 from trio_culler._history import History
 from trio_culler.testing import FakeHub, FakeServer
 
-from .passes import cull
+from .support.passes import cull
 from .test_engine import NOW, TOKEN, config, rewrite_pages
 
 H = timedelta(hours=1)

@@ -15,8 +15,8 @@ from trio_culler._explain import explain_user, run_explain
 from trio_culler._rules import MissingFieldError
 from trio_culler.testing import FakeHub, FakeServer, open_fake_hub
 
+from .support.decisions import README_EXAMPLE
 from .test_engine import NOW, TOKEN, config
-from .test_rules import README_EXAMPLE
 
 M = timedelta(minutes=1)
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -28,10 +28,10 @@ import pytest
 import trio
 import trio.testing
 
-from trio_culler import Config, Culler, PassReport, run_pass
+from trio_culler import Config, Culler, HubError, PassReport, run_pass
 from trio_culler.testing import FakeHub, FakeServer, open_fake_hub
 
-from .faults_helpers import (
+from .support.faults import (
     NOW,
     SCOPES,
     TOKEN,
@@ -47,8 +47,8 @@ from .faults_helpers import (
     make_hub,
     rewrite_pages,
 )
-from .faults_net import RelayAction, dead_port, open_relay
-from .passes import cull
+from .support.net import RelayAction, dead_port, open_relay
+from .support.passes import cull
 
 OLD = NOW - timedelta(hours=5)
 FRESH = NOW - timedelta(seconds=30)
@@ -708,7 +708,13 @@ async def test_a_hub_that_starts_listening_later_is_found() -> None:
     hub = FakeHub(token=TOKEN)
     population = hub.populate(20, idle_fraction=0.5, seed=3, now=datetime.now(UTC))
     cfg = make_config(url=f"http://127.0.0.1:{port}/hub/api", max_retries=0, cull_every=300)
-    culler = Culler(cfg)
+    refused = trio.Event()
+
+    def heard(error: HubError | None) -> None:
+        if error is not None:
+            refused.set()
+
+    culler = Culler(cfg, probe_listeners=[heard])
     started = trio.Event()
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
@@ -718,7 +724,7 @@ async def test_a_hub_that_starts_listening_later_is_found() -> None:
                 started.set()
 
             nursery.start_soon(start_culler)
-            await trio.sleep(1.2)
+            await refused.wait()  # its first probe was refused: it waits, and has not started
             assert not started.is_set()
             assert culler.statistics().passes_started == 0
             await nursery.start(partial(hub.serve, port=port))

@@ -16,7 +16,7 @@ from trio_culler._inspect import Kernel, ServerActivity
 from trio_culler._models import Server, User
 from trio_culler.testing import FakeHub, FakeServer
 
-from . import strategies
+from .support import strategies
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 POLICY = Config(api_token="t", timeout=600, max_age=7200).policy

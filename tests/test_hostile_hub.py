@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from .faults_procs import run_culler
+from .support.processes import running_culler
 
 TOKEN = "hostile-token-3c9e1f07d2"
 SLACK = 5.0
@@ -85,7 +85,7 @@ def flooding_server(head: bytes, piece: bytes) -> Iterator[tuple[str, threading.
 def test_sigterm_stops_the_culler_within_the_grace_period(head: bytes, piece: bytes) -> None:
     with flooding_server(head, piece) as (url, flooding):
         args = [f"--url={url}", f"--grace-period={GRACE:g}", "--cull-every=3600"]
-        with run_culler(TOKEN, *args, env={"JUPYTERHUB_REQUEST_TIMEOUT": "600"}) as culler:
+        with running_culler(*args, token=TOKEN, env={"JUPYTERHUB_REQUEST_TIMEOUT": "600"}) as culler:
             assert flooding.wait(30), culler.text()
             time.sleep(0.5)  # well into the flood (for 100 Continue: the culler is refusing and retrying)
             sent = time.monotonic()

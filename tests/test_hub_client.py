@@ -27,7 +27,7 @@ from trio_culler._errors import HubProtocolError, HubStatusError, HubTimeout, Hu
 from trio_culler._hub import HubClient, open_hub_client
 from trio_culler.testing import FakeHub, open_fake_hub
 
-from .faults_helpers import NOW, TOKEN
+from .support.faults import NOW, TOKEN
 
 Handler = Callable[[httpx.Request], Awaitable[httpx.Response] | httpx.Response]
 

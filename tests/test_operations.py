@@ -1,5 +1,5 @@
 """End to end through the real command line: ``python -m trio_culler`` in a subprocess, against a simulated hub
-in another process (tests/ops_hubproc.py), both on 127.0.0.1.
+in another process (tests/support/hubproc.py), both on 127.0.0.1.
 
 What an operator relies on, each shown by running it: ``--dry-run`` sends no DELETE; ``--once`` exit statuses;
 the text and JSON log formats; Prometheus metrics scraped from a running culler; progress lines during a slow
@@ -28,7 +28,7 @@ from trio_culler import Config, ConfigError
 from trio_culler._scopes import grants, missing_scopes, needed_scopes
 from trio_culler.cli import read_settings
 
-from .ops_docs import (
+from .support.docs import (
     DOCS,
     code_blocks,
     culler_argvs,
@@ -40,12 +40,12 @@ from .ops_docs import (
     marked_block,
     module_args,
 )
-from .ops_support import (
+from .support.net import dead_port
+from .support.processes import (
     REPO,
     TOKEN,
     HubProcess,
-    closed_port,
-    culler_env,
+    child_env,
     run_culler,
     running_culler,
     running_hub,
@@ -98,7 +98,7 @@ def assert_text_lines(stderr: str) -> list[str]:
 
 def test_once_stops_exactly_the_idle_servers_and_exits_0(tmp_path: Path) -> None:
     with running_hub(users=30, idle=0.4, named=0.2) as hub:
-        result = run_culler(["--once", f"--url={hub.url}", TIMEOUT], cwd=tmp_path)
+        result = run_culler("--once", f"--url={hub.url}", TIMEOUT, cwd=tmp_path)
         stats = hub.stats()
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
@@ -115,7 +115,7 @@ def test_once_stops_exactly_the_idle_servers_and_exits_0(tmp_path: Path) -> None
 
 def test_dry_run_logs_every_decision_and_sends_no_delete(tmp_path: Path) -> None:
     with running_hub(users=30, idle=0.4, named=0.2) as hub:
-        result = run_culler(["--once", "--dry-run", "--cull-users", f"--url={hub.url}", TIMEOUT], cwd=tmp_path)
+        result = run_culler("--once", "--dry-run", "--cull-users", f"--url={hub.url}", TIMEOUT, cwd=tmp_path)
         stats = hub.stats()
     assert result.returncode == 0, result.stderr
     assert stats["deletes"] == 0
@@ -135,8 +135,8 @@ def test_dry_run_logs_every_decision_and_sends_no_delete(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_once_exits_1_when_the_hub_cannot_be_reached(tmp_path: Path, log_format: str) -> None:
-    url = f"http://127.0.0.1:{closed_port()}/hub/api"
-    result = run_culler(["--once", f"--url={url}", "--max-retries=1", f"--log-format={log_format}"], cwd=tmp_path)
+    url = f"http://127.0.0.1:{dead_port()}/hub/api"
+    result = run_culler("--once", f"--url={url}", "--max-retries=1", f"--log-format={log_format}", cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     if log_format == "json":
         errors = [entry["message"] for entry in json_lines(result.stderr) if entry["level"] == "error"]
@@ -149,7 +149,7 @@ def test_once_exits_1_when_a_delete_failed(tmp_path: Path) -> None:
     with running_hub(users=12, idle=0.5) as hub:
         victim = min(hub.idle)
         hub.fail(victim)
-        result = run_culler(["--once", f"--url={hub.url}", TIMEOUT, "--max-retries=1"], cwd=tmp_path)
+        result = run_culler("--once", f"--url={hub.url}", TIMEOUT, "--max-retries=1", cwd=tmp_path)
         stats = hub.stats()
     assert result.returncode == 1, result.stderr
     assert stats["stop_requests"][victim] == 2, "a 500 is retried (once, with --max-retries=1)"
@@ -168,10 +168,8 @@ def test_json_log_lines_carry_the_decision_fields(tmp_path: Path) -> None:
     with running_hub(users=24, idle=0.5, named=0.25) as hub:
         victim = min(hub.idle_users)
         hub.fail(victim)
-        result = run_culler(
-            ["--once", "--log-format=json", "--cull-users", "--max-retries=0", f"--url={hub.url}", TIMEOUT],
-            cwd=tmp_path,
-        )
+        args = ["--once", "--log-format=json", "--cull-users", "--max-retries=0", f"--url={hub.url}", TIMEOUT]
+        result = run_culler(*args, cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     entries = json_lines(result.stderr)
     stops = [entry for entry in entries if entry["message"].startswith("Culling server ")]
@@ -201,11 +199,11 @@ def test_json_format_covers_startup_errors_too(tmp_path: Path, case: str) -> Non
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         if case == "no token":
-            result = run_culler(["--once", "--log-format=json"], env=culler_env(token=""), cwd=tmp_path)
+            result = run_culler("--once", "--log-format=json", token="", cwd=tmp_path)
             expected = "JUPYTERHUB_API_TOKEN"
         else:
             port = taken.getsockname()[1]
-            result = run_culler(["--once", "--log-format=json", f"--metrics-port={port}"], cwd=tmp_path)
+            result = run_culler("--once", "--log-format=json", f"--metrics-port={port}", cwd=tmp_path)
             expected = "--metrics-port"
     assert result.returncode == 2
     (entry,) = json_lines(result.stderr)
@@ -216,7 +214,7 @@ def test_json_format_covers_startup_errors_too(tmp_path: Path, case: str) -> Non
 def test_once_json_summary_carries_the_pass_counts(tmp_path: Path) -> None:
     """A CronJob's log parser gets the same fields from a --once pass as from a periodic one."""
     with running_hub(users=10, idle=0.5) as hub:
-        result = run_culler(["--once", "--log-format=json", f"--url={hub.url}", TIMEOUT], cwd=tmp_path)
+        result = run_culler("--once", "--log-format=json", f"--url={hub.url}", TIMEOUT, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     summary = json_lines(result.stderr)[-1]
     assert summary["message"].startswith("Pass done")
@@ -241,23 +239,23 @@ def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 
 def test_metrics_scraped_from_a_running_culler(tmp_path: Path) -> None:
-    port = closed_port()
+    port = dead_port()
     with running_hub(users=40, idle=0.5, named=0.25) as hub:
         victim = min(hub.idle_users)
         victim_servers = {server for server in hub.idle if server.split("/")[0] == victim}
         hub.fail(victim)
         before = time.time()
         args = [f"--url={hub.url}", TIMEOUT, "--cull-every=600", "--cull-users", "--max-retries=0"]
-        with running_culler([*args, f"--metrics-port={port}"], cwd=tmp_path) as culler:
-            served = culler.wait_for_line(r"Serving Prometheus metrics on (http://\S+/metrics)$").group(1)
+        with running_culler(*args, f"--metrics-port={port}", cwd=tmp_path) as culler:
+            served = culler.wait_for_match(r"Serving Prometheus metrics on (http://\S+/metrics)$").group(1)
             assert served == f"http://127.0.0.1:{port}/metrics", "loopback unless --metrics-address says otherwise"
-            culler.wait_for_line(r"\] Pass done in ")
+            culler.wait_for_match(r"\] Pass done in ")
             metrics = scrape(served)
             after = time.time()
             status = culler.stop(signal.SIGTERM)
-            culler.wait_for_line(r"\] Received SIGTERM")
-            culler.wait_for_line(r"\] Stopped$")
-    assert status == 0, "\n".join(culler.lines)
+            culler.wait_for_match(r"\] Received SIGTERM")
+            culler.wait_for_match(r"\] Stopped$")
+    assert status == 0, culler.text()
 
     def value(name: str, **labels: str) -> float:
         key = (name, frozenset(labels.items()))
@@ -287,7 +285,7 @@ def test_a_slow_pass_logs_its_progress(tmp_path: Path) -> None:
     # 12 idle servers, 0.4 s per stop, 2 at a time: the pass takes about 2.4 s.
     with running_hub(users=24, idle=0.5, stop_latency=0.4) as hub:
         args = ["--once", "--progress-interval=0.5", "--concurrency=2", f"--url={hub.url}", TIMEOUT]
-        result = run_culler(args, cwd=tmp_path)
+        result = run_culler(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = assert_text_lines(result.stderr)
     progress = [[int(n) for n in match.groups()] for line in lines if (match := PROGRESS.search(line))]
@@ -368,7 +366,7 @@ def run_service(command: list[str], hub: HubProcess, cwd: Path, *extra: str) -> 
     assert command[0] == sys.executable or Path(command[0]).name.startswith("python"), command
     argv = [*command[1:], "--once", *extra]
     assert argv[:2] == ["-m", "trio_culler"], argv
-    result = run_culler(argv[2:], env=culler_env(JUPYTERHUB_API_URL=hub.url), cwd=cwd)
+    result = run_culler(*argv[2:], env={"JUPYTERHUB_API_URL": hub.url}, cwd=cwd)
     assert result.returncode == 0, result.stderr
     stats = hub.stats()
     assert sorted(stats["stops_completed"]) == sorted(hub.idle)
@@ -427,7 +425,7 @@ def test_standalone_recipe(tmp_path: Path) -> None:
     assert_least_privilege(service["name"], hub_config.load_roles, args)
     assert 'export JUPYTERHUB_API_TOKEN="$TRIO_CULLER_TOKEN"' in command_block.text
     with running_hub(users=16, idle=0.5) as hub:
-        result = run_culler([*args, f"--url={hub.url}", "--once"], cwd=tmp_path)
+        result = run_culler(*args, f"--url={hub.url}", "--once", cwd=tmp_path)
         stats = hub.stats()
     assert result.returncode == 0, result.stderr
     assert sorted(stats["stops_completed"]) == sorted(hub.idle)
@@ -450,7 +448,7 @@ def test_cronjob_recipe(tmp_path: Path) -> None:
     assert "value" not in env["JUPYTERHUB_API_TOKEN"], "the token comes from a Secret"
     assert env["JUPYTERHUB_API_TOKEN"]["valueFrom"]["secretKeyRef"]["key"]
     with running_hub(users=16, idle=0.5) as hub:
-        result = run_culler(args, env=culler_env(JUPYTERHUB_API_URL=hub.url), cwd=tmp_path)
+        result = run_culler(*args, env={"JUPYTERHUB_API_URL": hub.url}, cwd=tmp_path)
         stats = hub.stats()
     assert result.returncode == 0, result.stderr
     assert sorted(stats["stops_completed"]) == sorted(hub.idle)
@@ -462,11 +460,11 @@ def test_embedding_recipe_runs_as_written(tmp_path: Path) -> None:
     script = tmp_path / "embed.py"
     script.write_text(marked_block("embedding").text, encoding="utf-8")
     with running_hub(users=20, idle=0.5) as hub:
-        env = culler_env(JUPYTERHUB_API_URL=hub.url)
+        env = child_env(JUPYTERHUB_API_URL=hub.url)
         with running_process([sys.executable, str(script)], cwd=tmp_path, env=env) as app:
-            match = app.wait_for_line(r"^pass: (\d+) users seen, (\d+) servers culled, (\d+) errors$")
+            match = app.wait_for_match(r"^pass: (\d+) users seen, (\d+) servers culled, (\d+) errors$")
             assert match.groups() == (str(len(hub.users)), str(len(hub.idle)), "0")
             status = app.stop(signal.SIGTERM)
         stats = hub.stats()
-    assert status == 0, "\n".join(app.lines)
+    assert status == 0, app.text()
     assert sorted(stats["stops_completed"]) == sorted(hub.idle)

@@ -22,17 +22,8 @@ from trio_culler._models import structure_user
 from trio_culler._options import load_config_file, load_rules_file
 from trio_culler._rules import MissingFieldError, Rule, RuleTable, effective_policy, structure_rules
 
-from .decide_cases import BASE_POLICY, H
-from .strategies import NOW, durations, policies, rule_users, rules, servers, users
-
-#: The README's example table (its "Rules" section), which the tests below read in every form it can take.
-README_EXAMPLE: list[dict[str, Any]] = [
-    {"users": ["vip-*", "svc-backup"], "cull": False},
-    {"groups": ["overnight"], "timeout": 86400},
-    {"user_options": {"profile": "gpu"}, "timeout": 900, "max_age": 14400},
-    {"servers": ["scratch-*"], "timeout": 600, "remove": True},
-]
-
+from .support.decisions import BASE_POLICY, README_EXAMPLE, H
+from .support.strategies import NOW, durations, policies, rule_users, rules, servers, users
 
 # --- Structuring ---------------------------------------------------------------------------------------------
 

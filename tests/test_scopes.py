@@ -27,7 +27,7 @@ from trio_culler._service import Culler
 from trio_culler.testing import FakeHub, Population
 from trio_culler.testing._token import FULL_SCOPES
 
-from .passes import cull
+from .support.passes import cull
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 TOKEN = "scopes-test-token"

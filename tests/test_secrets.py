@@ -20,8 +20,8 @@ import trio.testing
 from trio_culler import ConfigError, Culler, run_pass
 from trio_culler.testing import FakeHub, FakeServer, open_fake_hub
 
-from .faults_helpers import NOW, TOKEN, is_page, make_config, make_hub
-from .faults_procs import run_culler, run_hub
+from .support.faults import NOW, TOKEN, is_page, make_config, make_hub
+from .support.processes import running_culler, running_hub
 
 OLD = NOW - timedelta(hours=5)
 
@@ -134,7 +134,8 @@ async def test_surrounding_whitespace_is_not_part_of_the_token() -> None:
 
 
 def test_show_config_never_shows_the_token(tmp_path: Path) -> None:
-    with run_culler(TOKEN, "--show-config", "--debug", "--url=http://127.0.0.1:1/hub/api", cwd=tmp_path) as culler:
+    args = ["--show-config", "--debug", "--url=http://127.0.0.1:1/hub/api"]
+    with running_culler(*args, token=TOKEN, cwd=tmp_path) as culler:
         status = culler.wait(30)
     assert status == 0
     output = culler.text()
@@ -146,21 +147,21 @@ def test_show_config_never_shows_the_token(tmp_path: Path) -> None:
 def test_a_debug_run_against_an_echoing_hub_prints_no_token(tmp_path: Path, log_format: str) -> None:
     # The hub quotes the Authorization header in the 500 it answers to every first stop; the culler retries,
     # culls, and logs everything at DEBUG.
-    with run_hub(TOKEN, "--users", "8", "--idle", "1.0", "--echo-auth") as (hub, url):
-        args = [f"--url={url}", "--once", "--debug", f"--log-format={log_format}", "--max-retries=2"]
-        with run_culler(TOKEN, *args, cwd=tmp_path) as culler:
+    with running_hub(users=8, token=TOKEN, extra=["--echo-auth"]) as hub:
+        args = [f"--url={hub.url}", "--once", "--debug", f"--log-format={log_format}", "--max-retries=2"]
+        with running_culler(*args, token=TOKEN, cwd=tmp_path) as culler:
             status = culler.wait(60)
     output = culler.text()
     assert status == 0, output
     assert output.count("Culling server") == 8
     assert_clean(output)
-    assert_clean(hub.text())
+    assert_clean(hub.process.text())
 
 
 def test_a_refusal_that_echoes_the_token_prints_no_token(tmp_path: Path) -> None:
     with (
-        run_hub(TOKEN, "--users", "3", "--echo-auth", "--refuse-listing") as (_hub, url),
-        run_culler(TOKEN, f"--url={url}", "--once", "--debug", cwd=tmp_path) as culler,
+        running_hub(users=3, token=TOKEN, extra=["--echo-auth", "--refuse-listing"]) as hub,
+        running_culler(f"--url={hub.url}", "--once", "--debug", token=TOKEN, cwd=tmp_path) as culler,
     ):
         status = culler.wait(60)
     output = culler.text()
@@ -180,9 +181,10 @@ def test_a_traceback_that_quotes_the_token_is_redacted(tmp_path: Path) -> None:
         "c.IdleCuller.cull_arbiter_hook = hook\n",
         encoding="utf-8",
     )
-    with run_hub(TOKEN, "--users", "3", "--idle", "1.0") as (_hub, url):
+    with running_hub(users=3, token=TOKEN) as hub:
         for log_format in ("text", "json"):
-            with run_culler(TOKEN, f"--url={url}", "--once", f"--log-format={log_format}", cwd=tmp_path) as culler:
+            args = [f"--url={hub.url}", "--once", f"--log-format={log_format}"]
+            with running_culler(*args, token=TOKEN, cwd=tmp_path) as culler:
                 status = culler.wait(60)
             output = culler.text()
             assert status == 1, "a failing hook is an error of the pass"

@@ -26,7 +26,7 @@ import trio_culler._hub
 from trio_culler import Config, Culler, run_pass
 from trio_culler.testing import FakeHub, FakeServer, Population, open_fake_hub
 
-from .faults_helpers import TOKEN, hub_answer, is_nested
+from .support.faults import TOKEN, hub_answer, is_nested
 
 WARM_UP = 50
 PASSES = 250

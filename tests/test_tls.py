@@ -20,9 +20,9 @@ from trio_culler import Config, run_pass
 from trio_culler.cli import read_settings
 from trio_culler.testing import FakeHub, FakeKernel, FakeServer, Population, open_fake_hub
 
-from .faults_helpers import TOKEN, assert_exact
-from .faults_net import dead_port, open_forward_proxy
-from .faults_procs import run_culler
+from .support.faults import TOKEN, assert_exact
+from .support.net import dead_port, open_forward_proxy
+from .support.processes import running_culler
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 
@@ -199,7 +199,7 @@ async def test_the_hub_really_requires_a_client_certificate(pki: Pki) -> None:
 
 def test_missing_tls_files_are_one_clear_error(tmp_path: Path) -> None:
     args = ["--url=https://127.0.0.1:1/hub/api", "--ssl-enabled", f"--internal-certs-location={tmp_path}", "--once"]
-    with run_culler(TOKEN, *args, cwd=tmp_path) as culler:
+    with running_culler(*args, token=TOKEN, cwd=tmp_path) as culler:
         status = culler.wait(30)
     output = culler.text()
     assert "hub-internal.crt" in output

@@ -47,7 +47,7 @@ from hypothesis import strategies as st
 from trio_culler import _transport
 from trio_culler._transport import MAX_HEAD, MAX_INFORMATIONAL, TrioH11Transport
 
-from .faults_net import dead_port
+from .support.net import dead_port
 
 #: No test needs more than a fraction of a second; one that takes this long has hung.
 HANG_GUARD = 5.0

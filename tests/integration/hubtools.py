@@ -30,6 +30,9 @@ import httpx
 import pytest
 import trio
 
+from ..support.processes import child_env
+from ..support.processes import run_culler as run_culler_cli
+
 HERE = Path(__file__).resolve().parent
 HUB_CONFIG = HERE / "jupyterhub_config.py"
 REPO_ROOT = HERE.parent.parent
@@ -490,16 +493,6 @@ class HubAPI:
         return run_culler(self.hub, *args, timeout=timeout)
 
 
-def culler_env(token: str) -> dict[str, str]:
-    """The environment of a culler run by the tests: this one's without the ``JUPYTERHUB_`` settings, with
-    ``token`` as the API token and the working tree's trio_culler first on the path (even where it is not
-    pip-installed)."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("JUPYTERHUB_")}
-    env["JUPYTERHUB_API_TOKEN"] = token
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
 def run_culler(
     hub: HubProcess, *args: str, token: str | None = None, once: bool = True, timeout: float = CULLER_TIMEOUT
 ) -> CullerRun:
@@ -507,17 +500,8 @@ def run_culler(
     for ``--explain``), with the culler's token or ``token``."""
     argv = [f"--url={hub.api_url}", *args, *(["--once"] if once else [])]
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "trio_culler", *argv],
-        env=culler_env(token or hub.culler_token),
-        # The culler loads ./idle_culler_config.py if present; run where there is none.
-        cwd=hub.workdir,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    # The culler loads ./idle_culler_config.py if present; run where there is none.
+    done = run_culler_cli(*argv, token=token or hub.culler_token, cwd=hub.workdir, timeout=timeout)
     return CullerRun(
         args=argv,
         returncode=done.returncode,
@@ -534,7 +518,7 @@ def culler_process(token: str, *args: str, log_path: Path) -> Iterator[subproces
     with log_path.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "trio_culler", *args],
-            env=culler_env(token),
+            env=child_env(token),
             cwd=log_path.parent,
             stdin=subprocess.DEVNULL,
             stdout=out,

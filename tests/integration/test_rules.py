@@ -203,7 +203,9 @@ def test_a_warning_webhook_gets_one_post_per_server_before_its_cull(
             return True if all(state == "stopped" for state in states) else None
 
         wait_until(culled, timeout=120, what="the idle servers to be culled")
-        time.sleep(2)  # a few more passes: no second warning may follow
+        # Two more passes, as the log shows them: no second warning may follow.
+        passes = log_path.read_text().count("] Pass done")
+        wait_until(lambda: log_path.read_text().count("] Pass done") >= passes + 2, timeout=60, what="two more passes")
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     output = log_path.read_text()

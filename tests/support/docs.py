@@ -20,7 +20,7 @@ import attrs
 
 from trio_culler._options import OPTIONS
 
-from .ops_support import REPO, TOKEN
+from .processes import REPO, TOKEN
 
 __all__ = [
     "DOCS",

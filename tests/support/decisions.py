@@ -1,5 +1,5 @@
-"""Building blocks of the concrete decision cases: a one-hour policy to vary, and a ready server idle and aged
-as a case needs, at the strategies' fixed ``NOW``."""
+"""Building blocks of the concrete decision cases: a one-hour policy to vary, a ready server idle and aged as a
+case needs, at the strategies' fixed ``NOW``, and the README's rules table."""
 
 from __future__ import annotations
 
@@ -35,3 +35,12 @@ def policy(**changes: Any) -> Policy:
 def ready(name: str = "", *, idle: timedelta = 2 * H, age: timedelta = 3 * H) -> Server:
     """A ready server called ``name`` (``""``: the default one), last active ``idle`` ago, started ``age`` ago."""
     return Server(name=name, last_activity=NOW - idle, started=NOW - age, ready=True, url="/user/u/")
+
+
+#: The README's example table (its "Rules" section), which the rules and --explain tests read in every form it can take.
+README_EXAMPLE: list[dict[str, Any]] = [
+    {"users": ["vip-*", "svc-backup"], "cull": False},
+    {"groups": ["overnight"], "timeout": 86400},
+    {"user_options": {"profile": "gpu"}, "timeout": 900, "max_age": 14400},
+    {"servers": ["scratch-*"], "timeout": 600, "remove": True},
+]

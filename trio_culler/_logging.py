@@ -9,18 +9,30 @@ Lines about single culls (records with an ``action``) are written in small batch
 second late (a timer writes a batch that no later line comes to flush): stderr is line-buffered, so each line
 would otherwise be a write call of its own, which waits on whoever reads the pipe (the hub, for a managed
 service), and a pass that culls thousands of servers would spend its time there (figures in
-``benchmarks/RESULTS.md``, "Measured by hand"). Every other record, and
-anything at WARNING or above, flushes the batch at once, so the pass summary, errors and shutdown lines are
-never held back, and logging's exit hook flushes the rest.
+``benchmarks/RESULTS.md``, "Measured by hand"). Every other record, and anything at WARNING or above, flushes
+the batch at once, so the pass summary, errors and shutdown lines are never held back, and logging's exit hook
+flushes the rest.
 
 A filter on the handler replaces the API token wherever it appears in a finished line: the culler never logs it
 on purpose, and this makes sure no library does by accident either.
+
+One event is one line, whatever a user, a hub or a single-user server puts into what a record prints: in the
+text format every control character of the message (C0 and C1, DEL) is written as an escape (``\\n``, ``\\r``,
+``\\t``, ``\\x1b``, ``\\x85``), and so are the Unicode line and paragraph separators and the bidirectional
+overrides (``\\u2028``, ``\\u202e``), which some viewers break lines on or reorder what they show by: a user
+named ``x\\n[I ...] Culling server admin`` cannot forge a line. Backslashes themselves are not doubled: the text
+format is for people, and the JSON format is the exact one. A traceback keeps its lines, each indented by
+:data:`CONTINUATION` and escaped the same way, so no line of it (an exception message quoting a name with a
+newline included) can start like a record, which always starts with ``[`` in the first column. JSON escapes the
+C0 controls itself; the rest of the same set is written as ``\\uXXXX`` too, so that a reader splitting on any
+line break (``str.splitlines``) still gets one object per line, and decoding gives back the exact text.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import threading
 from datetime import UTC, datetime
@@ -29,7 +41,7 @@ from typing import Any, TextIO
 from ._redact import make_redactor
 from ._time import iso_utc
 
-__all__ = ["LOG_FIELDS", "JsonFormatter", "TextFormatter", "configure_logging"]
+__all__ = ["CONTINUATION", "LOG_FIELDS", "JsonFormatter", "TextFormatter", "configure_logging", "escape_controls"]
 
 #: The ``extra`` keys the culler uses; the JSON formatter copies exactly these.
 LOG_FIELDS = (
@@ -62,6 +74,37 @@ LOG_FIELDS = (
 )
 
 
+#: What no line carries raw: C0 and C1 controls, DEL, the line and paragraph separators, the bidirectional marks,
+#: embeddings, overrides and isolates.
+_UNSAFE = "\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_UNSAFE_IN_TEXT = re.compile(f"[{_UNSAFE}]")
+#: The part of it that json.dumps(ensure_ascii=False) leaves as it is (it escapes the C0 controls itself).
+_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+#: What starts every continuation line of a record (a traceback's lines): never ``[``, which starts a record.
+CONTINUATION = "    "
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    short = _SHORT_ESCAPES.get(char)
+    if short is not None:
+        return short
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every character of the unsafe set escaped (see the module docstring): one line, shown as
+    it is."""
+    # Most lines have none: one search, and the text is returned as it is.
+    return _UNSAFE_IN_TEXT.sub(_escape, text) if _UNSAFE_IN_TEXT.search(text) else text
+
+
+def _continuation_lines(text: str) -> str:
+    return "\n".join(CONTINUATION + escape_controls(line) for line in text.split("\n"))
+
+
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__()
@@ -75,9 +118,12 @@ class TextFormatter(logging.Formatter):
             self._stamp = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%d %H:%M:%S")
             self._second = second
         millis = int(record.msecs)
-        text = f"[{record.levelname[:1]} {self._stamp}.{millis:03d} {record.name}] {record.getMessage()}"
+        message = escape_controls(record.getMessage())
+        text = f"[{record.levelname[:1]} {self._stamp}.{millis:03d} {record.name}] {message}"
         if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
+            text += "\n" + _continuation_lines(self.formatException(record.exc_info))
+        if record.stack_info:
+            text += "\n" + _continuation_lines(self.formatStack(record.stack_info))
         return text
 
 
@@ -95,7 +141,13 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        text = json.dumps(entry, ensure_ascii=False, default=str)
+        # Outside its strings a JSON text is ASCII: an escape here is an escape inside a string.
+        return _UNSAFE_IN_JSON.sub(_json_escape, text) if _UNSAFE_IN_JSON.search(text) else text
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 class _RedactingFormatter(logging.Formatter):

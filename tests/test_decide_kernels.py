@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from trio_culler import Action, Policy, Server, decide_server
 from trio_culler._decide import effective_idle_time
+from trio_culler._forecast import cull_time
 from trio_culler._inspect import Kernel, ServerActivity, Terminal
 
 from .support.decisions import H, M, policy, ready
@@ -208,3 +209,25 @@ def test_the_arbiter_still_judges_idleness_of_an_inspected_server_but_not_a_busy
     server = ready(idle=2 * H)
     assert not decide_server(server, policy=policy(), now=NOW, arbiter_says_cull=False, activity=idle_kernels(H)).acts
     assert not decide_server(server, policy=policy(), now=NOW, arbiter_says_cull=True, activity=busy(H)).acts
+
+
+def test_a_kernel_busy_for_exactly_max_busy_is_culled_and_forecast_for_that_instant() -> None:
+    p = policy(max_busy=2 * H)
+    server = ready(idle=3 * H, age=4 * H)  # idle by the hub's clock; only the busy kernel protects it
+    decision = decide_server(server, policy=p, now=NOW, activity=busy(2 * H))
+    assert (decision.action, decision.rule) == (Action.STOP, "busy_expired")
+    # A second earlier the kernel had been busy a second less: still protected.
+    second = timedelta(seconds=1)
+    earlier = decide_server(server, policy=p, now=NOW - second, activity=busy(2 * H))
+    assert (earlier.action, earlier.rule) == (Action.KEEP, "kernel_busy")
+    # The forecast names that very instant, by the limit that sets it.
+    assert cull_time(server, policy=p, activity=busy(2 * H)) == (NOW, "max_busy", 2 * H)
+
+
+def test_of_two_busy_kernels_the_one_that_started_last_protects_the_server() -> None:
+    p = policy(max_busy=2 * H)
+    server = ready(idle=4 * H, age=5 * H)
+    two = ServerActivity((Kernel("k1", "busy", NOW - 3 * H), Kernel("k2", "busy", NOW - 30 * M)))
+    decision = decide_server(server, policy=p, now=NOW, activity=two)
+    assert (decision.action, decision.rule, decision.busy) == (Action.KEEP, "kernel_busy", 30 * M)
+    assert cull_time(server, policy=p, activity=two) == (NOW + 90 * M, "max_busy", 2 * H)

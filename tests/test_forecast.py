@@ -17,6 +17,7 @@ from trio_culler._models import Server, User
 from trio_culler.testing import FakeHub, FakeServer
 
 from .support import strategies
+from .support.passes import cull
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 POLICY = Config(api_token="t", timeout=600, max_age=7200).policy
@@ -204,3 +205,15 @@ def test_the_forecast_is_when_the_decision_turns(
     if at > NOW and policy.timeout > timedelta(0):
         just_before = decide_server(server, policy=policy, now=at - timedelta(seconds=1), activity=activity)
         assert not just_before.acts, (when, just_before)
+
+
+async def test_a_server_idle_for_exactly_the_timeout_is_culled_in_this_pass_and_not_forecast() -> None:
+    hub = FakeHub(token="tok", clock=lambda: NOW)
+    hub.add_user("exact", servers={"": FakeServer("", NOW - timedelta(hours=3), NOW - timedelta(seconds=3600))})
+    hub.add_user("second", servers={"": FakeServer("", NOW - timedelta(hours=3), NOW - timedelta(seconds=3599))})
+    cfg = Config(api_token="tok", url="http://127.0.0.1:8081/hub/api", timeout=3600)
+    report = await cull(hub, cfg, now=NOW)
+    assert [(c.user, c.rule, c.outcome) for c in report.culls] == [("exact", "idle", "stopped")]
+    # Due now is this pass's cull, not a forecast; one second later is the next pass's.
+    assert [(f.user, f.cull_at) for f in report.upcoming] == [("second", NOW + timedelta(seconds=1))]
+    assert report.upcoming_due == {"idle": 1}

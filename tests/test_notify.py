@@ -294,3 +294,15 @@ async def test_a_blocking_sync_hook_runs_beside_the_pass(monkeypatch: pytest.Mon
         assert n.sent == n.failed == 0
         release.set()
     assert n.sent == 1
+
+
+async def test_a_server_due_exactly_warn_before_from_now_is_warned_in_this_pass(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Idle 45 minutes, timeout 1 h: due in 15 minutes, exactly --warn-before. The window includes its edge.
+    hub = idle_hub("ann", idle=45 * M)
+    receiver = Receiver()
+    cfg = config(timeout=3600, warn_before=900, warn_url=WEBHOOK)
+    reports = await passes(hub, cfg, [NOW], receiver)  # one pass at NOW (and a second at NOW to collect)
+    assert [(post["user"], post["cull_at"]) for post in receiver.posts] == [("ann", "2026-11-25T12:15:00Z")]
+    assert [sum(r.servers_culled.values()) for r in reports] == [0, 0]

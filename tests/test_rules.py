@@ -22,7 +22,7 @@ from trio_culler._models import structure_user
 from trio_culler._options import load_config_file, load_rules_file
 from trio_culler._rules import MissingFieldError, Rule, RuleTable, effective_policy, structure_rules
 
-from .support.decisions import BASE_POLICY, README_EXAMPLE, H
+from .support.decisions import BASE_POLICY, README_EXAMPLE, H, ready
 from .support.strategies import NOW, durations, policies, rule_users, rules, servers, users
 
 # --- Structuring ---------------------------------------------------------------------------------------------
@@ -347,6 +347,37 @@ def test_rules_on_the_readme_example() -> None:
     assert table.for_server(scratch, scratch.servers["lab"]).index is None
     # A user decision never takes a server rule.
     assert table.for_user(gpu).index is None
+
+
+def test_a_rule_with_max_age_0_means_no_limit() -> None:
+    # As the README says: 0 is "none", even under a global --max-age; never "culled at once".
+    table = RuleTable(structure_rules([{"users": ["kept"], "max_age": 0}]), attrs.evolve(BASE_POLICY, max_age=H))
+    old_but_active = ready(idle=timedelta(minutes=5), age=10 * H)
+    for name, action in (("kept", Action.KEEP), ("other", Action.STOP)):
+        user = User(name=name, servers={"": old_but_active})
+        matched = table.for_server(user, old_but_active)
+        assert (matched.policy.max_age is None) is (name == "kept")
+        assert decide_server(old_but_active, policy=matched.policy, now=NOW).action is action, name
+
+
+def test_user_globs_match_whole_names_and_a_group_rule_any_of_its_groups() -> None:
+    table = RuleTable(
+        structure_rules(
+            [
+                {"users": ["[ab]*"], "timeout": 1},
+                {"users": ["vip-*"], "timeout": 2},
+                {"groups": ["a", "b"], "timeout": 3},
+            ]
+        ),
+        BASE_POLICY,
+    )
+
+    def index(name: str, *groups: str) -> int | None:
+        return table.for_user(User(name=name, groups=groups)).index
+
+    assert [index("alice"), index("bob"), index("carol")] == [0, 0, None]
+    assert [index("vip-1"), index("xvip-1"), index("vip")] == [1, None, None]
+    assert [index("zed", "b"), index("zed", "a"), index("zed", "c"), index("zed")] == [2, 2, None, None]
 
 
 def test_user_options_compare_as_json() -> None:

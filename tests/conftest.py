@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -33,3 +34,9 @@ def _restore_logging() -> Iterator[None]:
     root.setLevel(level)
     for name in ("httpx", "httpcore", "hpack"):
         logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+@pytest.fixture
+def in_empty_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the test in an empty directory of its own (a module opts in with ``pytestmark``)."""
+    monkeypatch.chdir(tmp_path)

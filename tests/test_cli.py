@@ -14,17 +14,10 @@ import pytest
 
 from trio_culler.cli import read_settings, run
 
-ENV = {"JUPYTERHUB_API_TOKEN": "secret-token-value", "JUPYTERHUB_API_URL": "http://127.0.0.1:8081/hub/api"}
+from .support.cli import ENV, effective
 
-
-def effective(argv: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    return read_settings(argv, ENV if env is None else env).public_dict()
-
-
-@pytest.fixture(autouse=True)
-def _in_empty_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The default config file is read from the working directory: keep a stray one out of every test.
-    monkeypatch.chdir(tmp_path)
+# The culler reads ./idle_culler_config.py from where it runs: every test runs in an empty directory.
+pytestmark = pytest.mark.usefixtures("in_empty_dir")
 
 
 # The command lines real deployments generate (reference/hub-api.md), with the meaning each must have.

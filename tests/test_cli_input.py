@@ -21,6 +21,9 @@ from hypothesis import strategies as st
 from trio_culler._options import OPTIONS
 from trio_culler.cli import main, read_settings, run
 
+# The culler reads ./idle_culler_config.py from where it runs: every test runs in an empty directory.
+pytestmark = pytest.mark.usefixtures("in_empty_dir")
+
 ENV = {"JUPYTERHUB_API_TOKEN": "cli-input-token", "JUPYTERHUB_API_URL": "http://127.0.0.1:9/hub/api"}
 #: A 2.0 config file as ``jupyterhub-idle-culler==2.0.0 --generate-config`` writes it, uncommented (the values
 #: are 2.0's defaults; the culler's own options keep theirs).
@@ -54,11 +57,6 @@ c.IdleCuller.ssl_enabled = False
 c.IdleCuller.timeout = 600
 c.IdleCuller.url = None
 """
-
-
-@pytest.fixture(autouse=True)
-def _in_empty_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
 
 
 def cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

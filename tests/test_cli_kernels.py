@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from trio_culler.cli import read_settings, run
 
-ENV = {"JUPYTERHUB_API_TOKEN": "secret-token-value", "JUPYTERHUB_API_URL": "http://127.0.0.1:8081/hub/api"}
+from .support.cli import ENV, effective
 
-
-@pytest.fixture(autouse=True)
-def _in_empty_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-
-
-def effective(argv: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    return read_settings(argv, ENV if env is None else env).public_dict()
+# The culler reads ./idle_culler_config.py from where it runs: every test runs in an empty directory.
+pytestmark = pytest.mark.usefixtures("in_empty_dir")
 
 
 def test_defaults_leave_inspection_off() -> None:

@@ -8,12 +8,10 @@ import pytest
 
 from trio_culler.cli import run
 
-from .test_cli import ENV, effective
+from .support.cli import ENV, effective
 
-
-@pytest.fixture(autouse=True)
-def _in_empty_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
+# The culler reads ./idle_culler_config.py from where it runs: every test runs in an empty directory.
+pytestmark = pytest.mark.usefixtures("in_empty_dir")
 
 
 def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:

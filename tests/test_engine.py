@@ -2,74 +2,31 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-import attrs
 import httpx
 import pytest
 import trio
 import trio.testing
 
 import trio_culler._engine as engine
-from trio_culler import Config, Decision, Server, decide_server, run_pass
+from trio_culler import Decision, Server, decide_server, run_pass
 from trio_culler.testing import FakeHub, FakeServer, Population
 
+from .support import faults
+from .support.faults import NOW, TOKEN, make_hub, rewrite_pages
+from .support.faults import make_config as config
 from .support.passes import cull
-
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-TOKEN = "engine-test-token"
-URL = "http://127.0.0.1:8081/hub/api"
 
 Fault = Callable[[httpx.Request], Awaitable[httpx.Response | None]]
 
 
-def rewrite_pages(hub: FakeHub, edit: Callable[[dict[str, Any]], None]) -> None:
-    """Let the hub answer each GET /users, then pass the page through ``edit`` (a malformed-data fault)."""
-    inside = False
-
-    async def fault(request: httpx.Request) -> httpx.Response | None:
-        nonlocal inside
-        if inside or request.method != "GET" or not request.url.path.endswith("/users"):
-            return None
-        inside = True
-        try:
-            response = await hub.handle(request)
-        finally:
-            inside = False
-        body = json.loads(response.content)
-        edit(body)
-        return httpx.Response(200, json=body)
-
-    hub.fault = fault
-
-
-def config(**changes: Any) -> Config:
-    return attrs.evolve(Config(api_token=TOKEN, url=URL, timeout=600), **changes)
-
-
-def make_hub(
-    n: int, *, idle: float, seed: int = 1, named_fraction: float = 0.0, **hub_options: object
-) -> tuple[FakeHub, Population]:
-    hub = FakeHub(token=TOKEN, clock=lambda: NOW, **hub_options)  # type: ignore[arg-type]
-    population = hub.populate(n, idle_fraction=idle, seed=seed, now=NOW, named_fraction=named_fraction)
-    return hub, population
-
-
 def assert_exact(hub: FakeHub, population: Population) -> None:
-    """Every idle server stopped, no active one, none twice."""
-    stats = hub.statistics()
-    stopped = set(stats.stop_requests)
-    assert population.idle - stopped == set(), "idle servers left running"
-    assert stopped & population.active == set(), "active servers stopped"
-    assert [pair for pair, count in stats.stop_requests.items() if count > 1] == []
-    for name, server in population.idle:
-        assert server not in hub.users[name].servers
-    for name, server in population.active:
-        assert server in hub.users[name].servers
+    """Every idle server stopped, none asked about twice, no active one asked about."""
+    faults.assert_exact(hub, population, asked_once=True)
 
 
 async def test_a_pass_stops_exactly_the_idle_servers(autojump_clock: trio.testing.MockClock) -> None:
@@ -273,20 +230,25 @@ async def test_404_on_stop_is_not_an_error(autojump_clock: trio.testing.MockCloc
     assert report.error_count == 0
 
 
-async def test_a_failing_user_does_not_stop_the_pass(autojump_clock: trio.testing.MockClock) -> None:
-    hub, _population = make_hub(30, idle=1.0)
-    attempts = 0
+def refuse_stops(hub: FakeHub, user: str, status: int, message: str) -> list[str]:
+    """Answer every DELETE about ``user`` with ``status``; returns the list of those requests, as they come."""
+    refused: list[str] = []
 
-    async def broken(request: httpx.Request) -> httpx.Response | None:
-        nonlocal attempts
-        if request.method == "DELETE" and "/user-07/" in request.url.path:
-            attempts += 1
-            return httpx.Response(500, json={"status": 500, "message": "boom"})
+    async def refuse(request: httpx.Request) -> httpx.Response | None:
+        if request.method == "DELETE" and f"/{user}/" in request.url.path:
+            refused.append(request.url.path)
+            return httpx.Response(status, json={"status": status, "message": message})
         return None
 
-    hub.fault = broken
+    hub.fault = refuse
+    return refused
+
+
+async def test_a_failing_user_does_not_stop_the_pass(autojump_clock: trio.testing.MockClock) -> None:
+    hub, _population = make_hub(30, idle=1.0)
+    attempts = refuse_stops(hub, "user-07", 500, "boom")
     report = await cull(hub, config(max_retries=3))
-    assert attempts == 4, "the first attempt and three retries"
+    assert len(attempts) == 4, "the first attempt and three retries"
     assert report.errors_by_kind == {"status": 1}
     assert report.errors[0].subject == "user-07"
     assert "500" in report.errors[0].message
@@ -297,18 +259,9 @@ async def test_a_failing_user_does_not_stop_the_pass(autojump_clock: trio.testin
 
 async def test_400_is_recorded_not_retried(autojump_clock: trio.testing.MockClock) -> None:
     hub, _ = make_hub(5, idle=1.0)
-    calls = 0
-
-    async def refuse(request: httpx.Request) -> httpx.Response | None:
-        nonlocal calls
-        if request.method == "DELETE" and "/user-2/" in request.url.path:
-            calls += 1
-            return httpx.Response(400, json={"status": 400, "message": "Named servers are not enabled"})
-        return None
-
-    hub.fault = refuse
+    calls = refuse_stops(hub, "user-2", 400, "Named servers are not enabled")
     report = await cull(hub, config())
-    assert calls == 1
+    assert len(calls) == 1
     assert report.errors_by_kind == {"status": 1}
     assert "Named servers are not enabled" in report.errors[0].message
 

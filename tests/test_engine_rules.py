@@ -12,8 +12,9 @@ import trio.testing
 from trio_culler._history import History
 from trio_culler.testing import FakeHub, FakeServer
 
+from .support.faults import NOW, TOKEN, rewrite_pages
+from .support.faults import make_config as config
 from .support.passes import cull
-from .test_engine import NOW, TOKEN, config, rewrite_pages
 
 H = timedelta(hours=1)
 GROUPS = {"nora": ["overnight"], "olga": ["overnight", "staff"]}

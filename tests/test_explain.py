@@ -16,7 +16,8 @@ from trio_culler._rules import MissingFieldError
 from trio_culler.testing import FakeHub, FakeServer, open_fake_hub
 
 from .support.decisions import README_EXAMPLE
-from .test_engine import NOW, TOKEN, config
+from .support.faults import NOW, TOKEN
+from .support.faults import make_config as config
 
 M = timedelta(minutes=1)
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -20,7 +20,8 @@ from trio_culler._metrics import Metrics
 from trio_culler._notify import DELIVERY_TIMEOUT, MAX_REMEMBERED, CullWarning, Notifier, open_notifier
 from trio_culler.testing import FakeHub, FakeServer
 
-from .test_engine import NOW, TOKEN, config
+from .support.faults import NOW, TOKEN
+from .support.faults import make_config as config
 
 M = timedelta(minutes=1)
 WEBHOOK = "http://127.0.0.1:9/warn"

@@ -179,25 +179,24 @@ def test_the_config_file_and_the_rules_file_are_read_the_same_way(tmp_path: Path
     assert load_config_file(config, required=True) == {"timeout": 60}
     # A byte that is not UTF-8, named by its offset in the file, BOM counted.
     rules, config = _write_both(tmp_path, bom + b"# caf\xe9\n", bom + b"# caf\xe9\n")
+    assert _errors_reading(rules, config) == [
+        f"--rules-file {rules}: not UTF-8 text (byte 8: invalid continuation byte)",
+        f"{config}: not UTF-8 text (byte 8: invalid continuation byte)",
+    ]
+    # A file that cannot be read (a directory here).
+    assert _errors_reading(str(tmp_path), str(tmp_path)) == [
+        f"--rules-file {tmp_path}: cannot read it: Is a directory",
+        f"{tmp_path}: cannot read it: Is a directory",
+    ]
+
+
+def _errors_reading(rules: str, config: str) -> list[str]:
     errors = []
     for load in (lambda: load_rules_file(rules), lambda: load_config_file(config, required=True)):
         with pytest.raises(ConfigError) as caught:
             load()
         errors.append(str(caught.value))
-    assert errors == [
-        f"--rules-file {rules}: not UTF-8 text (byte 8: invalid continuation byte)",
-        f"{config}: not UTF-8 text (byte 8: invalid continuation byte)",
-    ]
-    # A file that cannot be read (a directory here).
-    errors = []
-    for load in (lambda: load_rules_file(str(tmp_path)), lambda: load_config_file(str(tmp_path), required=True)):
-        with pytest.raises(ConfigError) as caught:
-            load()
-        errors.append(str(caught.value))
-    assert errors == [
-        f"--rules-file {tmp_path}: cannot read it: Is a directory",
-        f"{tmp_path}: cannot read it: Is a directory",
-    ]
+    return errors
 
 
 # --- Matching ------------------------------------------------------------------------------------------------

@@ -85,32 +85,27 @@ async def test_first_pass_at_once_then_every_interval_never_overlapping(
     for (_, end), (next_start, _) in itertools.pairwise(passes):
         assert next_start >= end, "a pass started before the previous one ended"
     # Start-to-start spacing is the interval when passes are short enough.
-    hub2 = idle_hub(0)
-    starts: list[float] = []
-    async with hub2.running(), trio.open_nursery() as nursery:
-        culler2 = Culler(
-            config(cull_every=7), transport=hub2.transport(), reporters=[lambda r: starts.append(trio.current_time())]
-        )
-        nursery.start_soon(lambda: culler2.serve())
-        await trio.sleep(30)
-        culler2.stop(grace=0)
-    gaps = [round(b - a, 3) for a, b in itertools.pairwise(starts)]
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(await pass_ends(config(cull_every=7), 30))]
     assert gaps
     assert all(gap == 7 for gap in gaps)
     assert versions
 
 
-async def test_cull_every_zero_means_half_the_timeout(autojump_clock: trio.testing.MockClock) -> None:
+async def pass_ends(cfg: Config, run_for: float) -> list[float]:
+    """When each pass of a culler run for ``run_for`` seconds against an empty hub ended (a pass there takes no
+    time: these are the pass starts too)."""
     hub = idle_hub(0)
-    starts: list[float] = []
+    ends: list[float] = []
     async with hub.running(), trio.open_nursery() as nursery:
-        culler = Culler(
-            config(timeout=100), transport=hub.transport(), reporters=[lambda r: starts.append(trio.current_time())]
-        )
+        culler = Culler(cfg, transport=hub.transport(), reporters=[lambda r: ends.append(trio.current_time())])
         nursery.start_soon(lambda: culler.serve())
-        await trio.sleep(175)
+        await trio.sleep(run_for)
         culler.stop(grace=0)
-    assert len(starts) == 4  # t = 0, 50, 100, 150
+    return ends
+
+
+async def test_cull_every_zero_means_half_the_timeout(autojump_clock: trio.testing.MockClock) -> None:
+    assert len(await pass_ends(config(timeout=100), 175)) == 4  # t = 0, 50, 100, 150
 
 
 async def test_run_pass_now_during_a_pass_waits_for_a_fresh_one(autojump_clock: trio.testing.MockClock) -> None:

@@ -116,12 +116,17 @@ def test_no_new_request_starts_after_the_first_signal(quick_hub: HubProcess) -> 
     assert deletes_after(hub, sent, earlier) == []
 
 
-def test_once_exits_0_when_the_grace_period_runs_out(slow_hub: HubProcess) -> None:
+@pytest.mark.parametrize(
+    ("mode", "signum"),
+    [(["--once"], signal.SIGTERM), (["--cull-every=600"], signal.SIGINT)],
+    ids=["once, SIGTERM", "periodic, SIGINT"],
+)
+def test_exits_0_when_the_grace_period_runs_out(slow_hub: HubProcess, mode: list[str], signum: int) -> None:
     hub = slow_hub
     earlier = hub.process.mark()
-    with culler(hub.url, "--once", "--grace-period=2") as process:
+    with culler(hub.url, *mode, "--grace-period=2") as process:
         culling_started(hub, earlier)
-        status, took = signal_and_time(process, signal.SIGTERM, timeout=2 + SLACK)
+        status, took = signal_and_time(process, signum, timeout=2 + SLACK)
     assert status == 0, process.text()
     assert 1.5 <= took <= 2 + SLACK, "in-flight stops were given the grace period, and no more"
     assert "Traceback" not in process.text()
@@ -142,17 +147,6 @@ def test_a_second_signal_exits_at_once(slow_hub: HubProcess, mode: list[str]) ->
     assert status == 0, process.text()
     assert took < 3
     assert "again: exiting now" in process.text()
-    assert "Traceback" not in process.text()
-
-
-def test_periodic_mode_exits_0_within_the_grace_period(slow_hub: HubProcess) -> None:
-    hub = slow_hub
-    earlier = hub.process.mark()
-    with culler(hub.url, "--cull-every=600", "--grace-period=2") as process:
-        culling_started(hub, earlier)
-        status, took = signal_and_time(process, signal.SIGINT, timeout=2 + SLACK)
-    assert status == 0, process.text()
-    assert 1.5 <= took <= 2 + SLACK
     assert "Traceback" not in process.text()
 
 

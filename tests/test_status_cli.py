@@ -15,6 +15,9 @@ import pytest
 
 from trio_culler.cli import _status_page, read_settings, run
 
+# The culler reads ./idle_culler_config.py from where it runs: every test runs in an empty directory.
+pytestmark = pytest.mark.usefixtures("in_empty_dir")
+
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "status-cli-token-0123456789abcdef"
 # What a hub gives a managed service with a url (the hub's API itself is unreachable here: port 9).
@@ -26,11 +29,6 @@ MANAGED = {
     "JUPYTERHUB_SERVICE_PREFIX": "/services/culler/",
     "JUPYTERHUB_OAUTH_CALLBACK_URL": "/services/culler/oauth_callback",
 }
-
-
-@pytest.fixture(autouse=True)
-def _in_empty_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
 
 
 def free_port() -> int:

@@ -155,10 +155,19 @@ def rewrite_pages(hub: FakeHub, edit: Callable[[dict[str, Any]], None]) -> None:
     hub.fault = fault
 
 
-def assert_exact(hub: FakeHub, population: Population, *, also_idle: frozenset[tuple[str, str]] = frozenset()) -> None:
+def assert_exact(
+    hub: FakeHub,
+    population: Population,
+    *,
+    also_idle: frozenset[tuple[str, str]] = frozenset(),
+    asked_once: bool = False,
+) -> None:
     """Every idle server stopped, no active one asked about, none stopped twice. ``also_idle``: servers a test
-    added to the population later."""
+    added to the population later. ``asked_once``: no server was even asked twice (a pass without failures,
+    where a second DELETE could only mean a user handled twice)."""
     stats = hub.statistics()
+    if asked_once:
+        assert [pair for pair, count in stats.stop_requests.items() if count > 1] == [], "a server asked twice"
     # A user missing from the hub was deleted (--cull-users), which its idle servers' stops had to precede.
     running = {(name, server) for name, user in hub.users.items() for server in user.servers}
     assert running & population.idle == set(), "idle servers left running"

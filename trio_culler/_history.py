@@ -49,22 +49,12 @@ class PassSummary:
 
     @classmethod
     def of(cls, report: PassReport) -> PassSummary:
-        return cls(
-            started=report.started,
-            duration=report.duration,
-            hub_version=report.hub_version,
-            dry_run=report.dry_run,
-            users_seen=report.users_seen,
-            servers_seen=report.servers_seen,
-            servers_culled=sum(report.servers_culled.values()),
-            servers_stopped=report.servers_stopped,
-            servers_pending=report.servers_pending,
-            users_deleted=report.users_deleted,
-            skipped=report.skipped,
-            errors=report.error_count,
-            aborted=report.aborted,
-            interrupted=report.interrupted,
-        )
+        # The report's values of the same names, but for the two that are tallies there.
+        same = {field.name: getattr(report, field.name) for field in attrs.fields(cls) if field.name not in _TALLIES}
+        return cls(**same, servers_culled=sum(report.servers_culled.values()), errors=report.error_count)
+
+
+_TALLIES = ("servers_culled", "errors")
 
 
 @attrs.frozen(kw_only=True)
@@ -99,15 +89,15 @@ class StatusSnapshot:
         return {
             "version": self.version,
             "history": self.history,
-            "passes": [_pass_json(summary) for summary in self.passes],
-            "culls": [_cull_json(record) for record in self.culls],
+            "passes": [_json(summary) for summary in self.passes],
+            "culls": [_json(record) for record in self.culls],
             "last_errors": [{"subject": e.subject, "kind": e.kind, "message": e.message} for e in self.last_errors],
             "upcoming": {
                 "as_of": iso_utc(self.upcoming_as_of),
                 "horizon_seconds": seconds(self.horizon),
                 "due": dict(self.upcoming_due),
                 "total_due": self.upcoming_total,
-                "soonest": [_forecast_json(forecast) for forecast in self.upcoming],
+                "soonest": [_json(forecast) for forecast in self.upcoming],
             },
             "next_pass_at": iso_utc(self.next_pass_at),
             "config": dict(self.config),
@@ -167,45 +157,12 @@ def _next_start(started: datetime, interval: float) -> datetime:
     return max(started + timedelta(seconds=interval), datetime.now(UTC))
 
 
-def _pass_json(summary: PassSummary) -> dict[str, Any]:
-    return {
-        "started": iso_utc(summary.started),
-        "duration_seconds": round(summary.duration, 3),
-        "hub_version": summary.hub_version,
-        "dry_run": summary.dry_run,
-        "users_seen": summary.users_seen,
-        "servers_seen": summary.servers_seen,
-        "servers_culled": summary.servers_culled,
-        "servers_stopped": summary.servers_stopped,
-        "servers_pending": summary.servers_pending,
-        "users_deleted": summary.users_deleted,
-        "skipped": summary.skipped,
-        "errors": summary.errors,
-        "aborted": summary.aborted,
-        "interrupted": summary.interrupted,
-    }
-
-
-def _cull_json(record: CullRecord) -> dict[str, Any]:
-    return {
-        "user": record.user,
-        "server": record.server,
-        "action": record.action,
-        "rule": record.rule,
-        "reason": record.reason,
-        "signal": record.signal,
-        "matched_rule": record.matched_rule,
-        "at": iso_utc(record.at),
-        "outcome": record.outcome,
-    }
-
-
-def _forecast_json(forecast: Forecast) -> dict[str, Any]:
-    return {
-        "user": forecast.user,
-        "server": forecast.server,
-        "cull_at": iso_utc(forecast.cull_at),
-        "limit": forecast.limit,
-        "limit_seconds": forecast.limit_seconds,
-        "rule": forecast.rule,
-    }
+def _json(value: PassSummary | CullRecord | Forecast) -> dict[str, Any]:
+    """A record as ``api/status`` shows it: its fields, instants in ISO 8601 UTC, a duration in seconds."""
+    out = attrs.asdict(value, recurse=False)
+    for key, item in out.items():
+        if isinstance(item, datetime):
+            out[key] = iso_utc(item)
+    if "duration" in out:
+        out["duration_seconds"] = round(out.pop("duration"), 3)
+    return out

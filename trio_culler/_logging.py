@@ -16,16 +16,13 @@ flushes the rest.
 A filter on the handler replaces the API token wherever it appears in a finished line: the culler never logs it
 on purpose, and this makes sure no library does by accident either.
 
-One event is one line, whatever a user, a hub or a single-user server puts into what a record prints: in the
-text format every control character of the message (C0 and C1, DEL) is written as an escape (``\\n``, ``\\r``,
-``\\t``, ``\\x1b``, ``\\x85``), and so are the Unicode line and paragraph separators and the bidirectional
-overrides (``\\u2028``, ``\\u202e``), which some viewers break lines on or reorder what they show by: a user
-named ``x\\n[I ...] Culling server admin`` cannot forge a line. Backslashes themselves are not doubled: the text
-format is for people, and the JSON format is the exact one. A traceback keeps its lines, each indented by
-:data:`CONTINUATION` and escaped the same way, so no line of it (an exception message quoting a name with a
-newline included) can start like a record, which always starts with ``[`` in the first column. JSON escapes the
-C0 controls itself; the rest of the same set is written as ``\\uXXXX`` too, so that a reader splitting on any
-line break (``str.splitlines``) still gets one object per line, and decoding gives back the exact text.
+One event is one line, whatever users, the hub or their servers put into names and messages. The text format
+escapes every C0 and C1 control, DEL, the Unicode line separators and the bidirectional marks (``\\n``,
+``\\x1b``, ``\\u2028``): a user named ``x\\n[I ...] Culling server admin`` forges no line. Backslashes are
+not doubled: the text is for people, the JSON is exact. A traceback keeps its lines, each indented by
+:data:`CONTINUATION`, so that only a record starts with ``[`` in the first column. The JSON escapes the C0
+controls itself and the rest of the set as ``\\uXXXX``, so that even a reader splitting at ``\\u2028`` gets
+one object a line.
 """
 
 from __future__ import annotations

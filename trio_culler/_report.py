@@ -7,6 +7,7 @@ import logging
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import attrs
 
@@ -213,34 +214,18 @@ class PassRecorder:
             self.errors.append(PassError(subject, kind, str(error)))
 
     def finish(self, now: float) -> PassReport:
+        # Every counter of the same name, copied (a report is frozen: no Counter or list of the recorder's
+        # may change under it); the recorder's Upcoming becomes the report's two views of it.
+        values = {
+            field.name: _copied(getattr(self, field.name))
+            for field in attrs.fields(PassReport)
+            if field.name not in ("duration", "upcoming", "upcoming_due")
+        }
         return PassReport(
-            started=self.started,
+            **values,
             duration=now - self.started_at,
-            hub_version=self.hub_version,
-            dry_run=self.dry_run,
-            users_seen=self.users_seen,
-            servers_seen=self.servers_seen,
-            servers_culled=dict(self.servers_culled),
-            servers_stopped=self.servers_stopped,
-            servers_pending=self.servers_pending,
-            users_culled=self.users_culled,
-            users_deleted=self.users_deleted,
-            skipped=self.skipped,
-            duplicates=self.duplicates,
-            pages=self.pages,
-            pages_failed=self.pages_failed,
-            errors_by_kind=dict(self.errors_by_kind),
-            errors=tuple(self.errors),
-            aborted=self.aborted,
-            interrupted=self.interrupted,
-            culls=tuple(self.culls),
             upcoming=() if self.upcoming is None else self.upcoming.soonest(),
             upcoming_due={} if self.upcoming is None else dict(self.upcoming.due),
-            warnings_sent=self.warnings_sent,
-            warnings_failed=self.warnings_failed,
-            servers_inspected=self.servers_inspected,
-            inspection_failures=dict(self.inspection_failures),
-            hub_up=self.hub_up,
         )
 
     def progress_line(self) -> str:
@@ -251,3 +236,11 @@ class PassRecorder:
             f"{count(culled, 'server')} culled, {count(self.users_deleted, 'user')} deleted, "
             f"{count(sum(self.errors_by_kind.values()), 'error')}"
         )
+
+
+def _copied(value: Any) -> Any:
+    if isinstance(value, Counter):
+        return dict(value)
+    if isinstance(value, list | deque):
+        return tuple(value)
+    return value

@@ -5,7 +5,6 @@ webhook's payload, and the numbers it hands the arbiter hook. One spelling each,
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import overload
 
 __all__ = ["as_number", "iso_utc", "seconds"]
 
@@ -15,25 +14,11 @@ def as_number(value: float) -> float | int:
     return int(value) if float(value).is_integer() else value
 
 
-@overload
-def seconds(delta: timedelta) -> float | int: ...
-@overload
-def seconds(delta: None) -> None: ...
-@overload
-def seconds(delta: timedelta | None) -> float | int | None: ...
 def seconds(delta: timedelta | None) -> float | int | None:
     """A duration in seconds, to the millisecond (whole seconds as an int); None (unknown) stays None."""
     return None if delta is None else as_number(round(delta.total_seconds(), 3))
 
 
-@overload
-def iso_utc(when: datetime, *, timespec: str = "auto") -> str: ...
-@overload
-def iso_utc(when: None, *, timespec: str = "auto") -> None: ...
-@overload
-def iso_utc(when: datetime | None, *, timespec: str = "auto") -> str | None: ...
 def iso_utc(when: datetime | None, *, timespec: str = "auto") -> str | None:
     """An aware instant in ISO 8601, in UTC, with ``Z``: ``2026-11-25T12:00:00Z``; None stays None."""
-    if when is None:
-        return None
-    return when.astimezone(UTC).isoformat(timespec=timespec).removesuffix("+00:00") + "Z"
+    return None if when is None else when.astimezone(UTC).isoformat(timespec=timespec).removesuffix("+00:00") + "Z"

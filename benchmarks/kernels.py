@@ -5,7 +5,7 @@ Each scenario starts ``fakehub.py`` (the benchmark hub of ``run.py``, in its own
 every server idle by the hub's data, a 50 ms stop, and single-user servers behind its fake proxy whose
 ``api/kernels`` answers after 50 ms. trio-culler runs once (``--once``) with ``--inspect-kernels``.
 
-Targets (issue 10):
+Targets (what --inspect-kernels may cost on top of the stops, and what it must never do):
 
 - pass time, hub side (first request to last answer), within 1.2x of the bound
   ``(candidates x kernel request + stops x stop) / concurrency``;

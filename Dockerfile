@@ -9,13 +9,13 @@
 # name are the culler's options (see docs/recipes.md).
 #
 # BASE_IMAGE is any Debian-like image with python3 (>= 3.11) and its venv module, and groupadd/useradd: the
-# official slim Python image by default, or, say, a Debian image with python3 and python3-venv installed
-# (--build-arg BASE_IMAGE=...). The culler lives in a virtual environment, so it never mixes with, or needs
-# to override, the base's own Python packages.
+# official slim Python image by default (named in full, so that podman needs no short-name alias for it), or,
+# say, a Debian image with python3 and python3-venv installed (--build-arg BASE_IMAGE=...). The culler lives in
+# a virtual environment, so it never mixes with, or needs to override, the base's own Python packages.
 #
 # tests/integration/test_container.py builds this file with podman on a Debian base made by mmdebstrap and
 # runs its entry point; tests/test_container_install.py checks what it can from the files alone.
-ARG BASE_IMAGE=python:3.12-slim
+ARG BASE_IMAGE=docker.io/library/python:3.12-slim
 
 # --- build: a virtual environment with trio-culler and its dependencies, from only the files it needs ---
 FROM ${BASE_IMAGE} AS build

@@ -143,7 +143,7 @@ def test_the_base_image_is_an_argument_defaulting_to_a_slim_python_that_satisfie
     arguments = [instruction.argument for instruction in preamble if instruction.keyword == "ARG"]
     assert len(arguments) == 1, f"one ARG before the first FROM, the base image: {arguments}"
     name, _, default = arguments[0].partition("=")
-    match = re.fullmatch(r"python:3\.(\d+)-slim", default)
+    match = re.fullmatch(r"(?:docker\.io/library/)?python:3\.(\d+)-slim", default)
     assert match, f"the official slim Python image by default, not {default!r}"
     minimum = re.fullmatch(r">=\s*3\.(\d+)", str(project()["requires-python"]))
     assert minimum, project()["requires-python"]

@@ -150,12 +150,12 @@ class ImageConfig:
         user, _, group = str(config.get("User", "")).partition(":")
         # Numeric, so that no /etc/passwd of the image has to be trusted (Kubernetes' runAsNonRoot checks the same).
         assert user.isdigit(), f"the image's user is not a numeric uid: {config.get('User')!r}"
-        uid = int(user)
-        assert not group or group.isdigit(), f"the image's group is not a numeric gid: {group!r}"
+        # With no group an engine takes the user's from the image's /etc/passwd, or 0: the image names its own.
+        assert group.isdigit(), f"the image's group is not a numeric gid: {config.get('User')!r}"
         env = dict(item.partition("=")[::2] for item in config.get("Env") or [])
         return cls(
-            uid=uid,
-            gid=int(group) if group else uid,
+            uid=int(user),
+            gid=int(group),
             env=env,
             entrypoint=list(config.get("Entrypoint") or []),
             workdir=config.get("WorkingDir") or "/",

@@ -45,6 +45,20 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 
+# The container image test (tests/integration/test_container.py) builds the Dockerfile with Debian's podman (chroot
+# isolation: no container is ever started) on a base image that mmdebstrap makes from Debian's packages; without
+# both it is skipped. Recommends left out: the test needs neither a container runtime's extras nor fakechroot.
+if ! command -v podman >/dev/null 2>&1 || ! command -v mmdebstrap >/dev/null 2>&1; then
+  echo "==> installing Debian's podman and mmdebstrap for the container image test"
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends podman mmdebstrap
+  else
+    sudo apt-get update -qq
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends podman mmdebstrap
+  fi
+fi
+
 export PATH="$PWD/$VENV/bin:$PATH"
 export HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci}
 

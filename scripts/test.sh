@@ -5,8 +5,8 @@
 #   bash scripts/test.sh -k engine  # extra arguments go to pytest
 #
 # It creates .venv (Python >= 3.11) with the project and its test extras (JupyterHub and jupyter_server from
-# PyPI among them), installs configurable-http-proxy from npm and Debian's chromium when they are missing,
-# and runs ruff, mypy and pytest. Safe to run again: every step is idempotent.
+# PyPI among them), installs configurable-http-proxy from npm, and Debian's chromium, podman and mmdebstrap, when
+# they are missing, and runs ruff, mypy and pytest. Safe to run again: every step is idempotent.
 #
 # The whole suite (no arguments, or FLOORS=1) also proves the dependency floors: .venv-floors gets every runtime
 # dependency at the lowest version pyproject.toml allows (scripts/floor_constraints.py) and runs the unit tests

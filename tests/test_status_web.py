@@ -29,6 +29,7 @@ from trio_culler._errors import ConfigError
 from trio_culler._forecast import Forecast
 from trio_culler._history import History
 from trio_culler._metrics import Metrics
+from trio_culler._redact import shown_url
 from trio_culler._report import CullRecord, PassError, PassReport
 from trio_culler.testing import FakeHub, FakeServer
 from trio_culler.web import Identity, OAuthFlow, StatusPageSettings, create_app
@@ -162,9 +163,9 @@ def report(**changes: Any) -> PassReport:
 
 
 def make_app(
-    history: History | None = None, *, metrics: Metrics | None = None
+    history: History | None = None, *, metrics: Metrics | None = None, cfg: Config | None = None
 ) -> tuple[httpx.AsyncClient, FakeFlow, History]:
-    cfg = Config(api_token=TOKEN)
+    cfg = cfg or Config(api_token=TOKEN)
     history = history or History(cfg.public_dict(), size=5)
     flow = FakeFlow(USERS)
     registry = None if metrics is None else metrics.registry
@@ -1016,3 +1017,42 @@ async def test_only_what_the_page_verified_gets_a_budget_of_its_own() -> None:
         await auth.token_identity(Request({"type": "http", "headers": [(b"authorization", b"token weak-token")]}))
     assert key(authorization="token weak-token") is None  # a token without access is no one's budget
     await client.aclose()
+
+
+# --- no secret in a URL is shown --------------------------------------------------------------------------------
+
+WARN_URL = "https://hookuser:hookpass@hooks.example.org:8443/services/T0/SECRETPATH?token=QUERYSECRET#FRAGSECRET"
+URL_SECRETS = ("hookuser", "hookpass", "SECRETPATH", "QUERYSECRET", "FRAGSECRET", "/services/T0")
+
+
+async def test_the_webhooks_url_is_shown_as_scheme_host_and_port_only() -> None:
+    cfg = Config(
+        api_token=TOKEN, url="http://hubuser:hubpass@127.0.0.1:8081/hub/api", warn_before=600, warn_url=WARN_URL
+    )
+    client, flow, history = make_app(cfg=cfg)
+    history.observe(report())
+    async with client:
+        await login(client, flow, "admin")
+        page = await client.get(PAGE)
+        document = await client.get(f"{PAGE}api/status")
+    assert document.json()["config"]["warn_url"] == "https://hooks.example.org:8443"
+    assert document.json()["config"]["url"] == "http://127.0.0.1:8081/hub/api"
+    assert "https://hooks.example.org:8443" in page.text
+    for response in (page, document):
+        for secret in (*URL_SECRETS, "hubuser", "hubpass"):
+            assert secret not in response.text
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (WARN_URL, "https://hooks.example.org:8443"),
+        ("http://[::1]:8080/x?y=z", "http://[::1]:8080"),
+        ("https://user@example.org/a#b", "https://example.org"),
+        ("http://example.org:99999/", "[redacted]"),
+        ("not a url", "[redacted]"),
+    ],
+)
+def test_shown_url(url: str, shown: str) -> None:
+    assert shown_url(url) == shown
+    assert shown_url("http://u:p@hub:8081/hub/api?q=1#f", keep_path=True) == "http://hub:8081/hub/api"

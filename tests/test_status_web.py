@@ -45,7 +45,7 @@ from trio_culler.web._auth import (
     Refusal,
 )
 from trio_culler.web._oauth import OAuthError, OAuthRefused
-from trio_culler.web._pacer import Budget, Pacer
+from trio_culler.web._pacer import ANONYMOUS, Budget, Pacer
 from trio_culler.web._server import hypercorn_config, serve_status_page
 from trio_culler.web._settings import parse_bind
 
@@ -206,6 +206,7 @@ def test_settings_from_the_variables_a_hub_sets() -> None:
     assert (standalone.bind_host, standalone.bind_port) == ("::1", 9000)
     assert standalone.authorize_url == "https://hub.example.org/hub/api/oauth2/authorize"
     assert hypercorn_config(standalone).bind == ["[::1]:9000"]
+    assert hypercorn_config(standalone).backlog == 1024  # a burst of strangers leaves room for an admin's SYN
 
 
 @pytest.mark.parametrize("bind", ["9000", "host:", ":80", "host:99999", "host:x"])
@@ -672,6 +673,34 @@ async def test_readers_are_paced_so_they_cannot_take_the_passes_time(autojump_cl
     assert many.statistics().refused_anonymous == 19
 
 
+async def test_a_refusal_is_answered_after_the_wait_it_was_refused_and_few_are_held(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A client refused at once would ask again at once, each refusal costing hypercorn its parsing: so a
+    503 comes after ``max_delay``, and only ``held`` of them wait at once (the others are answered at once)."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    pacer = Pacer(app, anonymous=Budget(rate=1, burst=1), max_delay=2, held=5)
+    answers: list[tuple[int, float]] = []
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=pacer), base_url=PAGE) as client:
+        began = trio.current_time()
+
+        async def one() -> None:
+            response = await client.get(PAGE)
+            answers.append((response.status_code, trio.current_time() - began))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(20):
+                nursery.start_soon(one)
+    assert sorted(status for status, _ in answers) == [200] * 3 + [503] * 17  # one at once, two within 2 s
+    refused_at = sorted(at for status, at in answers if status == 503)
+    assert refused_at == [0.0] * 12 + [2.0] * 5
+    assert pacer.statistics().refused_anonymous == 17
+
+
 async def test_a_cull_shows_its_signal_and_the_rule_that_set_the_limit() -> None:
     client, flow, history = make_app()
     kernel_cull = CullRecord(
@@ -711,10 +740,13 @@ async def test_a_cull_shows_its_signal_and_the_rule_that_set_the_limit() -> None
 async def test_an_anonymous_flood_leaves_a_logged_in_admin_and_a_known_script_answered(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """Strangers without a session (no cookie, forged cookies, random tokens) ask as fast as they are
-    answered, while an admin reads the page and a script reads api/status: those two draw on budgets of their
-    own, and every one of their requests is answered 200."""
+    """Strangers without a session (no cookie, forged cookies, random tokens) ask again as soon as they are
+    answered, more of them than the strangers' budget holds waiting, while an admin reads the page and a
+    script reads api/status: those two draw on budgets of their own, and every one of their requests is
+    answered 200. The strangers get what their budget gives, and 503s."""
     client, flow, history = make_app()
+    pacer = client._transport.app  # type: ignore[attr-defined]
+    assert isinstance(pacer, Pacer)
     history.observe(report())
     admin: list[int] = []
     script: list[int] = []
@@ -736,24 +768,28 @@ async def test_an_anonymous_flood_leaves_a_logged_in_admin_and_a_known_script_an
                     headers = {"Authorization": f"token random-{index}-{len(anonymous)}"}
                     response = await strangers.get(f"{PAGE}api/status", headers=headers)
                 anonymous.append(response.status_code)
-                if response.status_code == 503:
-                    await trio.sleep(0.2)  # and asks again
 
+        began = trio.current_time()
         async with trio.open_nursery() as nursery:
             # More than the strangers' budget holds waiting (20 at once, 20 a second for 5 s).
             for index in range(200):
                 nursery.start_soon(one_stranger, index)
-            await trio.sleep(1)  # the flood is on: the strangers' budget is spent
-            assert anonymous.count(503) > 100
-            for _ in range(20):
+            await trio.testing.wait_all_tasks_blocked()
+            assert pacer.statistics().refused_anonymous >= 200 - (ANONYMOUS.burst + 5 * ANONYMOUS.rate)
+            for _ in range(40):
                 admin.append((await client.get(PAGE)).status_code)
                 admin.append((await client.get(f"{PAGE}api/status")).status_code)
                 script.append((await scripted.get(f"{PAGE}api/status", headers=token)).status_code)
                 await trio.sleep(0.25)
             flooding = False
-    assert admin == [200] * 40
-    assert script == [200] * 20
-    assert anonymous.count(503) > 10 * anonymous.count(200)  # the flood was real all along
+        elapsed = trio.current_time() - began
+    assert admin == [200] * 80
+    assert script == [200] * 40
+    # The strangers had their budget and no more, and were refused all along.
+    admitted = len(anonymous) - anonymous.count(503)
+    assert admitted <= ANONYMOUS.burst + ANONYMOUS.rate * elapsed
+    assert admitted >= ANONYMOUS.rate * (elapsed - 5)
+    assert pacer.statistics().refused_anonymous >= 2 * 80
 
 
 async def test_one_session_cannot_spend_another_sessions_budget(autojump_clock: trio.testing.MockClock) -> None:
@@ -794,7 +830,7 @@ async def test_the_pacers_total_stays_bounded_however_many_sessions(autojump_clo
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=pacer), base_url=PAGE) as client:
 
         async def key_user(key: int) -> None:
-            for _ in range(20):
+            for _ in range(10):
                 response = await client.get(PAGE, headers={"x-key": f"k{key}"})
                 if response.status_code == 503:
                     await trio.sleep(0.1)

@@ -2,8 +2,8 @@
 
 The page and the passes share one trio thread, and trio is fair: a reader that asks again the moment it has an
 answer (50 of them, ``benchmarks/status_load.py --interval=0``) took four fifths of the thread and made a
-100,000-user pass 4.5 times longer. So requests are admitted on budgets (``benchmarks/RESULTS.md`` has what a
-request costs), and one budget for everyone would let one anonymous client give a logged-in admin 503s. So:
+100,000-user pass 4.5 times longer. Requests are therefore admitted on budgets (``benchmarks/STATUS.md`` has
+what a request costs), and not on one for everyone, which let one anonymous client give a logged-in admin 503s:
 
 - **anonymous** requests (no session or token the page already verified: first visits, logins, forged
   cookies, unknown tokens) share one budget, :data:`ANONYMOUS`;
@@ -13,9 +13,14 @@ request costs), and one budget for everyone would let one anonymous client give 
   passes is ``ANONYMOUS.rate + VERIFIED.rate`` requests a second, however many sessions there are.
 
 A request waits for its turn (a waiting request costs nothing) and starts once every budget it draws on allows;
-one that would wait longer than ``max_delay`` is answered 503 at once, without reaching the app. Which budget
-is the caller's ``classify(scope)``: a key for a verified session or token, None for anonymous. It must be
-cheap and must never trust what it cannot check at once: a dict lookup of what the app verified before.
+one that would wait longer than ``max_delay`` is answered 503 without reaching the app, after ``max_delay``
+all the same: a refusal still costs hypercorn its parsing (about as much as a page), and a client that asks
+again as soon as it is answered would otherwise be refused as fast as hypercorn can parse, on the passes'
+thread. Held, it gets one refusal per ``max_delay`` per connection. At most ``held`` refusals are held at once
+(each holds a connection open); beyond, they are answered at once.
+
+Which budget is the caller's ``classify(scope)``: a key for a verified session or token, None for anonymous.
+It must be cheap and must never trust what it cannot check at once: a dict lookup of what the app verified.
 
 Each budget is the generic cell rate algorithm: a theoretical arrival time (``tat``) moves ``1 / rate`` further
 with each request admitted; a request may start once ``tat`` is within ``burst / rate`` of now. A budget that
@@ -64,6 +69,8 @@ ANONYMOUS = Budget(rate=20, burst=20)
 VERIFIED = Budget(rate=60, burst=30)
 #: Each verified session (or hub token): a dashboard refreshing every second, a few open tabs, a scraper.
 EACH_VERIFIED = Budget(rate=10, burst=20)
+#: Refusals held at once (about 19 KiB of memory each, the connection's).
+HELD = 1024
 
 
 def admit(now: float, tats: Sequence[float], budgets: Sequence[Budget], max_delay: float) -> list[float] | None:
@@ -94,6 +101,7 @@ class Pacer:
         each_verified: Budget = EACH_VERIFIED,
         max_delay: float = 5.0,
         keys: int = 2048,
+        held: int = HELD,
     ) -> None:
         self.app = app
         self._classify = classify
@@ -106,6 +114,8 @@ class Pacer:
         self._key_tats: ExpiringMap[str, float] = ExpiringMap(size=keys, lifetime=0.0, clock=trio.current_time)
         self._refused_anonymous = 0
         self._refused_verified = 0
+        self._held_at_most = held
+        self._held = 0
 
     def statistics(self) -> PacerStatistics:
         return PacerStatistics(
@@ -124,7 +134,7 @@ class Pacer:
             admitted = admit(now, [self._anonymous_tat], [self._anonymous], self._max_delay)
             if admitted is None:
                 self._refused_anonymous += 1
-                await _busy(send)
+                await self._refuse(send)
                 return
             start, self._anonymous_tat = admitted
         else:
@@ -132,7 +142,7 @@ class Pacer:
             admitted = admit(now, [key_tat, self._verified_tat], [self._each, self._verified], self._max_delay)
             if admitted is None:
                 self._refused_verified += 1
-                await _busy(send)
+                await self._refuse(send)
                 return
             start, key_tat, self._verified_tat = admitted
             # Kept until the budget is full again; after that a fresh one is the same.
@@ -142,6 +152,18 @@ class Pacer:
             await trio.sleep_until(start)
         await self.app(scope, receive, send)
 
+    async def _refuse(self, send: Send) -> None:
+        if self._held < self._held_at_most:
+            self._held += 1
+            try:
+                await trio.sleep(self._max_delay)
+            finally:
+                self._held -= 1
+        await _busy(send)
+
+
+_BUSY = b"503 Service Unavailable: too many requests, try again.\n"
+
 
 async def _busy(send: Send) -> None:
     await send(
@@ -150,9 +172,10 @@ async def _busy(send: Send) -> None:
             "status": 503,
             "headers": [
                 (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(_BUSY)).encode()),
                 (b"retry-after", b"5"),
                 (b"cache-control", b"no-store"),
             ],
         }
     )
-    await send({"type": "http.response.body", "body": b"503 Service Unavailable: too many requests, try again.\n"})
+    await send({"type": "http.response.body", "body": _BUSY})

@@ -41,6 +41,7 @@ from trio_culler.web._auth import (
     REFUSED_SECONDS,
     SESSIONS_KEPT,
     TOKEN_CHECK_SECONDS,
+    TOKENS_KEPT,
     Auth,
     Refusal,
 )
@@ -1028,8 +1029,10 @@ def test_the_memories_strangers_fill_are_sized_for_everything_their_budgets_admi
     auth = Auth(SETTINGS, FakeFlow(USERS), secret_key=b"k" * 32)
     assert auth._used_states.size >= LOOKUPS.rate * LOGIN_SECONDS + LOOKUPS.burst
     assert auth._used_states.lifetime == LOGIN_SECONDS
-    # Tokens and codes have budgets of their own, and both are refused into one map.
-    assert auth._refused.size >= 2 * (LOOKUPS.rate * REFUSED_SECONDS + LOOKUPS.burst)
+    # Tokens and codes have budgets of their own, both are refused into one map, and so are the known tokens
+    # found revoked when they are checked again (each once a TOKEN_CHECK_SECONDS, at most TOKENS_KEPT of them).
+    assert REFUSED_SECONDS <= TOKEN_CHECK_SECONDS
+    assert auth._refused.size >= 2 * (LOOKUPS.rate * REFUSED_SECONDS + LOOKUPS.burst) + TOKENS_KEPT
     assert auth._refused.lifetime == REFUSED_SECONDS
 
 

@@ -45,7 +45,7 @@ from ._oauth import Identity, OAuthError, OAuthFlow, OAuthRefused, pkce_challeng
 from ._pacer import Budget, admit
 from ._settings import StatusPageSettings
 
-__all__ = ["LOGIN_SECONDS", "LOOKUPS", "SESSION_COOKIE", "STATE_COOKIE", "Auth", "Refusal"]
+__all__ = ["LOGIN_SECONDS", "LOOKUPS", "SESSION_COOKIE", "STATE_COOKIE", "Auth", "Login", "Refusal"]
 
 log = logging.getLogger("trio_culler.web")
 
@@ -130,9 +130,12 @@ class Auth:
         )
         self._token_lookups = _Lookups(LOOKUPS)
         self._login_lookups = _Lookups(LOOKUPS)
-        # Filled once per lookup of either kind at most: never evicted before REFUSED_SECONDS.
+        # Filled once per budgeted lookup at most, and once per known token's check (each known token is
+        # checked once a TOKEN_CHECK_SECONDS): never evicted before REFUSED_SECONDS.
         self._refused: ExpiringMap[bytes, int] = ExpiringMap(
-            size=2 * LOOKUPS.most_in(REFUSED_SECONDS), lifetime=REFUSED_SECONDS, clock=trio.current_time
+            size=2 * LOOKUPS.most_in(REFUSED_SECONDS) + TOKENS_KEPT,
+            lifetime=REFUSED_SECONDS,
+            clock=trio.current_time,
         )
         # Filled once per login lookup at most: never evicted before the state cookie expires.
         self._used_states: ExpiringMap[str, bool] = ExpiringMap(

@@ -4,7 +4,8 @@
 Three processes per run, all on 127.0.0.1: the benchmark hub (``fakehub.py``, started through ``run.py``'s
 ``FakeHub``: 100,000 users, 20% idle, instant stops), the culler with its status page (``driver`` below: the
 library's ``Culler`` and ``serve_status_page``, as the CLI runs them, with a known cookie key so clients can hold
-a session without the hub's OAuth, which the fake hub does not speak), and the clients (``clients`` below,
+sessions without the hub's OAuth, which the fake hub does not speak: one session per client, as browsers that
+each logged in have, so each has the budget of a session of its own), and the clients (``clients`` below,
 asyncio, keep-alive, each a logged-in browser refreshing the page).
 
 Per round, back to back in alternating order: the pass alone and the pass with the clients. Reported: the pass's
@@ -23,9 +24,13 @@ second) without them is divided by its pace with them. Usage::
     python benchmarks/status_load.py [--users 100000] [--clients 50] [--interval 1] [--repeat 5] [--json]
     python benchmarks/status_load.py --paired [--phase 2] [--repeat 5]
     python benchmarks/status_load.py --page-cost [--seconds 10]
+    python benchmarks/status_load.py --flood [--clients 10] [--anonymous 200] [--seconds 10]
+    python benchmarks/status_load.py --classify-cost
 
 ``--page-cost`` runs no pass: it measures the culler's CPU per page with the same clients, for the status page
 and for a bare ASGI app on the same hypercorn (``bare`` below), whose body is as long as the page's.
+``--flood`` runs no pass either: logged-in readers alone, then with anonymous strangers asking without pause
+(see :func:`flood`); ``--classify-cost`` times the pacer's choice of a request's budget. Figures: ``STATUS.md``.
 
 Exit status 1 when the ratio misses 1.1x.
 """
@@ -36,6 +41,7 @@ import argparse
 import asyncio
 import contextlib
 import http.client
+import itertools
 import json
 import logging
 import os
@@ -57,6 +63,8 @@ ROOT = HERE.parent
 TOKEN = "bench-token"
 TARGET = 1.1
 PAGE = "/services/culler/"
+#: Sessions the driver makes for the clients; more clients share them.
+MAX_CLIENTS = 200
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -82,7 +90,9 @@ async def drive(hub_url: str) -> None:
     assert settings is not None
     history = History(config.public_dict())
     key = os.urandom(32)
-    cookie = itsdangerous.URLSafeTimedSerializer(key, salt="trio-culler-session").dumps({"user": "bench"})
+    sessions = itsdangerous.URLSafeTimedSerializer(key, salt="trio-culler-session")
+    # One session per client (up to MAX_CLIENTS), comma-separated: what browsers that each logged in hold.
+    cookie = ",".join(sessions.dumps({"user": f"bench-{index}"}) for index in range(MAX_CLIENTS))
     done = trio.Event()
     reports: list[PassReport] = []
 
@@ -209,8 +219,8 @@ async def clients(port: int, cookie: str, count: int, interval: float, max_secon
     loop.call_later(max_seconds, stop_all)
     log: list[tuple[float, float, int]] = []
     tasks = [
-        asyncio.create_task(refresh(port, cookie, interval, index * interval / count, stop, running, log))
-        for index in range(count)
+        asyncio.create_task(refresh(port, session, interval, index * interval / count, stop, running, log))
+        for index, session in zip(range(count), itertools.cycle(cookie.split(",")), strict=False)
     ]
     await asyncio.sleep(0.5 + interval)
     print("ready", flush=True)
@@ -359,6 +369,7 @@ def paired_ratio(phases: list[tuple[bool, int, float]]) -> float:
 def page_cost(opts: argparse.Namespace) -> int:
     """``--page-cost``: the culler's CPU per page with no pass running (the clients of every mode, ``--seconds``
     long), for the status page and for a bare ASGI app on the same hypercorn, whose body is as long as the page."""
+    WORK.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     results: dict[str, dict[str, float]] = {}
     body_size = 0
@@ -406,6 +417,106 @@ def page_cost(opts: argparse.Namespace) -> int:
     return 0
 
 
+def flood(opts: argparse.Namespace) -> int:
+    """``--flood``: no pass; ``--clients`` logged-in readers (a session each, every ``--interval`` s) for
+    ``--seconds``, alone and then with ``--anonymous`` strangers asking as fast as they are answered, each with
+    a forged session cookie (the costliest anonymous request: a signature checked for nothing). Reported per
+    phase: the readers' statuses and latency, the strangers' statuses, and the culler's CPU share."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, __file__, "driver", "--hub=http://127.0.0.1:9/hub/api"]
+    server = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=WORK)
+    phases: dict[str, dict[str, Any]] = {}
+    loads: list[subprocess.Popen[str]] = []
+    try:
+        assert server.stdout is not None
+        page = json.loads(server.stdout.readline())
+        port = int(page["url"].rsplit(":", 1)[1])
+        readers = start_clients(opts, port, page["cookie"])
+        loads.append(readers)
+        for phase_name in ("readers alone", "readers and strangers"):
+            if phase_name == "readers and strangers":
+                strangers_opts = argparse.Namespace(clients=opts.anonymous, interval=0.0)
+                loads.append(start_clients(strangers_opts, port, "forged.cookie"))
+            started, cpu_before = time.monotonic(), process_cpu(server.pid)
+            time.sleep(opts.seconds)
+            ended, cpu_after = time.monotonic(), process_cpu(server.pid)
+            phases[phase_name] = {
+                "rss_mib": rss_mib(server.pid),
+                "started": started,
+                "ended": ended,
+                "cpu_share": (cpu_after - cpu_before) / (ended - started),
+            }
+        strangers = stop_clients(loads.pop())
+        readers_samples = stop_clients(loads.pop())
+    finally:
+        kill(*loads, server)
+    for name, phase in phases.items():
+        during = [s for s in readers_samples if phase["started"] <= s[0] <= phase["ended"]]
+        latencies = [s[1] for s in during]
+        phase.update(
+            reader_pages=len(during),
+            reader_not_200=sum(1 for s in during if s[2] != 200),
+            reader_ms_p50=1000 * (percentile(latencies, 0.5) or 0.0),
+            reader_ms_p99=1000 * (percentile(latencies, 0.99) or 0.0),
+        )
+        if name == "readers and strangers":
+            mine = [s for s in strangers if phase["started"] <= s[0] <= phase["ended"]]
+            seconds = phase["ended"] - phase["started"]
+            phase.update(
+                stranger_answers_per_s=len(mine) / seconds,
+                stranger_503_per_s=sum(1 for s in mine if s[2] == 503) / seconds,
+                stranger_admitted_per_s=sum(1 for s in mine if s[2] != 503) / seconds,
+            )
+    summary = {"mode": "flood", "clients": opts.clients, "anonymous": opts.anonymous, **phases, "machine": machine()}
+    lines = [f"{opts.clients} readers every {opts.interval:g} s, {opts.anonymous} strangers asking without pause:"]
+    for name, phase in phases.items():
+        line = (
+            f"{name}: culler CPU {100 * phase['cpu_share']:.1f}% of a core, RSS {phase['rss_mib']:.0f} MiB; "
+            f"readers {phase['reader_pages']} pages, "
+            f"{phase['reader_not_200']} not 200, p50 {phase['reader_ms_p50']:.1f} ms, "
+            f"p99 {phase['reader_ms_p99']:.1f} ms"
+        )
+        if "stranger_answers_per_s" in phase:
+            line += (
+                f"; strangers {phase['stranger_admitted_per_s']:.1f}/s admitted, "
+                f"{phase['stranger_503_per_s']:.1f}/s refused (503)"
+            )
+        lines.append(line)
+    emit(opts, summary, "\n".join(lines))
+    return 0
+
+
+def classify_cost(opts: argparse.Namespace) -> int:
+    """``--classify-cost``: the CPU the pacer spends choosing a request's budget (``Auth.pace_key``: the
+    headers, the cookies parsed, a lookup of the session), for a browser's request with three cookies."""
+    import timeit
+
+    from trio_culler.web import Identity, OAuthFlow, StatusPageSettings
+    from trio_culler.web._auth import SESSION_COOKIE, Auth
+
+    settings = StatusPageSettings.from_environment(
+        {"JUPYTERHUB_SERVICE_NAME": "culler", "JUPYTERHUB_CLIENT_ID": "service-culler"}, bind="127.0.0.1:0"
+    )
+    assert settings is not None
+    flow = OAuthFlow(settings, api_url="http://127.0.0.1:9/hub/api", client_secret="x", client=None)  # type: ignore[arg-type]
+    auth = Auth(settings, flow, secret_key=os.urandom(32))
+    session = auth.new_session(Identity("bench", frozenset()))
+    headers = [
+        (b"host", b"hub.example.org"),
+        (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0"),
+        (b"accept", b"text/html,application/xhtml+xml"),
+        (b"cookie", f"_xsrf=2|abcdef|0123456789; {SESSION_COOKIE}={session}; jupyterhub-session-id=abc".encode()),
+    ]
+    scope = {"type": "http", "headers": headers}
+    count = 200_000
+    seconds = timeit.timeit(lambda: auth.pace_key(scope), number=count)
+    assert auth.pace_key(scope) == f"session:{session}"
+    summary = {"mode": "classify-cost", "us_per_request": 1e6 * seconds / count, "machine": machine()}
+    emit(opts, summary, f"choosing a request's budget: {summary['us_per_request']:.1f} us of CPU per request")
+    return 0
+
+
 def emit(opts: argparse.Namespace, summary: dict[str, Any], text: str) -> None:
     """The summary as JSON with ``--json``, else the text for a reader."""
     print(json.dumps(summary, indent=2) if opts.json else text)
@@ -433,7 +544,7 @@ def page_size(port: int, cookie: str) -> int:
     """The length of the status page's body, as a logged-in client gets it."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        connection.request("GET", PAGE, headers={"Cookie": f"trio-culler-session={cookie}"})
+        connection.request("GET", PAGE, headers={"Cookie": f"trio-culler-session={cookie.split(',')[0]}"})
         response = connection.getresponse()
         assert response.status == 200, response.status
         return len(response.read())
@@ -455,6 +566,13 @@ def cpu_sets(pin: bool) -> tuple[set[int], set[int]]:
     if not pin or len(cpus) < 2:
         return set(), set()
     return {cpus[-1]}, set(cpus[:-1])
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def load_average() -> str:
@@ -513,7 +631,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--page-cost", action="store_true", help="the culler's CPU per page without a pass, against bare hypercorn"
     )
-    parser.add_argument("--seconds", type=float, default=10.0, help="--page-cost: seconds measured")
+    parser.add_argument("--seconds", type=float, default=10.0, help="--page-cost, --flood: seconds measured")
+    parser.add_argument(
+        "--flood", action="store_true", help="readers with sessions, then with anonymous strangers (see flood())"
+    )
+    parser.add_argument("--anonymous", type=int, default=200, help="--flood: strangers asking without pause")
+    parser.add_argument("--classify-cost", action="store_true", help="the CPU of choosing a request's budget")
     parser.add_argument("--body-size", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--hub", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -541,6 +664,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if opts.page_cost:
         return page_cost(opts)
+    if opts.flood:
+        return flood(opts)
+    if opts.classify_cost:
+        return classify_cost(opts)
     if opts.paired:
         return paired(opts)
     rounds: list[dict[str, Any]] = []

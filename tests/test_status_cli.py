@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,8 @@ import httpx
 import pytest
 
 from trio_culler.cli import _status_page, read_settings, run
+
+from .support.processes import running_culler, running_hub
 
 # The culler reads ./idle_culler_config.py from where it runs: every test runs in an empty directory.
 pytestmark = pytest.mark.usefixtures("in_empty_dir")
@@ -122,3 +125,66 @@ def test_the_page_listens_before_the_hub_answers_and_stops_on_sigterm(tmp_path: 
     assert "Status page listening on http://127.0.0.1:" in err
     assert " answered at " not in err  # the culler never got past waiting for the hub
     assert TOKEN not in err
+
+
+# --- no secret of --warn-url is shown, except by --show-config -----------------------------------------------
+
+WARN_SECRETS = ("hookuser", "hookpass", "SECRETPATH", "QUERYSECRET", "FRAGSECRET")
+
+
+def warn_url(port: int) -> str:
+    return f"http://hookuser:hookpass@127.0.0.1:{port}/services/SECRETPATH?token=QUERYSECRET#FRAGSECRET"
+
+
+def test_show_config_prints_the_webhooks_url_whole_and_the_page_does_not(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--show-config is the operator's own check on their own terminal: it prints what they configured. The
+    page and api/status, read by others, show scheme, host and port."""
+    argv = ["--warn-before=600", f"--warn-url={warn_url(8000)}", "--status-bind=127.0.0.1:9999"]
+    assert run([*argv, "--show-config"], MANAGED) == 0
+    assert warn_url(8000) in capsys.readouterr().out
+    served = _status_page(read_settings(argv, MANAGED), MANAGED)
+    assert served is not None
+    assert served.history.snapshot.config["warn_url"] == "http://127.0.0.1:8000"
+    assert not any(secret in json.dumps(served.history.snapshot.to_json()) for secret in WARN_SECRETS)
+
+
+@pytest.mark.parametrize(
+    ("log_format", "webhook"),
+    [
+        ("text", "hub"),  # a webhook that answers 404: "... answered HTTP 404"
+        ("json", "closed"),  # a port nothing listens on: "...: ConnectError: ... after 3 attempts"
+    ],
+)
+def test_a_failed_delivery_logs_the_webhook_without_its_secrets(log_format: str, webhook: str) -> None:
+    """The real command line against a FakeHub of idle servers, with --warn-url full of secrets: the warnings
+    fail, and neither the line that says so nor any other line (start-up, page, passes) shows them."""
+    with running_hub(users=3, idle=1.0, token=TOKEN) as hub:
+        hub_url = hub.url
+        port = int(hub_url.split(":")[2].split("/")[0]) if webhook == "hub" else free_port()
+        argv = [
+            f"--url={hub_url}",
+            "--timeout=3600",
+            "--warn-before=900",
+            f"--warn-url={warn_url(port)}",
+            f"--log-format={log_format}",
+            f"--status-bind=127.0.0.1:{free_port()}",
+        ]
+        page_env = {k: v for k, v in MANAGED.items() if k.startswith("JUPYTERHUB_") and "API" not in k}
+        with running_culler(*argv, token=TOKEN, env=page_env) as culler:
+            failed = culler.wait_for(lambda text: "Could not warn the user" in text, timeout=60)
+            culler.popen.send_signal(signal.SIGTERM)
+            assert culler.wait(60) == 0, culler.text()
+            output = culler.text()
+    assert "Status page listening on" in output
+    if log_format == "json":
+        line = json.loads(failed.text)
+        assert line["event"] == "warning_failed"
+        message = line["message"]
+    else:
+        message = failed.text
+    assert f"http://127.0.0.1:{port}" in message
+    assert ("answered HTTP 404" if webhook == "hub" else "after 3 attempts") in message
+    for secret in (*WARN_SECRETS, TOKEN):
+        assert secret not in output

@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import secrets
 import time
+from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,17 +22,31 @@ import pytest
 import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.requests import Request
 
 from trio_culler import Config, run_pass
 from trio_culler._errors import ConfigError
 from trio_culler._forecast import Forecast
 from trio_culler._history import History
 from trio_culler._metrics import Metrics
+from trio_culler._redact import shown_url
 from trio_culler._report import CullRecord, PassError, PassReport
 from trio_culler.testing import FakeHub, FakeServer
-from trio_culler.web import Identity, OAuthError, OAuthFlow, StatusPageSettings, create_app
-from trio_culler.web._app import SESSION_CACHE_SIZE, SESSION_COOKIE, STATE_COOKIE, _SessionCache, json_bytes
-from trio_culler.web._pacer import Pacer
+from trio_culler.web import Identity, OAuthFlow, StatusPageSettings, create_app
+from trio_culler.web._app import SESSION_COOKIE, STATE_COOKIE, json_bytes
+from trio_culler.web._auth import (
+    LOGIN_SECONDS,
+    LOOKUP_MAX_DELAY,
+    LOOKUPS,
+    REFUSED_SECONDS,
+    SESSIONS_KEPT,
+    TOKEN_CHECK_SECONDS,
+    TOKENS_KEPT,
+    Auth,
+    Refusal,
+)
+from trio_culler.web._oauth import OAuthError, OAuthRefused
+from trio_culler.web._pacer import ANONYMOUS, Budget, Pacer
 from trio_culler.web._server import hypercorn_config, serve_status_page
 from trio_culler.web._settings import parse_bind
 
@@ -61,6 +77,7 @@ class FakeFlow(OAuthFlow):
         self.codes: dict[str, tuple[str, str]] = {}  # code -> (user, challenge)
         self.tokens: dict[str, str] = {"script-token": "admin", "weak-token": "pleb"}
         self.exchanges: list[dict[str, str]] = []
+        self.identified: list[str] = []  # every token asked about, as the hub's GET /user would count them
         super().__init__(SETTINGS, api_url="http://hub/hub/api", client_secret=TOKEN, client=httpx.AsyncClient())
 
     def login(self, authorize_url: str, user: str) -> str:
@@ -76,14 +93,19 @@ class FakeFlow(OAuthFlow):
         user, challenge = self.codes.pop(code, ("", ""))
         digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
         if not user or digest != challenge:
-            raise OAuthError("token exchange: the hub answered 400")
+            raise OAuthRefused("token exchange: the hub answered 400")
         token = f"token-of-{user}"
         self.tokens[token] = user
         return token
 
+    @property
+    def hub_requests(self) -> int:
+        return len(self.exchanges) + len(self.identified)
+
     async def identify(self, token: str) -> Identity:
+        self.identified.append(token)
         if token not in self.tokens:
-            raise OAuthError("identity: the hub answered 403")
+            raise OAuthRefused("identity: the hub answered 403")
         name = self.tokens[token]
         return Identity(name, frozenset(self.users[name]))
 
@@ -142,15 +164,20 @@ def report(**changes: Any) -> PassReport:
 
 
 def make_app(
-    history: History | None = None, *, metrics: Metrics | None = None
+    history: History | None = None, *, metrics: Metrics | None = None, cfg: Config | None = None
 ) -> tuple[httpx.AsyncClient, FakeFlow, History]:
-    cfg = Config(api_token=TOKEN)
+    cfg = cfg or Config(api_token=TOKEN)
     history = history or History(cfg.public_dict(), size=5)
     flow = FakeFlow(USERS)
     registry = None if metrics is None else metrics.registry
     app = create_app(SETTINGS, history, flow, secret_key=b"k" * 32, metrics=registry)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:10101")
     return client, flow, history
+
+
+def stranger(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """Another browser (a cookie jar of its own) on the same app."""
+    return httpx.AsyncClient(transport=client._transport, base_url=str(client.base_url))
 
 
 async def login(client: httpx.AsyncClient, flow: FakeFlow, user: str) -> httpx.Response:
@@ -180,6 +207,7 @@ def test_settings_from_the_variables_a_hub_sets() -> None:
     assert (standalone.bind_host, standalone.bind_port) == ("::1", 9000)
     assert standalone.authorize_url == "https://hub.example.org/hub/api/oauth2/authorize"
     assert hypercorn_config(standalone).bind == ["[::1]:9000"]
+    assert hypercorn_config(standalone).backlog == 1024  # a burst of strangers leaves room for an admin's SYN
 
 
 @pytest.mark.parametrize("bind", ["9000", "host:", ":80", "host:99999", "host:x"])
@@ -293,10 +321,10 @@ async def test_a_forged_or_crossed_state_is_refused() -> None:
         code = parse_qs(urlsplit(real).query)["code"][0]
         forged = await client.get(f"{PAGE}oauth_callback", params={"code": code, "state": "forged"})
         # Someone else's genuine state, in this browser (login CSRF): the state cookie does not match it.
-        other = await httpx.AsyncClient(transport=client._transport, base_url=str(client.base_url)).get(PAGE)
+        other = await stranger(client).get(PAGE)
         other_state = parse_qs(urlsplit(other.headers["location"]).query)["state"][0]
         crossed = await client.get(f"{PAGE}oauth_callback", params={"code": code, "state": other_state})
-        no_cookie = await httpx.AsyncClient(transport=client._transport, base_url=str(client.base_url)).get(real)
+        no_cookie = await stranger(client).get(real)
         genuine = await client.get(real)
     assert (forged.status_code, crossed.status_code, no_cookie.status_code) == (400, 400, 400)
     assert genuine.status_code == 302  # the refusals did not use the real login up
@@ -343,32 +371,38 @@ async def test_a_session_expires_on_time_though_its_cookie_was_checked_before(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Verified cookies are remembered (a dashboard sends the same one every time), but never past the
-    session's end: the memory holds the expiry the signature carried."""
+    session's end: the memory holds the expiry the signature carried. Both ways a cookie is remembered: by
+    the process that made it at the login, and by one that checked its signature (here a second app with the
+    same key, as an embedder that keeps its key across restarts has)."""
     client, flow, _history = make_app()
-    async with client:
+    restarted, _flow, _history = make_app()
+    async with client, restarted:
         await login(client, flow, "ops")
         # Sent by hand: the client's cookie jar would drop an expired cookie itself.
         cookie = {"cookie": f"{SESSION_COOKIE}={client.cookies[SESSION_COOKIE]}"}
         client.cookies.clear()
-        assert (await client.get(PAGE, headers=cookie)).status_code == 200
-        assert (await client.get(PAGE, headers=cookie)).status_code == 200  # from the memory of the first check
+        for app in (client, restarted):
+            assert (await app.get(PAGE, headers=cookie)).status_code == 200
+            assert (await app.get(PAGE, headers=cookie)).status_code == 200  # from the memory of the first check
         real_time = time.time
         monkeypatch.setattr(time, "time", lambda: real_time() + SETTINGS.session_seconds - 60)
-        assert (await client.get(PAGE, headers=cookie)).status_code == 200
+        for app in (client, restarted):
+            assert (await app.get(PAGE, headers=cookie)).status_code == 200
         monkeypatch.setattr(time, "time", lambda: real_time() + SETTINGS.session_seconds + 2)
-        assert (await client.get(PAGE, headers=cookie)).status_code == 302
+        for app in (client, restarted):
+            assert (await app.get(PAGE, headers=cookie)).status_code == 302
 
 
-def test_the_memory_of_checked_sessions_is_bounded() -> None:
-    cache = _SessionCache()
-    expires = time.time() + 3600
-    for index in range(SESSION_CACHE_SIZE + 10):
-        cache.put(f"cookie-{index}", f"user-{index}", expires=expires)
-    assert cache.get("cookie-0") is None  # the oldest went first
-    assert cache.get(f"cookie-{SESSION_CACHE_SIZE + 9}") == f"user-{SESSION_CACHE_SIZE + 9}"
-    assert sum(cache.get(f"cookie-{i}") is not None for i in range(SESSION_CACHE_SIZE + 10)) == SESSION_CACHE_SIZE
-    cache.put("stale", "someone", expires=time.time() - 1)
-    assert cache.get("stale") is None
+async def test_the_memory_of_checked_sessions_is_bounded_and_forgetting_one_ends_no_session() -> None:
+    auth = Auth(SETTINGS, FakeFlow(USERS), secret_key=b"k" * 32)
+    cookies = [auth.new_session(Identity(f"user-{index}", frozenset())) for index in range(SESSIONS_KEPT + 10)]
+    assert len(auth._checked_sessions) == SESSIONS_KEPT
+    assert cookies[0] not in auth._checked_sessions  # the oldest went first
+    assert cookies[-1] in auth._checked_sessions
+    # A forgotten session is still a session: its signature is checked again, and it is remembered again.
+    request = httpx.Request("GET", PAGE, headers={"cookie": f"{SESSION_COOKIE}={cookies[0]}"})
+    assert auth.session_user(Request({"type": "http", "headers": request.headers.raw})) == "user-0"
+    assert cookies[0] in auth._checked_sessions
 
 
 async def test_logout_clears_the_session_and_logs_out_of_the_hub() -> None:
@@ -603,7 +637,7 @@ async def test_readers_are_paced_so_they_cannot_take_the_passes_time(autojump_cl
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    pacer = Pacer(app, rate=100, burst=20)
+    pacer = Pacer(app, anonymous=Budget(rate=100, burst=20))
     statuses: list[int] = []
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=pacer), base_url=PAGE) as client:
 
@@ -625,7 +659,7 @@ async def test_readers_are_paced_so_they_cannot_take_the_passes_time(autojump_cl
     assert offsets[19] < 0.01  # the burst
     assert offsets[-1] >= (150 - 20) / 100 - 0.01
     assert flood_seconds < 5
-    many = Pacer(app, rate=10, burst=1, max_delay=1.05)
+    many = Pacer(app, anonymous=Budget(rate=10, burst=1), max_delay=1.05)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=many), base_url=PAGE) as client:
         results: list[int] = []
 
@@ -637,7 +671,35 @@ async def test_readers_are_paced_so_they_cannot_take_the_passes_time(autojump_cl
                 nursery.start_soon(other)
     assert results.count(200) == 11  # the burst of one, then 10 within the second it may wait
     assert results.count(503) == 19
-    assert many.refused == 19
+    assert many.statistics().refused_anonymous == 19
+
+
+async def test_a_refusal_is_answered_after_the_wait_it_was_refused_and_few_are_held(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A client refused at once would ask again at once, each refusal costing hypercorn its parsing: so a
+    503 comes after ``max_delay``, and only ``held`` of them wait at once (the others are answered at once)."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    pacer = Pacer(app, anonymous=Budget(rate=1, burst=1), max_delay=2, held=5)
+    answers: list[tuple[int, float]] = []
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=pacer), base_url=PAGE) as client:
+        began = trio.current_time()
+
+        async def one() -> None:
+            response = await client.get(PAGE)
+            answers.append((response.status_code, trio.current_time() - began))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(20):
+                nursery.start_soon(one)
+    assert sorted(status for status, _ in answers) == [200] * 3 + [503] * 17  # one at once, two within 2 s
+    refused_at = sorted(at for status, at in answers if status == 503)
+    assert refused_at == [0.0] * 12 + [2.0] * 5
+    assert pacer.statistics().refused_anonymous == 17
 
 
 async def test_a_cull_shows_its_signal_and_the_rule_that_set_the_limit() -> None:
@@ -671,3 +733,365 @@ async def test_a_cull_shows_its_signal_and_the_rule_that_set_the_limit() -> None
     assert document["culls"][0]["signal"] == "kernel_activity"
     assert document["culls"][0]["matched_rule"] == "rules[2] (user_options.profile=gpu -> timeout=900)"
     assert document["upcoming"]["soonest"][0]["rule"] == "rules[1] (groups=overnight -> timeout=86400)"
+
+
+# --- hostile traffic: budgets, logins under way, credentials the hub refused ----------------------------------
+
+
+async def test_an_anonymous_flood_leaves_a_logged_in_admin_and_a_known_script_answered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Strangers without a session (no cookie, forged cookies, random tokens) ask again as soon as they are
+    answered, more of them than the strangers' budget holds waiting, while an admin reads the page and a
+    script reads api/status: those two draw on budgets of their own, and every one of their requests is
+    answered 200. The strangers get what their budget gives, and 503s."""
+    client, flow, history = make_app()
+    pacer = client._transport.app  # type: ignore[attr-defined]
+    assert isinstance(pacer, Pacer)
+    history.observe(report())
+    admin: list[int] = []
+    script: list[int] = []
+    anonymous: list[int] = []
+    async with client, stranger(client) as scripted, stranger(client) as strangers:
+        await login(client, flow, "admin")
+        token = {"Authorization": "token script-token"}
+        assert (await scripted.get(f"{PAGE}api/status", headers=token)).status_code == 200  # known from now on
+        flooding = True
+
+        async def one_stranger(index: int) -> None:
+            while flooding:
+                kind = index % 3
+                if kind == 0:
+                    response = await strangers.get(PAGE)
+                elif kind == 1:
+                    response = await strangers.get(PAGE, headers={"cookie": f"{SESSION_COOKIE}=forged.{index}"})
+                else:
+                    headers = {"Authorization": f"token random-{index}-{len(anonymous)}"}
+                    response = await strangers.get(f"{PAGE}api/status", headers=headers)
+                anonymous.append(response.status_code)
+
+        began = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            # More than the strangers' budget holds waiting (20 at once, 20 a second for 5 s).
+            for index in range(200):
+                nursery.start_soon(one_stranger, index)
+            await trio.testing.wait_all_tasks_blocked()
+            assert pacer.statistics().refused_anonymous >= 200 - (ANONYMOUS.burst + 5 * ANONYMOUS.rate)
+            for _ in range(40):
+                admin.append((await client.get(PAGE)).status_code)
+                admin.append((await client.get(f"{PAGE}api/status")).status_code)
+                script.append((await scripted.get(f"{PAGE}api/status", headers=token)).status_code)
+                await trio.sleep(0.25)
+            flooding = False
+        elapsed = trio.current_time() - began
+    assert admin == [200] * 80
+    assert script == [200] * 40
+    # The strangers had their budget and no more, and were refused all along.
+    admitted = len(anonymous) - anonymous.count(503)
+    assert admitted <= ANONYMOUS.burst + ANONYMOUS.rate * elapsed
+    assert admitted >= ANONYMOUS.rate * (elapsed - 5)
+    assert pacer.statistics().refused_anonymous >= 2 * 80
+
+
+async def test_one_session_cannot_spend_another_sessions_budget(autojump_clock: trio.testing.MockClock) -> None:
+    client, flow, history = make_app()
+    history.observe(report())
+    async with client, stranger(client) as other:
+        await login(client, flow, "admin")
+        await login(other, flow, "ops")
+        hammering: list[int] = []
+
+        async def hammer() -> None:
+            hammering.append((await client.get(f"{PAGE}api/status")).status_code)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(300):
+                nursery.start_soon(hammer)
+            await trio.testing.wait_all_tasks_blocked()  # the 300 have taken their turns, or their 503s
+            others = [(await other.get(PAGE)).status_code for _ in range(10)]
+    assert others == [200] * 10
+    assert hammering.count(503) > 200  # past its own budget (10 a second, bursts of 20, 5 s of waiting)
+
+
+async def test_the_pacers_total_stays_bounded_however_many_sessions(autojump_clock: trio.testing.MockClock) -> None:
+    """Each verified key has a budget of its own, and all of them together one more: 30 keys asking as fast
+    as they can get no more than the shared budget's rate (plus its burst) through."""
+    starts: list[tuple[float, str]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        starts.append((trio.current_time(), dict(scope["headers"])[b"x-key"].decode()))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    def classify(scope: Any) -> str | None:
+        return dict(scope["headers"]).get(b"x-key", b"").decode() or None
+
+    shared, each = Budget(rate=50, burst=10), Budget(rate=10, burst=10)
+    pacer = Pacer(app, classify=classify, verified=shared, each_verified=each, max_delay=2)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=pacer), base_url=PAGE) as client:
+
+        async def key_user(key: int) -> None:
+            for _ in range(10):
+                response = await client.get(PAGE, headers={"x-key": f"k{key}"})
+                if response.status_code == 503:
+                    await trio.sleep(0.1)
+
+        began = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            for key in range(30):
+                for _ in range(5):  # five tabs each
+                    nursery.start_soon(key_user, key)
+    seconds = int(trio.current_time() - began) + 1
+    assert seconds > 5
+    for second in range(seconds):
+        window = [key for start, key in starts if began + second <= start < began + second + 1]
+        assert len(window) <= shared.rate + shared.burst
+        assert max(Counter(window).values(), default=0) <= each.rate + each.burst
+    assert pacer.statistics().refused_verified > 0
+    assert pacer.statistics().keys_tracked <= 30
+
+
+async def test_2000_anonymous_gets_do_not_break_a_login_in_progress(autojump_clock: trio.testing.MockClock) -> None:
+    """A browser is at the hub's login form; 2,000 anonymous GETs reach the page (each starting a login of
+    its own); then the browser comes back with its code: the login completes."""
+    client, flow, history = make_app()
+    history.observe(report())
+    async with client, stranger(client) as strangers:
+        start = await client.get(PAGE)
+        callback_url = flow.login(start.headers["location"], "admin")
+        statuses = [(await strangers.get(PAGE)).status_code for _ in range(2000)]
+        callback = await client.get(callback_url)
+        page = await client.get(PAGE)
+    assert statuses == [302] * 2000  # each one reached the app (they waited their turn at the pacer)
+    assert callback.status_code == 302
+    assert callback.headers["location"] == "/services/culler/"
+    assert page.status_code == 200
+    assert "Recent culls" in page.text
+
+
+async def test_the_login_state_is_a_signed_cookie_without_the_verifier(autojump_clock: trio.testing.MockClock) -> None:
+    client, flow, _history = make_app()
+    async with client:
+        start = await client.get(PAGE)
+        state_cookie = client.cookies[STATE_COOKIE]
+        payload = state_cookie.split(".")[0]
+        decoded = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
+        assert decoded == {"state": state, "next": "/services/culler/"}
+        callback = await client.get(flow.login(start.headers["location"], "admin"))
+    assert callback.status_code == 302
+    # The hub got a verifier that matches the challenge it was sent (FakeFlow checks), and it is in no cookie.
+    (exchange,) = flow.exchanges
+    assert len(exchange["verifier"]) == 43
+    assert exchange["verifier"] not in state_cookie + start.headers["location"]
+
+
+async def test_an_expired_login_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    client, flow, _history = make_app()
+    async with client:
+        start = await client.get(PAGE)
+        callback_url = flow.login(start.headers["location"], "admin")
+        real_time = time.time
+        monkeypatch.setattr(time, "time", lambda: real_time() + LOGIN_SECONDS + 2)
+        late = await client.get(callback_url)
+    assert late.status_code == 400
+    assert flow.exchanges == []  # refused before any hub request
+
+
+async def test_a_callback_sent_twice_at_once_logs_in_once() -> None:
+    client, flow, _history = make_app()
+    async with client:
+        start = await client.get(PAGE)
+        callback_url = flow.login(start.headers["location"], "admin")
+        statuses: list[int] = []
+
+        async def send() -> None:
+            statuses.append((await client.get(callback_url)).status_code)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            nursery.start_soon(send)
+    assert sorted(statuses) == [302, 400]
+    assert len(flow.exchanges) == 1
+
+
+async def test_a_code_the_hub_refused_is_not_sent_again(autojump_clock: trio.testing.MockClock) -> None:
+    """A stolen code, tried with a state of the thief's own: the hub refuses it once (the PKCE verifier is
+    not the one it was issued for), and the culler does not ask again."""
+    client, flow, _history = make_app()
+    async with client, stranger(client) as thief:
+        start = await client.get(PAGE)
+        code = parse_qs(urlsplit(flow.login(start.headers["location"], "admin")).query)["code"][0]
+        statuses = []
+        for _ in range(5):
+            own = await thief.get(PAGE)
+            state = parse_qs(urlsplit(own.headers["location"]).query)["state"][0]
+            response = await thief.get(f"{PAGE}oauth_callback", params={"code": code, "state": state})
+            statuses.append(response.status_code)
+    assert statuses == [502] * 5
+    assert len(flow.exchanges) == 1
+
+
+async def test_100_random_bearer_tokens_cost_a_bounded_number_of_hub_requests(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """100 distinct random tokens within one second: at most LOOKUPS.burst hub requests at once and
+    LOOKUPS.rate a second after, while the flood lasts: at most 1 s of arrivals + 5 s waiting at the pacer +
+    LOOKUP_MAX_DELAY waiting for a lookup = 8 s, so N <= 10 + 2 * 8 = 26 hub requests (21 here: the flood
+    took 5.5 s); the others are answered 503 without a hub request. A token the hub refused is answered 401
+    from memory for REFUSED_SECONDS, then asked about again."""
+    client, flow, _history = make_app()
+    tokens = [secrets.token_hex(20) for _ in range(100)]
+    statuses: dict[str, int] = {}
+    async with client:
+
+        async def one(index: int, token: str) -> None:
+            await trio.sleep(index / 100)
+            response = await client.get(f"{PAGE}api/status", headers={"Authorization": f"Bearer {token}"})
+            statuses[token] = response.status_code
+
+        began = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            for index, token in enumerate(tokens):
+                nursery.start_soon(one, index, token)
+        elapsed = trio.current_time() - began
+        assert elapsed <= 1 + 5 + LOOKUP_MAX_DELAY
+        assert len(flow.identified) <= LOOKUPS.burst + LOOKUPS.rate * elapsed
+        assert len(flow.identified) <= 26
+        refused = [token for token, status in statuses.items() if status == 401]
+        assert sorted(refused) == sorted(flow.identified)  # every lookup was one refusal, and the only ones
+        assert sorted(statuses.values()) == sorted([401] * len(refused) + [503] * (100 - len(refused)))
+
+        # The refused ones again, and one of them 50 times: the memory answers, the hub is not asked.
+        asked = len(flow.identified)
+        for token in [*refused, *[refused[0]] * 50]:
+            response = await client.get(f"{PAGE}api/status", headers={"Authorization": f"token {token}"})
+            assert response.status_code == 401
+            assert response.headers["www-authenticate"] == 'Bearer realm="JupyterHub"'
+        assert len(flow.identified) == asked
+        # Past REFUSED_SECONDS the hub is asked again (the token might have been made since).
+        await trio.sleep(REFUSED_SECONDS + 1)
+        assert (
+            await client.get(f"{PAGE}api/status", headers={"Authorization": f"token {refused[0]}"})
+        ).status_code == 401
+        assert len(flow.identified) == asked + 1
+
+
+async def test_a_known_token_is_checked_again_and_a_revoked_one_loses_the_page(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client, flow, _history = make_app()
+    headers = {"Authorization": "token script-token"}
+    async with client:
+        assert (await client.get(f"{PAGE}api/status", headers=headers)).status_code == 200
+        for _ in range(30):
+            assert (await client.get(f"{PAGE}api/status", headers=headers)).status_code == 200
+        assert flow.identified == ["script-token"]  # once for 31 requests
+        del flow.tokens["script-token"]  # revoked at the hub
+        await trio.sleep(TOKEN_CHECK_SECONDS + 1)
+        assert (await client.get(f"{PAGE}api/status", headers=headers)).status_code == 401
+        assert flow.identified == ["script-token"] * 2
+        # A token whose owner may not see the page: 403, remembered as well.
+        for _ in range(5):
+            assert (
+                await client.get(f"{PAGE}api/status", headers={"Authorization": "token weak-token"})
+            ).status_code == 403
+        assert flow.identified.count("weak-token") == 1
+
+
+async def test_a_hub_that_cannot_check_a_token_is_503_and_nothing_is_remembered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client, flow, _history = make_app()
+    down = True
+
+    async def identify(token: str) -> Identity:
+        flow.identified.append(token)
+        if down:
+            raise OAuthError("identity: the hub could not be reached (ConnectError)")
+        return Identity("admin", frozenset(USERS["admin"]))
+
+    flow.identify = identify  # type: ignore[method-assign]
+    headers = {"Authorization": "token script-token"}
+    async with client:
+        failed = await client.get(f"{PAGE}api/status", headers=headers)
+        down = False
+        recovered = await client.get(f"{PAGE}api/status", headers=headers)
+    assert failed.status_code == 503
+    assert failed.headers["retry-after"] == "5"
+    assert recovered.status_code == 200
+
+
+def test_the_memories_strangers_fill_are_sized_for_everything_their_budgets_admit() -> None:
+    """Refused credentials and used states are remembered once per budgeted hub lookup at most, so their maps
+    hold all that the lookups can admit within the entries' lifetimes: no stranger can evict a used state
+    (and replay its callback) or a refusal (and make it cost the hub again) before it expires."""
+    auth = Auth(SETTINGS, FakeFlow(USERS), secret_key=b"k" * 32)
+    assert auth._used_states.size >= LOOKUPS.rate * LOGIN_SECONDS + LOOKUPS.burst
+    assert auth._used_states.lifetime == LOGIN_SECONDS
+    # Tokens and codes have budgets of their own, both are refused into one map, and so are the known tokens
+    # found revoked when they are checked again (each once a TOKEN_CHECK_SECONDS, at most TOKENS_KEPT of them).
+    assert REFUSED_SECONDS <= TOKEN_CHECK_SECONDS
+    assert auth._refused.size >= 2 * (LOOKUPS.rate * REFUSED_SECONDS + LOOKUPS.burst) + TOKENS_KEPT
+    assert auth._refused.lifetime == REFUSED_SECONDS
+
+
+async def test_only_what_the_page_verified_gets_a_budget_of_its_own() -> None:
+    client, flow, _history = make_app()
+    auth = Auth(SETTINGS, flow, secret_key=b"k" * 32)
+
+    def key(**headers: str) -> str | None:
+        raw = [(name.encode(), value.encode()) for name, value in headers.items()]
+        return auth.pace_key({"type": "http", "headers": raw})
+
+    good = auth.new_session(Identity("admin", frozenset(USERS["admin"])))
+    assert key() is None
+    assert key(cookie=f"{SESSION_COOKIE}=forged") is None
+    assert key(cookie=f"{SESSION_COOKIE}={good}") == f"session:{good}"
+    assert key(authorization="token script-token") is None  # not checked yet
+    request = Request({"type": "http", "headers": [(b"authorization", b"token script-token")]})
+    assert await auth.token_identity(request) is not None
+    assert (key(authorization="token script-token") or "").startswith("token:")
+    with pytest.raises(Refusal):
+        await auth.token_identity(Request({"type": "http", "headers": [(b"authorization", b"token weak-token")]}))
+    assert key(authorization="token weak-token") is None  # a token without access is no one's budget
+    await client.aclose()
+
+
+# --- no secret in a URL is shown --------------------------------------------------------------------------------
+
+WARN_URL = "https://hookuser:hookpass@hooks.example.org:8443/services/T0/SECRETPATH?token=QUERYSECRET#FRAGSECRET"
+URL_SECRETS = ("hookuser", "hookpass", "SECRETPATH", "QUERYSECRET", "FRAGSECRET", "/services/T0")
+
+
+async def test_the_webhooks_url_is_shown_as_scheme_host_and_port_only() -> None:
+    cfg = Config(
+        api_token=TOKEN, url="http://hubuser:hubpass@127.0.0.1:8081/hub/api", warn_before=600, warn_url=WARN_URL
+    )
+    client, flow, history = make_app(cfg=cfg)
+    history.observe(report())
+    async with client:
+        await login(client, flow, "admin")
+        page = await client.get(PAGE)
+        document = await client.get(f"{PAGE}api/status")
+    assert document.json()["config"]["warn_url"] == "https://hooks.example.org:8443"
+    assert document.json()["config"]["url"] == "http://127.0.0.1:8081/hub/api"
+    assert "https://hooks.example.org:8443" in page.text
+    for response in (page, document):
+        for secret in (*URL_SECRETS, "hubuser", "hubpass"):
+            assert secret not in response.text
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (WARN_URL, "https://hooks.example.org:8443"),
+        ("http://[::1]:8080/x?y=z", "http://[::1]:8080"),
+        ("https://user@example.org/a#b", "https://example.org"),
+        ("http://example.org:99999/", "[redacted]"),
+        ("not a url", "[redacted]"),
+    ],
+)
+def test_shown_url(url: str, shown: str) -> None:
+    assert shown_url(url) == shown
+    assert shown_url("http://u:p@hub:8081/hub/api?q=1#f", keep_path=True) == "http://hub:8081/hub/api"

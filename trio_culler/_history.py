@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 from ._forecast import DEFAULT_HORIZON, Forecast
+from ._redact import shown_url
 from ._report import CullRecord, PassError, PassReport
 from ._time import iso_utc, seconds
 
@@ -77,7 +78,8 @@ class StatusSnapshot:
     horizon: timedelta
     #: When the next pass is due to start, if one is scheduled.
     next_pass_at: datetime | None
-    #: The effective configuration, as ``--show-config`` prints it (never the token).
+    #: The effective configuration, as ``--show-config`` prints it, but never the token, and URLs as
+    #: :func:`~._redact.shown_url` shows them.
     config: Mapping[str, Any]
 
     @property
@@ -126,7 +128,7 @@ class History:
             upcoming_as_of=None,
             horizon=DEFAULT_HORIZON,
             next_pass_at=None,
-            config=dict(config),
+            config=_shown_config(config),
         )
 
     def observe(self, report: PassReport) -> None:
@@ -150,6 +152,19 @@ class History:
             next_pass_at=None if self._interval is None else _next_start(report.started, self._interval),
             config=previous.config,
         )
+
+
+#: The configuration's URLs, and whether their path may be shown: the hub's path is its base URL, a webhook's
+#: path is often its secret. --show-config prints them whole: that is the operator's own terminal.
+_URLS = {"url": True, "public_url": True, "warn_url": False}
+
+
+def _shown_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    shown = dict(config)
+    for key, keep_path in _URLS.items():
+        if isinstance(shown.get(key), str):
+            shown[key] = shown_url(shown[key], keep_path=keep_path)
+    return shown
 
 
 def _next_start(started: datetime, interval: float) -> datetime:

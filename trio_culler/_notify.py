@@ -36,6 +36,7 @@ import httpx
 import trio
 
 from ._config import Config, WarnHook
+from ._redact import shown_url
 from ._time import iso_utc
 from ._transport import TrioH11Transport
 
@@ -271,7 +272,7 @@ async def _post(client: httpx.AsyncClient, url: str, warning: CullWarning) -> No
                 return
             problem = f"HTTP {response.status_code}"
             if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
-                raise RuntimeError(f"{url} answered {problem}")
+                raise RuntimeError(f"{shown_url(url)} answered {problem}")
         if attempt == POST_ATTEMPTS:
-            raise RuntimeError(f"{url}: {problem} after {POST_ATTEMPTS} attempts")
+            raise RuntimeError(f"{shown_url(url)}: {problem} after {POST_ATTEMPTS} attempts")
         await trio.sleep(POST_BACKOFF * 2 ** (attempt - 1))

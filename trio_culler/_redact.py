@@ -1,4 +1,5 @@
-"""Removing the API token from any text before it is shown: log lines, error messages, reports.
+"""Removing secrets from any text before it is shown: the API token in log lines, error messages and reports;
+the secrets a configured URL can hold, wherever it is shown.
 
 This is the culler's one redactor. The hub client redacts what it quotes into errors and skipped-user reports
 (before cutting it to length), the log formatter every finished line, and the command line its start-up
@@ -15,8 +16,9 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable
+from urllib.parse import urlsplit
 
-__all__ = ["REDACTED", "make_redactor"]
+__all__ = ["REDACTED", "make_redactor", "shown_url"]
 
 REDACTED = "[redacted]"
 #: Tokens at least this long are replaced everywhere; shorter ones only as whole words.
@@ -38,3 +40,21 @@ def _redactor(secrets: frozenset[str]) -> Callable[[str], str]:
         return lambda text: text
     pattern = re.compile("|".join(alternatives))
     return lambda text: pattern.sub(REDACTED, text)
+
+
+def shown_url(url: str, *, keep_path: bool = False) -> str:
+    """A configured URL as it may be shown on the status page, in ``api/status`` and in log lines: scheme,
+    host and port; never the userinfo, query or fragment, where credentials live (``https://user:pass@...``,
+    ``?token=...``), nor, without ``keep_path``, the path, which a webhook's secret often is (a chat service's
+    incoming-webhook URL is its own password). ``keep_path`` is for the hub's own URLs, whose path is the
+    hub's base URL. A URL that cannot be parsed is shown as ``[redacted]``."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return REDACTED
+    if not parts.scheme or not parts.hostname:
+        return REDACTED
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    origin = f"{parts.scheme}://{host}" if port is None else f"{parts.scheme}://{host}:{port}"
+    return origin + parts.path if keep_path else origin

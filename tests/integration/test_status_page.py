@@ -11,12 +11,18 @@ server left alone is culled within seconds, while the test watches through ``api
 
 from __future__ import annotations
 
+import collections
+import json
 import os
 import re
 import secrets
+import select
 import shutil
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -443,5 +449,109 @@ def test_browser_without_login_gets_the_hub_login_page(chromium: Any, status_hub
         page.goto(f"{hub.proxy_url}{PREFIX}")
         assert urlsplit(page.url).path == "/hub/login"
         assert page.locator("input[name=password]").count() == 1
+    finally:
+        context.close()
+
+
+# --- hostile traffic, with the real proxy and a real browser ---------------------------------------------------
+
+
+FLOOD = Path(__file__).with_name("flood.py")
+
+
+@contextmanager
+def _flood(hub: HubProcess, path: str, clients: int, total: int | None = None) -> Iterator[_Flood]:
+    """``flood.py`` asking for ``path`` through the hub's proxy; stopped (if still running) on leaving."""
+    process = subprocess.Popen(
+        [sys.executable, str(FLOOD), f"{hub.proxy_url}{path}", str(clients), *([str(total)] if total else [])],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    flood = _Flood(process)
+    try:
+        yield flood
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(30)
+        assert process.stdout is not None
+        process.stdout.close()
+
+
+class _Flood:
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.statuses: collections.Counter[int] = collections.Counter()
+        self.errors = 0
+
+    def wait_refused(self, timeout: float = 120) -> None:
+        """Until the strangers' first 503: their budget is spent."""
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        assert ready, f"no 503 for the strangers within {timeout} s"
+        assert self.process.stdout.readline().strip() == "refused"
+
+    def finish(self, timeout: float) -> None:
+        """Wait for the flood to end (at its TOTAL) and read what it got."""
+        out, _ = self.process.communicate(timeout=timeout)
+        result = json.loads(out.strip().splitlines()[-1])
+        self.statuses = collections.Counter({int(status): count for status, count in result["statuses"].items()})
+        self.errors = result["errors"]
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.finish(60)
+
+
+def test_an_anonymous_flood_leaves_the_logged_in_admins_browser_answered(
+    chromium: Any, status_hub: tuple[HubProcess, str], culled: dict[str, Any]
+) -> None:
+    """Chromium holds an admin's session; 300 anonymous clients ask for the page through the proxy as fast as
+    they are answered (more than the strangers' budget holds waiting): every reload of the admin's page is
+    answered 200, while the strangers get their budget and 503s."""
+    hub, _token = status_hub
+    context, page, _dialogs = _browser_login(chromium, hub, ADMIN)
+    try:
+        assert urlsplit(page.url).path == PREFIX, page.url
+        with _flood(hub, PREFIX, 300) as flood:
+            flood.wait_refused()
+            statuses = []
+            for _ in range(15):
+                response = page.reload()
+                assert response is not None
+                statuses.append(response.status)
+                assert "idle-alice" in page.inner_text("body")
+            flood.stop()
+        assert statuses == [200] * 15
+        assert flood.statuses[503] > 0
+        assert flood.statuses[302] > 0  # the strangers were served too, within their budget
+    finally:
+        context.close()
+
+
+def test_a_browser_login_in_progress_survives_2000_anonymous_gets(
+    chromium: Any, status_hub: tuple[HubProcess, str], culled: dict[str, Any]
+) -> None:
+    """Chromium waits at the hub's login form (its login under way: a state cookie from the page); 2,000
+    anonymous GETs of the page come through the proxy, each that reaches the page starting a login of its
+    own; then the user submits the form, and the callback completes the login."""
+    hub, _token = status_hub
+    context = chromium.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{hub.proxy_url}{PREFIX}")
+        assert urlsplit(page.url).path == "/hub/login", page.url
+        with _flood(hub, PREFIX, 1000, total=2000) as flood:
+            flood.finish(300)
+        assert sum(flood.statuses.values()) + flood.errors == 2000
+        assert sum(flood.statuses.values()) >= 1900  # a connection the proxy dropped under the load is not an answer
+        assert set(flood.statuses) <= {302, 503}
+        assert flood.statuses[302] >= 20  # some reached the page (and started logins of their own)
+        page.fill("input[name=username]", ADMIN)
+        page.fill("input[name=password]", PASSWORD)
+        page.click("input[type=submit], button[type=submit]")
+        page.wait_for_load_state()
+        assert urlsplit(page.url).path == PREFIX, page.url
+        assert "Recent culls" in page.inner_text("body")
     finally:
         context.close()

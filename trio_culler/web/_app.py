@@ -1,6 +1,6 @@
 """The status page as an ASGI application (Starlette): the page, its JSON twin, the OAuth callback, logout.
 
-Who gets in is decided here, for every request, before anything of the page is built:
+Who gets in is decided for every request, before anything of the page is built (``_auth.py`` says how):
 
 - a valid session cookie (signed with a key made at start-up, HttpOnly, SameSite=Lax, Secure under https,
   scoped to the service's prefix, expiring SESSION_SECONDS after the login whatever is done with it), or, for
@@ -12,21 +12,18 @@ No session: the page redirects to the hub's login (through OAuth), ``api/status`
 without access: 403, a plain sentence and nothing of the page. Everything shown comes from the last
 published :class:`~.._history.StatusSnapshot`, rendered once per snapshot and then served from memory, so
 readers never wait for the passes; and a :class:`~._pacer.Pacer` in front of it all keeps readers, however many
-and however eager, from taking more than a small share of the thread the passes run in.
+and however eager, from taking more than a small share of the thread the passes run in, and anonymous ones from
+taking a logged-in reader's share.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import time
-from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import itsdangerous
 import jinja2
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -34,7 +31,8 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from .._history import History, StatusSnapshot
-from ._oauth import Identity, OAuthError, OAuthFlow, PendingLogins, pkce_pair
+from ._auth import LOGIN_SECONDS, SESSION_COOKIE, STATE_COOKIE, Auth, Refusal
+from ._oauth import OAuthFlow
 from ._pacer import Pacer
 from ._settings import StatusPageSettings
 
@@ -44,15 +42,6 @@ if TYPE_CHECKING:
 __all__ = ["SESSION_COOKIE", "STATE_COOKIE", "create_app", "json_bytes"]
 
 log = logging.getLogger("trio_culler.web")
-
-SESSION_COOKIE = "trio-culler-session"
-STATE_COOKIE = "trio-culler-oauth-state"
-#: Hub tokens presented in an Authorization header are checked with the hub at most this often ...
-TOKEN_CACHE_SECONDS = 60.0
-#: ... for this many tokens at once (by their SHA-256, never the token itself).
-TOKEN_CACHE_SIZE = 256
-#: Session cookies whose signature was checked are remembered (until they expire) for this many sessions.
-SESSION_CACHE_SIZE = 1024
 
 _SECURITY_HEADERS = {
     # No script, no outside asset, no framing: the page is read, not run.
@@ -114,47 +103,6 @@ class _Rendered:
         return self._body
 
 
-class _TokenCache:
-    def __init__(self) -> None:
-        self._items: OrderedDict[str, tuple[float, Identity]] = OrderedDict()
-
-    def get(self, token: str) -> Identity | None:
-        key = hashlib.sha256(token.encode()).hexdigest()
-        item = self._items.get(key)
-        if item is None or item[0] < time.monotonic():
-            return None
-        return item[1]
-
-    def put(self, token: str, identity: Identity) -> None:
-        self._items[hashlib.sha256(token.encode()).hexdigest()] = (time.monotonic() + TOKEN_CACHE_SECONDS, identity)
-        while len(self._items) > TOKEN_CACHE_SIZE:
-            self._items.popitem(last=False)
-
-
-class _SessionCache:
-    """Cookies already verified, until their sessions expire: checking a signature (key derivation, HMAC,
-    base64, JSON) is a tenth of a page's CPU, and a dashboard sends the same cookie every time. Only valid
-    cookies are kept, at most SESSION_CACHE_SIZE of them (the oldest go first); a forged one is checked anew
-    each time, which the Pacer bounds."""
-
-    def __init__(self) -> None:
-        self._items: OrderedDict[str, tuple[float, str]] = OrderedDict()
-
-    def get(self, raw: str) -> str | None:
-        item = self._items.get(raw)
-        if item is None:
-            return None
-        if item[0] <= time.time():
-            del self._items[raw]
-            return None
-        return item[1]
-
-    def put(self, raw: str, user: str, *, expires: float) -> None:
-        self._items[raw] = (expires, user)
-        while len(self._items) > SESSION_CACHE_SIZE:
-            self._items.popitem(last=False)
-
-
 def create_app(
     settings: StatusPageSettings,
     history: History,
@@ -167,11 +115,7 @@ def create_app(
     With ``metrics``, that registry is also served, in Prometheus's text format, at ``<prefix>metrics``."""
     templates = _templates()
     page_template = templates.get_template("status.html")
-    sessions = itsdangerous.URLSafeTimedSerializer(secret_key, salt="trio-culler-session")
-    states = itsdangerous.URLSafeTimedSerializer(secret_key, salt="trio-culler-oauth-state")
-    pending = PendingLogins()
-    token_cache = _TokenCache()
-    session_cache = _SessionCache()
+    auth = Auth(settings, flow, secret_key=secret_key)
     prefix = settings.prefix
     state_path = prefix if settings.callback_path.startswith(prefix) else "/"
     page = _Rendered(
@@ -185,23 +129,6 @@ def create_app(
         # Behind the hub's proxy the browser's scheme is in X-Forwarded-Proto; it can only make cookies stricter.
         return request.url.scheme == "https" or request.headers.get("x-forwarded-proto", "") == "https"
 
-    def session_user(request: Request) -> str | None:
-        raw = request.cookies.get(SESSION_COOKIE)
-        if not raw:
-            return None
-        known = session_cache.get(raw)
-        if known is not None:
-            return known
-        try:
-            value, signed_at = sessions.loads(raw, max_age=settings.session_seconds, return_timestamp=True)
-        except itsdangerous.BadData:
-            return None  # tampered, expired, or signed by an earlier process
-        user = value.get("user") if isinstance(value, dict) else None
-        if not isinstance(user, str):
-            return None
-        session_cache.put(raw, user, expires=signed_at.timestamp() + settings.session_seconds)
-        return user
-
     def forbidden() -> Response:
         return PlainTextResponse(
             "403 Forbidden: this account may not see the culler's status page.\n"
@@ -210,15 +137,22 @@ def create_app(
             headers=_SECURITY_HEADERS,
         )
 
+    def plain_refusal(refusal: Refusal) -> Response:
+        headers = {**_SECURITY_HEADERS, "Retry-After": "5"} if refusal.status == 503 else _SECURITY_HEADERS
+        return PlainTextResponse(
+            f"{refusal.status} {_REASONS.get(refusal.status, 'Error')}: {refusal.message}\n",
+            status_code=refusal.status,
+            headers=headers,
+        )
+
     def start_login(request: Request) -> Response:
-        verifier, challenge = pkce_pair()
         next_path = request.url.path if request.url.path.startswith(prefix) else prefix
-        state = pending.add(verifier, next_path)
-        response = RedirectResponse(flow.authorize_url(state, challenge), status_code=302, headers=_SECURITY_HEADERS)
+        authorize_url, state_cookie = auth.begin_login(next_path)
+        response = RedirectResponse(authorize_url, status_code=302, headers=_SECURITY_HEADERS)
         response.set_cookie(
             STATE_COOKIE,
-            states.dumps(state),
-            max_age=settings.session_seconds,
+            state_cookie,
+            max_age=LOGIN_SECONDS,
             path=state_path,
             secure=is_https(request),
             httponly=True,
@@ -227,24 +161,24 @@ def create_app(
         return response
 
     async def status_page(request: Request) -> Response:
-        if session_user(request) is None:
+        if auth.session_user(request) is None:
             return start_login(request)
         return Response(page.get(history.snapshot), media_type="text/html; charset=utf-8", headers=_SECURITY_HEADERS)
 
     async def refusal_for_scripts(request: Request) -> Response | None:
         """None when a session or a hub token in the request may read; else the answer to send instead."""
-        if session_user(request) is not None:
+        if auth.session_user(request) is not None:
             return None
-        identity = await _bearer_identity(request)
+        try:
+            identity = await auth.token_identity(request)
+        except Refusal as refusal:
+            if refusal.status == 403:
+                return forbidden()
+            if refusal.status != 401:
+                return _json_refusal(refusal.status, refusal.message)
+            identity = None
         if identity is None:
-            return Response(
-                json_bytes({"error": "not logged in: log in at the page, or send a hub token"}),
-                status_code=401,
-                media_type="application/json",
-                headers={**_SECURITY_HEADERS, "WWW-Authenticate": 'Bearer realm="JupyterHub"'},
-            )
-        if not identity.may_access(settings.access_scopes):
-            return forbidden()
+            return _json_refusal(401, "not logged in: log in at the page, or send a hub token")
         return None
 
     async def status_document(request: Request) -> Response:
@@ -263,48 +197,12 @@ def create_app(
 
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST, headers=_SECURITY_HEADERS)
 
-    async def _bearer_identity(request: Request) -> Identity | None:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        token = token.strip()
-        if scheme.lower() not in ("token", "bearer") or not token:
-            return None
-        identity = token_cache.get(token)
-        if identity is None:
-            try:
-                identity = await flow.identify(token)
-            except OAuthError as error:
-                log.info("Status API: a token was refused: %s", error)
-                return None
-            token_cache.put(token, identity)
-        return identity
-
     async def oauth_callback(request: Request) -> Response:
-        state = request.query_params.get("state", "")
-        code = request.query_params.get("code", "")
         try:
-            cookie_state = states.loads(request.cookies.get(STATE_COOKIE, ""), max_age=settings.session_seconds)
-        except itsdangerous.BadData:
-            cookie_state = None
-        # The state must be the one this browser was sent off with (login CSRF) and still pending (replay).
-        taken = pending.take(state) if state and cookie_state == state else None
-        if taken is None or not code:
-            log.warning("Status page: refused an OAuth callback with a missing, forged or used state")
-            return PlainTextResponse(
-                f"400 Bad Request: this login is unknown, used or expired. Start again at {prefix}\n",
-                status_code=400,
-                headers=_SECURITY_HEADERS,
-            )
-        verifier, next_path = taken
-        try:
-            token = await flow.exchange(code, verifier)
-            identity = await flow.identify(token)
-        except OAuthError as error:
-            log.warning("Status page: login failed: %s", error)
-            return PlainTextResponse(
-                f"502 Bad Gateway: the hub did not complete the login ({error}).\n",
-                status_code=502,
-                headers=_SECURITY_HEADERS,
-            )
+            login = await auth.complete_login(request.query_params, request.cookies.get(STATE_COOKIE, ""))
+        except Refusal as refusal:
+            return plain_refusal(refusal)
+        identity = login.identity
         if not identity.may_access(settings.access_scopes):
             log.warning(
                 "Status page: %s logged in but may not see the page", identity.name, extra={"user": identity.name}
@@ -312,10 +210,10 @@ def create_app(
             response = forbidden()
         else:
             log.info("Status page: %s logged in", identity.name, extra={"user": identity.name})
-            response = RedirectResponse(next_path, status_code=302, headers=_SECURITY_HEADERS)
+            response = RedirectResponse(login.next_path, status_code=302, headers=_SECURITY_HEADERS)
             response.set_cookie(
                 SESSION_COOKIE,
-                sessions.dumps({"user": identity.name}),
+                auth.new_session(identity),
                 max_age=settings.session_seconds,
                 path=prefix,
                 secure=is_https(request),
@@ -344,4 +242,16 @@ def create_app(
         routes.append(Route(f"{prefix}metrics", metrics_text, methods=["GET", "HEAD"]))
     if prefix != "/":
         routes.append(Route(prefix.rstrip("/"), add_slash, methods=["GET", "HEAD"]))
-    return Pacer(Starlette(routes=routes))
+    return Pacer(Starlette(routes=routes), classify=auth.pace_key)
+
+
+_REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 502: "Bad Gateway", 503: "Service Unavailable"}
+
+
+def _json_refusal(status: int, message: str) -> Response:
+    headers = dict(_SECURITY_HEADERS)
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="JupyterHub"'
+    elif status == 503:
+        headers["Retry-After"] = "5"
+    return Response(json_bytes({"error": message}), status_code=status, media_type="application/json", headers=headers)

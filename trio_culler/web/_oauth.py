@@ -2,25 +2,23 @@
 
 ::
 
-    browser --GET page--> us: no session -> remember (state, PKCE verifier, next), 302 to the hub's authorize
+    browser --GET page--> us: no session -> a state cookie (signed: state, next), 302 to the hub's authorize
     browser --login at the hub--> hub: 302 to our callback with ?code=...&state=...
-    us: state == the browser's state cookie and still pending (used once) -> POST code + verifier + our client
+    us: state == the browser's state cookie and not used before -> POST code + verifier + our client
         credentials to {api}/oauth2/token -> the user's token -> GET {api}/user with it -> name and scopes
         -> allowed iff the token holds an access scope of this service -> signed session cookie
 
-Each piece is the standard library's or httpx's: ``secrets`` for state and verifier, ``hashlib`` for the S256
-challenge, ``urllib.parse.urlencode`` for the query, httpx for the requests and form encoding. The culler's
-token travels only as the client secret of the token request, as the hub requires; the user's token is used for
-one request and then forgotten (never stored, never logged, never sent to the browser).
+Each piece is the standard library's or httpx's: ``hashlib`` for the S256 challenge, ``urllib.parse.urlencode``
+for the query, httpx for the requests and form encoding. The culler's token travels only as the client secret of
+the token request, as the hub requires; the user's token is used for one request and then forgotten (never
+stored, never logged, never sent to the browser). The state, the verifier and the memory of logins and
+credentials are ``_auth.py``'s.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import secrets
-import time
-from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlencode
@@ -31,24 +29,26 @@ import trio
 
 from ._settings import StatusPageSettings
 
-__all__ = ["Identity", "OAuthError", "OAuthFlow", "PendingLogins", "pkce_pair"]
-
-#: Logins under way that are remembered at once; beyond that the oldest is forgotten (its callback fails and
-#: its user starts again), so unauthenticated requests cannot grow memory.
-MAX_PENDING = 1024
-#: How long a login may take at the hub's login form.
-PENDING_SECONDS = 600.0
+__all__ = ["Identity", "OAuthError", "OAuthFlow", "OAuthRefused", "pkce_challenge"]
 
 
 class OAuthError(Exception):
     """The hub did not complete a login. The message names the step, never a token or a code."""
 
 
-def pkce_pair() -> tuple[str, str]:
-    """``(code_verifier, code_challenge)`` for PKCE with S256 (RFC 7636, section 4)."""
-    verifier = secrets.token_urlsafe(48)
+class OAuthRefused(OAuthError):
+    """The hub answered, and said no: the code or the token is not (or no longer) good. Unlike an
+    unreachable hub, asking again with the same credential gets the same answer."""
+
+
+#: What the hub answers for a code or a token it does not accept (400 invalid_grant, 401, 403).
+REFUSALS = frozenset({400, 401, 403})
+
+
+def pkce_challenge(verifier: str) -> str:
+    """The S256 ``code_challenge`` of a PKCE ``code_verifier`` (RFC 7636, section 4.2)."""
     digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return verifier, base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
 
 @attrs.frozen
@@ -59,45 +59,6 @@ class Identity:
     def may_access(self, access_scopes: Iterable[str]) -> bool:
         # `access:services` without a filter grants every service (what an admin's token may hold).
         return "access:services" in self.scopes or any(scope in self.scopes for scope in access_scopes)
-
-
-@attrs.frozen
-class _Pending:
-    verifier: str
-    next_path: str
-    expires: float
-
-
-class PendingLogins:
-    """Logins between the redirect to the hub and the callback, keyed by their state; each is taken once, so
-    a replayed callback finds nothing."""
-
-    def __init__(self, *, size: int = MAX_PENDING, lifetime: float = PENDING_SECONDS) -> None:
-        self._items: OrderedDict[str, _Pending] = OrderedDict()
-        self._size = size
-        self._lifetime = lifetime
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def add(self, verifier: str, next_path: str) -> str:
-        """Remember a login; returns its state."""
-        now = time.monotonic()
-        while self._items:
-            oldest = next(iter(self._items.values()))
-            if len(self._items) < self._size and oldest.expires > now:
-                break
-            self._items.popitem(last=False)
-        state = secrets.token_urlsafe(32)
-        self._items[state] = _Pending(verifier, next_path, now + self._lifetime)
-        return state
-
-    def take(self, state: str) -> tuple[str, str] | None:
-        """``(verifier, next_path)`` of a pending login, forgetting it; None if unknown, used or expired."""
-        pending = self._items.pop(state, None)
-        if pending is None or pending.expires <= time.monotonic():
-            return None
-        return pending.verifier, pending.next_path
 
 
 class OAuthFlow:
@@ -159,6 +120,8 @@ class OAuthFlow:
                 response = await self._client.request(method, url, **kwargs)
         except (httpx.HTTPError, trio.TooSlowError) as error:
             raise OAuthError(f"{step}: the hub could not be reached ({type(error).__name__})") from None
+        if response.status_code in REFUSALS:
+            raise OAuthRefused(f"{step}: the hub answered {response.status_code}")
         if response.status_code != 200:
             raise OAuthError(f"{step}: the hub answered {response.status_code}")
         try:

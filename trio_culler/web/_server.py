@@ -35,6 +35,8 @@ log = logging.getLogger("trio_culler.web")
 
 #: A client that sends its request this slowly is dropped (a slow reader only slows its own task).
 READ_TIMEOUT = 30
+#: The listening socket's backlog (the kernel caps it at net.core.somaxconn).
+BACKLOG = 1024
 
 
 def listen(settings: StatusPageSettings) -> socket.socket:
@@ -67,6 +69,10 @@ def hypercorn_config(settings: StatusPageSettings, sock: socket.socket | None = 
     server.errorlog = logging.getLogger("trio_culler.web.server")
     server.include_server_header = False
     server.read_timeout = READ_TIMEOUT
+    # Connections the kernel may hold before they are accepted: with hypercorn's 100, a burst of strangers
+    # (each of the hub proxy's requests is a new connection) fills it, and an admin's connection then waits
+    # for the kernel to retry its SYN, a second and more.
+    server.backlog = BACKLOG
     server.graceful_timeout = 1.0
     return server
 

@@ -352,6 +352,32 @@ async def test_an_endless_body_of_1_byte_chunks_ends_at_the_request_deadline() -
             await hub.get_info()
 
 
+@pytest.mark.parametrize("use_proxy_env", [False, True], ids=["h11 transport", "httpcore"])
+@pytest.mark.parametrize(
+    ("answer", "problem"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n" + b"x" * 300_000, "longer than 1000 bytes"),
+        (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 20\r\n\r\n" + b"x" * 20, "compressed"),
+    ],
+    ids=["over the cap", "compressed"],
+)
+async def test_a_capped_answer_is_refused_whichever_transport_reads_it(
+    use_proxy_env: bool, answer: bytes, problem: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cap holds on httpx's own transport too (--use-proxy-env), which streams the body to the engine."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    async with (
+        raw_server(answering(lambda _head: answer)) as url,
+        open_hub_client(config(url, use_proxy_env=use_proxy_env)) as hub,
+    ):
+        server = url.removesuffix("/hub/api") + "/user/x/api/kernels"
+        with pytest.raises(HubProtocolError, match=problem):
+            await hub.get_elsewhere("inspect", server, credential=None, max_body=1000)
+        retries = hub.statistics().retries
+    assert retries == 0
+
+
 # ------------------------------------------------------------------------------------------ unreadable users
 
 

@@ -31,6 +31,7 @@ the hub may still act on it; callers record it as unknown and the next pass sees
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -305,11 +306,7 @@ async def _read_whole(response: httpx.Response, max_body: int | None) -> httpx.R
         try:
             content = bytearray(response.content)  # already in memory (a response made from bytes)
         except httpx.ResponseNotRead:
-            content = bytearray()
-            async for chunk in response.aiter_raw():
-                content += chunk
-                if len(content) > max_body:
-                    break
+            content = await _read_raw(response, max_body)
         if len(content) > max_body:
             raise AnswerTooLarge(f"the answer's body is longer than {max_body} bytes")
         return httpx.Response(
@@ -317,6 +314,26 @@ async def _read_whole(response: httpx.Response, max_body: int | None) -> httpx.R
         )
     finally:
         await response.aclose()
+
+
+async def _read_raw(response: httpx.Response, max_body: int) -> bytearray:
+    """The streamed body, or its first ``max_body`` bytes and one chunk more."""
+    content = bytearray()
+    chunks = response.aiter_raw()
+    try:
+        async for chunk in chunks:
+            content += chunk
+            if len(content) > max_body:
+                break
+    finally:
+        if len(content) > max_body:
+            # Leaving the stream half read leaves httpx's and httpcore's generators under it suspended, and trio
+            # warns when they are collected. With the connection closed, the next read ends every one of them.
+            await response.aclose()
+            with contextlib.suppress(httpx.HTTPError, httpx.StreamError):
+                async for _chunk in chunks:
+                    pass
+    return content
 
 
 _ELSEWHERE_OK: Final = frozenset(status for status in range(100, 500) if status != 429)

@@ -140,6 +140,31 @@ async def test_an_explicit_credential_goes_alone_and_only_where_it_is_sent() -> 
     assert [seen.authorization for seen in hub_api.seen] == [["token alices-own"]]
 
 
+async def test_no_caller_can_send_the_token_elsewhere() -> None:
+    """Neither as a header of its own nor as the credential of a request outside the scope: refused before a
+    byte is sent (a bug, never a fallback)."""
+    async with (
+        open_recorder() as server,
+        hub_behind(hub_with_servers()) as hub_api,
+        open_hub_client(inspecting(f"{hub_api.url}/hub/api", server.url)) as hub,
+    ):
+        kernels = f"{server.url}/user/alice/api/kernels"
+        with pytest.raises(ValueError, match="own token"):
+            await hub.get_elsewhere("inspect", kernels, credential=TOKEN, max_body=1024)
+        with pytest.raises(ValueError, match="own token"):
+            await hub.get_elsewhere("inspect", kernels, credential=f" {TOKEN}\n", max_body=1024)
+        for headers in ([("Authorization", HUB_AUTH)], [("authorization", "token other")]):
+            with pytest.raises(ValueError, match="credential="):
+                await hub.http.request("inspect", "GET", kernels, headers=headers)
+            with pytest.raises(ValueError, match="credential="):
+                await hub.http.request("whoami", "GET", "/user", headers=headers)
+        # Under the scope the culler's token as a credential is just the token, where it may go anyway.
+        answer = await hub.http.request("whoami", "GET", "/user", credential=TOKEN)
+    assert answer.status_code == 200
+    assert server.seen == []
+    assert [seen.authorization for seen in hub_api.seen] == [[HUB_AUTH]]
+
+
 async def test_the_webhook_gets_no_authorization() -> None:
     hub = FakeHub(token=TOKEN, clock=lambda: NOW)
     idle = FakeServer("", started=NOW - timedelta(hours=3), last_activity=NOW - timedelta(minutes=50))

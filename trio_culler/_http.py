@@ -144,17 +144,24 @@ class RequestEngine:
         API (:class:`TokenScope`); ``credential`` (a token for that URL alone) replaces it, anywhere. ``kind``
         labels the request in :meth:`statistics`; ``max_body`` caps the answer's bytes (the transport's own
         limit otherwise); ``retries=0`` makes one attempt (for a caller that retries, and says so, itself).
+
+        A credential anywhere else is a bug, refused with ValueError before anything is sent: an
+        ``Authorization`` among ``headers``, or the culler's own token as ``credential`` outside the scope.
         """
         if not url.startswith(("http://", "https://")):
             url = self.base + url
         target = httpx.URL(url)
         in_scope = self.scope.contains(target)
         if credential is not None:
+            if not in_scope and credential.strip() == self._token:
+                raise ValueError("the culler's own token is not a credential for a URL outside --url")
             fixed = self._plain_headers.copy()
             fixed["Authorization"] = f"token {credential}"
         else:
             fixed = self._hub_headers if in_scope else self._plain_headers
         if headers:
+            if any(name.lower() == "authorization" for name, _value in headers):
+                raise ValueError("a request's credential is decided by its URL, or passed as credential=")
             fixed = fixed.copy()
             fixed.update(headers)
         extensions = self._extensions

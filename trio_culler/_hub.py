@@ -2,14 +2,15 @@
 
 ::
 
-    GET    {api}/                        the version (no token needed)             -> HubInfo
-    GET    {api}/user                    who the token is, and its scopes          -> the owner's model
-    GET    {api}/users?state&offset&limit a page of users (paginated from 2.0)      -> Page
-    GET    {api}/users/{name}            one user (``--explain``)                  -> User | None
-    DELETE {api}/users/{name}/server[s/{server}]  stop (or remove) a server        -> the hub's status
-    DELETE {api}/users/{name}            delete a user                             -> the hub's status
-    POST   {api}/users/{name}/tokens     mint a token owned by a user              -> MintedToken
-    DELETE {api}/users/{name}/tokens/{id} revoke it                                -> the hub's status
+    GET    {api}/                           the version (no token needed)       -> HubInfo
+    GET    {api}/user                       who the token is, and its scopes    -> the owner's model
+    GET    {api}/users?state&offset&limit   a page of users                     -> Page
+    GET    {api}/users/{name}               one user (--explain)                -> User | None
+    DELETE {api}/users/{name}/server        stop the default server             -> the hub's status
+    DELETE {api}/users/{name}/servers/{s}   stop (or remove) a named server     -> the hub's status
+    DELETE {api}/users/{name}               delete a user                       -> the hub's status
+    POST   {api}/users/{name}/tokens        mint a token owned by a user        -> MintedToken
+    DELETE {api}/users/{name}/tokens/{id}   revoke it                           -> the hub's status
 
 This module builds the paths (each segment percent-encoded with nothing left safe) and reads the answers into
 the culler's values; everything about sending them (the token, the limiter, deadlines, retries, caps and the

@@ -26,6 +26,8 @@ import trio
 
 from trio_culler._inspect import MAX_ANSWER_BYTES
 
+pytestmark = pytest.mark.slow  # a child process per case, and two cases wait out a 2 s deadline
+
 ROOT = Path(__file__).resolve().parent.parent
 #: The event loop's longest stall allowed while a hostile server answers (measured: tens of milliseconds).
 MAX_STALL = 0.5

@@ -49,6 +49,7 @@ def child(port: int, out: Path) -> None:
     import trio
 
     import trio_culler._engine as engine
+    import trio_culler._http as http
     import trio_culler._hub as hub
     import trio_culler.cli as cli
 
@@ -80,7 +81,7 @@ def child(port: int, out: Path) -> None:
         loads = staticmethod(timed("JSON decoding", json.loads))
 
     # Replaced where the culler looks them up (mypy cannot see through setattr, which is the point here).
-    setattr(hub, "json", _Json)  # noqa: B010
+    setattr(http, "json", _Json)  # noqa: B010 - the request engine decodes every answer
     setattr(hub, "structure_user", timed("model structuring", getattr(hub, "structure_user")))  # noqa: B009, B010
     for name in ("decide_server", "decide_user"):  # as the engine imported them
         setattr(engine, name, timed("decisions", getattr(engine, name)))

@@ -1,5 +1,6 @@
-"""HubClient over httpx: what it sends, how httpx's exceptions and the hub's statuses become the culler's errors,
-requests to other origins on the same terms, and the adversarial review's points that concern the client.
+"""HubClient and its request engine over httpx: what they send, how httpx's exceptions and the hub's statuses
+become the culler's errors, requests outside the hub's API (same limiter, a shorter leash, never the culler's
+token), the tokens minted for users, and the adversarial review's points that concern the client.
 
 In memory with ``httpx.MockTransport`` where the shape of a request or the mapping of an exception is the point;
 against real loopback servers where bytes on the wire are (a reflected token in a malformed header, a garbled
@@ -14,6 +15,7 @@ import ssl
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -24,6 +26,7 @@ import trio
 
 from trio_culler import Config, run_pass
 from trio_culler._errors import HubProtocolError, HubStatusError, HubTimeout, HubUnavailable
+from trio_culler._http import INSPECT_TIMEOUT
 from trio_culler._hub import HubClient, open_hub_client
 from trio_culler.testing import FakeHub, open_fake_hub
 
@@ -81,7 +84,7 @@ async def test_requests_carry_the_token_and_encode_every_segment(autojump_clock:
     assert "cookie" not in second.headers
 
 
-async def test_another_origin_goes_through_the_same_limiter_retries_and_errors(
+async def test_another_origin_goes_through_the_same_limiter_retries_and_errors_without_the_token(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     in_flight = 0
@@ -105,17 +108,70 @@ async def test_another_origin_goes_through_the_same_limiter_retries_and_errors(
     async with mocked(handler, concurrency=3) as hub:
         async with trio.open_nursery() as nursery:
             for _ in range(10):
-                nursery.start_soon(hub.get_json, "http://127.0.0.1:8000/user/a%20b/api/kernels")
-        answer = await hub.get_json("http://127.0.0.1:8000/user/x/api/status", kind="kernels")
-        assert answer["token"] == f"token {TOKEN}"
-        unauthenticated = await hub.request("webhook", "GET", "http://127.0.0.1:9/ping", send_token=False)
-        assert unauthenticated.json()["token"] is None
+                nursery.start_soon(hub.http.request, "get", "GET", "http://127.0.0.1:8000/user/a%20b/api/kernels")
+        anonymous = await hub.http.request("kernels", "GET", "http://127.0.0.1:8000/user/x/api/status")
+        assert anonymous.json()["token"] is None, "the culler's token never leaves the hub's API"
+        status, body = await hub.get_elsewhere(
+            "kernels", "http://127.0.0.1:8000/user/x/api/kernels", credential="its-own", max_body=1000
+        )
+        assert (status, json.loads(body)["token"]) == (200, "token its-own"), "an explicit credential, as given"
+        assert await hub.get_elsewhere("kernels", "http://127.0.0.1:8000/nope", credential=None, max_body=10) == (
+            404,
+            b"",
+        )
         with pytest.raises(HubStatusError, match=r"GET http://127\.0\.0\.1:8000/nope -> 404"):
-            await hub.get_json("http://127.0.0.1:8000/nope")
+            await hub.http.request("get", "GET", "http://127.0.0.1:8000/nope")
         stats = hub.statistics()
     assert most == 3
     assert stats.retries == 1
-    assert stats.requests == {"get": 12, "kernels": 1, "webhook": 1}
+    assert stats.requests == {"get": 12, "kernels": 3}
+
+
+async def test_a_users_server_gets_a_shorter_leash_than_the_hub(autojump_clock: trio.abc.Clock) -> None:
+    """Outside the hub's API: a deadline of its own (INSPECT_TIMEOUT, not --request-timeout), no retry after a
+    timeout, no Retry-After honoured (the ordinary backoff instead), nothing of the body quoted, a cap on the
+    answer's bytes (not retried either). The hub's own requests keep the long deadline and honour Retry-After."""
+    calls: dict[str, list[float]] = {}
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        calls.setdefault(request.url.path, []).append(trio.current_time())
+        match request.url.path:
+            case "/hang":
+                await trio.sleep_forever()
+            case "/busy":
+                return httpx.Response(503, headers={"Retry-After": "3600"})
+            case "/talks":
+                return httpx.Response(500, json={"message": "I am the hub, trust me: stop bob"})
+            case "/large":
+                return httpx.Response(200, content=b"x" * 1001)
+            case "/hub/api/":
+                return httpx.Response(503, headers={"Retry-After": "30"})
+        return httpx.Response(200, content=b"x" * 1000)
+
+    server = "http://127.0.0.1:8000"
+    async with mocked(handler, request_timeout=60.0, max_retries=1) as hub:
+        start = trio.current_time()
+        with pytest.raises(HubTimeout, match=f"no answer within {INSPECT_TIMEOUT:g} s"):
+            await hub.get_elsewhere("inspect", f"{server}/hang", credential=None, max_body=1000)
+        assert trio.current_time() - start == pytest.approx(INSPECT_TIMEOUT)
+        with pytest.raises(HubStatusError, match="-> 503"):
+            await hub.get_elsewhere("inspect", f"{server}/busy", credential=None, max_body=1000)
+        first, second = calls["/busy"]
+        assert 0.25 <= second - first <= 0.5, "the backoff's first step, not the hour it asked for"
+        with pytest.raises(HubStatusError) as talked:
+            await hub.get_elsewhere("inspect", f"{server}/talks", credential=None, max_body=1000)
+        assert str(talked.value) == f"GET {server}/talks -> 500"
+        with pytest.raises(HubProtocolError, match="longer than 1000 bytes"):
+            await hub.get_elsewhere("inspect", f"{server}/large", credential=None, max_body=1000)
+        assert await hub.get_elsewhere("inspect", f"{server}/fits", credential=None, max_body=1000) == (
+            200,
+            b"x" * 1000,
+        )
+        with pytest.raises(HubStatusError, match="-> 503"):
+            await hub.get_info()
+        first, second = calls["/hub/api/"]
+        assert second - first == pytest.approx(30), "the hub's Retry-After is honoured"
+    assert [len(calls[path]) for path in ("/hang", "/busy", "/talks", "/large")] == [1, 2, 2, 1]
 
 
 async def test_a_redirect_says_so_and_suggests_the_api_url(autojump_clock: trio.abc.Clock) -> None:
@@ -227,7 +283,7 @@ def authorization(head: bytes) -> bytes:
     [
         # The token in a header line without a colon: h11 refuses it and quotes the line in its message.
         pytest.param(lambda token: b"HTTP/1.1 200 OK\r\nX-Echo " + token + b"\r\n\r\n", id="malformed header"),
-        # A garbled status line that echoes the token: the transport-level error of issue 13.
+        # A garbled status line that echoes the token: an error of the transport, not of the hub's answer.
         pytest.param(lambda token: b"HTTP/1.1 2OO " + token + b"\r\n\r\n", id="garbled status line"),
         # Padding puts the token across the cut that shortens a quoted message.
         pytest.param(lambda token: b"HTTP/1.1 200 OK\r\nX-" + b"a" * 250 + b" " + token + b"\r\n\r\n", id="at the cut"),
@@ -294,6 +350,32 @@ async def test_an_endless_body_of_1_byte_chunks_ends_at_the_request_deadline() -
     ):
         with pytest.raises(HubTimeout, match=r"no answer within 0\.5 s"):
             await hub.get_info()
+
+
+@pytest.mark.parametrize("use_proxy_env", [False, True], ids=["h11 transport", "httpcore"])
+@pytest.mark.parametrize(
+    ("answer", "problem"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n" + b"x" * 300_000, "longer than 1000 bytes"),
+        (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 20\r\n\r\n" + b"x" * 20, "compressed"),
+    ],
+    ids=["over the cap", "compressed"],
+)
+async def test_a_capped_answer_is_refused_whichever_transport_reads_it(
+    use_proxy_env: bool, answer: bytes, problem: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cap holds on httpx's own transport too (--use-proxy-env), which streams the body to the engine."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    async with (
+        raw_server(answering(lambda _head: answer)) as url,
+        open_hub_client(config(url, use_proxy_env=use_proxy_env)) as hub,
+    ):
+        server = url.removesuffix("/hub/api") + "/user/x/api/kernels"
+        with pytest.raises(HubProtocolError, match=problem):
+            await hub.get_elsewhere("inspect", server, credential=None, max_body=1000)
+        retries = hub.statistics().retries
+    assert retries == 0
 
 
 # ------------------------------------------------------------------------------------------ unreadable users
@@ -376,16 +458,98 @@ async def test_a_skipped_users_label_and_problem_are_redacted_for_an_embedders_h
         assert_clean(line)
 
 
+# ------------------------------------------------------------------------------------------ tokens for users
+
+
+async def test_mint_token_asks_for_a_scoped_expiring_token_and_reads_the_answer(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.method == "DELETE":
+            return httpx.Response(204 if len(seen) == 2 else 404)
+        return httpx.Response(
+            201,
+            json={
+                "token": "minted-0123456789",
+                "id": "a5",
+                "expires_at": "2026-11-25T12:10:00Z",
+                "created": "2026-11-25T12:00:00.123Z",
+                "scopes": ["access:servers!server=a b/", "read:users:name!user=a b"],
+                "note": "ignored",
+            },
+        )
+
+    async with mocked(handler) as hub:
+        minted = await hub.mint_token("a b", scopes=["access:servers!server=a b/"], expires_in=600, note="culler")
+        assert await hub.revoke_token("a b", minted.id) == 204
+        assert await hub.revoke_token("a b", "a/5") == 404  # already gone: not an error
+    post, revoke, gone = seen
+    assert (post.method, post.url.raw_path) == ("POST", b"/hub/api/users/a%20b/tokens")
+    assert json.loads(post.content) == {"scopes": ["access:servers!server=a b/"], "expires_in": 600, "note": "culler"}
+    assert post.headers["content-type"] == "application/json"
+    assert post.headers["authorization"] == f"token {TOKEN}"
+    assert (revoke.method, revoke.url.raw_path) == ("DELETE", b"/hub/api/users/a%20b/tokens/a5")
+    assert gone.url.raw_path == b"/hub/api/users/a%20b/tokens/a%2F5"
+    assert minted.token == "minted-0123456789"
+    assert minted.expires_at == datetime(2026, 11, 25, 12, 10, tzinfo=UTC)
+    assert minted.scopes == frozenset({"access:servers!server=a b/", "read:users:name!user=a b"})
+    assert "minted-0123456789" not in repr(minted)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"id": "a5", "expires_at": None},  # no token
+        {"token": "bad\r\ntoken", "id": "a5"},  # a token no header can carry
+        {"token": "t", "expires_at": None},  # no id
+        {"token": "t", "id": "a5", "expires_at": "next week"},
+        ["not", "an", "object"],
+    ],
+)
+async def test_an_unreadable_mint_answer_is_never_used(autojump_clock: trio.abc.Clock, answer: Any) -> None:
+    async with mocked(lambda _request: httpx.Response(201, json=answer)) as hub:
+        with pytest.raises(HubProtocolError, match=r"POST http://hub\.test/hub/api/users/u/tokens"):
+            await hub.mint_token("u", scopes=[], expires_in=600, note="culler")
+
+
+async def test_a_mint_that_timed_out_is_not_sent_again_but_a_503_is(autojump_clock: trio.abc.Clock) -> None:
+    """A POST the hub may have acted on is not repeated (a second token would be left behind); a 503 means it
+    was not acted on, and is retried like any request."""
+    posts = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal posts
+        posts += 1
+        if posts == 1:
+            await trio.sleep_forever()
+        if posts == 2:
+            return httpx.Response(503)
+        return httpx.Response(201, json={"token": "t", "id": "a1", "expires_at": None})
+
+    async with mocked(handler, request_timeout=5.0) as hub:
+        with pytest.raises(HubTimeout):
+            await hub.mint_token("u", scopes=[], expires_in=600, note="culler")
+        assert posts == 1
+        assert (await hub.mint_token("u", scopes=[], expires_in=600, note="culler")).id == "a1"
+    assert posts == 3
+
+
 # ------------------------------------------------------------------ the limiter over the h11 transport
 
 
 async def test_a_request_cancelled_before_it_starts_sends_nothing_and_returns_its_token() -> None:
-    """With the h11 transport a free limiter token is taken without a checkpoint (the send is the first one):
-    a request whose scope is already cancelled must still send no byte, give the token back, and leave the
-    pooled connection's successor working."""
+    """With the h11 transport a free limiter token is taken without a checkpoint (the transport checks for
+    cancellation before anything else): a request whose scope is already cancelled must still send no byte,
+    give the token back, and leave the pooled connection to its successor."""
     heads: list[bytes] = []
+    connections = 0
 
     async def script(stream: trio.SocketStream, head: bytes) -> None:
+        nonlocal connections
+        connections += 1
         heads.append(head)
         await stream.send_all(b"HTTP/1.1 204 No Content\r\n\r\n")
         while True:  # keep-alive: answer every further request on this connection
@@ -404,6 +568,7 @@ async def test_a_request_cancelled_before_it_starts_sends_nothing_and_returns_it
         assert hub.limiter.borrowed_tokens == 0
         assert await hub.stop_server("after", "") == 204
     assert [head.split(b" ")[1] for head in heads] == [b"/hub/api/users/first/server", b"/hub/api/users/after/server"]
+    assert connections == 1
 
 
 async def test_a_free_token_does_not_jump_the_queue() -> None:

@@ -10,8 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trio_culler import Config, Server, run_pass
+from trio_culler import Config, Server, _inspect, run_pass
 from trio_culler._inspect import (
+    MAX_ANSWER_BYTES,
+    MAX_ITEMS,
     InspectionFailed,
     Kernel,
     ServerActivity,
@@ -121,6 +123,34 @@ def test_an_unreadable_answer_is_refused_never_guessed(body: bytes) -> None:
     with pytest.raises(InspectionFailed) as failed:
         parse_kernels(body)
     assert failed.value.kind == "unreadable"
+
+
+def test_an_answer_is_read_within_bounds_and_the_first_error_ends_the_reading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kernel = b'{"id": "k", "execution_state": "idle"}'
+    fits = b"[" + b",".join([kernel] * MAX_ITEMS) + b"]"
+    assert len(parse_kernels(fits)) == MAX_ITEMS
+    with pytest.raises(InspectionFailed, match=f"more than {MAX_ITEMS} items"):
+        parse_kernels(b"[" + b",".join([kernel] * (MAX_ITEMS + 1)) + b"]")
+    with pytest.raises(InspectionFailed, match=f"longer than {MAX_ANSWER_BYTES} bytes"):
+        parse_terminals(b"[" + b" " * MAX_ANSWER_BYTES + b"]")
+    # Nothing is structured before every item is known to be an object, and the first bad item ends it all.
+    structured: list[object] = []
+    real = _inspect._CONVERTER
+
+    class Counting:
+        def structure(self, value: object, kind: type) -> object:
+            structured.append(value)
+            return real.structure(value, kind)
+
+    monkeypatch.setattr(_inspect, "_CONVERTER", Counting())
+    with pytest.raises(InspectionFailed, match=r"kernels\[2\]: expected an object, got list"):
+        parse_kernels(b"[" + kernel + b"," + kernel + b", [], {}]")
+    assert structured == []
+    with pytest.raises(InspectionFailed, match=r"kernels\[1\]: no 'id'"):
+        parse_kernels(b"[" + kernel + b", {}" + b", {}" * 900 + b"]")
+    assert len(structured) == 2, "the reading stopped at the first unreadable kernel"
 
 
 @pytest.mark.parametrize(

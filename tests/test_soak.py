@@ -22,8 +22,9 @@ import httpx
 import pytest
 import trio
 
-import trio_culler._hub
+import trio_culler._http
 from trio_culler import Config, Culler, run_pass
+from trio_culler._retry import Backoff
 from trio_culler.testing import FakeHub, FakeServer, Population, open_fake_hub
 
 from .support.faults import TOKEN, hub_answer, is_nested
@@ -109,8 +110,7 @@ async def test_hundreds_of_passes_leak_neither_memory_nor_descriptors(
     for name in ("trio_culler", "httpx", "httpcore"):
         caplog.set_level(logging.WARNING, logger=name)
     # Real time: keep the backoff tiny so that a retry costs milliseconds, not seconds.
-    monkeypatch.setattr(trio_culler._hub, "_BACKOFF_FIRST", 0.002)
-    monkeypatch.setattr(trio_culler._hub, "_BACKOFF_CAP", 0.02)
+    monkeypatch.setattr(trio_culler._http, "REQUEST_BACKOFF", Backoff(first=0.002, cap=0.02, jitter=True))
     now = datetime.now(UTC)
     idle_since = now - timedelta(hours=3)
     hub = FakeHub(token=TOKEN, clock=lambda: now, slow_stop_timeout=1.0)

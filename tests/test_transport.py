@@ -24,6 +24,7 @@ records the connections and requests it saw: reuse is counted on the server's si
 
 from __future__ import annotations
 
+import gzip
 import re
 import socket
 import ssl
@@ -45,7 +46,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trio_culler import _transport
-from trio_culler._transport import MAX_HEAD, MAX_INFORMATIONAL, TrioH11Transport
+from trio_culler._errors import AnswerTooLarge
+from trio_culler._transport import MAX_BODY_EXTENSION, MAX_HEAD, MAX_INFORMATIONAL, TrioH11Transport
 
 from .support.net import dead_port
 
@@ -489,6 +491,52 @@ async def test_a_body_over_the_limit_is_refused() -> None:
     async with serve(answering(answer)) as server, open_client(max_body=1000) as (client, _transport):
         with pytest.raises(httpx.RemoteProtocolError, match="longer than 1000 bytes"):
             await client.get(server.url)
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_a_request_can_cap_its_answer_below_the_transports_limit(framing: str) -> None:
+    """The cap is inclusive: an answer of exactly the cap is read; one byte more is refused."""
+    body = b"x" * 1000
+
+    def framed(data: bytes) -> bytes:
+        if framing == "chunked":
+            return CHUNKED_HEAD + b"%x\r\n" % len(data) + data + b"\r\n0\r\n\r\n"
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(data) + data
+
+    async with serve(answering(framed(body), framed(body + b"x"), OK)) as server, open_client() as (client, _t):
+        capped = {MAX_BODY_EXTENSION: 1000}
+        assert (await client.get(server.url, extensions=capped)).content == body
+        with pytest.raises(AnswerTooLarge, match="longer than 1000 bytes"):
+            await client.get(server.url, extensions=capped)
+        assert (await client.get(server.url)).content == b"ok", "the refused answer's connection was closed"
+    assert server.connections == 2
+
+
+async def test_a_compressed_answer_to_a_capped_request_is_refused() -> None:
+    """Whatever its bytes on the wire, a compressed body could unpack to far more than the cap: refused when the
+    request has one; a request without a cap (the hub's) still gets it decoded."""
+    unpacked = b"[" + b"{}," * 300_000 + b"{}]"
+    bomb = gzip.compress(unpacked)
+    answer = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(bomb) + bomb
+    assert len(bomb) < 10_000
+    async with serve(answering(answer, answer)) as server, open_client() as (client, _transport):
+        with pytest.raises(AnswerTooLarge, match="compressed"):
+            await client.get(server.url, extensions={MAX_BODY_EXTENSION: 10_000})
+        assert (await client.get(server.url)).content == unpacked
+
+
+async def test_a_request_cancelled_before_it_starts_sends_nothing_and_keeps_the_pooled_connection() -> None:
+    """The transport checks for cancellation before anything else: the hub client relies on it to take a free
+    limiter token without a checkpoint of its own. Neither a byte nor the idle connection is spent."""
+    async with serve(answering(OK, OK)) as server, open_client() as (client, transport):
+        assert (await client.get(server.url)).content == b"ok"
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await transport.handle_async_request(httpx.Request("GET", server.url))
+        assert scope.cancelled_caught
+        assert (await client.get(server.url)).content == b"ok"
+    assert server.connections == 1, "the pooled connection was neither used nor closed by the cancelled request"
+    assert len(server.peers[0].requests) == 2
 
 
 # ------------------------------------------------------------------------------------------ framing

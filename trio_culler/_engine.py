@@ -24,13 +24,14 @@ from ._decide import Action, Decision, decide_server, decide_user, effective_idl
 from ._errors import HubAuthError, HubError, HubStatusError, HubTimeout, HubUnavailable, first_leaf
 from ._forecast import Upcoming, cull_time
 from ._hub import HubClient
-from ._inspect import InspectionFailed, ServerActivity, inspect_server, inspected_every_pass
+from ._inspect import MAX_ANSWER_BYTES, InspectionFailed, ServerActivity, inspect_server, inspected_every_pass
 from ._models import Server, User
 from ._notify import CullWarning, Notifier
 from ._pager import stream_users
 from ._policy import Policy
 from ._probe import Probe, check_scopes, probe_hub
 from ._report import MAX_UPCOMING_KEPT, PassRecorder, PassReport
+from ._retry import Backoff, retry
 from ._rules import MissingFieldError
 from ._scopes import FIELDS, MissingScopes, missing_fields, needed_scopes
 from ._time import as_number, iso_utc
@@ -39,9 +40,8 @@ __all__ = ["inspect_through", "run_pass_with"]
 
 log = logging.getLogger("trio_culler")
 
-_PROBE_BACKOFF_FIRST = 0.5
-_PROBE_BACKOFF_CAP = 15.0
-_PROBE_RETRY_CAP = 60.0
+#: One request, not a herd of workers: the hub client's doubling without its jitter, so the log line is exact.
+PROBE_BACKOFF = Backoff(first=0.5, cap=15.0, asked_cap=60.0)
 
 #: Workers when ``--concurrency=0`` (no bound on requests): enough to keep a hub busy without a task per user.
 UNBOUNDED_WORKERS = 64
@@ -245,32 +245,27 @@ async def _probe_unless_draining(hub: HubClient, config: Config, draining: trio.
 async def _probe_with_retries(hub: HubClient, config: Config) -> Probe:
     """The probe, retried here rather than inside the hub client so that each failure is logged at once with
     its reason and the true wait (``--once`` against a hub that is down says so in its first second)."""
-    attempt = 0
-    while True:
-        try:
-            return await probe_hub(hub, retries=0)
-        except HubError as error:
-            if not error.transient or attempt >= config.max_retries:
-                raise
-            delay = _probe_delay(attempt, error)
-            attempt += 1
-            log.warning(
-                "Hub not ready at %s: %s; retrying in %g s (%d of %d)",
-                config.url,
-                error,
-                delay,
-                attempt,
-                config.max_retries,
-                extra={"event": "probe_retry", "error": error.kind},
-            )
-        await trio.sleep(delay)
 
+    def announce(error: HubError, wait: float, retry_number: int) -> None:
+        log.warning(
+            "Hub not ready at %s: %s; retrying in %g s (%d of %d)",
+            config.url,
+            error,
+            wait,
+            retry_number,
+            config.max_retries,
+            extra={"event": "probe_retry", "error": error.kind},
+        )
 
-def _probe_delay(attempt: int, error: HubError) -> float:
-    # One request, not a herd of workers: the client's doubling without its jitter, so the log line is exact.
-    if isinstance(error, HubStatusError) and error.retry_after is not None:
-        return min(error.retry_after, _PROBE_RETRY_CAP)
-    return float(min(_PROBE_BACKOFF_CAP, _PROBE_BACKOFF_FIRST * 2**attempt))
+    return await retry(
+        lambda: probe_hub(hub, retries=0),
+        failure=HubError,
+        backoff=PROBE_BACKOFF,
+        retries=config.max_retries,
+        retryable=lambda error: error.transient,
+        asked=lambda error: error.retry_after if isinstance(error, HubStatusError) else None,
+        before_wait=announce,
+    )
 
 
 def _abort_message(error: HubError, config: Config) -> str:
@@ -487,12 +482,13 @@ def _warned_first(
 
 
 async def inspect_through(hub: HubClient, server: Server, config: Config) -> ServerActivity:
-    """Ask ``server`` about its kernels (and terminals, with --kernel-activity-only) through ``hub``'s client:
-    its limiter, deadline, retries and redaction. Raises InspectionFailed, with the client's errors as kinds."""
+    """Ask ``server`` about its kernels (and terminals, with --kernel-activity-only) through ``hub``'s request
+    engine: its limiter, a deadline of its own, retries and redaction, and never the culler's token. Raises
+    InspectionFailed, with the engine's errors as kinds."""
 
     async def fetch(url: str) -> tuple[int, bytes]:
         try:
-            response = await hub.get_elsewhere("inspect", url)
+            return await hub.get_elsewhere("inspect", url, credential=None, max_body=MAX_ANSWER_BYTES)
         except HubAuthError as error:  # pragma: no cover - get_elsewhere returns 401/403 as statuses
             raise InspectionFailed("forbidden", str(error)) from None
         except HubTimeout as error:
@@ -502,8 +498,8 @@ async def inspect_through(hub: HubClient, server: Server, config: Config) -> Ser
         except HubStatusError as error:
             raise InspectionFailed("status", str(error)) from None
         except HubError as error:
+            # An answer over its cap, compressed, or otherwise unreadable: what the server said cannot be read.
             raise InspectionFailed("unreadable", str(error)) from None
-        return response.status_code, response.content
 
     return await inspect_server(
         server, public_url=config.public_url, fetch=fetch, terminals=config.kernel_activity_only

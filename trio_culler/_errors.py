@@ -17,6 +17,7 @@ The layer below is httpx, whatever transport carries the request (``_transport``
 
     TLSHandshakeTimeout (an httpx.ConnectTimeout)        -> HubUnavailable (not retried: see _tls_advice)
     httpx.TimeoutException                              -> HubTimeout
+    AnswerTooLarge (an httpx.RemoteProtocolError)        -> HubProtocolError (not retried: the same next time)
     httpx.TransportError (connect, read, write, protocol) -> HubUnavailable
     httpx.DecodingError and any other httpx.RequestError  -> HubProtocolError
 
@@ -33,6 +34,7 @@ from collections.abc import Callable
 import httpx
 
 __all__ = [
+    "AnswerTooLarge",
     "ConfigError",
     "CullerError",
     "HubAuthError",
@@ -99,6 +101,11 @@ class TLSHandshakeTimeout(httpx.ConnectTimeout):
     does with a TLS greeting (JupyterHub's tornado waits for the end of a request head that never comes)."""
 
 
+class AnswerTooLarge(httpx.RemoteProtocolError):
+    """Raised while reading an answer longer than the request's cap (or compressed, so that its bytes on the
+    wire say nothing of its size): an answer the culler will not read, now or on a retry."""
+
+
 def first_leaf(group: BaseExceptionGroup[Exception]) -> BaseException:
     """The first exception inside possibly nested groups: nurseries nest them, and each of the tasks that hit
     the same refusal says the same thing."""
@@ -163,6 +170,8 @@ def hub_error_from_httpx(error: httpx.RequestError, what: str, redact: Callable[
     mapped: HubError
     if isinstance(error, httpx.TimeoutException) and not isinstance(error, TLSHandshakeTimeout):
         mapped = HubTimeout(f"{what}: {detail}")
+    elif isinstance(error, AnswerTooLarge):
+        mapped = HubProtocolError(f"{what}: unreadable answer: {detail}")
     elif isinstance(error, httpx.TransportError):
         advice = _tls_advice(error, what)
         mapped = HubUnavailable(f"{what}: {detail}{advice}")

@@ -1,6 +1,6 @@
 """Asking a single-user server what it is doing: its kernels and terminals, through the proxy.
 
-The hub's ``last_activity`` is wrong in two ways (issue 10): a kernel running a silent cell sends nothing, so the
+The hub's ``last_activity`` is wrong in two ways: a kernel running a silent cell sends nothing, so the
 hub sees an idle server; a forgotten browser tab polls its server through the proxy, so the hub sees an active one.
 jupyter_server knows better: ``GET <server>/api/kernels`` gives each kernel's ``execution_state`` and
 ``last_activity``, ``GET <server>/api/terminals`` each terminal's ``last_activity``.
@@ -12,8 +12,13 @@ hub's data alone: a server that could not be inspected is never culled *because*
 
 Where a server is reached: the hub's ``full_url`` for it when the hub has a ``public_url`` (it then builds every
 server's full URL itself, subdomains included), else the culler's ``--public-url`` joined with the server's
-``url`` path. The requests go through the hub client (its limiter, deadline, retries and redaction); each path
-segment the culler adds is fixed text, and the hub's ``url`` is kept as the hub percent-encoded it.
+``url`` path. Each path segment the culler adds is fixed text, and the hub's ``url`` is kept as the hub
+percent-encoded it.
+
+A server runs its user's code, so what it answers is hostile input: the caller's ``fetch`` reads at most
+:data:`MAX_ANSWER_BYTES` within a deadline of its own (``_http``), and this module reads that into at most
+:data:`MAX_ITEMS` kernels or terminals, refusing anything that is not a list of objects before structuring any
+of it, and stopping at the first item it cannot read.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Final, TypeVar
 from urllib.parse import quote, urlsplit
 
 import attrs
@@ -34,6 +39,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACCESS_SCOPE",
+    "MAX_ANSWER_BYTES",
+    "MAX_ITEMS",
     "Fetch",
     "InspectionFailed",
     "Kernel",
@@ -114,12 +121,20 @@ class InspectionFailed(Exception):
 
 # -- reading the answers ------------------------------------------------------------------------------------
 
+#: Most bytes of an answer read from a server. jupyter_server describes a kernel in about 200 bytes, so this is
+#: room for :data:`MAX_ITEMS` kernels and more; a longer answer is not read at all (``unreadable``).
+MAX_ANSWER_BYTES: Final = 256 * 1024
+#: Most kernels, and most terminals, read from one server. A user runs a handful; a server that lists more is
+#: not telling the truth about anything the culler needs.
+MAX_ITEMS: Final = 1000
+
 
 def _make_converter() -> cattrs.Converter:
     # The single-user server boundary has its own converter: its models are not the hub's. Unknown keys are
     # allowed (jupyter_server adds fields: connections, reason, ...); values are read as strictly as the hub's
-    # (_models' hooks: a wrong type is refused, never coerced).
-    converter = cattrs.Converter(forbid_extra_keys=False)
+    # (_models' hooks: a wrong type is refused, never coerced). No detailed validation: the first error ends the
+    # reading, rather than a report of every error in a long list the server made up.
+    converter = cattrs.Converter(forbid_extra_keys=False, detailed_validation=False)
     converter.register_structure_hook(str, strict_hook(str))
     converter.register_structure_hook(datetime | None, timestamp_hook)
     return converter
@@ -127,36 +142,51 @@ def _make_converter() -> cattrs.Converter:
 
 _CONVERTER = _make_converter()
 
+_Item = TypeVar("_Item", "Kernel", "Terminal")
 
-def _structure_list(body: bytes, item: type[Any], what: str) -> list[Any]:
+
+def _read_list(body: bytes, item: type[_Item], what: str) -> list[_Item]:
+    """A server's answer as a list of ``item``, read within bounds; the first thing wrong ends the reading.
+
+    Bytes, then items, then each item's shape are checked before anything is structured, so that a hostile
+    answer costs at most :data:`MAX_ANSWER_BYTES` of JSON decoding and :data:`MAX_ITEMS` small objects."""
+    if len(body) > MAX_ANSWER_BYTES:
+        raise InspectionFailed("unreadable", f"{what}: the answer is longer than {MAX_ANSWER_BYTES} bytes")
     try:
         value = json.loads(body)
     except (ValueError, RecursionError):
         raise InspectionFailed("unreadable", f"{what}: the answer is not JSON") from None
-    if not isinstance(value, list):
+    if type(value) is not list:
         raise InspectionFailed("unreadable", f"{what}: expected a list, got {type(value).__name__}")
-    try:
-        return _CONVERTER.structure(value, list[item])  # type: ignore[valid-type]
-    except cattrs.BaseValidationError as error:
-        where = "; ".join(cattrs.transform_error(error, path=what))
-        raise InspectionFailed("unreadable", f"unreadable answer: {where:.300}") from None
-    except (TypeError, ValueError) as error:
-        raise InspectionFailed("unreadable", f"{what}: unreadable answer: {error}") from None
+    if len(value) > MAX_ITEMS:
+        raise InspectionFailed("unreadable", f"{what}: more than {MAX_ITEMS} items")
+    for index, model in enumerate(value):
+        if type(model) is not dict:
+            raise InspectionFailed("unreadable", f"{what}[{index}]: expected an object, got {type(model).__name__}")
+    read: list[_Item] = []
+    for index, model in enumerate(value):
+        try:
+            read.append(_CONVERTER.structure(model, item))
+        except KeyError as error:
+            raise InspectionFailed("unreadable", f"{what}[{index}]: no {error.args[0]!r}") from None
+        except (TypeError, ValueError) as error:
+            raise InspectionFailed("unreadable", f"{what}[{index}]: {error}"[:300]) from None
+    return read
 
 
 def parse_kernels(body: bytes) -> list[Kernel]:
     """``GET api/kernels`` -> kernels, or :class:`InspectionFailed` (kind ``unreadable``)."""
-    return _structure_list(body, Kernel, "kernels")
+    return _read_list(body, Kernel, "kernels")
 
 
 def parse_terminals(body: bytes) -> list[Terminal]:
     """``GET api/terminals`` -> terminals, or :class:`InspectionFailed` (kind ``unreadable``)."""
-    return _structure_list(body, Terminal, "terminals")
+    return _read_list(body, Terminal, "terminals")
 
 
 # -- asking -------------------------------------------------------------------------------------------------
 
-#: GET one absolute URL through the hub client (its limiter, deadline, retries); returns ``(status, body)``.
+#: GET one absolute URL (``_http.RequestEngine.get_elsewhere``: bounded, no culler's token); ``(status, body)``.
 #: Raises :class:`InspectionFailed` when no answer came (timeout, connection refused, ...).
 Fetch = Callable[[str], Awaitable[tuple[int, bytes]]]
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -35,10 +36,11 @@ import attrs
 import httpx
 import trio
 
+from ._clients import http_client
 from ._config import Config, WarnHook
 from ._redact import shown_url
+from ._retry import Backoff, retry
 from ._time import iso_utc
-from ._transport import TrioH11Transport
 
 __all__ = ["CullWarning", "Notifier", "NotifierStatistics", "open_notifier"]
 
@@ -209,14 +211,10 @@ async def _open_webhook_client(
     if config.warn_url is None:
         yield None
         return
-    # A client of its own: no hub token, no hub TLS settings (the system's trust store), no redirects (a
-    # redirect could move the payload somewhere else). The project's h11-on-trio transport, as for the hub;
-    # with --use-proxy-env, httpx's default one, which honours HTTP(S)_PROXY.
-    if transport is None and not config.use_proxy_env:
-        transport = TrioH11Transport(max_idle_per_origin=DELIVERY_TASKS)
-    async with httpx.AsyncClient(
-        transport=transport, timeout=httpx.Timeout(10.0), follow_redirects=False, trust_env=config.use_proxy_env
-    ) as client:
+    # A client of its own, made as every client of the culler's (no redirects: one could move the payload
+    # somewhere else), with the system's trust store rather than the hub's TLS settings, and no credential: the
+    # webhook is often outside the hub's trust boundary.
+    async with http_client(config, timeout=10.0, transport=transport, connections=DELIVERY_TASKS) as client:
         yield client
 
 
@@ -260,19 +258,36 @@ async def _call_hook(hook: WarnHook, warning: CullWarning) -> None:
         await result
 
 
+class _PostFailed(Exception):
+    def __init__(self, problem: str, *, final: bool) -> None:
+        super().__init__(problem)
+        self.final = final
+
+
 async def _post(client: httpx.AsyncClient, url: str, warning: CullWarning) -> None:
     payload = warning.payload()
-    for attempt in range(1, POST_ATTEMPTS + 1):
+
+    async def attempt() -> None:
         try:
             response = await client.post(url, json=payload)
         except httpx.HTTPError as error:
-            problem = f"{type(error).__name__}: {error}".rstrip(": ")
-        else:
-            if response.is_success:
-                return
-            problem = f"HTTP {response.status_code}"
-            if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
-                raise RuntimeError(f"{shown_url(url)} answered {problem}")
-        if attempt == POST_ATTEMPTS:
-            raise RuntimeError(f"{shown_url(url)}: {problem} after {POST_ATTEMPTS} attempts")
-        await trio.sleep(POST_BACKOFF * 2 ** (attempt - 1))
+            raise _PostFailed(f"{type(error).__name__}: {error}".rstrip(": "), final=False) from None
+        if response.is_success:
+            return
+        status = response.status_code
+        # A 4xx says the request itself is wrong: the same POST would be refused again (timeouts and rate
+        # limits aside).
+        raise _PostFailed(f"HTTP {status}", final=400 <= status < 500 and status not in (408, 429))
+
+    try:
+        await retry(
+            attempt,
+            failure=_PostFailed,
+            backoff=Backoff(first=POST_BACKOFF, cap=math.inf),
+            retries=POST_ATTEMPTS - 1,
+            retryable=lambda failed: not failed.final,
+        )
+    except _PostFailed as failed:
+        if failed.final:
+            raise RuntimeError(f"{shown_url(url)} answered {failed}") from None
+        raise RuntimeError(f"{shown_url(url)}: {failed} after {POST_ATTEMPTS} attempts") from None

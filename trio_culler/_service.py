@@ -30,6 +30,7 @@ from ._hub import HubClient, HubStatistics, open_hub_client
 from ._notify import Notifier, open_notifier
 from ._probe import Probe, probe_hub
 from ._report import PassRecorder, PassReport
+from ._retry import Backoff, retry
 
 if TYPE_CHECKING:
     import httpx  # for annotations only: requests are the hub client's business (_hub)
@@ -79,6 +80,10 @@ class CullerStopped(CullerError):
     or :meth:`Culler.serve` has returned or raised (for whatever reason: a stop before the hub ever answered,
     the embedding nursery cancelled, a bug). Like ``trio.ClosedResourceError``: raised at once, never after
     a wait."""
+
+
+class _Stopped(Exception):
+    """The culler was stopped while it waited for the hub."""
 
 
 @attrs.frozen
@@ -161,39 +166,55 @@ class Culler:
     async def _wait_for_hub(self, hub: HubClient) -> Probe | None:
         """Probe until the hub accepts the token, saying at once why not and when the next try is. A managed
         service that exits is restarted by the hub in a loop, culling nothing; waiting here is the better
-        failure. Each try is one attempt: the wait between tries is the one this loop announces."""
-        delay = 1.0
-        while not self._drain.draining.is_set():
-            try:
-                probe = await probe_hub(hub, retries=0)
-            except HubError as error:
-                self._tell_probe_listeners(error)
-                if isinstance(error, HubAuthError):
-                    # Fixing a token needs an operator; no point in hammering the hub meanwhile.
-                    delay = self.config.interval
-                    log.error(
-                        "The hub at %s refused the culler's token: %s; retrying in %g s",
-                        self.config.url,
-                        error,
-                        delay,
-                        extra={"event": "startup_retry", "error": error.kind},
-                    )
-                else:
-                    log.warning(
-                        "Hub not ready at %s: %s; retrying in %g s",
-                        self.config.url,
-                        error,
-                        delay,
-                        extra={"event": "startup_retry", "error": error.kind},
-                    )
-                with trio.move_on_after(delay):
-                    await self._drain.draining.wait()
-                delay = min(delay * 2, _STARTUP_RETRY_CAP, max(self.config.interval, 1.0))
-                continue
-            self._tell_probe_listeners(None)
-            log.info("Hub %s answered at %s", probe.info.version, self.config.url)
-            return probe
-        return None
+        failure. Each try is one attempt: the wait between tries is the one this loop announces. None when a
+        stop came first."""
+        interval = self.config.interval
+        # Doubling from a second up to a minute, or the interval between passes when that is shorter.
+        backoff = Backoff(first=1.0, cap=min(_STARTUP_RETRY_CAP, max(interval, 1.0)))
+
+        def announce(error: HubError, wait: float, _retry: int) -> None:
+            self._tell_probe_listeners(error)
+            if isinstance(error, HubAuthError):
+                log.error(
+                    "The hub at %s refused the culler's token: %s; retrying in %g s",
+                    self.config.url,
+                    error,
+                    wait,
+                    extra={"event": "startup_retry", "error": error.kind},
+                )
+            else:
+                log.warning(
+                    "Hub not ready at %s: %s; retrying in %g s",
+                    self.config.url,
+                    error,
+                    wait,
+                    extra={"event": "startup_retry", "error": error.kind},
+                )
+
+        async def pause(wait: float) -> None:
+            with trio.move_on_after(wait):
+                await self._drain.draining.wait()
+            if self._drain.draining.is_set():
+                raise _Stopped
+
+        if self._drain.draining.is_set():
+            return None
+        try:
+            probe = await retry(
+                lambda: probe_hub(hub, retries=0),
+                failure=HubError,
+                backoff=backoff,
+                retries=None,
+                # Fixing a token needs an operator; no point in hammering the hub meanwhile.
+                asked=lambda error: interval if isinstance(error, HubAuthError) else None,
+                before_wait=announce,
+                sleep=pause,
+            )
+        except _Stopped:
+            return None
+        self._tell_probe_listeners(None)
+        log.info("Hub %s answered at %s", probe.info.version, self.config.url)
+        return probe
 
     def _tell_probe_listeners(self, error: HubError | None) -> None:
         for listener in self._probe_listeners:

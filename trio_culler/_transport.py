@@ -1,7 +1,7 @@
 """The default HTTP transport: an ``httpx.AsyncBaseTransport`` on trio streams, with h11 doing all HTTP/1.1 work.
 
-httpx's own default transport (httpcore on anyio) costs about ten times more CPU per request on this project's
-machine (encode/httpx#3215); a culler that stops 20,000 servers in a pass spends most of its CPU there. This
+httpx's own default transport (httpcore on anyio) costs several times more CPU per request (encode/httpx#3215;
+``benchmarks/request_cost.py``); a culler that stops 20,000 servers in a pass spends most of its CPU there. This
 module is the thin layer httpx's transport interface is made for, modelled on httpcore's h11 connection minus
 anyio:
 
@@ -21,8 +21,16 @@ anyio:
   connection closed before any byte of an answer (the server closed it as we sent) is sent once more on a new
   connection, so an idle timeout on the server never costs a failed request (idempotent methods only: a POST
   that may have been acted on is not sent twice).
+- **A request that is cancelled before it starts sends nothing**: :meth:`TrioH11Transport.handle_async_request`
+  checks for cancellation before anything else, so such a request neither writes a byte nor costs a pooled
+  connection. The hub client counts on it to take a free limiter token without a checkpoint of its own.
 - **Cancellation or failure mid-request closes the connection** (synchronously, so it cannot be interrupted):
   half an answer is never reused.
+- **A caller can cap one request's answer** below :data:`MAX_BODY` (the request extension
+  :data:`MAX_BODY_EXTENSION`, e.g. for a user's server): past the cap, in more pieces than one per 64 bytes
+  of the cap (each chunk costs an h11 event), or compressed (whose bytes on the wire say nothing of its size),
+  the answer is refused with ``_errors.AnswerTooLarge`` and its connection closed. Any body checkpoints every
+  few hundred pieces, so that one read full of tiny chunks does not hold the event loop.
 
 The whole body is read before :meth:`TrioH11Transport.handle_async_request` returns (the culler's answers are
 small JSON documents, and a bounded read is simpler to reason about than a stream that outlives the call).
@@ -40,9 +48,17 @@ import h11
 import httpx
 import trio
 
-from ._errors import TLSHandshakeTimeout, describe_exception
+from ._errors import AnswerTooLarge, TLSHandshakeTimeout, describe_exception
 
-__all__ = ["MAX_BODY", "MAX_HEAD", "MAX_INFORMATIONAL", "TrioH11Transport"]
+__all__ = [
+    "MAX_BODY",
+    "MAX_BODY_EXTENSION",
+    "MAX_HEAD",
+    "MAX_IDLE_PER_ORIGIN",
+    "MAX_INFORMATIONAL",
+    "TrioH11Transport",
+    "refuse_encoded",
+]
 
 #: Most bytes of a response head (status line and headers), and of a chunked body's trailers (h11's
 #: ``max_incomplete_event_size``).
@@ -50,6 +66,8 @@ MAX_HEAD: Final = 64 * 1024
 #: Most bytes of a response body. A page of 200 users is about 100 kB; a pre-2.0 hub that lists 100,000 users
 #: in one answer about 50 MB.
 MAX_BODY: Final = 512 * 1024 * 1024
+#: The request extension that caps one answer's body (an int, in bytes) below the transport's own limit.
+MAX_BODY_EXTENSION: Final = "trio_culler.max_body"
 #: Most informational (1xx) answers before the final one. A real server sends one or two (100 Continue, 103
 #: Early Hints); a stream of them is a server that will never answer.
 MAX_INFORMATIONAL: Final = 8
@@ -59,6 +77,11 @@ HANDSHAKE_TIMEOUT: Final = 5.0
 #: Idle connections kept per origin; the hub client sets it to its concurrency.
 MAX_IDLE_PER_ORIGIN: Final = 16
 _READ_SIZE: Final = 65536
+#: Body pieces (h11 Data events: chunks, or what one read brought) read between two checkpoints of their own.
+_PIECES_PER_CHECKPOINT: Final = 256
+#: Bytes per piece, on average, below which a capped answer is refused: a real server's chunks hold kilobytes,
+#: while a body sent a byte per chunk costs an h11 event per byte.
+_MIN_PIECE: Final = 64
 
 _Origin = tuple[bytes, bytes, int]
 #: RFC 9110 §9.2.2: what may be sent again after a connection broke without an answer (the server may have acted
@@ -106,7 +129,9 @@ class _Connection:
             return False  # EOF, an error, or bytes nobody asked for
         return True
 
-    async def round_trip(self, request: httpx.Request, body: bytes, *, max_body: int) -> httpx.Response:
+    async def round_trip(
+        self, request: httpx.Request, body: bytes, *, max_body: int, max_pieces: int | None
+    ) -> httpx.Response:
         connection = self.h11
         self.requests += 1
         reused = self.requests > 1
@@ -124,7 +149,7 @@ class _Connection:
         try:
             await self.stream.send_all(data)
             head = await self._read_head()
-            content = await self._read_body(max_body)
+            content = await self._read_body(max_body, max_pieces)
         except (_ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
             if reused and not self.received:
                 raise _NothingReceived from None
@@ -156,15 +181,23 @@ class _Connection:
                     f"more than {MAX_INFORMATIONAL} informational (1xx) answers to one request"
                 )
 
-    async def _read_body(self, max_body: int) -> bytearray:
+    async def _read_body(self, max_body: int, max_pieces: int | None) -> bytearray:
         # One growing buffer: a body of a million 1-byte chunks must cost a megabyte, not a million objects.
         content = bytearray()
+        pieces = 0
         while True:
             event = await self._next_event()
             if isinstance(event, h11.Data):
                 content += event.data
                 if len(content) > max_body:
-                    raise httpx.RemoteProtocolError(f"the answer's body is longer than {max_body} bytes")
+                    raise AnswerTooLarge(f"the answer's body is longer than {max_body} bytes")
+                pieces += 1
+                if max_pieces is not None and pieces > max_pieces:
+                    raise AnswerTooLarge(f"the answer's body came in more than {max_pieces} pieces")
+                if pieces % _PIECES_PER_CHECKPOINT == 0:
+                    # One read can hold thousands of tiny chunks, each an h11 event: the rest of the program gets
+                    # its turn between them, as it does between reads.
+                    await trio.lowlevel.checkpoint()
             elif isinstance(event, h11.EndOfMessage):
                 return content
             else:
@@ -233,6 +266,14 @@ def _unexpected(event: object) -> str:
     return f"unexpected {type(event).__name__} while reading an answer"
 
 
+def refuse_encoded(response: httpx.Response, max_body: int) -> None:
+    """AnswerTooLarge for a compressed answer to a capped request: it could unpack to a thousand times its bytes
+    on the wire, past any cap on them (the culler asks for ``Accept-Encoding: identity``)."""
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise AnswerTooLarge(f"the answer is compressed ({encoding}) although asked not to be; max {max_body} bytes")
+
+
 def _h11_message(error: h11.RemoteProtocolError) -> str:
     # h11 quotes the offending bytes; the hub client redacts the token from them before it shows anything.
     return str(error) or type(error).__name__
@@ -264,16 +305,27 @@ class TrioH11Transport(httpx.AsyncBaseTransport):
         self.connections_opened = 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        # Before anything else: a request whose scope is already cancelled sends no byte and leaves the pool as
+        # it was. Owned here rather than left to the socket's send, which callers cannot see.
+        await trio.lowlevel.checkpoint_if_cancelled()
         url = request.url
         scheme = url.raw_scheme
         if scheme not in _DEFAULT_PORTS:
             raise httpx.UnsupportedProtocol(f"the URL's scheme must be http or https, not {url.scheme!r}")
         origin = (scheme, url.raw_host, url.port or _DEFAULT_PORTS[scheme])
+        max_body = self._max_body
+        max_pieces = None
+        capped = request.extensions.get(MAX_BODY_EXTENSION)
+        if capped is not None:
+            max_body = min(max_body, capped)
+            max_pieces = max(max_body // _MIN_PIECE, 16)
         body = await request.aread()
         for _attempt in range(2):
             connection = await self._checkout(origin)
             try:
-                response = await connection.round_trip(request, body, max_body=self._max_body)
+                response = await connection.round_trip(request, body, max_body=max_body, max_pieces=max_pieces)
+                if capped is not None:
+                    refuse_encoded(response, max_body)
             except _NothingReceived:
                 connection.close()
                 if request.method not in _IDEMPOTENT:

@@ -13,15 +13,13 @@ import secrets
 import socket
 from typing import TYPE_CHECKING
 
-import httpx
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
+from .._clients import http_client, make_ssl_context
 from .._config import Config
 from .._history import History
-from .._hub import make_ssl_context
-from .._transport import TrioH11Transport
 from ._app import create_app
 from ._oauth import OAuthFlow
 from ._settings import StatusPageSettings
@@ -92,18 +90,10 @@ async def serve_status_page(
     makes transparent). An embedder that wants logins to survive a restart passes its own 32 random bytes.
     With ``metrics`` (a prometheus-client registry, e.g. ``Metrics().registry``), it is served at
     ``<prefix>metrics`` behind the same check as ``api/status``."""
-    ssl_context = make_ssl_context(config)
-    timeout = httpx.Timeout(config.request_timeout)
-    # Its own client: the OAuth requests share nothing with the culler's hub client (no token header). The
-    # project's h11-on-trio transport, as for the hub (with the hub's TLS trust); with --use-proxy-env, httpx's
-    # default one, which honours HTTP(S)_PROXY.
-    transport = None if config.use_proxy_env else TrioH11Transport(ssl_context=ssl_context)
-    async with httpx.AsyncClient(
-        transport=transport,
-        timeout=timeout,
-        verify=ssl_context if ssl_context is not None else True,
-        trust_env=config.use_proxy_env,
-    ) as client:
+    # Its own client, made as every client of the culler's, with the hub's TLS trust (it talks to the hub's
+    # OAuth endpoints): the OAuth requests share nothing with the hub client and carry no token header.
+    tls = make_ssl_context(config)
+    async with http_client(config, timeout=config.request_timeout, tls=tls, connections=None) as client:
         flow = OAuthFlow(settings, api_url=config.url, client_secret=config.api_token, client=client)
         app = create_app(settings, history, flow, secret_key=secret_key or secrets.token_bytes(32), metrics=metrics)
 

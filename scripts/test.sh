@@ -59,6 +59,12 @@ if ! command -v podman >/dev/null 2>&1 || ! command -v mmdebstrap >/dev/null 2>&
   fi
 fi
 
+# The single-user extension (trio-culler-notice/, a package of its own): built from source with Node and the npm
+# registry, installed into $VENV (the integration tests' single-user servers load it), then its own mypy and
+# tests, browser included. They run for the whole suite; NOTICE=0 skips them, NOTICE=1 runs them with pytest
+# arguments too. A re-run skips the build when the package did not change. See scripts/notice-extension.sh.
+TESTS=${NOTICE:-$([ "$#" -eq 0 ] && echo 1 || echo 0)} bash scripts/notice-extension.sh "$VENV"
+
 export PATH="$PWD/$VENV/bin:$PATH"
 export HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci}
 

@@ -39,6 +39,7 @@ import re
 import ssl
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -58,8 +59,9 @@ from ._errors import (
     HubTimeout,
     hub_error_from_httpx,
 )
-from ._models import ModelError, User, structure_user
+from ._models import ModelError, User, parse_timestamp, structure_user
 from ._redact import make_redactor
+from ._scopes import parse_scopes
 from ._transport import TrioH11Transport
 from ._version import __version__
 
@@ -68,6 +70,7 @@ __all__ = [
     "HubClient",
     "HubInfo",
     "HubStatistics",
+    "MintedToken",
     "Page",
     "SkippedItem",
     "check_client_settings",
@@ -236,9 +239,11 @@ class HubClient:
         fixed = self._client.headers
         if headers or not send_token:
             fixed = fixed.copy()
-            fixed.update(headers)
             if not send_token:
+                # Removed before ``headers`` are merged: a caller that sends a credential of its own (a
+                # server's own token) names it there, and it must survive.
                 del fixed["Authorization"]
+            fixed.update(headers)
         # Built directly rather than with the client's build_request: the client has no cookies, base URL or
         # parameters to merge, and this is the hot path of a pass that stops 20,000 servers.
         request = httpx.Request(method, url, headers=fixed, content=body or None, extensions=self._extensions)
@@ -462,6 +467,71 @@ class HubClient:
         response = await self.request("delete_user", "DELETE", f"/users/{quote_segment(user)}", ok=_DELETE_USER_OK)
         return response.status_code
 
+    async def mint_token(self, user: str, *, scopes: Sequence[str], expires_in: int | None, note: str) -> MintedToken:
+        """``POST /users/{user}/tokens``: a new token owned by ``user`` with ``scopes``, living ``expires_in``
+        seconds (None: the hub's ``token_expires_in_max_seconds``, or forever on a hub without one). The hub
+        checks the scopes against the owner's own permissions (400 when it will not assign them, or when
+        ``expires_in`` exceeds its maximum); the culler's role needs ``tokens`` (403 without).
+
+        Not retried after a timeout: the hub may have minted a token whose answer was lost, and a second try
+        would leave two behind (each expires on its own)."""
+        target = f"/users/{quote_segment(user)}/tokens"
+        body = json.dumps({"scopes": list(scopes), "expires_in": expires_in, "note": note}).encode()
+        response = await self.request(
+            "mint", "POST", target, ok=_MINT_OK, headers=_JSON_BODY, body=body, retry_timeouts=False
+        )
+        return _minted_token(self._json(response), f"POST {self._base}{target}")
+
+    async def revoke_token(self, user: str, token_id: str) -> int:
+        """``DELETE /users/{user}/tokens/{id}``; the hub's status: 204 revoked, 404 already gone (revoked,
+        expired, or its user deleted)."""
+        target = f"/users/{quote_segment(user)}/tokens/{quote_segment(token_id)}"
+        response = await self.request("revoke", "DELETE", target, ok=_REVOKE_OK)
+        return response.status_code
+
+
+@attrs.frozen
+class MintedToken:
+    """A token the hub minted for a user. ``token`` is a secret: left out of ``repr``, never logged."""
+
+    token: str = attrs.field(repr=False)
+    id: str
+    #: When the hub will refuse it; None: never (a hub without a maximum, asked for no lifetime).
+    expires_at: datetime | None
+    #: When the hub minted it, by the hub's clock (with ``expires_at``: the lifetime it granted).
+    created: datetime | None
+    #: The scopes the hub granted (it adds some to those asked for); None when its answer did not say.
+    scopes: frozenset[str] | None
+
+
+def _minted_token(model: Any, what: str) -> MintedToken:
+    """The hub's answer to a mint, or HubProtocolError: an answer that cannot be read is never used."""
+    if not isinstance(model, dict):
+        raise HubProtocolError(f"{what}: the answer is not a token model")
+    token, token_id, scopes = model.get("token"), model.get("id"), model.get("scopes")
+    # The token will travel in a header: a value that cannot would be quoted by the error httpx raises.
+    if not isinstance(token, str) or not _HEADER_SAFE_RE.match(token):
+        raise HubProtocolError(f"{what}: no usable token in the answer")
+    if isinstance(token_id, int) and not isinstance(token_id, bool):
+        token_id = str(token_id)  # JupyterHub 1.x numbered its tokens
+    if not isinstance(token_id, str) or not token_id:
+        raise HubProtocolError(f"{what}: no token id in the answer")
+    try:
+        expires_at = _optional_timestamp(model.get("expires_at"))
+        created = _optional_timestamp(model.get("created"))
+    except (TypeError, ValueError):
+        raise HubProtocolError(f"{what}: unreadable expires_at or created in the answer") from None
+    granted = parse_scopes(scopes)
+    return MintedToken(token, token_id, expires_at, created, granted)
+
+
+def _optional_timestamp(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(value)
+    return parse_timestamp(value)
+
 
 def _printable(text: str) -> str:
     """``text`` as it can be logged and encoded: a lone surrogate (from a JSON ``\\udXXX`` escape) escaped."""
@@ -474,6 +544,8 @@ _LIST_OK = frozenset({200})
 _GET_USER_OK = frozenset({200, 404})
 _STOP_OK = frozenset({200, 202, 204, 404})
 _DELETE_USER_OK = frozenset({200, 204, 404})
+_MINT_OK = frozenset({200, 201})
+_REVOKE_OK = frozenset({200, 204, 404})
 _ELSEWHERE_OK = frozenset(status for status in range(100, 500) if status != 429)
 
 

@@ -23,12 +23,14 @@ import trio
 from trio_util import AsyncValue, wait_any
 
 from ._config import Config
+from ._credentials import MIN_LIFETIME, ServerCredentials, open_server_credentials
 from ._engine import run_pass_with
 from ._errors import HubAuthError, HubError
 from ._hub import HubClient, HubStatistics, open_hub_client
 from ._notify import Notifier, open_notifier
 from ._probe import Probe, probe_hub
 from ._report import PassRecorder, PassReport
+from ._scopes import risky_scopes
 
 if TYPE_CHECKING:
     import httpx  # for annotations only: requests are the hub client's business (_hub)
@@ -96,14 +98,18 @@ class Culler:
     async def serve(self, *, task_status: trio.TaskStatus[Culler] = trio.TASK_STATUS_IGNORED) -> None:
         """Run passes until :meth:`stop`. Reports started (with ``self``) once the hub answered."""
         with self._scope:
-            async with open_hub_client(self.config, transport=self._transport) as hub:
+            async with (
+                open_hub_client(self.config, transport=self._transport) as hub,
+                # Inside the hub client: leaving revokes every per-server token, then the client closes.
+                open_server_credentials(hub, self.config) as credentials,
+            ):
                 self._hub = hub
                 probe = await self._wait_for_hub(hub)
                 if probe is None:
                     return
                 task_status.started(self)
                 async with open_notifier(self.config) as notifier:
-                    await self._loop(hub, notifier, probe)
+                    await self._loop(hub, notifier, probe, credentials)
 
     def stop(self, grace: float = DEFAULT_GRACE) -> None:
         """Stop gracefully: no new page or user is taken, requests in flight get ``grace`` seconds, then
@@ -156,6 +162,8 @@ class Culler:
                 continue
             self._tell_probe_listeners(None)
             log.info("Hub %s answered at %s", probe.info.version, self.config.url)
+            for scope, why in risky_scopes(probe.scopes or ()):
+                log.warning("The culler's role holds %s: remove it (%s)", scope, why, extra={"event": "risky_scope"})
             return probe
         return None
 
@@ -166,7 +174,9 @@ class Culler:
             except Exception:
                 log.exception("A probe listener failed")
 
-    async def _loop(self, hub: HubClient, notifier: Notifier | None, probe: Probe | None) -> None:
+    async def _loop(
+        self, hub: HubClient, notifier: Notifier | None, probe: Probe | None, credentials: ServerCredentials
+    ) -> None:
         # Start-to-start spacing, as the original's PeriodicCallback; an overlong pass is followed at once. Not
         # trio_util.periodic(): its sleep cannot be cut short, and run_pass_now() must start a pass early.
         next_start = trio.current_time()
@@ -178,11 +188,18 @@ class Culler:
             started = trio.current_time()
             self._started.value += 1
             self._running = True
+            credentials.begin_pass()
             try:
                 # The start-up probe serves the first pass; every later pass probes again.
-                report = await run_pass_with(hub, self.config, draining=self._draining, notifier=notifier, probe=probe)
+                report = await run_pass_with(
+                    hub, self.config, draining=self._draining, notifier=notifier, probe=probe, credentials=credentials
+                )
             finally:
                 self._running = False
+            # Only a pass that saw every user may conclude that a server it did not ask about needs no token.
+            await credentials.end_pass(
+                complete=report.aborted is None and not report.interrupted and not report.pages_failed
+            )
             probe = None
             self.last_report = report
             publish(report, self._reporters)
@@ -251,7 +268,14 @@ async def run_pass(
     The report is logged (the one summary line) and handed to each of ``reporters``, as after every pass of
     :class:`Culler`. ``draining``, once set, ends the pass early and gracefully; ``recorder`` lets a caller
     watch the counters while the pass runs (the CLI's progress bar does)."""
-    async with open_hub_client(config, transport=transport) as hub:
-        report = await run_pass_with(hub, config, now=now, draining=draining, recorder=recorder)
+    async with (
+        open_hub_client(config, transport=transport) as hub,
+        # One pass: its tokens are revoked when it ends, so they need to live no longer than it does.
+        open_server_credentials(hub, config, lifetime=MIN_LIFETIME) as credentials,
+    ):
+        credentials.begin_pass()
+        report = await run_pass_with(
+            hub, config, now=now, draining=draining, recorder=recorder, credentials=credentials
+        )
     publish(report, reporters)
     return report

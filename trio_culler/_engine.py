@@ -36,7 +36,7 @@ from ._probe import Probe, check_scopes, probe_hub
 from ._redact import make_redactor
 from ._report import MAX_UPCOMING_KEPT, PassRecorder, PassReport
 from ._rules import MissingFieldError
-from ._scopes import FIELDS, MissingScopes, missing_fields, needed_scopes
+from ._scopes import FIELDS, MissingScopes, missing_fields, needed_scopes, risky_scopes
 
 __all__ = ["inspect_through", "run_pass_with"]
 
@@ -112,6 +112,9 @@ async def run_pass_with(
     recorder.hub_up = True
     recorder.hub_version = info.version
     missing = check_scopes(probe, config)
+    for scope, why in risky_scopes(probe.scopes or ()):
+        # Every pass, as long as the role holds it: a token that opens every user's server is worth a reminder.
+        log.warning("The culler's role holds %s: remove it (%s)", scope, why, extra={"event": "risky_scope"})
     if missing is not None:
         # The pass would lie ("0 servers", "active"): it is not run; every pass checks again.
         recorder.error("scopes", missing)

@@ -30,7 +30,6 @@ from ._hub import HubClient, HubStatistics, open_hub_client
 from ._notify import Notifier, open_notifier
 from ._probe import Probe, probe_hub
 from ._report import PassRecorder, PassReport
-from ._scopes import risky_scopes
 
 if TYPE_CHECKING:
     import httpx  # for annotations only: requests are the hub client's business (_hub)
@@ -162,8 +161,6 @@ class Culler:
                 continue
             self._tell_probe_listeners(None)
             log.info("Hub %s answered at %s", probe.info.version, self.config.url)
-            for scope, why in risky_scopes(probe.scopes or ()):
-                log.warning("The culler's role holds %s: remove it (%s)", scope, why, extra={"event": "risky_scope"})
             return probe
         return None
 

@@ -27,15 +27,16 @@ the hub's own maximum (``expires_in: null``), reads the lifetime granted from th
 created``), says so in one WARNING line and mints for that long from then on. A hub that answers ``null`` with a
 token that never expires has no maximum, so its 400 was about the scopes: that token is revoked at once.
 
-Tokens live in memory only (at most :data:`MAX_TOKENS`, least recently used first out, revoked), are never
-logged, and text that could quote one (a server's error echoing its request) is redacted before it is shown.
+Tokens live in memory only (at most :data:`MAX_TOKENS`, least recently used first out, revoked) and are never
+logged; what a server answers could quote the one token it was shown, and ``_engine.inspect_through`` redacts
+that token from every message it makes of the answer.
 Every request goes through the hub client: its limiter, deadline, retries and error mapping.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 import attrs
@@ -45,7 +46,6 @@ from ._config import Config
 from ._errors import HubAuthError, HubError, HubStatusError, HubTimeout, HubUnavailable
 from ._hub import HubClient, MintedToken
 from ._inspect import InspectionFailed
-from ._redact import make_redactor
 
 __all__ = [
     "MAX_LIFETIME",
@@ -97,8 +97,10 @@ class CredentialUnavailable(HubError, InspectionFailed):
     server), ``forbidden`` (403: the culler's role lacks ``tokens`` for this user), ``too_broad`` (the hub
     granted more than that one server), ``unavailable``, ``timeout``, ``status``, ``unreadable``."""
 
+    kind = "credential"
+
     def __init__(self, reason: str, message: str) -> None:
-        InspectionFailed.__init__(self, "credential", message)
+        InspectionFailed.__init__(self, self.kind, message)
         self.reason = reason
 
 
@@ -248,10 +250,6 @@ class ServerCredentials:
         held = list(self._held.items())
         self._held.clear()
         return await self._revoke_many((user, entry.minted) for (user, _server), entry in held)
-
-    def redactor(self, token: str) -> Callable[[str], str]:
-        """Replaces ``token`` (the one a server was shown: the only one it could echo) in a text."""
-        return make_redactor([token])
 
     # -- the hub's side ----------------------------------------------------------------------------------------
 

@@ -534,8 +534,11 @@ async def inspect_through(hub: HubClient, server: Server, config: Config, *, tok
     culler's. Raises InspectionFailed, with the client's errors as kinds. A timeout is not retried: a server
     that hung once would hang again."""
     credential = (("Authorization", f"token {token}"),)
-    # What the server answers may quote what it was sent: its own token is the one it could echo.
-    redact = make_redactor([token])
+
+    def redact(text: str) -> str:
+        # What the server answers may quote what it was sent: its own token is the one it could echo. Built only
+        # for a message (a new token is a new pattern to compile).
+        return make_redactor([token])(text)
 
     async def fetch(url: str) -> tuple[int, bytes]:
         try:

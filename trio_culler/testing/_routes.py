@@ -4,7 +4,7 @@ REST API, or a single-user server behind the proxy; and what kind of request it 
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import unquote
 
 import attrs
@@ -35,19 +35,7 @@ RequestKind = Literal[
     "terminals",
     "other",
 ]
-ROUTE_KINDS: tuple[RequestKind, ...] = (
-    "version",
-    "whoami",
-    "list",
-    "stop",
-    "remove",
-    "delete_user",
-    "mint",
-    "revoke",
-    "kernels",
-    "terminals",
-    "other",
-)
+ROUTE_KINDS: tuple[RequestKind, ...] = get_args(RequestKind)
 
 
 @attrs.frozen

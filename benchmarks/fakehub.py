@@ -17,8 +17,11 @@ both cullers and cross-checks the semantics the culler relies on:
   named server, 400 for named servers when they are disabled or ``remove`` on the default server.
 - ``DELETE /hub/api/users/{name}``: 400 while the default server is stopping; otherwise stops it
   (as the hub does), then deletes the user.
+- ``POST /hub/api/users/{name}/tokens`` (body ``{"scopes": ["access:servers!server={name}/{server}"], ...}``):
+  201 with a token for that server alone (400 for any other scope); ``DELETE .../tokens/{id}``: 204, or 404.
 - ``GET /user/{name}/[{server}/]api/kernels`` and ``.../api/terminals``: the single-user servers behind the
-  proxy, as jupyter_server answers ``--inspect-kernels`` (token required), after ``--kernel-latency``
+  proxy, as jupyter_server answers ``--inspect-kernels`` (only to a token minted for that server: the hub's
+  own token is refused, and counted in the stats as ``hub_token_at_servers``), after ``--kernel-latency``
   seconds. Every running server has one kernel, ``busy`` for ``--busy-fraction`` of the idle servers (busy
   since its last activity: a long silent cell), else ``idle``; no terminals. A busy idle server is not
   counted as idle in the correctness ledger: a culler that reads its kernel spares it.
@@ -40,6 +43,7 @@ import asyncio
 import json
 import os
 import random
+import secrets
 import signal
 import sys
 import time
@@ -89,7 +93,7 @@ TOKEN_SCOPES = (
     "delete:servers",
     "admin:users",
     "delete:users",
-    "access:servers",
+    "tokens",
 )
 
 
@@ -303,6 +307,12 @@ class Hub:
         self.idle_total = sum(1 for s in servers if s.idle)
         self.active_total = len(servers) - self.idle_total
         self.pending_stops = 0
+        # Tokens minted for users' servers: secret -> (id, user, server); id -> secret. Not reset by /_bench/reset.
+        self.tokens: dict[str, tuple[str, str, str]] = {}
+        self.token_ids: dict[str, str] = {}
+        self.tokens_minted = 0
+        self.tokens_revoked = 0
+        self.hub_token_at_servers = 0
         self.reset()
 
     # -- statistics ------------------------------------------------------------------------------------
@@ -366,6 +376,12 @@ class Hub:
                 "users_deleted": self.users_deleted,
             },
             "hub_cpu_s": ru.user + ru.system,
+            "tokens": {
+                "minted": self.tokens_minted,
+                "revoked": self.tokens_revoked,
+                "live": len(self.tokens),
+                "hub_token_at_servers": self.hub_token_at_servers,
+            },
         }
         if detail:
             idle_left: list[str] = []
@@ -656,6 +672,8 @@ class Hub:
             if self.should_fail("delete"):
                 return "delete_user", error(500, "injected failure")
             return "delete_user", self.delete_user(user) if user else error(404, "Not Found")
+        if len(parts) >= 3 and parts[2] == "tokens":
+            return self.tokens_endpoint(method, user, parts, body)
         if method != "DELETE":
             return "other", error(405, "Method Not Allowed")
         if len(parts) == 3 and parts[2] == "server":
@@ -669,6 +687,53 @@ class Hub:
         if user is None:
             return kind, error(404, "Not Found")
         return kind, self.delete_server(user, sname, named, body)
+
+    def tokens_endpoint(
+        self, method: str, user: User | None, parts: list[str], body: bytes
+    ) -> tuple[str, Response | Awaitable[Response]]:
+        """Mint a token for one server of ``user`` (the only scope asked for here), or revoke one."""
+        if len(parts) == 3 and method == "POST":
+            if user is None:
+                return "mint", error(404, "Not Found")
+            try:
+                scopes = json.loads(body or b"{}").get("scopes")
+            except (ValueError, AttributeError):
+                return "mint", error(400, "Invalid JSON in body of request")
+            prefix = f"access:servers!server={user.name}/"
+            if not (isinstance(scopes, list) and len(scopes) == 1 and str(scopes[0]).startswith(prefix)):
+                return "mint", error(400, f"Not assigning requested scopes {scopes!r}")
+            self.tokens_minted += 1
+            token_id, secret = f"a{self.tokens_minted}", secrets.token_hex(16)
+            self.tokens[secret] = (token_id, user.name, scopes[0][len(prefix) :])
+            self.token_ids[token_id] = secret
+            now = datetime.now(UTC)
+            model = {
+                "token": secret,
+                "id": token_id,
+                "user": user.name,
+                "scopes": [scopes[0], f"read:users:name!user={user.name}", f"read:users:groups!user={user.name}"],
+                "created": isoformat(now),
+                "expires_at": None,
+            }
+            return "mint", Response(201, json.dumps(model).encode())
+        if len(parts) == 4 and method == "DELETE":
+            held = self.token_ids.get(parts[3])
+            if user is None or held is None or self.tokens[held][1] != user.name:
+                return "revoke", error(404, "Not Found")
+            del self.tokens[held], self.token_ids[parts[3]]
+            self.tokens_revoked += 1
+            return "revoke", Response(204)
+        return "other", error(405, "Method Not Allowed")
+
+    def server_token_ok(self, headers: dict[bytes, bytes], user: str, server: str) -> bool:
+        """Whether a single-user server takes the request's token: one minted for it, never the hub's."""
+        if not self.opts.token:
+            return True
+        if self.authorized(headers):
+            self.hub_token_at_servers += 1
+            return False
+        scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+        return scheme.lower() == "token" and self.tokens.get(token.strip(), ("", "", ""))[1:] == (user, server)
 
     async def _slow(self, resp: Response) -> Response:
         await asyncio.sleep(self.opts.list_latency)
@@ -692,7 +757,7 @@ class Hub:
             return kind, error(404, "Not Found")
         if method != "GET":
             return kind, error(405, "Method Not Allowed")
-        if not self.authorized(headers):
+        if not self.server_token_ok(headers, name, sname):
             return kind, error(403, "Forbidden")
         if kind == "terminals":
             body = b"[]"
@@ -804,7 +869,7 @@ class HttpProtocol(asyncio.Protocol):
             if hub.first_request is None:
                 hub.first_request = now
             hub.last_request = now
-            if method == "DELETE" and hub.first_delete is None:
+            if method == "DELETE" and kind != "revoke" and hub.first_delete is None:
                 hub.first_delete = now
             hub.requests[kind] = hub.requests.get(kind, 0) + 1
             hub.in_flight += 1

@@ -80,7 +80,7 @@ async def main(server_url: str, request_timeout: float) -> dict[str, object]:
         trio.lowlevel.add_instrument(instrument)
         started = time.perf_counter()
         try:
-            await inspect_through(hub, server, config)
+            await inspect_through(hub, server, config, token="mallory-own-token")
             outcome = "read"
         except InspectionFailed as failed:
             outcome = failed.kind

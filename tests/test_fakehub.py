@@ -478,6 +478,9 @@ async def test_statistics(autojump_clock: trio.testing.MockClock) -> None:
     add_running(hub, "alice", "bob")
     async with client_for(hub) as client:
         await client.get("/")
+        # A token's revocation is a DELETE too, but not of a server or a user: it is no first_delete_at.
+        minted = (await client.post("/users/bob/tokens", json={"scopes": ["access:servers!server=bob/"]})).json()
+        assert (await client.delete(f"/users/bob/tokens/{minted['id']}")).status_code == 204
         async with trio.open_nursery() as nursery:
             for _ in range(5):
                 nursery.start_soon(client.get, "/users")
@@ -493,6 +496,8 @@ async def test_statistics(autojump_clock: trio.testing.MockClock) -> None:
         "stop": 1,
         "remove": 0,
         "delete_user": 1,
+        "mint": 1,
+        "revoke": 1,
         "kernels": 0,
         "terminals": 0,
         "other": 0,
@@ -502,7 +507,8 @@ async def test_statistics(autojump_clock: trio.testing.MockClock) -> None:
     assert stats.last_list_at == pytest.approx(11)
     assert stats.page_requests[-1].state == "ready"
     assert stats.page_requests[-1].at == pytest.approx(11)
-    assert stats.status_codes == {200: 7, 204: 2}
+    assert stats.status_codes == {200: 7, 201: 1, 204: 3}
+    assert (stats.tokens_minted, stats.tokens_revoked, stats.tokens_live) == (1, 1, 0)
     assert stats.stop_requests == {("alice", ""): 1}
     assert stats.users_deleted == ("alice",)
 
@@ -703,6 +709,10 @@ async def test_serve_on_ipv6_loopback() -> None:
         assert (await client.get("/")).status_code == 200
 
 
+async def mint(client: httpx.AsyncClient, user: str, *scopes: str, **body: Any) -> httpx.Response:
+    return await client.post(f"/users/{quote(user, safe='')}/tokens", json={"scopes": list(scopes), **body})
+
+
 async def test_single_user_servers_behind_the_fake_proxy() -> None:
     hub = FakeHub(public_url="http://public.test")
     kernel = FakeKernel("k1", "busy", T0)
@@ -714,7 +724,9 @@ async def test_single_user_servers_behind_the_fake_proxy() -> None:
         },
     )
     async with client_for(hub) as client:
-        kernels = await client.get("http://public.test/user/a%20b/api/kernels")
+        own = (await mint(client, "a b", "access:servers!user=a b")).json()["token"]
+        as_owner = {"Authorization": f"token {own}"}
+        kernels = await client.get("http://public.test/user/a%20b/api/kernels", headers=as_owner)
         assert kernels.status_code == 200
         assert kernels.json() == [
             {
@@ -725,16 +737,117 @@ async def test_single_user_servers_behind_the_fake_proxy() -> None:
                 "connections": 0,
             }
         ]
-        terminals = await client.get("http://public.test/user/a%20b/api/terminals")
+        terminals = await client.get("http://public.test/user/a%20b/api/terminals", headers=as_owner)
         assert terminals.json() == [{"name": "1", "last_activity": "2025-01-23T16:01:47.564284+00:00"}]
-        assert (await client.get("http://public.test/user/a%20b/lab/api/kernels")).status_code == 404
-        assert (await client.get("http://public.test/user/nobody/api/kernels")).status_code == 404
+        assert (await client.get("http://public.test/user/a%20b/lab/api/kernels", headers=as_owner)).status_code == 404
+        assert (await client.get("http://public.test/user/nobody/api/kernels", headers=as_owner)).status_code == 404
         model = (await client.get("/users/a%20b")).json()
         assert model["servers"][""]["full_url"] == "http://public.test/user/a%20b/"
         hub.server_access = False
+        assert (await client.get("http://public.test/user/a%20b/api/kernels", headers=as_owner)).status_code == 403
+        hub.server_access = True
+        # The culler's own token holds no access:servers: jupyter_server would refuse it, and so does the fake.
         assert (await client.get("http://public.test/user/a%20b/api/kernels")).status_code == 403
     async with client_for(hub, token="wrong") as client:
-        hub.server_access = True
         assert (await client.get("http://public.test/user/a%20b/api/kernels")).status_code == 403
-    assert hub.statistics().requests_by_kind["kernels"] == 5
-    assert hub.statistics().requests_by_kind["terminals"] == 1
+    stats = hub.statistics()
+    assert stats.requests_by_kind["kernels"] == 6
+    assert stats.requests_by_kind["terminals"] == 1
+    assert stats.server_credentials == {"own": 4, "hub": 1, "other": 2}  # "other": nobody's, and "wrong"
+
+
+# --------------------------------------------------------------------------- tokens minted for users
+
+
+async def test_a_minted_token_reaches_its_server_and_nothing_else() -> None:
+    hub = FakeHub(clock=lambda: T0)
+    hub.add_user("alice", servers={"": running(kernels=[]), "lab": running("lab", kernels=[])})
+    hub.add_user("bob", servers={"": running(kernels=[])})
+    async with client_for(hub) as client:
+        answer = await mint(client, "alice", "access:servers!server=alice/", expires_in=600, note="culler")
+        assert answer.status_code == 201, answer.text
+        model = answer.json()
+        # The hub adds the owner's name and groups to what was asked for, and says so.
+        assert model["scopes"] == [
+            "access:servers!server=alice/",
+            "read:users:groups!user=alice",
+            "read:users:name!user=alice",
+        ]
+        assert (model["user"], model["note"], model["kind"]) == ("alice", "culler", "api_token")
+        assert (model["created"], model["expires_at"]) == ("2025-01-23T16:01:47.564284Z", "2025-01-23T16:11:47.564284Z")
+        as_alice = {"Authorization": f"token {model['token']}"}
+        assert (await client.get("http://hub.test/user/alice/api/kernels", headers=as_alice)).status_code == 200
+        # Only the server it names: not alice's other server, not bob's, and none of the hub's API.
+        assert (await client.get("http://hub.test/user/alice/lab/api/kernels", headers=as_alice)).status_code == 403
+        assert (await client.get("http://hub.test/user/bob/api/kernels", headers=as_alice)).status_code == 403
+        assert (await client.get("/users", headers=as_alice)).status_code == 403
+        assert (await client.delete("/users/bob/server", headers=as_alice)).status_code == 403
+        whoami = await client.get("/user", headers=as_alice)
+        assert (whoami.status_code, whoami.json()["name"], whoami.json()["scopes"]) == (200, "alice", model["scopes"])
+        assert [token.id for token in hub.live_tokens()] == [model["id"]]
+        assert (await client.delete(f"/users/alice/tokens/{model['id']}")).status_code == 204
+        assert (await client.delete(f"/users/alice/tokens/{model['id']}")).status_code == 404
+        assert (await client.get("/user", headers=as_alice)).status_code == 403
+        assert (await client.get("http://hub.test/user/alice/api/kernels", headers=as_alice)).status_code == 403
+    # Another user's server, and a revoked token: "other".
+    assert hub.statistics().server_credentials == {"own": 2, "other": 2}
+
+
+async def test_a_mint_is_checked_as_jupyterhub_checks_it() -> None:
+    hub = FakeHub(token_expires_in_max_seconds=600)
+    hub.add_user("alice", servers={"": running()})
+    # A user whose role does not reach their own server.
+    hub.add_user("locked", servers={"": running()}, scopes=["read:users!user=locked"])
+    async with client_for(hub) as client:
+        refused = await mint(client, "alice", "access:servers!server=bob/")
+        assert refused.status_code == 400
+        assert refused.json()["message"] == (
+            "Not assigning requested scopes access:servers!server=bob/ not held by User alice"
+        )
+        assert (await mint(client, "alice", "admin:users")).status_code == 400
+        assert (await mint(client, "locked", "access:servers!server=locked/")).status_code == 400
+        too_long = await mint(client, "alice", "access:servers!server=alice/", expires_in=601)
+        assert (too_long.status_code, too_long.json()["message"]) == (
+            400,
+            "token expires_in: 601 must not exceed 600",
+        )
+        for body in ({"expires_in": "600"}, {"expires_in": True}, {"scopes": "access:servers"}):
+            assert (await client.post("/users/alice/tokens", json=body)).status_code == 400, body
+        assert (await client.post("/users/alice/tokens", content=b"{not json")).status_code == 400
+        at_most = await mint(client, "alice", "access:servers!server=alice/", expires_in=None)
+        created, expires = (datetime.fromisoformat(at_most.json()[key]) for key in ("created", "expires_at"))
+        assert expires - created == timedelta(seconds=600), "null means the hub's maximum"
+        assert (await mint(client, "nobody", "access:servers!server=nobody/")).status_code == 404
+    hub.scopes = frozenset({"list:users", "tokens!user=bob"})
+    async with client_for(hub) as client:
+        forbidden = await mint(client, "alice", "access:servers!server=alice/")
+        assert forbidden.status_code == 403
+        assert "tokens" in forbidden.json()["message"]
+        assert (await client.delete("/users/alice/tokens/a1")).status_code == 403
+
+
+async def test_tokens_expire_and_go_with_their_user(autojump_clock: trio.testing.MockClock) -> None:
+    hub = FakeHub()
+    hub.add_user("alice", servers={"": running(kernels=[])})
+    hub.add_user("carol")
+    async with client_for(hub) as client:
+        short = (await mint(client, "alice", "access:servers!server=alice/", expires_in=60)).json()
+        forever = (await mint(client, "carol", "read:users!user=carol")).json()
+        assert forever["expires_at"] is None
+        as_alice = {"Authorization": f"token {short['token']}"}
+        await trio.sleep(59)
+        assert (await client.get("http://hub.test/user/alice/api/kernels", headers=as_alice)).status_code == 200
+        await trio.sleep(1)
+        assert (await client.get("http://hub.test/user/alice/api/kernels", headers=as_alice)).status_code == 403
+        assert (await client.delete(f"/users/alice/tokens/{short['id']}")).status_code == 404
+        assert (await client.delete("/users/carol")).status_code == 204
+        assert (await client.get("/user", headers={"Authorization": f"token {forever['token']}"})).status_code == 403
+    assert hub.statistics().tokens_live == 0
+
+
+async def test_the_cullers_own_token_opens_servers_only_with_access_servers() -> None:
+    hub = FakeHub(scopes=("list:users", "access:servers"))
+    hub.add_user("alice", servers={"": running(kernels=[])})
+    async with client_for(hub) as client:
+        assert (await client.get("http://hub.test/user/alice/api/kernels")).status_code == 200
+    assert hub.statistics().server_credentials == {"hub": 1}

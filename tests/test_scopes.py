@@ -17,15 +17,17 @@ from trio_culler import Config, PassReport
 from trio_culler._scopes import (
     FIELDS,
     NEEDS,
+    MissingScopes,
     grants,
     missing_fields,
     missing_scopes,
     needed_scopes,
     parse_scopes,
+    risky_scopes,
 )
 from trio_culler._service import Culler
 from trio_culler.testing import FakeHub, Population
-from trio_culler.testing._token import FULL_SCOPES
+from trio_culler.testing._permissions import FULL_SCOPES
 
 from .support.passes import cull
 
@@ -91,10 +93,43 @@ def test_filters_are_kept_and_must_cover_the_listing() -> None:
     assert [m.scope for m in missing_scopes(other, config())] == ["delete:servers"]
 
 
-def describe(held: list[str]) -> str:
-    from trio_culler._scopes import MissingScopes
+def describe(held: list[str], cfg: Config | None = None) -> str:
+    return str(MissingScopes(missing_scopes(held, cfg or config())))
 
-    return str(MissingScopes(missing_scopes(held, config())))
+
+def test_scopes_filtered_to_several_groups_name_the_group_a_scope_is_missing_for() -> None:
+    # The culler lists groups a and b, and may read the servers of group a alone: b's would look serverless.
+    held = ["list:users!group=a", "list:users!group=b", "read:servers!group=a"]
+    held += [f"{scope}!group={group}" for scope in ("read:users:activity", "delete:servers") for group in "ab"]
+    (missing,) = missing_scopes(held, config())
+    assert (missing.scope, missing.held_for, missing.lacking_for) == ("read:servers", ("group=a",), ("group=b",))
+    assert "read:servers (culling: to see users' servers and their activity; held only for group=a, not for " in (
+        describe(held)
+    )
+    assert describe(held).count("group=b") == 1
+    assert missing_scopes([*held, "read:servers!group=b"], config()) == ()
+    # Held for neither: nothing held, both groups lacking.
+    (missing,) = missing_scopes([scope for scope in held if not scope.startswith("read:servers")], config())
+    assert (missing.held_for, missing.lacking_for) == ((), ("group=a", "group=b"))
+
+
+def test_a_rule_that_culls_users_needs_delete_users_under_a_global_no() -> None:
+    rule = config(cull_users=False, rules=[{"users": ["guest-*"], "cull_users": True}])
+    assert "delete:users" not in {need.scope for need in needed_scopes(config(cull_users=False))}
+    assert [m.scope for m in missing_scopes(BASE, rule)] == ["delete:users", "read:users"]
+    assert "delete:users (--cull-users: to delete idle users)" in describe(list(BASE), rule)
+    assert missing_scopes((*BASE, "admin:users"), rule) == ()
+
+
+async def test_the_self_check_names_delete_users_for_a_rule_that_culls_users(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub, _population = make_hub(scopes=(*BASE, "read:users"))
+    report = await cull(hub, config(cull_users=False, rules=[{"users": ["user-*"], "cull_users": True}]))
+    assert report.aborted is not None
+    assert "lacks delete:users (--cull-users: to delete idle users)" in report.aborted
+    assert hub.statistics().requests_by_kind["list"] == 0
+    assert hub.statistics().stop_requests == {}
 
 
 @pytest.mark.parametrize("value", [None, "list:users", [1, 2], ["list:users", None], {"list:users": 1}, [""]])
@@ -115,7 +150,7 @@ def test_missing_fields_name_the_scope_and_feature() -> None:
 
 def test_the_readme_table_is_the_codes_table() -> None:
     text = README.read_text(encoding="utf-8")
-    rows = re.findall(r"^\| `([a-z]+:[a-z:]+)` \| ([^|]+?) \| ([^|]+?) \|$", text, flags=re.MULTILINE)
+    rows = re.findall(r"^\| `([a-z]+(?::[a-z:]+)?)` \| ([^|]+?) \| ([^|]+?) \|$", text, flags=re.MULTILINE)
     table = {(scope, feature.strip("`"), why) for scope, feature, why in rows}
     assert table == {(need.scope, need.feature, need.why) for need in NEEDS}, "README's table and _scopes.NEEDS differ"
     for field in FIELDS:
@@ -229,28 +264,59 @@ async def test_rules_on_groups_need_read_users_groups_before_the_pass(autojump_c
     assert (await cull(hub, cfg)).ok
 
 
-def test_inspect_kernels_without_access_servers_degrades_instead_of_refusing() -> None:
-    # Issue 10: a server that cannot be inspected is decided from the hub's data; the pass must not be refused.
+INSPECT = {"inspect_kernels": True, "public_url": "http://127.0.0.1:8000"}
+
+
+def test_inspect_kernels_needs_tokens_and_never_access_servers() -> None:
     from trio_culler._hub import HubInfo
     from trio_culler._probe import Probe, check_scopes
 
-    cfg = config(inspect_kernels=True, public_url="http://127.0.0.1:8000")
-    refused, degraded = check_scopes(Probe(HubInfo("5.2.1", (5, 2, 1)), frozenset(BASE)), cfg)
-    assert refused is None
-    assert [(item.scope, item.feature) for item in degraded] == [("access:servers", "--inspect-kernels")]
-    refused, degraded = check_scopes(Probe(HubInfo("5.2.1", (5, 2, 1)), frozenset({*BASE, "access:servers"})), cfg)
-    assert (refused, degraded) == (None, ())
-
-
-async def test_the_degraded_feature_is_named_once_per_pass(
-    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
-) -> None:
-    hub, _population = make_hub(scopes=BASE)
-    caplog.set_level(logging.WARNING, "trio_culler")
-    report = await cull(hub, config(inspect_kernels=True, public_url="http://127.0.0.1:8000"))
-    assert report.aborted is None
-    lines = [r.getMessage() for r in caplog.records if "lacks access:servers" in r.getMessage()]
-    assert lines == [
-        "The culler's token lacks access:servers (--inspect-kernels: to ask servers about their kernels and "
-        "terminals): servers are decided from the hub's data alone"
+    cfg = config(**INSPECT)
+    assert [(need.scope, need.feature) for need in needed_scopes(cfg) if need.feature == "--inspect-kernels"] == [
+        ("tokens", "--inspect-kernels")
     ]
+    # access:servers is no substitute: the culler never shows its own token to a server.
+    for held in (BASE, (*BASE, "access:servers")):
+        refused = check_scopes(Probe(HubInfo("5.2.1", (5, 2, 1)), frozenset(held)), cfg)
+        assert refused is not None
+        assert [item.scope for item in refused.missing] == ["tokens"]
+    assert check_scopes(Probe(HubInfo("5.2.1", (5, 2, 1)), frozenset({*BASE, "tokens"})), cfg) is None
+    # Filtered like the other scopes: a culler for one group mints for that group.
+    one_group = [f"{scope}!group=students" for scope in (*BASE, "tokens")]
+    assert missing_scopes(one_group, cfg) == ()
+    (missing,) = missing_scopes([*BASE, "tokens!group=students"], cfg)
+    assert (missing.scope, missing.held_for) == ("tokens", ("group=students",))
+    two_groups = [f"{scope}!group={group}" for scope in BASE for group in ("a", "b")] + ["tokens!group=a"]
+    (missing,) = missing_scopes(two_groups, cfg)
+    assert (missing.scope, missing.held_for, missing.lacking_for) == ("tokens", ("group=a",), ("group=b",))
+
+
+def test_access_servers_on_a_cullers_role_is_named_as_a_risk() -> None:
+    assert risky_scopes(BASE) == ()
+    ((scope, why),) = risky_scopes([*BASE, "access:servers"])
+    assert scope == "access:servers"
+    assert "any other user" in why
+    assert [scope for scope, _why in risky_scopes(["access:servers!group=a", "shares"])] == [
+        "access:servers",
+        "access:servers!group=a",
+    ], "filtered or implied (shares grants access:servers), each is named"
+
+
+@pytest.mark.parametrize("extra", [(), ("access:servers",)], ids=["without", "with-access-servers"])
+async def test_inspect_kernels_without_tokens_does_not_run_the_pass(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, extra: tuple[str, ...]
+) -> None:
+    hub, _population = make_hub(scopes=(*BASE, *extra))
+    report = await cull(hub, config(**INSPECT))
+    assert report.aborted is not None
+    assert report.summary() == (
+        "Pass not run: the culler's token lacks tokens (--inspect-kernels: to mint each server's own token to ask "
+        "it about its kernels). Add the missing scopes to the culler's role; the culler checks again before "
+        "every pass"
+    )
+    assert report.errors_by_kind == {"scope": 1}
+    stats = hub.statistics()
+    assert stats.requests_by_kind["list"] == 0
+    assert stats.stop_requests == {}
+    assert stats.requests_by_kind["kernels"] == 0
+    assert stats.requests_by_kind["mint"] == 0

@@ -20,6 +20,7 @@ from trio_util import run_and_cancelling
 
 from ._act import Outcome, decision_fields, delete_user, stop_server
 from ._config import Config
+from ._credentials import CredentialUnavailable, ServerCredentials, open_server_credentials
 from ._decide import Action, Decision, decide_server, decide_user, effective_idle_time, server_idle_time
 from ._errors import HubAuthError, HubError, HubStatusError, HubTimeout, HubUnavailable, first_leaf
 from ._forecast import Upcoming, cull_time
@@ -30,10 +31,11 @@ from ._notify import CullWarning, Notifier
 from ._pager import stream_users
 from ._policy import Policy
 from ._probe import Probe, check_scopes, probe_hub
+from ._redact import make_redactor
 from ._report import MAX_UPCOMING_KEPT, PassRecorder, PassReport
 from ._retry import Backoff, retry
 from ._rules import MissingFieldError
-from ._scopes import FIELDS, MissingScopes, missing_fields, needed_scopes
+from ._scopes import FIELDS, MissingScopes, missing_fields, needed_scopes, risky_scopes
 from ._time import as_number, iso_utc
 
 __all__ = ["inspect_through", "run_pass_with"]
@@ -56,6 +58,7 @@ async def run_pass_with(
     recorder: PassRecorder | None = None,
     notifier: Notifier | None = None,
     probe: Probe | None = None,
+    credentials: ServerCredentials | None = None,
 ) -> PassReport:
     """Run one pass against ``hub``. Never raises for hub trouble: the report says what happened.
 
@@ -63,7 +66,22 @@ async def run_pass_with(
     Setting ``draining`` stops fetching pages and taking new users; what is in flight finishes.
     ``notifier`` (a long-running culler's) warns users before their servers are culled.
     ``probe``: a probe made just before (the start-up one), instead of this pass's own.
+    ``credentials``: the per-server tokens a long-running culler keeps between passes; without, this pass
+    mints its own and revokes them when it ends.
     """
+    if credentials is None:
+        async with open_server_credentials(hub, config) as own:
+            own.begin_pass()
+            return await run_pass_with(
+                hub,
+                config,
+                now=now,
+                draining=draining,
+                recorder=recorder,
+                notifier=notifier,
+                probe=probe,
+                credentials=own,
+            )
     now = datetime.now(UTC) if now is None else now
     draining = trio.Event() if draining is None else draining
     if recorder is None:
@@ -92,15 +110,10 @@ async def run_pass_with(
     info = probe.info
     recorder.hub_up = True
     recorder.hub_version = info.version
-    missing, degraded = check_scopes(probe, config)
-    for item in degraded:
-        log.warning(
-            "The culler's token lacks %s (%s: to %s): servers are decided from the hub's data alone",
-            item.scope,
-            item.feature,
-            item.why,
-            extra={"event": "scope_degraded"},
-        )
+    missing = check_scopes(probe, config)
+    for scope, why in risky_scopes(probe.scopes or ()):
+        # Every pass, as long as the role holds it: a token that opens every user's server is worth a reminder.
+        log.warning("The culler's role holds %s: remove it (%s)", scope, why, extra={"event": "risky_scope"})
     if missing is not None:
         # The pass would lie ("0 servers", "active"): it is not run; every pass checks again.
         recorder.error("scopes", missing)
@@ -130,7 +143,9 @@ async def run_pass_with(
             )
             async with receive:
                 for _ in range(workers):
-                    nursery.start_soon(_worker, hub, config, now, receive.clone(), recorder, draining, notifier)
+                    nursery.start_soon(
+                        _worker, hub, config, now, receive.clone(), recorder, draining, notifier, credentials
+                    )
     except* HubAuthError as group:
         auth_error = first_leaf(group)
         assert isinstance(auth_error, HubAuthError)
@@ -295,6 +310,7 @@ async def _worker(
     recorder: PassRecorder,
     draining: trio.Event,
     notifier: Notifier | None,
+    credentials: ServerCredentials,
 ) -> None:
     async with receive:
         async for work in receive:
@@ -303,7 +319,7 @@ async def _worker(
                 continue
             user = work.user
             try:
-                await _handle_user(hub, config, now, work, recorder, notifier)
+                await _handle_user(hub, config, now, work, recorder, notifier, credentials)
             except (HubAuthError, trio.Cancelled):
                 raise
             except Exception as error:
@@ -313,7 +329,13 @@ async def _worker(
 
 
 async def _handle_user(
-    hub: HubClient, config: Config, now: datetime, work: Work, recorder: PassRecorder, notifier: Notifier | None
+    hub: HubClient,
+    config: Config,
+    now: datetime,
+    work: Work,
+    recorder: PassRecorder,
+    notifier: Notifier | None,
+    credentials: ServerCredentials,
 ) -> None:
     user = work.user
     # The pager vetted the whole page already; a worker still never decides with a rule it cannot evaluate.
@@ -323,7 +345,7 @@ async def _handle_user(
 
     async def one(server: Server) -> None:
         decided = None if work.decisions is None else work.decisions[server.name]
-        outcomes.append(await _handle_server(hub, config, now, user, server, decided, recorder, notifier))
+        outcomes.append(await _handle_server(hub, config, now, user, server, decided, recorder, notifier, credentials))
 
     if len(servers) == 1:
         await one(servers[0])
@@ -353,6 +375,7 @@ async def _handle_server(
     decided: Decision | None,
     recorder: PassRecorder,
     notifier: Notifier | None,
+    credentials: ServerCredentials,
 ) -> Outcome:
     # The rule is matched again (cheap), not decided again: the pager's decision used this same rule.
     matched = config.rule_table.for_server(user, server)
@@ -372,7 +395,11 @@ async def _handle_server(
         # Whether the kernels could change anything is judged from the hub's data (the hook's verdict aside).
         hub_only = decision if decision is not None else decide_server(server, policy=policy, now=now)
         worth = _worth_inspecting(hub_only, policy)
-        activity = await _inspect(hub, config, user.name, label, server, recorder) if worth else None
+        try:
+            activity = await _inspect(hub, config, credentials, user.name, label, server, recorder) if worth else None
+        except CredentialUnavailable:
+            # Not culled for idleness: a failure to look must never cull a busy server (max-age needs no look).
+            return Outcome.FAILED
         if hook_after_inspection:
             # The kernels' idle time when they could be read, else the hub's (as without --inspect-kernels).
             decision = await _decide_with_hook(config, now, user, server, policy, recorder, activity)
@@ -400,9 +427,12 @@ async def _handle_server(
             fields = {**decision_fields(decision, user.name, server.name), "matched_rule": matched.index}
             log.log(level, "Not culling server %s (%s; %s)", label, decision.reason, matched.label, extra=fields)
         return Outcome.KEPT
-    return await stop_server(
+    outcome = await stop_server(
         hub, user.name, server.name, decision, dry_run=config.dry_run, recorder=recorder, matched=matched
     )
+    if outcome in (Outcome.STOPPED, Outcome.PENDING, Outcome.GONE):
+        await credentials.release(user.name, server.name)
+    return outcome
 
 
 async def _decide_with_hook(
@@ -481,25 +511,30 @@ def _warned_first(
     return True
 
 
-async def inspect_through(hub: HubClient, server: Server, config: Config) -> ServerActivity:
+async def inspect_through(hub: HubClient, server: Server, config: Config, *, token: str) -> ServerActivity:
     """Ask ``server`` about its kernels (and terminals, with --kernel-activity-only) through ``hub``'s request
-    engine: its limiter, a deadline of its own, retries and redaction, and never the culler's token. Raises
-    InspectionFailed, with the engine's errors as kinds."""
+    engine (its limiter, a deadline of its own, retries and redaction), showing it ``token``, its user's own
+    credential for it, and never the culler's. Raises InspectionFailed, with the engine's errors as kinds."""
+
+    def redact(text: str) -> str:
+        # What the server answers may quote what it was sent: its own token is the one it could echo. Built only
+        # for a message (a new token is a new pattern to compile).
+        return make_redactor([token])(text)
 
     async def fetch(url: str) -> tuple[int, bytes]:
         try:
-            return await hub.get_elsewhere("inspect", url, credential=None, max_body=MAX_ANSWER_BYTES)
+            return await hub.get_elsewhere("inspect", url, credential=token, max_body=MAX_ANSWER_BYTES)
         except HubAuthError as error:  # pragma: no cover - get_elsewhere returns 401/403 as statuses
-            raise InspectionFailed("forbidden", str(error)) from None
+            raise InspectionFailed("forbidden", redact(str(error))) from None
         except HubTimeout as error:
-            raise InspectionFailed("timeout", str(error)) from None
+            raise InspectionFailed("timeout", redact(str(error))) from None
         except HubUnavailable as error:
-            raise InspectionFailed("unreachable", str(error)) from None
+            raise InspectionFailed("unreachable", redact(str(error))) from None
         except HubStatusError as error:
-            raise InspectionFailed("status", str(error)) from None
+            raise InspectionFailed("status", redact(str(error))) from None
         except HubError as error:
             # An answer over its cap, compressed, or otherwise unreadable: what the server said cannot be read.
-            raise InspectionFailed("unreadable", str(error)) from None
+            raise InspectionFailed("unreadable", redact(str(error))) from None
 
     return await inspect_server(
         server, public_url=config.public_url, fetch=fetch, terminals=config.kernel_activity_only
@@ -507,12 +542,33 @@ async def inspect_through(hub: HubClient, server: Server, config: Config) -> Ser
 
 
 async def _inspect(
-    hub: HubClient, config: Config, server_user: str, label: str, server: Server, recorder: PassRecorder
+    hub: HubClient,
+    config: Config,
+    credentials: ServerCredentials,
+    server_user: str,
+    label: str,
+    server: Server,
+    recorder: PassRecorder,
 ) -> ServerActivity | None:
-    """What the server says it is doing, or None (logged once per pass per kind, counted) when it cannot say."""
-
+    """What the server says it is doing, or None (logged once per pass per kind, counted) when it cannot say;
+    CredentialUnavailable (logged once per pass per reason, counted as an error) when it cannot even be asked."""
     try:
-        activity = await inspect_through(hub, server, config)
+        token = await credentials.for_server(server_user, server.name)
+    except CredentialUnavailable as failed:
+        recorder.error(label, failed)
+        if credentials.first_failure(failed.reason):
+            log.warning(
+                "No credential to inspect server %s (%s); not culling it for idleness in this pass, nor any other "
+                "server failing this way",
+                label,
+                failed,
+                extra={"user": server_user, "server": server.name, "credential_failure": failed.reason},
+            )
+        else:
+            log.debug("No credential to inspect server %s (%s)", label, failed)
+        raise
+    try:
+        activity = await inspect_through(hub, server, config, token=token)
     except InspectionFailed as failed:
         if recorder.inspection_failed(failed.kind):
             log.warning(

@@ -209,19 +209,23 @@ def _kernel_signal(
 
 
 async def _inspect_servers(hub: Any, user: User, config: Config) -> dict[str, ServerActivity | InspectionFailed] | None:
-    """With --inspect-kernels, what each ready server says about itself (or why it cannot say)."""
+    """With --inspect-kernels, what each ready server says about itself (or why it cannot say), asked with each
+    server's own token (revoked before this returns)."""
     if not config.inspect_kernels:
         return None
+    from ._credentials import MIN_LIFETIME, open_server_credentials
     from ._engine import inspect_through
 
     found: dict[str, ServerActivity | InspectionFailed] = {}
-    for name, server in user.servers.items():
-        if server.pending or not server.is_ready:
-            continue
-        try:
-            found[name] = await inspect_through(hub, server, config)
-        except InspectionFailed as failed:
-            found[name] = failed
+    async with open_server_credentials(hub, config, lifetime=MIN_LIFETIME) as credentials:
+        for name, server in user.servers.items():
+            if server.pending or not server.is_ready:
+                continue
+            try:
+                token = await credentials.for_server(user.name, name)
+                found[name] = await inspect_through(hub, server, config, token=token)
+            except InspectionFailed as failed:  # CredentialUnavailable included
+                found[name] = failed
     return found
 
 

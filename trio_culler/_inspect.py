@@ -54,7 +54,7 @@ __all__ = [
     "server_base_url",
 ]
 
-#: The scope a culler's token needs to read a user's server (named in the 403 message).
+#: The scope of the token a server is shown (its user's own, for that server alone: see ``_credentials``).
 ACCESS_SCOPE = "access:servers"
 
 
@@ -228,13 +228,15 @@ def _check_status(status: int, what: str) -> None:
         return
     if status == 403:
         raise InspectionFailed(
-            "forbidden", f"{what}: 403 Forbidden; the culler's token needs the scope {ACCESS_SCOPE} to inspect servers"
+            "forbidden", f"{what}: 403 Forbidden; the server refused its user's own token with {ACCESS_SCOPE} for it"
         )
     if status == 404:
         raise InspectionFailed("not_found", f"{what}: 404 Not Found (not a jupyter_server, or the server is gone)")
     if status in (301, 302, 303, 307, 308):
         # A redirect to a login page: the proxy routes to something that does not accept the token.
-        raise InspectionFailed("forbidden", f"{what}: redirected ({status}); the token needs {ACCESS_SCOPE}")
+        raise InspectionFailed(
+            "forbidden", f"{what}: redirected ({status}); it did not take its user's {ACCESS_SCOPE} token"
+        )
     raise InspectionFailed("status", f"{what}: unexpected status {status}")
 
 

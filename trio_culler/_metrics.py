@@ -26,7 +26,7 @@ CULL_REASONS = ("idle", "max_age", "busy_expired", "kernels_idle")
 #: Why a server could not be inspected (``_inspect.InspectionFailed.kind``), as the README lists them.
 INSPECTION_FAILURE_KINDS = ("timeout", "unreachable", "forbidden", "not_found", "status", "unreadable")
 #: Every ``kind`` a pass records: the HubError kinds, ``unreadable`` (skipped models), ``internal`` (a bug).
-ERROR_KINDS = ("unavailable", "timeout", "auth", "scope", "status", "protocol", "unreadable", "internal")
+ERROR_KINDS = ("unavailable", "timeout", "auth", "scope", "status", "protocol", "unreadable", "credential", "internal")
 
 _PASS_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, float("inf"))
 

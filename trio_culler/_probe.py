@@ -16,7 +16,7 @@ import attrs
 
 from ._config import Config
 from ._hub import HubClient, HubInfo
-from ._scopes import Missing, MissingScopes, missing_scopes, parse_scopes
+from ._scopes import MissingScopes, missing_scopes, parse_scopes
 
 __all__ = ["Probe", "check_scopes", "probe_hub"]
 
@@ -38,11 +38,9 @@ async def probe_hub(hub: HubClient, *, retries: int | None = None) -> Probe:
     return Probe(info, parse_scopes(owner.get("scopes")) if owner is not None else None)
 
 
-def check_scopes(probe: Probe, config: Config) -> tuple[MissingScopes | None, tuple[Missing, ...]]:
-    """The error that stops the pass when the token lacks what ``config`` needs (else None), and the missing
-    scopes of features that degrade without them (``Need.blocking=False``), for a warning."""
+def check_scopes(probe: Probe, config: Config) -> MissingScopes | None:
+    """The error that stops the pass when the token lacks what ``config`` needs, else None."""
     if probe.scopes is None:
-        return None, ()
+        return None
     missing = missing_scopes(probe.scopes, config)
-    blocking = tuple(item for item in missing if item.blocking)
-    return (MissingScopes(blocking) if blocking else None), tuple(item for item in missing if not item.blocking)
+    return MissingScopes(missing) if missing else None

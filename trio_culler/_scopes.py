@@ -10,7 +10,7 @@ are checked against :data:`FIELDS`: a field a decision needs that the model lack
 Adding a feature that needs a scope is one row in :data:`NEEDS` (and, when the scope shows as a field of the
 user model, one row in :data:`FIELDS`), e.g.::
 
-    Need("access:servers", "--inspect-kernels", "ask servers about their kernels", lambda c: c.inspect_kernels)
+    Need("read:users:groups", "rules on groups", "read users' groups", lambda c: "groups" in c.rule_table.needed_fields)
 
 ``applies`` receives the :class:`~trio_culler.Config` and says whether the configured culler uses the feature;
 the README's scope table lists the same rows (a test keeps them in step). Fields that only rules read
@@ -26,7 +26,13 @@ Scopes are compared the way JupyterHub grants them:
   users ``list:users`` shows it, so a need is met when its scope is held without a filter, or, when the listing
   itself is filtered (``list:users!group=students``, a culler for one group), for at least every filter the
   listing has. ``read:servers!user=alice`` beside an unfiltered ``list:users`` is a missing ``read:servers``:
-  the culler would list everybody and see nobody's servers but alice's.
+  the culler would list everybody and see nobody's servers but alice's; ``read:servers!group=a`` beside
+  ``list:users!group=a`` and ``list:users!group=b`` is missing for ``group=b``, and the error says so.
+
+Every need is blocking: a pass that could not do what it is configured to do is not run. ``--inspect-kernels``
+needs ``tokens`` (to mint each server's own credential, see ``_credentials``) and never ``access:servers``, which
+opens every user's server: a culler that showed such a token to one server would hand its user every other
+user's server. :func:`risky_scopes` names such scopes when the culler's role holds them anyway.
 """
 
 from __future__ import annotations
@@ -55,9 +61,11 @@ __all__ = [
     "missing_scopes",
     "needed_scopes",
     "parse_scopes",
+    "risky_scopes",
 ]
 
-#: Which scopes a scope grants, for the scopes that lead to one the culler uses (JupyterHub 2+, unchanged to 6.x).
+#: Which scopes a scope grants, for the scopes that lead to one the culler uses or warns about (JupyterHub 2+,
+#: unchanged to 6.x).
 SUBSCOPES: Mapping[str, tuple[str, ...]] = {
     "admin:users": ("admin:auth_state", "users", "read:roles:users", "delete:users"),
     "users": ("read:users", "list:users", "users:activity"),
@@ -68,6 +76,9 @@ SUBSCOPES: Mapping[str, tuple[str, ...]] = {
     "admin:servers": ("admin:server_state", "servers"),
     "servers": ("read:servers", "start:servers", "delete:servers"),
     "read:servers": ("read:users:name",),
+    "tokens": ("read:tokens",),
+    # What reaches access:servers, which a culler's role should not hold (see risky_scopes).
+    "shares": ("access:servers", "read:shares", "users:shares", "groups:shares"),
 }
 
 
@@ -77,16 +88,12 @@ def _always(_config: Config) -> bool:
 
 @attrs.frozen
 class Need:
-    """One scope that one feature needs; ``why`` completes "needed to ...".
-
-    ``blocking=False`` for a feature that degrades instead of lying without it (``--inspect-kernels`` decides a
-    server it may not inspect from the hub's data): then a WARNING says so each pass, and the pass runs."""
+    """One scope that one feature needs; ``why`` completes "needed to ..."."""
 
     scope: str
     feature: str
     why: str
     applies: Callable[[Config], bool] = _always
-    blocking: bool = True
 
 
 @attrs.frozen
@@ -114,11 +121,10 @@ NEEDS: tuple[Need, ...] = (
         lambda c: "groups" in c.rule_table.needed_fields,
     ),
     Need(
-        "access:servers",
+        "tokens",
         "--inspect-kernels",
-        "ask servers about their kernels and terminals",
+        "mint each server's own token to ask it about its kernels",
         lambda c: c.inspect_kernels,
-        blocking=False,
     ),
 )
 
@@ -139,13 +145,14 @@ FIELDS: tuple[Field, ...] = (
 
 @attrs.frozen
 class Missing:
-    """A scope the configured culler needs and the token lacks; ``held_for`` lists the filters it has it for."""
+    """A scope the configured culler needs and the token lacks; ``held_for`` lists the filters it has it for,
+    ``lacking_for`` the filters of the listing it lacks it for (when the listing itself is filtered)."""
 
     scope: str
     feature: str
     why: str
     held_for: tuple[str, ...] = ()
-    blocking: bool = True
+    lacking_for: tuple[str, ...] = ()
 
 
 class MissingScopes(HubAuthError):
@@ -209,8 +216,26 @@ def missing_scopes(held: Iterable[str], config: Config) -> tuple[Missing, ...]:
             continue
         reported.add(need.scope)
         held_for = tuple(sorted(f for f in filters if f))
-        missing.append(Missing(need.scope, need.feature, need.why, held_for, need.blocking))
+        lacking_for = tuple(sorted(listing - filters)) if "" not in listing else ()
+        missing.append(Missing(need.scope, need.feature, need.why, held_for, lacking_for))
     return tuple(missing)
+
+
+#: Scopes a culler's role should not hold, and why.
+_RISKY: Mapping[str, str] = {
+    "access:servers": "it opens users' servers to the culler's token, and a user who captured the token could "
+    "act as any other user; --inspect-kernels needs tokens instead",
+}
+
+
+def risky_scopes(held: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """``(scope as held, why)`` for each scope in ``held`` that a culler should not have (implied ones too)."""
+    granted = grants(held)
+    found = []
+    for scope, why in _RISKY.items():
+        for scope_filter in sorted(granted.get(scope, ())):
+            found.append((f"{scope}!{scope_filter}" if scope_filter else scope, why))
+    return tuple(found)
 
 
 def missing_fields(hidden: Iterable[str], config: Config) -> tuple[Missing, ...]:
@@ -230,7 +255,10 @@ def describe_missing(missing: Iterable[Missing]) -> str:
     """One line: each missing scope, the feature that needs it and why."""
     parts = []
     for item in missing:
-        held = f"; held only for {', '.join(item.held_for)}" if item.held_for else ""
+        qualifiers = [f"held only for {', '.join(item.held_for)}"] if item.held_for else []
+        if item.lacking_for:
+            qualifiers.append(f"not for {', '.join(item.lacking_for)}")
+        held = f"; {', '.join(qualifiers)}" if qualifiers else ""
         parts.append(f"{item.scope} ({item.feature}: to {item.why}{held})")
     return (
         f"the culler's token lacks {'; '.join(parts)}. Add the missing scopes to the culler's role; "

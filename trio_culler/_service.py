@@ -24,6 +24,7 @@ import trio
 from trio_util import AsyncValue, wait_any
 
 from ._config import Config
+from ._credentials import MIN_LIFETIME, ServerCredentials, open_server_credentials
 from ._engine import run_pass_with
 from ._errors import CullerError, HubAuthError, HubError
 from ._hub import HubClient, HubStatistics, open_hub_client
@@ -130,14 +131,18 @@ class Culler:
         """Run passes until :meth:`stop`. Reports started (with ``self``) once the hub answered."""
         try:
             with self._drain.scope:
-                async with open_hub_client(self.config, transport=self._transport) as hub:
+                async with (
+                    open_hub_client(self.config, transport=self._transport) as hub,
+                    # Inside the hub client: leaving revokes every per-server token, then the client closes.
+                    open_server_credentials(hub, self.config) as credentials,
+                ):
                     self._hub = hub
                     probe = await self._wait_for_hub(hub)
                     if probe is None:
                         return
                     task_status.started(self)
                     async with open_notifier(self.config) as notifier:
-                        await self._loop(hub, notifier, probe)
+                        await self._loop(hub, notifier, probe, credentials)
         finally:
             self._ended.set()
 
@@ -223,7 +228,9 @@ class Culler:
             except Exception:
                 log.exception("A probe listener failed")
 
-    async def _loop(self, hub: HubClient, notifier: Notifier | None, probe: Probe | None) -> None:
+    async def _loop(
+        self, hub: HubClient, notifier: Notifier | None, probe: Probe | None, credentials: ServerCredentials
+    ) -> None:
         # Start-to-start spacing, as the original's PeriodicCallback; an overlong pass is followed at once. Not
         # trio_util.periodic(): its sleep cannot be cut short, and run_pass_now() must start a pass early.
         next_start = trio.current_time()
@@ -235,13 +242,23 @@ class Culler:
             started = trio.current_time()
             self._started.value += 1
             self._running = True
+            credentials.begin_pass()
             try:
                 # The start-up probe serves the first pass; every later pass probes again.
                 report = await run_pass_with(
-                    hub, self.config, draining=self._drain.draining, notifier=notifier, probe=probe
+                    hub,
+                    self.config,
+                    draining=self._drain.draining,
+                    notifier=notifier,
+                    probe=probe,
+                    credentials=credentials,
                 )
             finally:
                 self._running = False
+            # Only a pass that saw every user may conclude that a server it did not ask about needs no token.
+            await credentials.end_pass(
+                complete=report.aborted is None and not report.interrupted and not report.pages_failed
+            )
             probe = None
             self.last_report = report
             publish(report, self._reporters)
@@ -310,7 +327,14 @@ async def run_pass(
     The report is logged (the one summary line) and handed to each of ``reporters``, as after every pass of
     :class:`Culler`. ``draining``, once set, ends the pass early and gracefully; ``recorder`` lets a caller
     watch the counters while the pass runs (the CLI's progress bar does)."""
-    async with open_hub_client(config, transport=transport) as hub:
-        report = await run_pass_with(hub, config, now=now, draining=draining, recorder=recorder)
+    async with (
+        open_hub_client(config, transport=transport) as hub,
+        # One pass: its tokens are revoked when it ends, so they need to live no longer than it does.
+        open_server_credentials(hub, config, lifetime=MIN_LIFETIME) as credentials,
+    ):
+        credentials.begin_pass()
+        report = await run_pass_with(
+            hub, config, now=now, draining=draining, recorder=recorder, credentials=credentials
+        )
     publish(report, reporters)
     return report

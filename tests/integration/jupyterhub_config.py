@@ -61,13 +61,15 @@ c.JupyterHub.services = [
 c.JupyterHub.load_roles = [
     {
         "name": "culler-role",
-        # Exactly the scopes the culler documents as needed, admin:users included for --cull-users.
+        # Exactly the scopes the culler documents as needed, admin:users included for --cull-users and tokens
+        # for --inspect-kernels (each server's own token is minted with it); never access:servers.
         "scopes": [
             "list:users",
             "read:users:activity",
             "read:servers",
             "delete:servers",
             "admin:users",
+            "tokens",
         ],
         "services": ["culler"],
     }

@@ -1,7 +1,8 @@
 """FakeHub: an in-memory JupyterHub REST API for tests, demos and fault injection.
 
 FakeHub models the parts of JupyterHub's API that a culler uses (version probe, paged user
-listing with ``state`` filters, stopping and removing servers, deleting users) closely enough
+listing with ``state`` filters, stopping and removing servers, deleting users, minting and revoking
+users' tokens, the single-user servers' kernels and terminals behind the proxy) closely enough
 that the hub's awkward behaviours are reproduced: live offsets that shift when a stop completes,
 ``state=ready`` filtered *after* slicing, plain lists silently truncated without the pagination
 header, 202 for slow stops, JSON error bodies, single percent-decoding of path segments.
@@ -38,20 +39,32 @@ One deliberate difference: ``DELETE /users/{name}`` answers 400 while the user h
 server, where JupyterHub would first stop a running default server itself; a culler must stop
 every server before deleting a user, and this catches one that does not.
 
-The package has one module per concept, as ``trio.testing`` does, and re-exports its public names here:
-``_fakehub`` (the hub and its request handler), ``_model`` (users and servers), ``_routes``, ``_render``,
-``_statistics``, ``_population``, ``_singleuser`` (the single-user servers behind the fake proxy: their
-``api/kernels`` and ``api/terminals``), ``_token`` (what the token may do: ``scopes=``, ``reports_scopes=``),
-``_loopback`` and ``_h11_server`` (the real-socket way in).
+Tokens. ``POST /users/{name}/tokens`` mints a token owned by that user with JupyterHub's checks (the
+requester needs ``tokens``; the scopes asked for must be within the owner's own, ``FakeUser.scopes``;
+``token_expires_in_max_seconds`` caps ``expires_in``), ``DELETE /users/{name}/tokens/{id}`` revokes it,
+and ``GET /user`` with it names its owner and scopes. The single-user servers behind the fake proxy answer
+only a token whose scopes reach them: a server's own token, or the culler's only if ``scopes`` holds
+``access:servers``. ``statistics().server_credentials`` counts whose credentials they were shown.
+
+The package has one module per job, as ``trio.testing`` does, and re-exports its public names here.
+Dependencies run one way: ``_fakehub`` (the hub: settings, ways in, routing) uses every other module
+and none uses it back::
+
+    _fakehub -> _listing (GET /users)      -> _statistics -> _routes
+             -> _stops (DELETE servers, users)
+             -> _tokens (mint, revoke)     -> _permissions (who may do what) -> _render -> _state
+             -> _singleuser (kernels, terminals, and whom a server answers)
+             -> _population (many users at once, through add_user)
+             -> _loopback (a real socket) -> _h11_server, _nursery
 """
 
 from ._fakehub import FakeHub as FakeHub
 from ._loopback import open_fake_hub as open_fake_hub
-from ._model import FakeServer as FakeServer
-from ._model import FakeUser as FakeUser
 from ._population import Population as Population
-from ._singleuser import FakeKernel as FakeKernel
-from ._singleuser import FakeTerminal as FakeTerminal
+from ._state import FakeKernel as FakeKernel
+from ._state import FakeServer as FakeServer
+from ._state import FakeTerminal as FakeTerminal
+from ._state import FakeUser as FakeUser
 from ._statistics import FakeHubStatistics as FakeHubStatistics
 from ._statistics import PageRequest as PageRequest
 

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import attrs
 
-from ._model import FakeServer
+from ._state import FakeServer
 
-if TYPE_CHECKING:
-    from ._fakehub import FakeHub
+__all__ = ["AddUser", "Population", "populate"]
 
-__all__ = ["Population", "populate"]
+
+class AddUser(Protocol):
+    """How users are added (``FakeHub.add_user``)."""
+
+    def __call__(
+        self, name: str, *, admin: bool, created: datetime, last_activity: datetime, servers: Mapping[str, FakeServer]
+    ) -> object: ...
 
 
 @attrs.frozen
@@ -28,7 +34,7 @@ class Population:
 
 
 def populate(
-    hub: FakeHub,
+    add_user: AddUser,
     n_users: int,
     *,
     idle_fraction: float,
@@ -64,7 +70,7 @@ def populate(
             servers[server_name] = FakeServer(server_name, started=starts[-1], last_activity=lasts[-1])
         if all((name, server_name) in idle for server_name in server_names):
             idle_users.add(name)
-        hub.add_user(
+        add_user(
             name,
             admin=name in admins,
             created=min(starts) - timedelta(days=1),

@@ -1,4 +1,5 @@
-"""The fake hub's answers rendered as JupyterHub renders them: user and server models, error bodies."""
+"""The fake hub's answers rendered as JupyterHub renders them (user, server and token models, error bodies), and
+its single-user servers' as jupyter_server renders them (kernels, terminals)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from urllib.parse import quote
 
 import httpx
 
-from ._model import FakeServer, FakeUser
+from ._state import FakeKernel, FakeServer, FakeTerminal, FakeToken, FakeUser
 
-__all__ = ["Json", "error", "user_model"]
+__all__ = ["Json", "error", "kernel_model", "minted_token_model", "terminal_model", "user_model"]
 
 Json = dict[str, Any]
 
@@ -69,3 +70,42 @@ def _server_model(user: FakeUser, server: FakeServer, public_url: str | None) ->
         "full_url": None if public_url is None else public_url.rstrip("/") + url,
         "full_progress_url": None,
     }
+
+
+def minted_token_model(token: FakeToken, *, with_secret: bool) -> Json:
+    """A token as JupyterHub's ``token_model`` renders it; the secret only in the answer to the mint."""
+    model: Json = {
+        "user": token.user,
+        "id": token.id,
+        "kind": "api_token",
+        "roles": [],
+        "scopes": sorted(token.scopes),
+        "created": isoformat(token.created),
+        "last_activity": None,
+        "expires_at": isoformat(token.expires_at),
+        "note": token.note,
+        "session_id": None,
+        "oauth_client": "JupyterHub",
+    }
+    if with_secret:
+        model["token"] = token.token
+    return model
+
+
+def _server_isoformat(dt: datetime | None) -> str | None:
+    # jupyter_server's rendering: ISO 8601 with an explicit +00:00 offset and microseconds.
+    return None if dt is None else dt.astimezone(UTC).isoformat()
+
+
+def kernel_model(kernel: FakeKernel) -> Json:
+    return {
+        "id": kernel.id,
+        "name": kernel.name,
+        "last_activity": _server_isoformat(kernel.last_activity),
+        "execution_state": kernel.execution_state,
+        "connections": 0,
+    }
+
+
+def terminal_model(terminal: FakeTerminal) -> Json:
+    return {"name": terminal.name, "last_activity": _server_isoformat(terminal.last_activity)}

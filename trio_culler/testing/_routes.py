@@ -1,42 +1,67 @@
-"""Which endpoint a request reached, and what kind of request it was, as JupyterHub's routing sees it."""
+"""Where a request goes, as JupyterHub's routing (and the proxy in front of it) sees it: an endpoint of the hub's
+REST API, or a single-user server behind the proxy; and what kind of request it is, for the statistics."""
 
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import unquote
 
 import attrs
 import httpx
 
-__all__ = ["INVALID_JSON", "ROUTE_KINDS", "RequestKind", "Route", "json_body", "parse_route", "request_kind"]
+__all__ = [
+    "INVALID_JSON",
+    "ROUTE_KINDS",
+    "RequestKind",
+    "Route",
+    "SingleUserRoute",
+    "json_body",
+    "parse_route",
+    "parse_single_user_route",
+    "request_kind",
+]
 
-RequestKind = Literal["version", "whoami", "list", "stop", "remove", "delete_user", "kernels", "terminals", "other"]
-ROUTE_KINDS: tuple[RequestKind, ...] = (
+RequestKind = Literal[
     "version",
     "whoami",
     "list",
     "stop",
     "remove",
     "delete_user",
+    "mint",
+    "revoke",
     "kernels",
     "terminals",
     "other",
-)
+]
+ROUTE_KINDS: tuple[RequestKind, ...] = get_args(RequestKind)
 
 
 @attrs.frozen
 class Route:
-    endpoint: Literal["version", "self", "users", "user", "server", "unknown"]
+    endpoint: Literal["version", "self", "users", "user", "server", "tokens", "token", "unknown"]
     user: str = ""
+    #: The server's name (``server``), or the token's id (``token``).
     server: str = ""
     named: bool = False  # reached through /servers/{name}, not /server
 
 
-def parse_route(raw_path: bytes) -> Route:
-    # Split the *encoded* path and decode each segment once, as tornado's routing does, so
+@attrs.frozen
+class SingleUserRoute:
+    user: str
+    server: str
+    endpoint: Literal["kernels", "terminals", "status", "unknown"]
+
+
+def _segments(raw_path: bytes) -> list[str]:
+    # Split the *encoded* path and decode each segment once, as tornado's routing (and the proxy) does, so
     # "%2F" stays inside a name and "%2525" names a user called "%25".
-    segments = raw_path.split(b"?", 1)[0].decode("ascii", "replace").split("/")
+    return raw_path.split(b"?", 1)[0].decode("ascii", "replace").split("/")
+
+
+def parse_route(raw_path: bytes) -> Route:
+    segments = _segments(raw_path)
     for i in range(len(segments) - 1):
         if segments[i] == "hub" and segments[i + 1] == "api":
             rest = [unquote(s) for s in segments[i + 2 :]]
@@ -61,7 +86,34 @@ def parse_route(raw_path: bytes) -> Route:
     if len(rest) == 4 and rest[2] == "servers":
         # "/servers/" with an empty name is the default server, as in JupyterHub's route
         return Route("server", user, rest[3], named=True)
+    if len(rest) == 3 and rest[2] == "tokens":
+        return Route("tokens", user)
+    if len(rest) == 4 and rest[2] == "tokens" and rest[3]:
+        return Route("token", user, rest[3])
     return Route("unknown")
+
+
+_SINGLE_USER_ENDPOINTS: dict[str, Literal["kernels", "terminals", "status"]] = {
+    "kernels": "kernels",
+    "terminals": "terminals",
+    "status": "status",
+}
+
+
+def parse_single_user_route(raw_path: bytes) -> SingleUserRoute | None:
+    """``/user/<name>/[<server>/]api/<endpoint>`` -> the route; None for any other path (the hub's API)."""
+    segments = _segments(raw_path)
+    if len(segments) < 5 or segments[0] != "" or segments[1] != "user":
+        return None
+    user = unquote(segments[2])
+    rest = segments[3:]
+    if len(rest) == 2 and rest[0] == "api":
+        server, api = "", rest[1]
+    elif len(rest) == 3 and rest[1] == "api":
+        server, api = unquote(rest[0]), rest[2]
+    else:
+        return SingleUserRoute(user, "", "unknown")
+    return SingleUserRoute(user, server, _SINGLE_USER_ENDPOINTS.get(api, "unknown"))
 
 
 def request_kind(request: httpx.Request, route: Route, body: bytes) -> RequestKind:
@@ -77,6 +129,10 @@ def request_kind(request: httpx.Request, route: Route, body: bytes) -> RequestKi
     if route.endpoint == "server" and method == "DELETE":
         options = json_body(body)
         return "remove" if isinstance(options, dict) and options.get("remove") else "stop"
+    if route.endpoint == "tokens" and method == "POST":
+        return "mint"
+    if route.endpoint == "token" and method == "DELETE":
+        return "revoke"
     return "other"
 
 

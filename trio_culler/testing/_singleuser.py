@@ -1,86 +1,75 @@
-"""The single-user servers behind FakeHub's fake proxy: what ``--inspect-kernels`` asks them.
+"""The single-user servers behind FakeHub's fake proxy: what ``--inspect-kernels`` asks them, and whom they
+answer.
 
 FakeHub answers, on the same origin as its API (it plays the proxy too), ``GET /user/<name>/api/kernels`` and
 ``/api/terminals`` (and ``/user/<name>/<server>/api/...`` for named servers) the way jupyter_server 2.x does:
-lists of models with ``last_activity`` and, for kernels, ``execution_state``. What a test can vary:
+lists of models with ``last_activity`` and, for kernels, ``execution_state``. Like jupyter_server, a server
+answers only a token whose scopes reach it (jupyter_server asks the hub): a token minted for its user with
+``access:servers!server=<name>/<server>`` (or wider, for that user), or the culler's own token when its scopes
+hold ``access:servers``; anything else is 403. Every credential a server is shown is counted by whose it is
+(:func:`credential_kind`): ``own`` (a token of the server's user), ``hub`` (the culler's token), ``other``
+(another user's token, or an unknown, revoked or expired one) or ``none``.
+
+What a test can vary:
 
 - each :class:`~trio_culler.testing.FakeServer`'s ``kernels`` and ``terminals`` (:class:`FakeKernel`,
-  :class:`FakeTerminal`),
-  or ``kernels=None``: a server that is not a jupyter_server (404);
+  :class:`FakeTerminal`), or ``kernels=None``: a server that is not a jupyter_server (404);
 - ``FakeHub.server_latency``: seconds every such request waits before its answer (the benchmark's 50 ms);
-- ``FakeHub.server_access``: False makes every server answer 403, as for a token without ``access:servers``.
+- ``FakeHub.server_access``: False makes every server answer 403, whatever it is shown;
+- ``FakeHub.scopes``: with ``access:servers`` the servers accept the culler's own token, as real ones would.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any, Literal
-from urllib.parse import unquote
+from typing import Literal
 
-import attrs
+import httpx
 
-__all__ = ["FakeKernel", "FakeTerminal", "SingleUserRoute", "kernel_model", "parse_single_user_route", "terminal_model"]
+from ._permissions import covers
+from ._render import error, kernel_model, terminal_model
+from ._routes import SingleUserRoute
+from ._state import FakeServer, FakeToken
 
+__all__ = ["CredentialKind", "answer", "credential_kind", "presented_token", "reaches"]
 
-@attrs.define
-class FakeKernel:
-    id: str
-    execution_state: str = "idle"  # "busy" while a cell runs
-    last_activity: datetime | None = None
-    name: str = "python3"
+CredentialKind = Literal["own", "hub", "other", "none"]
 
 
-@attrs.define
-class FakeTerminal:
-    name: str
-    last_activity: datetime | None = None
-
-
-@attrs.frozen
-class SingleUserRoute:
-    user: str
-    server: str
-    endpoint: Literal["kernels", "terminals", "status", "unknown"]
-
-
-_ENDPOINTS: dict[str, Literal["kernels", "terminals", "status"]] = {
-    "kernels": "kernels",
-    "terminals": "terminals",
-    "status": "status",
-}
-
-
-def parse_single_user_route(raw_path: bytes) -> SingleUserRoute | None:
-    """``/user/<name>/[<server>/]api/<endpoint>`` -> the route; None for any other path (the hub's API)."""
-    # Like tornado and the proxy: split the encoded path, decode each segment once.
-    segments = raw_path.split(b"?", 1)[0].decode("ascii", "replace").split("/")
-    if len(segments) < 5 or segments[0] != "" or segments[1] != "user":
+def presented_token(request: httpx.Request) -> str | None:
+    """The token in the request's ``Authorization`` header (``token`` or ``bearer``), or None."""
+    header: str = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() not in ("token", "bearer") or not token.strip():
         return None
-    user = unquote(segments[2])
-    rest = segments[3:]
-    if len(rest) == 2 and rest[0] == "api":
-        server, api = "", rest[1]
-    elif len(rest) == 3 and rest[1] == "api":
-        server, api = unquote(rest[0]), rest[2]
-    else:
-        return SingleUserRoute(user, "", "unknown")
-    return SingleUserRoute(user, server, _ENDPOINTS.get(api, "unknown"))
+    return token.strip()
 
 
-def _isoformat(dt: datetime | None) -> str | None:
-    # jupyter_server's rendering: ISO 8601 with an explicit +00:00 offset and microseconds.
-    return None if dt is None else dt.astimezone(UTC).isoformat()
+def credential_kind(route: SingleUserRoute, is_hub_token: bool, minted: FakeToken | None) -> CredentialKind:
+    if is_hub_token:
+        return "hub"
+    if minted is None:
+        return "other"
+    return "own" if minted.user == route.user else "other"
 
 
-def kernel_model(kernel: FakeKernel) -> dict[str, Any]:
-    return {
-        "id": kernel.id,
-        "name": kernel.name,
-        "last_activity": _isoformat(kernel.last_activity),
-        "execution_state": kernel.execution_state,
-        "connections": 0,
-    }
+def reaches(route: SingleUserRoute, scopes: frozenset[str]) -> bool:
+    return covers(scopes, f"access:servers!server={route.user}/{route.server}")
 
 
-def terminal_model(terminal: FakeTerminal) -> dict[str, Any]:
-    return {"name": terminal.name, "last_activity": _isoformat(terminal.last_activity)}
+def answer(server: FakeServer | None, route: SingleUserRoute, method: str, allowed: bool) -> httpx.Response:
+    """jupyter_server's answer for ``server`` (None: the proxy has no route for it); ``allowed``: whether the
+    credential reaches it."""
+    if server is None or not server.ready:
+        # The proxy has no route for it: the hub's "not running" page.
+        return error(404, "Not Found")
+    if server.kernels is None or route.endpoint == "unknown":
+        return error(404, "Not Found")
+    if method != "GET":
+        return error(405, "Method Not Allowed")
+    if not allowed:
+        return error(403, "Forbidden")
+    if route.endpoint == "kernels":
+        return httpx.Response(200, json=[kernel_model(kernel) for kernel in server.kernels])
+    if route.endpoint == "terminals":
+        return httpx.Response(200, json=[terminal_model(terminal) for terminal in server.terminals])
+    return httpx.Response(200, json={"started": None, "last_activity": None, "kernels": len(server.kernels)})

@@ -32,11 +32,17 @@ class FakeHubStatistics:
     stop_requests: Mapping[tuple[str, str], int]  # DELETEs per (user, server), stop or remove
     stops_completed: tuple[tuple[str, str], ...]  # in completion order
     users_deleted: tuple[str, ...]
-    first_delete_at: float | None  # trio.current_time() of the first DELETE of any kind
+    first_delete_at: float | None  # trio.current_time() of the first DELETE of a server or a user
     last_list_at: float | None  # trio.current_time() of the last GET /users
     page_requests: tuple[PageRequest, ...]
     status_codes: Mapping[int, int]  # status -> count, fault responses included
     connections: int  # distinct loopback connections that carried a request
+    tokens_minted: int = 0  # POST /users/{name}/tokens answered 201
+    tokens_revoked: int = 0  # DELETE /users/{name}/tokens/{id} answered 204
+    tokens_live: int = 0  # minted, not revoked, and not seen expired (an expired one is dropped when next used)
+    #: The credentials single-user servers were shown, by whose they were: ``own`` (a token of the server's
+    #: user), ``hub`` (the culler's own token), ``other`` (another user's, unknown, revoked or expired), ``none``.
+    server_credentials: Mapping[str, int] = attrs.field(factory=dict)
 
 
 class RequestLog:
@@ -54,8 +60,9 @@ class RequestLog:
         self.pages: list[PageRequest] = []
         self.status_codes: collections.Counter[int] = collections.Counter()
         self.connections: set[int] = set()
+        self.server_credentials: collections.Counter[str] = collections.Counter()
 
-    def snapshot(self) -> FakeHubStatistics:
+    def snapshot(self, *, tokens_minted: int, tokens_revoked: int, tokens_live: int) -> FakeHubStatistics:
         return FakeHubStatistics(
             requests_by_kind={kind: self.by_kind[kind] for kind in ROUTE_KINDS},
             in_flight=self.in_flight,
@@ -68,6 +75,10 @@ class RequestLog:
             page_requests=tuple(self.pages),
             status_codes=dict(self.status_codes),
             connections=len(self.connections),
+            tokens_minted=tokens_minted,
+            tokens_revoked=tokens_revoked,
+            tokens_live=tokens_live,
+            server_credentials=dict(self.server_credentials),
         )
 
     def list_requested(self, page: PageRequest) -> None:

@@ -90,7 +90,7 @@ def test_explain_server_filters_but_every_server_keeps_the_user() -> None:
     )
     explanation = explain_user(user, config(timeout=3600, cull_users=True), NOW, server="")
     assert [s.name for s in explanation.servers] == [""]
-    assert explanation.user_decision.rule == "servers_left"
+    assert explanation.user_decision.code == "servers_left"
 
 
 async def test_run_explain_against_the_simulated_hub() -> None:

@@ -24,6 +24,7 @@ TOKEN = "kernels-test-token"
 URL = "http://127.0.0.1:8081/hub/api"
 PUBLIC = "http://proxy.test"
 H = timedelta(hours=1)
+M = timedelta(minutes=1)
 
 
 def config(**changes: Any) -> Config:
@@ -296,3 +297,27 @@ async def test_rules_and_kernel_signals_together(autojump_clock: trio.testing.Mo
     # server is not even asked.
     assert stopped(hub) == {"gpu-idle"}
     assert report.servers_inspected == 2
+
+
+async def test_only_a_cull_the_kernels_allow_is_announced(autojump_clock: trio.testing.MockClock) -> None:
+    """With --warn-before, a server about to enter its warning window is inspected first: a busy kernel that
+    will spare it means no warning (the judgment warns of what it will cull, nothing else); an idle one is
+    warned; with --max-busy, the end of the protection is what is announced."""
+    from .test_notify import Receiver, passes
+
+    hub = make_hub()
+    hub.add_user("computing", servers={"": server(hub_idle=55 * M, kernels=busy(55 * M))})
+    hub.add_user("resting", servers={"": server(hub_idle=55 * M, kernels=idle(55 * M))})
+    receiver = Receiver()
+    cfg = config(warn_before=600, warn_url="http://127.0.0.1:9/hook")
+    reports = await passes(hub, cfg, [NOW], receiver)
+    assert [(post["user"], post["cull_at"]) for post in receiver.posts] == [("resting", "2026-11-25T12:05:00Z")]
+    assert reports[0].servers_inspected == 2
+
+    hub = make_hub()
+    hub.add_user("computing", servers={"": server(hub_idle=55 * M, kernels=busy(55 * M))})
+    receiver = Receiver()
+    await passes(hub, config(warn_before=600, warn_url="http://127.0.0.1:9/hook", max_busy=3600), [NOW], receiver)
+    assert [(post["user"], post["cull_at"], post["reason"]) for post in receiver.posts] == [
+        ("computing", "2026-11-25T12:05:00Z", "busy_expired")
+    ]

@@ -41,6 +41,7 @@ LOG_FIELDS = (
     "signal",
     "hub_inactive_seconds",
     "busy_seconds",
+    "judged_started",
     "inspection_failure",
     "servers_inspected",
     "inspection_failures",
@@ -56,6 +57,8 @@ LOG_FIELDS = (
     "skipped",
     "errors",
     "dry_run",
+    "rereads",
+    "culls_prevented",
 )
 
 

@@ -39,9 +39,10 @@ __all__ = ["RECHECK_AFTER", "UserWork", "Work"]
 
 log = logging.getLogger("trio_culler")
 
-#: Seconds after which a listing is read again before a DELETE rests on it. A server cannot be stopped and
-#: started again faster: the hub's stop waits for the process to end and its start for the new one to answer
-#: (benchmarks/RESULTS.md has the fastest cycle measured on a local hub), and the user must ask for both.
+#: Seconds after which a listing is read again before a DELETE rests on it. A server with a process behind it
+#: cannot be stopped and started again faster (the hub waits for the old process to end and the new one to
+#: answer: benchmarks/RESTART.md), and an ordinary pass hands its users over well within it, so it costs no
+#: request more; a slow pass (stops that take seconds, few workers) pays one GET per cull on an older listing.
 RECHECK_AFTER = 2.0
 
 

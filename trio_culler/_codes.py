@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 import attrs
 
-__all__ = ["CODES", "CodeInfo", "DecisionCode", "PageWording"]
+__all__ = ["CODES", "PAGE_WORDING", "CodeInfo", "DecisionCode", "PageWording"]
 
 
 class DecisionCode(enum.StrEnum):
@@ -140,3 +140,6 @@ CODES: Mapping[DecisionCode, CodeInfo] = {
     _C.SERVERS_UNKNOWN: _info("servers not visible to this token", _C.SERVERS_UNKNOWN),
     _C.ADMIN: _info("admin user", _C.ADMIN),
 }
+
+#: The page's wording by code string, as the status page's templates look it up.
+PAGE_WORDING: Mapping[str, PageWording] = {code.value: info.page for code, info in CODES.items()}

@@ -80,6 +80,12 @@ class Decision:
     inspected: bool = False
 
     @property
+    def rule(self) -> DecisionCode:
+        """The code, which is its string (``"idle"``): the name this had before codes had a type of their own,
+        kept for applications that read it."""
+        return self.code
+
+    @property
     def signal(self) -> str:
         """Which signal decided: ``hub`` (the hub's last_activity), ``kernel_busy`` or ``kernel_activity``."""
         return CODES[self.code].signal

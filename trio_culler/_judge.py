@@ -36,7 +36,7 @@ from ._codes import DecisionCode
 from ._config import Policy
 from ._decide import Action, Decision, decide_server, effective_idle_time, server_idle_time
 from ._forecast import Due, became_due, cull_time
-from ._inspect import InspectionFailed, ServerActivity
+from ._inspect import InspectionFailed, ServerActivity, inspected_every_pass
 from ._models import Server, User
 
 if TYPE_CHECKING:
@@ -170,7 +170,7 @@ class Judge:
         verdict when it was asked about the hub's clock) or the warning about it."""
         if self.inspect is None or not _kind_enabled(server, policy):
             return False  # kernels only spare an idleness cull, or make one
-        if policy.kernel_activity_only or decision.code is DecisionCode.IDLE:
+        if inspected_every_pass(server, policy) or decision.code is DecisionCode.IDLE:
             return True
         if not self.warn_before or self.hook is not None:
             return False

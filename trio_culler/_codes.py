@@ -77,69 +77,54 @@ class CodeInfo:
 
 
 _C = DecisionCode
+_BUSY_REASON = "kernel busy for {busy}, over max-busy {detail}, inactive for {inactive}"
 
 
-def _info(reason: str, code: DecisionCode, *, culls: bool = False, signal: str = "hub", **page: str) -> CodeInfo:
-    wording = PageWording(name=page.pop("name", code.value.replace("_", " ")), **page)
-    return CodeInfo(reason, code.value, code.value if culls else None, signal, wording)
+def _row(
+    code: DecisionCode, reason: str, *, signal: str = "hub", cull: tuple[str, str, str] | None = None, name: str = ""
+) -> tuple[DecisionCode, CodeInfo]:
+    """A code's row; ``cull``: the page's (due_for, measured, option) of a code that culls, so is foreseen."""
+    wording = PageWording(name or code.value.replace("_", " "), *(cull or ()))
+    return code, CodeInfo(reason, code.value, None if cull is None else code.value, signal, wording)
 
 
 #: Everything about each code. A test checks that every code has a row.
-CODES: Mapping[DecisionCode, CodeInfo] = {
-    _C.IDLE: _info(
-        "inactive for {inactive}{no_busy}",
-        _C.IDLE,
-        culls=True,
-        due_for="idleness",
-        measured="idle",
-        option="--timeout",
-    ),
-    _C.MAX_AGE: _info(
-        "age {age}, inactive for {inactive}",
-        _C.MAX_AGE,
-        culls=True,
-        name="max age",
-        due_for="max age",
-        measured="age",
-        option="--max-age",
-    ),
-    _C.BUSY_EXPIRED: _info(
-        "kernel busy for {busy}, over max-busy {detail}, inactive for {inactive}",
-        _C.BUSY_EXPIRED,
-        culls=True,
-        signal="kernel_busy",
-        due_for="a busy kernel's limit",
-        measured="kernel busy",
-        option="--max-busy",
-    ),
-    _C.KERNELS_IDLE: _info(
-        "kernels idle for {inactive}, hub activity {hub_inactive}",
-        _C.KERNELS_IDLE,
-        culls=True,
-        signal="kernel_activity",
-        due_for="their kernels' idleness",
-        measured="kernels idle",
-        option="--timeout, by the kernels",
-    ),
-    _C.ACTIVE: _info("active: inactive for {inactive}, age {age}", _C.ACTIVE),
-    _C.KERNELS_ACTIVE: _info(
-        "active: kernels idle for {inactive}, hub activity {hub_inactive}, age {age}",
-        _C.KERNELS_ACTIVE,
-        signal="kernel_activity",
-    ),
-    _C.KERNEL_BUSY: _info("kernel busy for {busy}", _C.KERNEL_BUSY, signal="kernel_busy"),
-    _C.EXEMPT: _info("exempt by a rule", _C.EXEMPT),
-    _C.PENDING: _info("pending {detail}", _C.PENDING),
-    _C.NOT_READY: _info("not ready", _C.NOT_READY),
-    _C.DEFAULT_DISABLED: _info("default disabled", _C.DEFAULT_DISABLED),
-    _C.NAMED_DISABLED: _info("named disabled", _C.NAMED_DISABLED),
-    _C.HOOK_FAILED: _info("cull_arbiter_hook failed: {detail}", _C.HOOK_FAILED),
-    _C.INSPECTION_FAILED: _info("cannot inspect: {detail}", _C.INSPECTION_FAILED),
-    _C.DISABLED: _info("user culling disabled", _C.DISABLED),
-    _C.SERVERS_LEFT: _info("{detail} server(s) still running", _C.SERVERS_LEFT),
-    _C.SERVERS_UNKNOWN: _info("servers not visible to this token", _C.SERVERS_UNKNOWN),
-    _C.ADMIN: _info("admin user", _C.ADMIN),
-}
+CODES: Mapping[DecisionCode, CodeInfo] = dict(
+    [
+        _row(_C.IDLE, "inactive for {inactive}{no_busy}", cull=("idleness", "idle", "--timeout")),
+        _row(_C.MAX_AGE, "age {age}, inactive for {inactive}", cull=("max age", "age", "--max-age"), name="max age"),
+        _row(
+            _C.BUSY_EXPIRED,
+            _BUSY_REASON,
+            signal="kernel_busy",
+            cull=("a busy kernel's limit", "kernel busy", "--max-busy"),
+        ),
+        _row(
+            _C.KERNELS_IDLE,
+            "kernels idle for {inactive}, hub activity {hub_inactive}",
+            signal="kernel_activity",
+            cull=("their kernels' idleness", "kernels idle", "--timeout, by the kernels"),
+        ),
+        _row(_C.ACTIVE, "active: inactive for {inactive}, age {age}"),
+        _row(
+            _C.KERNELS_ACTIVE,
+            "active: kernels idle for {inactive}, hub activity {hub_inactive}, age {age}",
+            signal="kernel_activity",
+        ),
+        _row(_C.KERNEL_BUSY, "kernel busy for {busy}", signal="kernel_busy"),
+        _row(_C.EXEMPT, "exempt by a rule"),
+        _row(_C.PENDING, "pending {detail}"),
+        _row(_C.NOT_READY, "not ready"),
+        _row(_C.DEFAULT_DISABLED, "default disabled"),
+        _row(_C.NAMED_DISABLED, "named disabled"),
+        _row(_C.HOOK_FAILED, "cull_arbiter_hook failed: {detail}"),
+        _row(_C.INSPECTION_FAILED, "cannot inspect: {detail}"),
+        _row(_C.DISABLED, "user culling disabled"),
+        _row(_C.SERVERS_LEFT, "{detail} server(s) still running"),
+        _row(_C.SERVERS_UNKNOWN, "servers not visible to this token"),
+        _row(_C.ADMIN, "admin user"),
+    ]
+)
 
 #: The page's wording by code string, as the status page's templates look it up.
 PAGE_WORDING: Mapping[str, PageWording] = {code.value: info.page for code, info in CODES.items()}

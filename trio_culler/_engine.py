@@ -158,7 +158,7 @@ def _triage(config: Config, judge: Judge, now: datetime, work: UserWork) -> Call
     explain every server they keep."""
     table = config.rule_table
     explain = log.isEnabledFor(logging.DEBUG)
-    warn_before = timedelta(seconds=config.warn_before)
+    warn_until = now + timedelta(seconds=config.warn_before) if config.warn_before else None
     upcoming = work.recorder.upcoming
 
     def triage(user: User, listed_at: float, first_reading: bool) -> Work | None:
@@ -167,14 +167,16 @@ def _triage(config: Config, judge: Judge, now: datetime, work: UserWork) -> Call
         for name, server in user.servers.items():
             matched = table.for_server(user, server)
             verdict = verdicts[name] = judge.prejudge(server, matched.policy, now)
-            if verdict is None:
+            if verdict is None or verdict.decision.acts:
                 wanted = True
                 continue
             due = verdict.due
-            if not verdict.acts and first_reading and upcoming is not None:
+            if due is None:
+                continue
+            if first_reading and upcoming is not None:
                 upcoming.add(user.name, name, due, None if matched.rule is None else matched.label)
             # A server about to enter its warning window must reach a worker too, which warns its user.
-            wanted = wanted or verdict.acts or (bool(warn_before) and due is not None and due.at - now <= warn_before)
+            wanted = wanted or (warn_until is not None and due.at <= warn_until)
         if wanted or (not verdicts and table.for_user(user).policy.cull_users):
             return Work(user, verdicts, listed_at)
         return None

@@ -21,7 +21,7 @@ import heapq
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import attrs
 
@@ -39,9 +39,10 @@ __all__ = ["DEFAULT_HORIZON", "Due", "Forecast", "Upcoming", "became_due", "cull
 DEFAULT_HORIZON = timedelta(hours=1)
 
 
-@attrs.frozen
-class Due:
-    """When a server is culled, by which code, and the limit that set the time (None: a hook's verdict)."""
+class Due(NamedTuple):
+    """When a server is culled, by which code, and the limit that set the time (None: a hook's verdict). A
+    named tuple: one is made for nearly every server of every pass, and a frozen attrs class costs twice as much
+    to build."""
 
     at: datetime
     code: DecisionCode
@@ -139,11 +140,15 @@ class Upcoming:
     # A max-heap on time (negated timestamps), so the latest of the kept is the one to drop.
     _heap: list[tuple[float, str, str, Forecast]] = attrs.field(factory=list)
     _keys: set[tuple[str, str]] = attrs.field(factory=set)
+    _end: datetime = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._end = self.now + self.horizon
 
     def add(self, user: str, server: str, due: Due | None, rule: str | None = None) -> None:
         """Count a server a pass keeps, due at ``due`` (its judgment's); ``rule``: the matched rule's label."""
         # Due now means this pass culls it: that is a cull, not a forecast.
-        if due is None or not self.now < due.at <= self.now + self.horizon:
+        if due is None or not self.now < due.at <= self._end:
             return
         key = (user, server)
         if key in self._keys:

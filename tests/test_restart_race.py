@@ -180,3 +180,21 @@ async def test_a_user_who_started_a_server_since_the_listing_is_not_deleted(
     assert "victim" in hub.users
     assert len(hub.statistics().users_deleted) == 9
     assert report.culls_prevented == 1
+
+
+async def test_a_listing_that_cannot_be_confirmed_is_not_culled_on(autojump_clock: trio.testing.MockClock) -> None:
+    """The re-read fails: the DELETE waits for the next pass, and the pass counts the error."""
+    hub = racing_hub()
+
+    async def refuse(request: httpx.Request) -> httpx.Response | None:
+        if request.method == "GET" and request.url.path.endswith("/users/victim"):
+            return httpx.Response(500)
+        return None
+
+    hub.fault = refuse
+    async with hub.running():
+        cfg = Config(api_token=TOKEN, url=URL, timeout=3600, concurrency=2, max_retries=0)
+        report = await run_pass(cfg, transport=hub.transport(), now=NOW)
+    assert ("victim", "") not in hub.statistics().stop_requests
+    assert [(error.subject, error.kind) for error in report.errors] == [("victim", "status")]
+    assert not report.ok

@@ -10,8 +10,9 @@ listing is older than :data:`RECHECK_AFTER`, the user is read again (``GET /user
 - the server's ``started`` or ``last_activity`` moved: judged again, from the fresh model;
 - otherwise the judgment stands.
 
-A younger listing is trusted: a stop and a start take longer than the bound (see :data:`RECHECK_AFTER`), so
-the common pass (pages handed over in well under a second) costs no request more.
+A younger listing is trusted: a server with a process behind it takes longer than that to stop and start
+again (see :data:`RECHECK_AFTER`), and the common pass (pages handed over in well under a second) costs no
+request more.
 """
 
 from __future__ import annotations
@@ -95,8 +96,9 @@ class UserWork:
             return
         servers_left = sum(1 for outcome in outcomes if not outcome.server_down)
         decision = decide_user(user, policy=table.for_user(user).policy, now=self.now, servers_left=servers_left)
-        if decision.action is Action.DELETE_USER and await self._user_still_idle(work):
-            await delete_user(self.hub, user.name, decision, dry_run=self.config.dry_run, recorder=self.recorder)
+        if decision.action is Action.DELETE_USER:
+            if await self._user_still_idle(work):
+                await delete_user(self.hub, user.name, decision, dry_run=self.config.dry_run, recorder=self.recorder)
         elif log.isEnabledFor(logging.DEBUG):
             log.debug("Not culling user %s (%s)", user.name, decision.reason, extra={"user": user.name})
 
@@ -203,10 +205,12 @@ class UserWork:
             return verdict
         user, label = work.user, _label(work.user.name, server.name)
         read, fresh_user = await self._reread(user.name, label)
+        if not read:
+            return Outcome.FAILED
         fresh = None if fresh_user is None else fresh_user.servers.get(server.name)
-        if not read or fresh_user is None or fresh is None:
+        if fresh_user is None or fresh is None:
             log.debug("Server %s stopped since the listing", label, extra={"user": user.name, "server": server.name})
-            return Outcome.GONE if read else Outcome.FAILED
+            return Outcome.GONE
         unchanged = fresh.started == server.started and fresh.last_activity == server.last_activity
         if unchanged and fresh.is_ready and not fresh.pending:
             return verdict

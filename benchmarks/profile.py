@@ -8,8 +8,8 @@ time (``time.process_time``) spent inside them:
 - start-up: everything before ``trio.run`` (interpreter, imports, options, logging set-up);
 - JSON decoding: ``json.loads`` of every answer;
 - model structuring: ``structure_user`` (cattrs, strict types, timestamps) of every listed user;
-- decisions: ``decide_server`` / ``decide_user`` (each server once: in the pager's triage, or in a worker when a
-  ``cull_arbiter_hook`` must be awaited);
+- decisions: ``decide_server`` / ``decide_user`` (each server once, by the judge: in the pager's triage, or in a
+  worker when a ``cull_arbiter_hook`` must be awaited or the server inspected);
 - logging: ``Logger._log``, i.e. making, formatting, redacting and writing each record.
 
 What remains of the process's CPU (user + sys, from ``getrusage``) is the HTTP client (encoding, parsing, system
@@ -48,9 +48,10 @@ def child(port: int, out: Path) -> None:
 
     import trio
 
-    import trio_culler._engine as engine
     import trio_culler._http as http
     import trio_culler._hub as hub
+    import trio_culler._judge as judge
+    import trio_culler._work as work
     import trio_culler.cli as cli
 
     spent = dict.fromkeys(PARTS, 0.0)
@@ -83,8 +84,9 @@ def child(port: int, out: Path) -> None:
     # Replaced where the culler looks them up (mypy cannot see through setattr, which is the point here).
     setattr(http, "json", _Json)  # noqa: B010 - the request engine decodes every answer
     setattr(hub, "structure_user", timed("model structuring", getattr(hub, "structure_user")))  # noqa: B009, B010
-    for name in ("decide_server", "decide_user"):  # as the engine imported them
-        setattr(engine, name, timed("decisions", getattr(engine, name)))
+    # As the judge (servers) and the workers (users) imported them.
+    for module, name in ((judge, "decide_server"), (work, "decide_user")):
+        setattr(module, name, timed("decisions", getattr(module, name)))
     logging.Logger._log = timed("logging", logging.Logger._log)  # type: ignore[method-assign]
     real_run = trio.run
 

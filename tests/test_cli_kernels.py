@@ -50,6 +50,14 @@ def test_public_url_defaults_to_the_variable_a_hub_gives_its_services() -> None:
     assert values["public_url"] == "http://127.0.0.1:8000"
 
 
+def test_inspect_kernels_starts_without_public_url() -> None:
+    """A hub with a public_url gives every server a full_url: the address is decided per server, so the
+    option alone is accepted (a server with neither is decided from the hub's data, said once per pass)."""
+    settings = read_settings(["--inspect-kernels", "--kernel-activity-only"], ENV)
+    assert settings.config.inspect_kernels is True
+    assert settings.config.public_url is None
+
+
 def test_config_file(tmp_path: Path) -> None:
     path = tmp_path / "culler.py"
     path.write_text(
@@ -66,7 +74,6 @@ def test_config_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["--inspect-kernels"], "--public-url"),
         (["--kernel-activity-only"], "--inspect-kernels"),
         (["--max-busy=60"], "--inspect-kernels"),
         (["--inspect-kernels", "--public-url=ftp://hub"], "--public-url"),

@@ -43,7 +43,7 @@ def test_max_age_culls_regardless_of_activity(p: Policy, name: str, max_age: int
     server = ready(name, idle=idle_for, age=timedelta(seconds=max_age + extra))
     decision = decide_server(server, policy=p, now=NOW)
     assert decision.acts
-    assert decision.rule in ("max_age", "idle")
+    assert decision.code in ("max_age", "idle")
 
 
 @given(servers(), policies())
@@ -61,16 +61,16 @@ def test_disabled_kinds_are_culled_only_for_age(server: Server, p: Policy) -> No
     enabled = p.cull_named_servers if server.name else p.cull_default_servers
     decision = decide_server(server, policy=p, now=NOW)
     if decision.acts and not enabled:
-        assert decision.rule == "max_age"
+        assert decision.code == "max_age"
 
 
 @given(servers(), policies(), st.booleans())
 def test_the_arbiter_decides_idleness_but_not_age(server: Server, p: Policy, verdict: bool) -> None:
     decision = decide_server(server, policy=p, now=NOW, arbiter_says_cull=verdict)
-    if decision.rule == "idle":
+    if decision.code == "idle":
         assert verdict
     if not verdict and decision.acts:
-        assert decision.rule == "max_age"
+        assert decision.code == "max_age"
 
 
 @given(users(), policies(), st.integers(min_value=1, max_value=5))
@@ -121,7 +121,7 @@ def test_a_user_idle_for_exactly_the_timeout_is_deleted() -> None:
     at_limit = User(name="u", admin=False, created=NOW - 3 * H, last_activity=NOW - H)
     decision = decide_user(at_limit, policy=p, now=NOW, servers_left=0)
     assert decision.action is Action.DELETE_USER
-    assert decision.rule == "idle"
+    assert decision.code == "idle"
     just_under = attrs.evolve(at_limit, last_activity=NOW - H + timedelta(microseconds=1))
     assert decide_user(just_under, policy=p, now=NOW, servers_left=0).action is Action.KEEP
     # Never active: its creation stands in, with the same boundary.
@@ -201,4 +201,4 @@ def test_a_user_whose_servers_are_not_visible_is_never_deleted(user: User, p: Po
 def test_hidden_activity_is_never_culled_for_idleness(server: Server, p: Policy, verdict: bool | None) -> None:
     hidden = attrs.evolve(server, last_activity=None, activity_visible=False)
     decision = decide_server(hidden, policy=p, now=NOW, arbiter_says_cull=verdict)
-    assert decision.rule != "idle"
+    assert decision.code != "idle"

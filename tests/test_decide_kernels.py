@@ -58,7 +58,7 @@ def test_a_busy_kernel_within_max_busy_is_culled_by_max_age_only(
     assume(p.max_busy is None or since is None or NOW - since < p.max_busy)
     decision = decide_server(server, policy=p, now=NOW, activity=activity)
     if decision.acts:
-        assert decision.rule == "max_age"
+        assert decision.code == "max_age"
         assert p.max_age is not None
 
 
@@ -87,7 +87,7 @@ def test_with_kernel_activity_only_the_hubs_activity_does_not_count(
     polled = attrs.evolve(server, last_activity=hub_activity)
     first = decide_server(server, policy=p, now=NOW, activity=activity)
     second = decide_server(polled, policy=p, now=NOW, activity=activity)
-    assert (first.action, first.rule) == (second.action, second.rule)
+    assert (first.action, first.code) == (second.action, second.code)
 
 
 @given(kernel_policies(), activities(), timestamps, durations)
@@ -121,10 +121,10 @@ def test_a_longer_max_busy_never_culls_what_a_shorter_one_spares(
 @given(servers(), kernel_policies(), activities())
 def test_a_decision_names_the_signal_that_made_it(server: Server, p: Policy, activity: ServerActivity) -> None:
     decision = decide_server(server, policy=p, now=NOW, activity=activity)
-    if decision.rule in ("kernel_busy", "busy_expired"):
+    if decision.code in ("kernel_busy", "busy_expired"):
         assert decision.signal == "kernel_busy"
         assert decision.reason.startswith("kernel busy for ")
-    if decision.rule in ("kernels_idle", "kernels_active"):
+    if decision.code in ("kernels_idle", "kernels_active"):
         assert decision.signal == "kernel_activity"
         assert "kernels idle for" in decision.reason
         assert "hub activity" in decision.reason
@@ -148,13 +148,13 @@ def test_max_busy_bounds_the_protection_of_a_busy_kernel() -> None:
     assert decide_server(server, policy=p, now=NOW, activity=busy(90 * M)).action is Action.KEEP
     decision = decide_server(server, policy=p, now=NOW, activity=busy(3 * H))
     assert decision.action is Action.STOP
-    assert decision.rule == "busy_expired"
+    assert decision.code == "busy_expired"
     assert decision.reason == "kernel busy for 03:00:00, over max-busy 02:00:00, inactive for 03:00:00"
 
 
 def test_max_age_culls_a_busy_server() -> None:
     decision = decide_server(ready(age=5 * H), policy=policy(max_age=4 * H), now=NOW, activity=busy(10 * M))
-    assert (decision.action, decision.rule) == (Action.STOP, "max_age")
+    assert (decision.action, decision.code) == (Action.STOP, "max_age")
     assert decision.busy == 10 * M
 
 
@@ -182,7 +182,7 @@ def test_kernel_activity_only_keeps_a_server_with_recent_kernel_or_terminal_acti
     p = policy(kernel_activity_only=True)
     terminal = ServerActivity((Kernel("k", "idle", NOW - 3 * H),), (Terminal("1", NOW - 5 * M),))
     decision = decide_server(server, policy=p, now=NOW, activity=terminal)
-    assert (decision.action, decision.rule) == (Action.KEEP, "kernels_active")
+    assert (decision.action, decision.code) == (Action.KEEP, "kernels_active")
     assert decision.reason == "active: kernels idle for 00:05:00, hub activity 00:00:30, age 05:00:00"
 
 
@@ -221,7 +221,7 @@ def test_a_kernel_busy_for_exactly_max_busy_is_culled_and_forecast_for_that_inst
     earlier = decide_server(server, policy=p, now=NOW - second, activity=busy(2 * H))
     assert (earlier.action, earlier.rule) == (Action.KEEP, "kernel_busy")
     # The forecast names that very instant, by the limit that sets it.
-    assert cull_time(server, policy=p, activity=busy(2 * H)) == (NOW, "max_busy", 2 * H)
+    assert cull_time(server, policy=p, activity=busy(2 * H)) == (NOW, "busy_expired", 2 * H)
 
 
 def test_of_two_busy_kernels_the_one_that_started_last_protects_the_server() -> None:
@@ -230,4 +230,4 @@ def test_of_two_busy_kernels_the_one_that_started_last_protects_the_server() -> 
     two = ServerActivity((Kernel("k1", "busy", NOW - 3 * H), Kernel("k2", "busy", NOW - 30 * M)))
     decision = decide_server(server, policy=p, now=NOW, activity=two)
     assert (decision.action, decision.rule, decision.busy) == (Action.KEEP, "kernel_busy", 30 * M)
-    assert cull_time(server, policy=p, activity=two) == (NOW + 90 * M, "max_busy", 2 * H)
+    assert cull_time(server, policy=p, activity=two) == (NOW + 90 * M, "busy_expired", 2 * H)

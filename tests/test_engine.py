@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -12,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-import trio_culler._engine as engine
+import trio_culler._judge as judge
 from trio_culler import Decision, Server, decide_server, run_pass
 from trio_culler.testing import FakeHub, FakeServer, Population
 
@@ -378,15 +379,39 @@ async def test_arbiter_hook_sync_and_async(autojump_clock: trio.testing.MockCloc
     assert report.ok
 
 
-async def test_a_failing_arbiter_keeps_the_server(autojump_clock: trio.testing.MockClock) -> None:
+async def test_a_failing_arbiter_keeps_the_server(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
     hub, _ = make_hub(5, idle=1.0)
 
     def broken(**_kwargs: object) -> bool:
         raise RuntimeError("hook bug")
 
-    report = await cull(hub, config(cull_arbiter_hook=broken))
+    with caplog.at_level(logging.INFO, logger="trio_culler"):
+        report = await cull(hub, config(cull_arbiter_hook=broken))
     assert hub.statistics().stop_requests == {}
-    assert report.errors_by_kind == {"internal": 5}
+    # Counted as the hook's errors (the pass is not ok); the traceback is logged once, not once per server.
+    assert report.errors_by_kind == {"hook": 5}
+    assert not report.ok
+    failures = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(failures) == 1
+    assert failures[0].exc_info is not None
+
+
+@pytest.mark.parametrize("answer", ["yes", None, 1, [True]])
+async def test_a_hook_answering_garbage_keeps_the_server(
+    autojump_clock: trio.testing.MockClock, answer: object
+) -> None:
+    """Only True culls: an answer that is not a bool cannot vouch for a cull, and is an error."""
+    hub, _ = make_hub(3, idle=1.0)
+
+    async def garbage(**_kwargs: object) -> object:
+        return answer
+
+    report = await cull(hub, config(cull_arbiter_hook=garbage))
+    assert hub.statistics().stop_requests == {}
+    assert report.errors_by_kind == {"hook": 3}
+    assert all(error.kind == "hook" and "not True or False" in error.message for error in report.errors)
 
 
 async def test_unreadable_users_are_skipped_and_named(
@@ -428,7 +453,7 @@ async def test_users_listed_twice_are_handled_once(autojump_clock: trio.testing.
 
 
 def count_decisions(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """Count decide_server() calls per server (``user/name``), wherever the engine makes them."""
+    """Count decide_server() calls per server (``user/name``), wherever a pass makes them (the judge)."""
     calls: Counter[str] = Counter()
     real = decide_server
 
@@ -436,7 +461,7 @@ def count_decisions(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
         calls[server.model["full_name"]] += 1
         return real(server, **kwargs)
 
-    monkeypatch.setattr(engine, "decide_server", counting)
+    monkeypatch.setattr(judge, "decide_server", counting)
     return calls
 
 

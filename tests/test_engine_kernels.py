@@ -24,6 +24,7 @@ TOKEN = "kernels-test-token"
 URL = "http://127.0.0.1:8081/hub/api"
 PUBLIC = "http://proxy.test"
 H = timedelta(hours=1)
+M = timedelta(minutes=1)
 
 
 def config(**changes: Any) -> Config:
@@ -204,95 +205,10 @@ async def test_what_comes_next_follows_the_kernels(autojump_clock: trio.testing.
 
     report = await cull(scenario(), config(max_busy=2 * 3600))
     assert {(f.user, f.limit, f.cull_at) for f in report.upcoming} == {
-        ("computing", "max_busy", NOW + 50 * timedelta(minutes=1)),  # its cell started 70 minutes ago
+        ("computing", "busy_expired", NOW + 50 * timedelta(minutes=1)),  # its cell started 70 minutes ago
         ("active", "idle", NOW + H - timedelta(seconds=30)),  # not inspected: the hub's activity
     }
-    assert report.upcoming_due == {"max_busy": 1, "idle": 1}
-
-
-async def test_servers_refusing_their_users_token_are_told_once_and_culled_by_the_hubs_data(
-    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A server that answers 403 (a jupyter_server that does not take its user's token) is like any other that
-    cannot be inspected: decided from the hub's data, said once per pass. Not a credential failure: the token
-    was had, and shown."""
-    hub = make_hub()
-    for i in range(20):
-        hub.add_user(f"u{i}", servers={"": server(hub_idle=2 * H, kernels=busy(2 * H))})
-    hub.server_access = False
-    with caplog.at_level(logging.WARNING, logger="trio_culler"):
-        report = await cull(hub, config())
-    assert len(stopped(hub)) == 20, "decided from the hub's data, as before"
-    assert report.inspection_failures == {"forbidden": 20}
-    assert report.servers_inspected == 0
-    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(warnings) == 1, warnings
-    assert "refused its user's own token with access:servers" in warnings[0]
-    assert "Cannot inspect server" in warnings[0]
-    assert report.errors_by_kind == {}
-
-
-@pytest.mark.parametrize(
-    ("answer", "kind"),
-    [
-        (httpx.Response(200, content=b"<html>not json</html>"), "unreadable"),
-        (httpx.Response(200, json={"kernels": []}), "unreadable"),
-        (httpx.Response(200, json=[{"id": "k", "execution_state": 1, "last_activity": None}]), "unreadable"),
-        (
-            httpx.Response(200, json=[{"id": "k", "execution_state": "busy", "last_activity": "yesterday"}]),
-            "unreadable",
-        ),
-        (httpx.Response(404, text="Not Found"), "not_found"),
-        (httpx.Response(302, headers={"Location": "/hub/login"}), "forbidden"),
-        (httpx.Response(400), "status"),
-    ],
-)
-async def test_a_server_that_cannot_be_inspected_is_decided_from_the_hubs_data(
-    autojump_clock: trio.testing.MockClock, answer: httpx.Response, kind: str
-) -> None:
-    hub = make_hub()
-    hub.add_user("idle", servers={"": server(hub_idle=2 * H, kernels=busy(2 * H))})
-    hub.add_user("active", servers={"": server(hub_idle=timedelta(seconds=5), kernels=busy(2 * H))})
-
-    async def fault(request: httpx.Request) -> httpx.Response | None:
-        return answer if "/api/kernels" in request.url.path else None
-
-    hub.fault = fault
-    report = await cull(hub, config())
-    assert stopped(hub) == {"idle"}
-    assert report.inspection_failures == {kind: 1}
-
-
-async def test_not_a_jupyter_server(autojump_clock: trio.testing.MockClock) -> None:
-    hub = make_hub()
-    rstudio = FakeServer("", started=NOW - 5 * H, last_activity=NOW - 2 * H, kernels=None)
-    hub.add_user("rstudio", servers={"": rstudio})
-    report = await cull(hub, config())
-    assert stopped(hub) == {"rstudio"}
-    assert report.inspection_failures == {"not_found": 1}
-
-
-async def test_a_hanging_server_costs_one_deadline_and_never_stalls_the_pass(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    hub = make_hub()
-    hub.add_user("hangs", servers={"": server(hub_idle=2 * H, kernels=busy(2 * H))})
-    for i in range(30):
-        hub.add_user(f"u{i:02}", servers={"": server(hub_idle=2 * H, kernels=idle(2 * H))})
-
-    async def fault(request: httpx.Request) -> httpx.Response | None:
-        if request.url.path.startswith("/user/hangs/"):
-            await trio.sleep_forever()
-        return None
-
-    hub.fault = fault
-    start = trio.current_time()
-    report = await cull(hub, config(request_timeout=20, concurrency=2))
-    assert stopped(hub) == {"hangs", *(f"u{i:02}" for i in range(30))}
-    assert report.inspection_failures == {"timeout": 1}
-    # One deadline (not retried) and the other servers' work beside it.
-    assert trio.current_time() - start < 25
-    assert hub.statistics().requests_by_kind["kernels"] == 31
+    assert report.upcoming_due == {"busy_expired": 1, "idle": 1}
 
 
 async def test_inspection_shares_the_concurrency_bound(autojump_clock: trio.testing.MockClock) -> None:
@@ -384,3 +300,27 @@ async def test_rules_and_kernel_signals_together(autojump_clock: trio.testing.Mo
     # server is not even asked.
     assert stopped(hub) == {"gpu-idle"}
     assert report.servers_inspected == 2
+
+
+async def test_only_a_cull_the_kernels_allow_is_announced(autojump_clock: trio.testing.MockClock) -> None:
+    """With --warn-before, a server about to enter its warning window is inspected first: a busy kernel that
+    will spare it means no warning (the judgment warns of what it will cull, nothing else); an idle one is
+    warned; with --max-busy, the end of the protection is what is announced."""
+    from .test_notify import Receiver, passes
+
+    hub = make_hub()
+    hub.add_user("computing", servers={"": server(hub_idle=55 * M, kernels=busy(55 * M))})
+    hub.add_user("resting", servers={"": server(hub_idle=55 * M, kernels=idle(55 * M))})
+    receiver = Receiver()
+    cfg = config(warn_before=600, warn_url="http://127.0.0.1:9/hook")
+    reports = await passes(hub, cfg, [NOW], receiver)
+    assert [(post["user"], post["cull_at"]) for post in receiver.posts] == [("resting", "2026-11-25T12:05:00Z")]
+    assert reports[0].servers_inspected == 2
+
+    hub = make_hub()
+    hub.add_user("computing", servers={"": server(hub_idle=55 * M, kernels=busy(55 * M))})
+    receiver = Receiver()
+    await passes(hub, config(warn_before=600, warn_url="http://127.0.0.1:9/hook", max_busy=3600), [NOW], receiver)
+    assert [(post["user"], post["cull_at"], post["reason"]) for post in receiver.posts] == [
+        ("computing", "2026-11-25T12:05:00Z", "busy_expired")
+    ]

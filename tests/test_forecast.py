@@ -9,11 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trio_culler import Config, Policy, run_pass
+from trio_culler._codes import DecisionCode
 from trio_culler._decide import decide_server
-from trio_culler._forecast import Upcoming, cull_time
+from trio_culler._forecast import Due, Upcoming, cull_time
 from trio_culler._history import History
 from trio_culler._inspect import Kernel, ServerActivity
-from trio_culler._models import Server, User
+from trio_culler._models import Server
 from trio_culler.testing import FakeHub, FakeServer
 
 from .support import strategies
@@ -35,18 +36,18 @@ def server(name: str = "", *, idle: float | None = 0, age: float = 60, **kw: obj
 
 def test_idle_server_is_due_timeout_after_its_last_activity() -> None:
     when = cull_time(server(idle=100, age=200), policy=POLICY)
-    assert when == (NOW + timedelta(seconds=500), "idle", timedelta(seconds=600))
+    assert when == Due(NOW + timedelta(seconds=500), DecisionCode.IDLE, timedelta(seconds=600))
 
 
 def test_no_activity_yet_counts_from_the_start() -> None:
     when = cull_time(server(idle=None, age=100), policy=POLICY)
     assert when is not None
-    assert when[0] == NOW + timedelta(seconds=500)
+    assert when.at == NOW + timedelta(seconds=500)
 
 
 def test_max_age_comes_first_when_it_is_sooner() -> None:
     when = cull_time(server(idle=0, age=7000), policy=POLICY)
-    assert when == (NOW + timedelta(seconds=200), "max_age", timedelta(seconds=7200))
+    assert when == Due(NOW + timedelta(seconds=200), DecisionCode.MAX_AGE, timedelta(seconds=7200))
 
 
 def test_never_for_pending_not_ready_or_a_disabled_kind_without_max_age() -> None:
@@ -56,35 +57,37 @@ def test_never_for_pending_not_ready_or_a_disabled_kind_without_max_age() -> Non
     assert cull_time(server("gpu"), policy=no_named) is None
     # Without read:users:activity the idle time is unknown: only max-age can be foreseen.
     hidden = attrs.evolve(server(age=100), activity_visible=False)
-    assert cull_time(hidden, policy=POLICY) == (NOW + timedelta(seconds=7100), "max_age", timedelta(seconds=7200))
+    assert cull_time(hidden, policy=POLICY) == Due(
+        NOW + timedelta(seconds=7100), DecisionCode.MAX_AGE, timedelta(seconds=7200)
+    )
 
 
 def test_a_hook_makes_idleness_unforeseeable() -> None:
-    assert cull_time(server(idle=100), policy=POLICY, idle_foreseeable=False) == (
-        NOW + timedelta(seconds=7140),
-        "max_age",
-        timedelta(seconds=7200),
+    assert cull_time(server(idle=100), policy=POLICY, idle_foreseeable=False) == Due(
+        NOW + timedelta(seconds=7140), DecisionCode.MAX_AGE, timedelta(seconds=7200)
     )
 
 
 @given(st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 3)), max_size=60), st.integers(1, 10))
 def test_upcoming_keeps_exactly_the_soonest_within_the_hour(items: list[tuple[int, int]], size: int) -> None:
     policy = Config(api_token="t", timeout=3600).policy
-    upcoming = Upcoming(policy, NOW, size)
-    listed_twice = Upcoming(policy, NOW, size)
+    upcoming = Upcoming(NOW, size)
+    listed_twice = Upcoming(NOW, size)
     expected = []
     for index, (idle, servers) in enumerate(items):
         user_servers = {}
         for number in range(servers):
             name = f"s{number}" if number else ""
             user_servers[name] = server(name, idle=idle + number, age=20_000)
-            due = NOW + timedelta(seconds=3600 - idle - number)
-            if NOW < due <= NOW + timedelta(hours=1):
-                expected.append((due, f"u{index}", name))
-        user = User(name=f"u{index}", servers=user_servers)
-        upcoming.observe(user)
-        listed_twice.observe(user)
-        listed_twice.observe(user)
+            at = NOW + timedelta(seconds=3600 - idle - number)
+            if NOW < at <= NOW + timedelta(hours=1):
+                expected.append((at, f"u{index}", name))
+        for name, model in user_servers.items():
+            due = cull_time(model, policy=policy)
+
+            upcoming.add(f"u{index}", name, due)
+            listed_twice.add(f"u{index}", name, due)
+            listed_twice.add(f"u{index}", name, due)
     assert upcoming.total_due == len(expected)
     # A user the hub lists twice in one pass is kept once (it may be counted twice: counting it once would
     # take a set of every name due, which grows with the hub).
@@ -97,9 +100,9 @@ def test_upcoming_keeps_exactly_the_soonest_within_the_hour(items: list[tuple[in
 
 
 def test_upcoming_counts_everything_due_and_keeps_a_bounded_few() -> None:
-    upcoming = Upcoming(POLICY, NOW, 5)
+    upcoming = Upcoming(NOW, 5)
     for index in range(1000):
-        upcoming.observe(User(name=f"u{index}", servers={"": server(idle=index % 500, age=100)}))
+        upcoming.add(f"u{index}", "", cull_time(server(idle=index % 500, age=100), policy=POLICY))
     # Every server is due within the hour (timeout 600 s), 1000 in all; 5 are kept, the soonest.
     assert upcoming.due == {"idle": 1000}
     soonest = upcoming.soonest()
@@ -144,12 +147,10 @@ def kernel(state: str, since: float) -> Kernel:
 def test_kernel_activity_only_forecasts_from_the_kernels_clock() -> None:
     # The hub saw a tab poll 10 s ago; the kernel last ran 500 s ago: culled 100 s from now, not 590.
     when = cull_time(server(idle=10, age=9000), policy=KAO, activity=ServerActivity((kernel("idle", 500),)))
-    assert when == (NOW + timedelta(seconds=100), "kernels_idle", timedelta(seconds=600))
+    assert when == Due(NOW + timedelta(seconds=100), DecisionCode.KERNELS_IDLE, timedelta(seconds=600))
     # No kernel and no terminal: from the server's start, as the decision measures it.
-    assert cull_time(server(idle=10, age=550), policy=KAO, activity=ServerActivity()) == (
-        NOW + timedelta(seconds=50),
-        "kernels_idle",
-        timedelta(seconds=600),
+    assert cull_time(server(idle=10, age=550), policy=KAO, activity=ServerActivity()) == Due(
+        NOW + timedelta(seconds=50), DecisionCode.KERNELS_IDLE, timedelta(seconds=600)
     )
 
 
@@ -158,15 +159,15 @@ def test_a_busy_kernel_forecasts_the_end_of_its_protection_or_nothing() -> None:
     no_max_busy = attrs.evolve(POLICY, max_age=None)
     assert cull_time(server(idle=9000, age=9000), policy=no_max_busy, activity=busy) is None
     max_busy = attrs.evolve(no_max_busy, max_busy=timedelta(hours=1))
-    assert cull_time(server(idle=9000, age=9000), policy=max_busy, activity=busy) == (
-        NOW + timedelta(seconds=600),
-        "max_busy",
-        timedelta(hours=1),
+    # The forecast names the code the decision will have then: busy_expired (until the codes' table, the
+    # forecast said max_busy).
+    assert cull_time(server(idle=9000, age=9000), policy=max_busy, activity=busy) == Due(
+        NOW + timedelta(seconds=600), DecisionCode.BUSY_EXPIRED, timedelta(hours=1)
     )
     # --max-age still comes first when it is sooner.
     assert cull_time(
         server(idle=9000, age=7000), policy=attrs.evolve(max_busy, max_age=timedelta(seconds=7200)), activity=busy
-    ) == (NOW + timedelta(seconds=200), "max_age", timedelta(seconds=7200))
+    ) == Due(NOW + timedelta(seconds=200), DecisionCode.MAX_AGE, timedelta(seconds=7200))
 
 
 # Mostly servers that can be culled at all (ready, nothing pending): the others are forecast None at once.
@@ -190,17 +191,12 @@ def test_the_forecast_is_when_the_decision_turns(
         later = decide_server(server, policy=policy, now=NOW + timedelta(days=3650), activity=activity)
         assert not later.acts, later
         return
-    at, limit, _value = when
+    at = when.at
     decided = decide_server(server, policy=policy, now=at, activity=activity)
     assert decided.acts, (when, decided)
-    rules = {"idle": {"idle"}, "kernels_idle": {"kernels_idle"}, "max_busy": {"busy_expired"}, "max_age": {"max_age"}}
-    if activity is not None and activity.busy:
-        # The forecast names the limit that sets the time; a cull after a busy kernel's protection ended is
-        # logged as busy_expired whichever of the two came last.
-        rules = {**rules, "idle": {"busy_expired"}, "kernels_idle": {"busy_expired"}}
-    # (Past due is this pass's cull, not a forecast: when several limits are long reached, which one the
-    # decision names is its own order's business.)
-    assert decided.rule in rules[limit] or at <= NOW, (when, decided)
+    # The forecast names the code the decision will have at that time. (Past due is this pass's cull, not a
+    # forecast: when several limits are long reached, which one the decision names is its own order's business.)
+    assert decided.code is when.code or at <= NOW, (when, decided)
     # (A zero timeout culls at once whatever the clocks say: a timestamp in the future counts as idle 0 s.)
     if at > NOW and policy.timeout > timedelta(0):
         just_before = decide_server(server, policy=policy, now=at - timedelta(seconds=1), activity=activity)

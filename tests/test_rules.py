@@ -292,7 +292,7 @@ def test_a_rule_never_culls_a_server_more_recently_active_than_its_timeout(
         policy = matched.policy
         decision = decide_server(server, policy=policy, now=NOW)
         inactive, age = server_idle_time(server, NOW)
-        if decision.acts and decision.rule == "idle":
+        if decision.acts and decision.code == "idle":
             assert inactive is not None
             assert inactive >= policy.timeout
             if matched.rule is not None and matched.rule.timeout is not None:
@@ -311,7 +311,7 @@ def test_cull_time_is_when_decide_server_starts_culling(server: Server, policy: 
     if due is None:
         assert not decide_server(server, policy=policy, now=NOW + 10_000 * H).acts
         return
-    at, rule, _limit = due
+    at, rule = due.at, due.code
     if at > NOW:
         assert not acts_now
     else:
@@ -319,7 +319,7 @@ def test_cull_time_is_when_decide_server_starts_culling(server: Server, policy: 
     later = max(at, NOW) + step
     decision = decide_server(server, policy=policy, now=later)
     assert decision.acts
-    assert decision.rule in ("idle", "max_age")
+    assert decision.code in ("idle", "max_age")
     if rule == "max_age":
         assert policy.max_age is not None
 

@@ -461,18 +461,21 @@ async def test_the_next_hour_names_the_kernel_limits() -> None:
     client, flow, history = make_app()
     upcoming = (
         Forecast(user="kim", server="", cull_at=NOW + timedelta(minutes=5), limit="kernels_idle", limit_seconds=3600),
-        Forecast(user="lee", server="gpu", cull_at=NOW + timedelta(minutes=9), limit="max_busy", limit_seconds=7200),
+        Forecast(
+            user="lee", server="gpu", cull_at=NOW + timedelta(minutes=9), limit="busy_expired", limit_seconds=7200
+        ),
     )
-    history.observe(report(upcoming=upcoming, upcoming_due={"kernels_idle": 1, "max_busy": 1}))
+    history.observe(report(upcoming=upcoming, upcoming_due={"kernels_idle": 1, "busy_expired": 1}))
     async with client:
         await login(client, flow, "admin")
         page = (await client.get(PAGE)).text
         document = (await client.get(f"{PAGE}api/status")).json()
-    assert "1 for their kernels&#39; idleness, 1 for a busy kernel&#39;s limit" in page
+    # (by code, in alphabetical order: busy_expired before kernels_idle)
+    assert "1 for a busy kernel&#39;s limit, 1 for their kernels&#39; idleness" in page
     assert "kernels idle ≥ 1:00:00" in page
     assert "kernel busy ≥ 2:00:00" in page
     assert "(--max-busy)" in page
-    assert [item["limit"] for item in document["upcoming"]["soonest"]] == ["kernels_idle", "max_busy"]
+    assert [item["limit"] for item in document["upcoming"]["soonest"]] == ["kernels_idle", "busy_expired"]
 
 
 async def test_without_a_registry_there_is_no_metrics_route() -> None:

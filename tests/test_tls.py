@@ -143,7 +143,8 @@ async def test_with_ssl_enabled_servers_behind_the_proxy_are_verified_with_the_s
     """--ssl-enabled makes the hub's internal CA the trust of hub requests only: the single-user servers, read
     through the proxy's public side, have certificates from the CAs the system trusts (here SSL_CERT_FILE,
     which OpenSSL's default paths honour). A public side certified by the internal CA alone is therefore not
-    trusted: its servers cannot be inspected, and are decided from the hub's data."""
+    trusted: its servers cannot be inspected, and are kept (an error of the pass: a failure to look, not a
+    server that is not serving, so never a reason to cull)."""
     public_ca = trustme.CA()
     bundle = tmp_path / "system-cas.pem"
     public_ca.cert_pem.write_to_path(str(bundle))
@@ -161,8 +162,9 @@ async def test_with_ssl_enabled_servers_behind_the_proxy_are_verified_with_the_s
         assert report.servers_inspected == 2
         assert stopped == {"resting"}, "the busy kernel was read through the proxy, and spared its server"
     else:
-        assert report.inspection_failures == {"unreachable": 2}
-        assert stopped == {"computing", "resting"}, "decided from the hub's data, as without --inspect-kernels"
+        assert report.inspection_failures == {"unreadable": 2}
+        assert report.errors_by_kind == {"inspection": 2}
+        assert stopped == set(), "kept: a certificate that does not verify is no answer, and no reason to cull"
 
 
 async def test_a_hub_certificate_for_another_name_is_refused(pki: Pki) -> None:

@@ -52,11 +52,16 @@ async def stop_server(
     dry_run: bool,
     recorder: PassRecorder,
     matched: MatchedRule | None = None,
+    judged_started: datetime | None = None,
 ) -> Outcome:
+    """Stop (or remove) a server. ``judged_started``: the start of the server the decision judged, in the log
+    line's JSON fields, so that a reader can tell the cull of that server from the cull of a restarted one."""
     # Formatted once: the log line, its JSON fields and the pass's record all say the same words.
     reason = decision.reason
+    fields = decision_fields(decision, user, server, reason=reason)
+    fields["judged_started"] = None if judged_started is None else judged_started.isoformat().replace("+00:00", "Z")
     outcome = await _stop_server(
-        hub, user, server, decision, reason, dry_run=dry_run, recorder=recorder, matched=matched
+        hub, user, server, decision, fields, dry_run=dry_run, recorder=recorder, matched=matched
     )
     recorder.cull(_record(user, server, decision, reason, outcome, matched))
     return outcome
@@ -67,14 +72,14 @@ async def _stop_server(
     user: str,
     server: str,
     decision: Decision,
-    reason: str,
+    fields: dict[str, object],
     *,
     dry_run: bool,
     recorder: PassRecorder,
     matched: MatchedRule | None,
 ) -> Outcome:
     label = f"{user}/{server}" if server else user
-    fields = decision_fields(decision, user, server, reason=reason)
+    reason = str(fields["reason"])
     if matched is not None and matched.rule is not None:
         # Which rule set the limits: the first question an operator asks about a cull they did not expect.
         fields["matched_rule"] = matched.index
@@ -82,7 +87,7 @@ async def _stop_server(
     else:
         label_reason = reason
     if dry_run:
-        recorder.servers_culled[decision.rule] += 1
+        recorder.servers_culled[decision.code] += 1
         log.info("Would cull server %s (%s) [dry run]", label, label_reason, extra=fields)
         return Outcome.WOULD_ACT
     log.info("Culling server %s (%s)", label, label_reason, extra=fields)
@@ -95,7 +100,7 @@ async def _stop_server(
         log.error("Failed to stop server %s: %s", label, error, extra={**fields, "error": error.kind})
         return Outcome.FAILED
     # Counted once the hub took the stop: a refused or failed DELETE is an error, not a cull.
-    recorder.servers_culled[decision.rule] += 1
+    recorder.servers_culled[decision.code] += 1
     if outcome is Outcome.PENDING:
         recorder.servers_pending += 1
         log.warning("Server %s is slow to stop; its user is kept this pass", label, extra=fields)
@@ -153,7 +158,7 @@ def _record(
         user=user,
         server=server,
         action=decision.action.value,
-        rule=decision.rule,
+        rule=decision.code,
         reason=reason,
         at=datetime.now(UTC),
         outcome=_OUTCOME_WORDS.get(outcome, outcome.value),
@@ -172,7 +177,7 @@ def decision_fields(
         "server": server,
         "action": decision.action.value,
         "reason": decision.reason if reason is None else reason,
-        "rule": decision.rule,
+        "rule": decision.code,
         "inactive_seconds": seconds(decision.inactive),
         "age_seconds": seconds(decision.age),
     }

@@ -153,7 +153,8 @@ class Config:
     #: Measure idleness from kernels and terminals only (browser polling no longer counts); every ready server
     #: is then inspected. Needs inspect_kernels.
     kernel_activity_only: bool = False
-    #: The hub's public URL (``$JUPYTERHUB_PUBLIC_URL``), where servers are reached when the hub gives no full_url.
+    #: The hub's public URL (``$JUPYTERHUB_PUBLIC_URL``), where servers are reached when the hub gives no
+    #: full_url; without either, a server is decided from the hub's data.
     public_url: str | None = attrs.field(default=None, validator=_public_url)
 
     def __attrs_post_init__(self) -> None:
@@ -165,13 +166,8 @@ class Config:
             for name, value in (("kernel-activity-only", self.kernel_activity_only), ("max-busy", self.max_busy)):
                 if value:
                     raise ConfigError(f"--{name} needs --inspect-kernels")
-        elif not self.public_url:
-            # A hub with a public_url gives it to its managed services as JUPYTERHUB_PUBLIC_URL; without one, the
-            # culler has no address for the servers (the hub's API URL is not the proxy's).
-            raise ConfigError(
-                "--inspect-kernels needs to reach the servers through the proxy: set --public-url "
-                "(default $JUPYTERHUB_PUBLIC_URL, which a hub with a public_url gives its services)"
-            )
+        # --inspect-kernels without --public-url is fine: a hub with a public_url gives each server a full_url,
+        # and the address is decided per server (a server with neither is decided from the hub's data).
 
     @property
     def interval(self) -> float:

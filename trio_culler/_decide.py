@@ -38,6 +38,7 @@ from datetime import datetime, timedelta
 
 import attrs
 
+from ._codes import CODES, DecisionCode
 from ._inspect import ServerActivity
 from ._models import Server, User
 from ._policy import Policy
@@ -65,11 +66,11 @@ class Action(enum.Enum):
 @attrs.frozen
 class Decision:
     action: Action
-    #: Which rule decided, as a short label for metrics and logs: idle, max_age, pending, not_ready, active, ...
-    rule: str
+    #: Why (see :data:`._codes.CODES` for what each code means in logs, metrics, forecasts and on the page).
+    code: DecisionCode
     inactive: timedelta | None = None
     age: timedelta | None = None
-    #: What the rule needs to explain itself: the pending action, or the number of servers left.
+    #: What the code needs to explain itself: the pending action, the servers left, max-busy, an error.
     detail: str = ""
     #: When a server was inspected: the hub's idle time (``inactive`` is then the one the rule used) and how
     #: long its busy kernel has been busy (None: no busy kernel).
@@ -79,9 +80,15 @@ class Decision:
     inspected: bool = False
 
     @property
+    def rule(self) -> DecisionCode:
+        """The code, which is its string (``"idle"``): the name this had before codes had a type of their own,
+        kept for applications that read it."""
+        return self.code
+
+    @property
     def signal(self) -> str:
         """Which signal decided: ``hub`` (the hub's last_activity), ``kernel_busy`` or ``kernel_activity``."""
-        return _SIGNALS.get(self.rule, "hub")
+        return CODES[self.code].signal
 
     @property
     def acts(self) -> bool:
@@ -93,52 +100,17 @@ class Decision:
 
         Built on demand: a pass decides about every server but explains only the few it culls (and, at DEBUG,
         the rest), and formatting durations is most of what deciding costs."""
-        rule = self.rule
-        if rule == "idle":
-            text = f"inactive for {format_duration(self.inactive)}"
-            return f"{text}, no kernel busy" if self.inspected else text
-        if rule == "max_age":
-            return f"age {format_duration(self.age)}, inactive for {format_duration(self.inactive)}"
-        if rule == "active":
-            return f"active: inactive for {format_duration(self.inactive)}, age {format_duration(self.age)}"
-        if rule == "kernel_busy":
-            return f"kernel busy for {format_duration(self.busy)}"
-        if rule == "busy_expired":
-            return (
-                f"kernel busy for {format_duration(self.busy)}, over max-busy {self.detail}, "
-                f"inactive for {format_duration(self.inactive)}"
-            )
-        if rule == "kernels_idle":
-            return (
-                f"kernels idle for {format_duration(self.inactive)}, hub activity {format_duration(self.hub_inactive)}"
-            )
-        if rule == "kernels_active":
-            return (
-                f"active: kernels idle for {format_duration(self.inactive)}, "
-                f"hub activity {format_duration(self.hub_inactive)}, age {format_duration(self.age)}"
-            )
-        return _REASONS[rule].format(detail=self.detail)
-
-
-_SIGNALS = {
-    "kernel_busy": "kernel_busy",
-    "busy_expired": "kernel_busy",
-    "kernels_idle": "kernel_activity",
-    "kernels_active": "kernel_activity",
-}
-
-
-_REASONS = {
-    "exempt": "exempt by a rule",
-    "pending": "pending {detail}",
-    "not_ready": "not ready",
-    "default_disabled": "default disabled",
-    "named_disabled": "named disabled",
-    "disabled": "user culling disabled",
-    "servers_left": "{detail} server(s) still running",
-    "servers_unknown": "servers not visible to this token",
-    "admin": "admin user",
-}
+        template = CODES[self.code].reason
+        if "{" not in template:
+            return template
+        return template.format(
+            inactive=format_duration(self.inactive),
+            age=format_duration(self.age),
+            busy=format_duration(self.busy),
+            hub_inactive=format_duration(self.hub_inactive),
+            detail=self.detail,
+            no_busy=", no kernel busy" if self.inspected else "",
+        )
 
 
 def format_duration(delta: timedelta | None) -> str:
@@ -198,11 +170,11 @@ def decide_server(
     :func:`effective_idle_time` gives an ``inactive`` value, as the hook cannot judge an unknown idle time.
     ``activity`` is what inspecting the server found (None: not inspected, or the inspection failed)."""
     if policy.exempt:
-        return Decision(Action.KEEP, "exempt")
+        return Decision(Action.KEEP, DecisionCode.EXEMPT)
     if server.pending:
-        return Decision(Action.KEEP, "pending", detail=server.pending)
+        return Decision(Action.KEEP, DecisionCode.PENDING, detail=server.pending)
     if not server.is_ready:
-        return Decision(Action.KEEP, "not_ready")
+        return Decision(Action.KEEP, DecisionCode.NOT_READY)
     if activity is not None:
         return _decide_inspected(server, policy=policy, now=now, verdict=arbiter_says_cull, activity=activity)
     inactive, age = server_idle_time(server, now)
@@ -211,14 +183,16 @@ def decide_server(
     if inactive is not None and kind_enabled:
         idle = inactive >= policy.timeout if arbiter_says_cull is None else arbiter_says_cull
         if idle:
-            return Decision(act, "idle", inactive, age)
+            return Decision(act, DecisionCode.IDLE, inactive, age)
     # As in the original, max-age applies to default and named servers whatever the kind toggles say:
     # they choose what idleness may cull, max-age is a hard lifetime.
     if policy.max_age is not None and age is not None and age >= policy.max_age:
-        return Decision(act, "max_age", inactive, age)
+        return Decision(act, DecisionCode.MAX_AGE, inactive, age)
     if not kind_enabled:
-        return Decision(Action.KEEP, "named_disabled" if server.name else "default_disabled", inactive, age)
-    return Decision(Action.KEEP, "active", inactive, age)
+        return Decision(
+            Action.KEEP, DecisionCode.NAMED_DISABLED if server.name else DecisionCode.DEFAULT_DISABLED, inactive, age
+        )
+    return Decision(Action.KEEP, DecisionCode.ACTIVE, inactive, age)
 
 
 def _decide_inspected(
@@ -231,48 +205,48 @@ def _decide_inspected(
     over_age = policy.max_age is not None and age is not None and age >= policy.max_age
     busy: timedelta | None = None
 
-    def decision(action: Action, rule: str, detail: str = "") -> Decision:
-        return Decision(action, rule, inactive, age, detail, hub_inactive=hub_inactive, busy=busy, inspected=True)
+    def decision(action: Action, code: DecisionCode, detail: str = "") -> Decision:
+        return Decision(action, code, inactive, age, detail, hub_inactive=hub_inactive, busy=busy, inspected=True)
 
     if activity.busy:
         # A busy kernel without a timestamp has been busy for an unknown time: it cannot be shown to be over
         # --max-busy, so it protects the server (sparing is the mistake that can be undone).
         busy = _since(now, activity.busy_since)
         if policy.max_busy is None or busy is None or busy < policy.max_busy:
-            return decision(act, "max_age") if over_age else decision(Action.KEEP, "kernel_busy")
+            return decision(act, DecisionCode.MAX_AGE) if over_age else decision(Action.KEEP, DecisionCode.KERNEL_BUSY)
     if inactive is not None and kind_enabled:
         idle = inactive >= policy.timeout if verdict is None else verdict
         if idle:
             if busy is not None:
-                return decision(act, "busy_expired", format_duration(policy.max_busy))
-            return decision(act, "kernels_idle" if policy.kernel_activity_only else "idle")
+                return decision(act, DecisionCode.BUSY_EXPIRED, format_duration(policy.max_busy))
+            return decision(act, DecisionCode.KERNELS_IDLE if policy.kernel_activity_only else DecisionCode.IDLE)
     if over_age:
-        return decision(act, "max_age")
+        return decision(act, DecisionCode.MAX_AGE)
     if not kind_enabled:
-        return decision(Action.KEEP, "named_disabled" if server.name else "default_disabled")
-    return decision(Action.KEEP, "kernels_active" if policy.kernel_activity_only else "active")
+        return decision(Action.KEEP, DecisionCode.NAMED_DISABLED if server.name else DecisionCode.DEFAULT_DISABLED)
+    return decision(Action.KEEP, DecisionCode.KERNELS_ACTIVE if policy.kernel_activity_only else DecisionCode.ACTIVE)
 
 
 def decide_user(user: User, *, policy: Policy, now: datetime, servers_left: int) -> Decision:
     """Decide whether to delete a user, given how many of its servers are still running after this pass acted
     on them (culled servers that answered 202 still count as running)."""
     if policy.exempt:
-        return Decision(Action.KEEP, "exempt")
+        return Decision(Action.KEEP, DecisionCode.EXEMPT)
     if not policy.cull_users:
-        return Decision(Action.KEEP, "disabled")
+        return Decision(Action.KEEP, DecisionCode.DISABLED)
     if servers_left:
-        return Decision(Action.KEEP, "servers_left", detail=str(servers_left))
+        return Decision(Action.KEEP, DecisionCode.SERVERS_LEFT, detail=str(servers_left))
     if not user.servers_visible:
         # Deleting a user is only safe when its servers are known to be stopped.
-        return Decision(Action.KEEP, "servers_unknown")
+        return Decision(Action.KEEP, DecisionCode.SERVERS_UNKNOWN)
     # The hub hides `admin` from tokens without the scope to read it: unknown is treated as admin, because
     # deleting an admin by mistake is the error that cannot be undone.
     if not policy.cull_admin_users and user.admin is not False:
-        return Decision(Action.KEEP, "admin")
+        return Decision(Action.KEEP, DecisionCode.ADMIN)
     age = _since(now, user.created)
     inactive = _since(now, user.last_activity) if user.last_activity is not None else age
     if inactive is not None and inactive >= policy.timeout:
-        return Decision(Action.DELETE_USER, "idle", inactive, age)
+        return Decision(Action.DELETE_USER, DecisionCode.IDLE, inactive, age)
     if policy.max_age is not None and age is not None and age >= policy.max_age:
-        return Decision(Action.DELETE_USER, "max_age", inactive, age)
-    return Decision(Action.KEEP, "active", inactive, age)
+        return Decision(Action.DELETE_USER, DecisionCode.MAX_AGE, inactive, age)
+    return Decision(Action.KEEP, DecisionCode.ACTIVE, inactive, age)

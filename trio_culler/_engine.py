@@ -1,5 +1,10 @@
 """One pass: the probe (version, token, scopes), then a pager streaming users to a pool of workers (the
-pipeline is drawn in ``trio_culler/__init__.py``).
+whole pipeline is drawn in ``trio_culler/__init__.py``).
+
+::
+
+    pager --triage: Judge.prejudge (pure)--> zero-buffer channel (back-pressure) --> N workers
+    worker: Judge.judge (hook, inspection) --> warn --> re-read if the listing is old --> act (DELETE) --> recorder
 
 Every HTTP request, page or DELETE, borrows one token of the hub client's CapacityLimiter, so at most
 ``concurrency`` requests are in flight whatever the number of workers. Memory is bounded by the page being
@@ -9,36 +14,32 @@ of users on the hub.
 
 from __future__ import annotations
 
-import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-import attrs
 import trio
 from trio_util import run_and_cancelling
 
-from ._act import Outcome, decision_fields, delete_user, stop_server
 from ._config import Config
-from ._credentials import CredentialUnavailable, ServerCredentials, open_server_credentials
-from ._decide import Action, Decision, decide_server, decide_user, effective_idle_time, server_idle_time
-from ._errors import HubAuthError, HubError, HubStatusError, HubTimeout, HubUnavailable, first_leaf
-from ._forecast import Upcoming, cull_time
+from ._credentials import ServerCredentials, open_server_credentials
+from ._errors import HubAuthError, HubError, HubStatusError, HubTimeout, HubUnavailable, caused_by, first_leaf
+from ._forecast import Upcoming
 from ._hub import HubClient
-from ._inspect import MAX_ANSWER_BYTES, InspectionFailed, ServerActivity, inspect_server, inspected_every_pass
+from ._inspect import MAX_ANSWER_BYTES, InspectionFailed, ServerActivity, inspect_server, server_base_url
+from ._judge import Inspect, Judge, Verdict
 from ._models import Server, User
-from ._notify import CullWarning, Notifier
+from ._notify import Notifier
 from ._pager import stream_users
-from ._policy import Policy
 from ._probe import Probe, check_scopes, probe_hub
 from ._redact import make_redactor
 from ._report import MAX_UPCOMING_KEPT, PassRecorder, PassReport
 from ._retry import Backoff, retry
 from ._rules import MissingFieldError
 from ._scopes import FIELDS, MissingScopes, missing_fields, needed_scopes, risky_scopes
-from ._time import as_number, iso_utc
+from ._work import UserWork, Work
 
-__all__ = ["inspect_through", "run_pass_with"]
+__all__ = ["inspect_through", "inspector", "run_pass_with"]
 
 log = logging.getLogger("trio_culler")
 
@@ -87,15 +88,7 @@ async def run_pass_with(
     if recorder is None:
         recorder = PassRecorder(started=now, started_at=trio.current_time(), dry_run=config.dry_run)
     if recorder.upcoming is None:
-        # A hook's verdict on idleness cannot be foreseen; max-age still can.
-        recorder.upcoming = Upcoming(
-            config.policy,
-            now,
-            MAX_UPCOMING_KEPT,
-            idle_foreseeable=config.cull_arbiter_hook is None,
-            rules=config.rule_table,
-            inspect_kernels=config.inspect_kernels,
-        )
+        recorder.upcoming = Upcoming(now, MAX_UPCOMING_KEPT)
     if probe is None:
         try:
             probe = await _probe_unless_draining(hub, config, draining)
@@ -122,6 +115,8 @@ async def run_pass_with(
     if not info.has_pagination:
         log.debug("Hub %s has no pagination: reading the user list in one request", info.version)
     workers = config.concurrency or UNBOUNDED_WORKERS
+    judge = Judge.for_config(config, inspector(hub, config, credentials))
+    work = UserWork(hub, config, judge, now, recorder, notifier, credentials)
     send, receive = trio.open_memory_channel[Work](0)
     try:
         async with (
@@ -137,15 +132,13 @@ async def run_pass_with(
                     send=send,
                     recorder=recorder,
                     draining=draining,
-                    triage=_triage(config, now),
+                    triage=_triage(config, judge, now, work),
                     vet=_vet_predicate(config),
                 )
             )
             async with receive:
                 for _ in range(workers):
-                    nursery.start_soon(
-                        _worker, hub, config, now, receive.clone(), recorder, draining, notifier, credentials
-                    )
+                    nursery.start_soon(_worker, work, receive.clone(), draining)
     except* HubAuthError as group:
         auth_error = first_leaf(group)
         assert isinstance(auth_error, HubAuthError)
@@ -168,51 +161,38 @@ def _finish(recorder: PassRecorder, notifier: Notifier | None) -> PassReport:
     return recorder.finish(trio.current_time())
 
 
-@attrs.frozen
-class Work:
-    """A user handed to a worker, with the decision about each of its servers when the pager could make it."""
+def _triage(config: Config, judge: Judge, now: datetime, work: UserWork) -> Callable[[User, float, bool], Work | None]:
+    """What the pager sends the workers: users with a server to cull, to judge further (a hook to ask, a server
+    to inspect) or about to enter its warning window, or (where a rule lets users be deleted) none left to run;
+    None for the others, which only get counted.
 
-    user: User
-    #: server name -> decision; None when a cull_arbiter_hook must be awaited first (the worker decides).
-    decisions: Mapping[str, Decision] | None
-
-
-def _triage(config: Config, now: datetime) -> Callable[[User], Work | None]:
-    """What the pager sends the workers: users with a server to cull or about to enter its warning window, or
-    (where a rule lets users be deleted) none left to run; None for the others, which only get counted.
-
-    Each server is decided here, once, under the rule that matches it, and the worker acts on that decision.
-    Every user goes to the workers when a cull_arbiter_hook must judge each server (it is awaited, so only a
-    worker can ask it), or when DEBUG logging wants the workers to explain every server they keep."""
+    Each server is judged here, purely, under the rule that matches it (:meth:`Judge.prejudge`, the first step
+    of the judgment a worker would make), and its forecast counted when this is the user's first reading in
+    the pass; the worker acts on that verdict. Every user goes to the workers when DEBUG logging wants them to
+    explain every server they keep."""
     table = config.rule_table
-    hook = config.cull_arbiter_hook is not None
     explain = log.isEnabledFor(logging.DEBUG)
-    warn_before = timedelta(seconds=config.warn_before)
-    inspect_kernels = config.inspect_kernels
+    warn_until = now + timedelta(seconds=config.warn_before) if config.warn_before else None
+    upcoming = work.recorder.upcoming
 
-    def entering_warning(server: Server, policy: Policy) -> bool:
-        # A server about to enter its warning window must reach a worker too, which warns its user.
-        if not warn_before:
-            return False
-        due = cull_time(server, policy=policy)
-        return due is not None and due[0] - now <= warn_before
-
-    def triage(user: User) -> Work | None:
-        if hook:
-            return Work(user, None)
-        decisions: dict[str, Decision] = {}
+    def triage(user: User, listed_at: float, first_reading: bool) -> Work | None:
+        verdicts: dict[str, Verdict | None] = {}
         wanted = explain
         for name, server in user.servers.items():
-            policy = table.for_server(user, server).policy
-            decision = decisions[name] = decide_server(server, policy=policy, now=now)
-            wanted = (
-                wanted
-                or decision.acts
-                or entering_warning(server, policy)
-                or (inspect_kernels and inspected_every_pass(server, policy))
-            )
-        if wanted or (not decisions and table.for_user(user).policy.cull_users):
-            return Work(user, decisions)
+            matched = table.for_server(user, server)
+            verdict = verdicts[name] = judge.prejudge(server, matched.policy, now)
+            if verdict is None or verdict.decision.acts:
+                wanted = True
+                continue
+            due = verdict.due
+            if due is None:
+                continue
+            if first_reading and upcoming is not None:
+                upcoming.add(user.name, name, due, None if matched.rule is None else matched.label)
+            # A server about to enter its warning window must reach a worker too, which warns its user.
+            wanted = wanted or (warn_until is not None and due.at <= warn_until)
+        if wanted or (not verdicts and table.for_user(user).policy.cull_users):
+            return Work(user, verdicts, listed_at)
         return None
 
     return triage
@@ -302,219 +282,36 @@ async def _report_progress(recorder: PassRecorder, interval: float) -> None:
         log.info(recorder.progress_line(), extra={"event": "progress", "users_seen": recorder.users_seen})
 
 
-async def _worker(
-    hub: HubClient,
-    config: Config,
-    now: datetime,
-    receive: trio.MemoryReceiveChannel[Work],
-    recorder: PassRecorder,
-    draining: trio.Event,
-    notifier: Notifier | None,
-    credentials: ServerCredentials,
-) -> None:
+async def _worker(work: UserWork, receive: trio.MemoryReceiveChannel[Work], draining: trio.Event) -> None:
     async with receive:
-        async for work in receive:
+        async for item in receive:
             if draining.is_set():
                 # Handed over just before the drain began: a stop is a stop, so no new request now.
                 continue
-            user = work.user
             try:
-                await _handle_user(hub, config, now, work, recorder, notifier, credentials)
+                await work.handle(item)
             except (HubAuthError, trio.Cancelled):
                 raise
             except Exception as error:
                 # A bug must not cost the other users their pass; it is logged with its traceback.
-                recorder.error(user.name, error)
-                log.exception("Unexpected error handling user %s", user.name, extra={"user": user.name})
+                name = item.user.name
+                work.recorder.error(name, error)
+                log.exception("Unexpected error handling user %s", name, extra={"user": name})
 
 
-async def _handle_user(
-    hub: HubClient,
-    config: Config,
-    now: datetime,
-    work: Work,
-    recorder: PassRecorder,
-    notifier: Notifier | None,
-    credentials: ServerCredentials,
-) -> None:
-    user = work.user
-    # The pager vetted the whole page already; a worker still never decides with a rule it cannot evaluate.
-    config.rule_table.check_visible(user)
-    servers = list(user.servers.values())
-    outcomes: list[Outcome] = []
-
-    async def one(server: Server) -> None:
-        decided = None if work.decisions is None else work.decisions[server.name]
-        outcomes.append(await _handle_server(hub, config, now, user, server, decided, recorder, notifier, credentials))
-
-    if len(servers) == 1:
-        await one(servers[0])
-    elif servers:
-        # A user's servers are independent: stop them together, as the original does; the limiter still
-        # bounds the requests.
-        async with trio.open_nursery() as nursery:
-            for server in servers:
-                nursery.start_soon(one, server)
-    table = config.rule_table
-    if not table.may_cull_users:
-        return
-    servers_left = sum(1 for outcome in outcomes if not outcome.server_down)
-    decision = decide_user(user, policy=table.for_user(user).policy, now=now, servers_left=servers_left)
-    if decision.action is Action.DELETE_USER:
-        await delete_user(hub, user.name, decision, dry_run=config.dry_run, recorder=recorder)
-    elif log.isEnabledFor(logging.DEBUG):
-        log.debug("Not culling user %s (%s)", user.name, decision.reason, extra={"user": user.name})
-
-
-async def _handle_server(
-    hub: HubClient,
-    config: Config,
-    now: datetime,
-    user: User,
-    server: Server,
-    decided: Decision | None,
-    recorder: PassRecorder,
-    notifier: Notifier | None,
-    credentials: ServerCredentials,
-) -> Outcome:
-    # The rule is matched again (cheap), not decided again: the pager's decision used this same rule.
-    matched = config.rule_table.for_server(user, server)
-    policy = matched.policy
-    label = f"{user.name}/{server.name}" if server.name else user.name
-    decision = decided
-    # With --kernel-activity-only the hook judges the kernels' idle time, so it is asked once, after the
-    # inspection: asking it first about the hub's idle time too would call an operator's hook (which may page
-    # someone, or cost a request of its own) twice for one server, the first time about the wrong clock.
-    hook_after_inspection = decision is None and config.inspect_kernels and policy.kernel_activity_only
-    if decision is None and not hook_after_inspection:
-        decision = await _decide_with_hook(config, now, user, server, policy, recorder)
-        if decision is None:
-            return Outcome.FAILED
-    activity: ServerActivity | None = None
-    if config.inspect_kernels:
-        # Whether the kernels could change anything is judged from the hub's data (the hook's verdict aside).
-        hub_only = decision if decision is not None else decide_server(server, policy=policy, now=now)
-        worth = _worth_inspecting(hub_only, policy)
-        try:
-            activity = await _inspect(hub, config, credentials, user.name, label, server, recorder) if worth else None
-        except CredentialUnavailable:
-            # Not culled for idleness: a failure to look must never cull a busy server (max-age needs no look).
-            return Outcome.FAILED
-        if hook_after_inspection:
-            # The kernels' idle time when they could be read, else the hub's (as without --inspect-kernels).
-            decision = await _decide_with_hook(config, now, user, server, policy, recorder, activity)
-            if decision is None:
-                return Outcome.FAILED
-        elif activity is not None:
-            # Measured from the hub, the hook (if any) already said "idle" to reach this point (a server it
-            # spared is not worth inspecting): its verdict stands, only the kernels can still spare it.
-            verdict = True if config.cull_arbiter_hook is not None else None
-            decision = decide_server(server, policy=policy, now=now, arbiter_says_cull=verdict, activity=activity)
-    assert decision is not None  # decided, or decided just above (a hook that failed has returned)
-    inspected = config.inspect_kernels and (policy.kernel_activity_only or activity is not None)
-    if inspected and recorder.upcoming is not None and not decision.acts:
-        # What the pager could not forecast: see _forecast.Upcoming.observe_inspected.
-        recorder.upcoming.observe_inspected(user, server, matched, activity)
-    # A busy kernel keeps its server whatever the hub's clock says: no warning of a cull that is not coming.
-    warn = notifier is not None and not policy.exempt and decision.rule != "kernel_busy"
-    if warn and notifier is not None and _warned_first(notifier, user, server, policy, decision, now):
-        return Outcome.KEPT
-    if not decision.acts:
-        # A server spared by a busy kernel is worth an INFO line: the hub's data would have culled it, and that
-        # is what --inspect-kernels is for. Every other kept server is DEBUG, as before.
-        level = logging.INFO if decision.rule == "kernel_busy" else logging.DEBUG
-        if log.isEnabledFor(level):
-            fields = {**decision_fields(decision, user.name, server.name), "matched_rule": matched.index}
-            log.log(level, "Not culling server %s (%s; %s)", label, decision.reason, matched.label, extra=fields)
-        return Outcome.KEPT
-    outcome = await stop_server(
-        hub, user.name, server.name, decision, dry_run=config.dry_run, recorder=recorder, matched=matched
-    )
-    if outcome in (Outcome.STOPPED, Outcome.PENDING, Outcome.GONE):
-        await credentials.release(user.name, server.name)
-    return outcome
-
-
-async def _decide_with_hook(
-    config: Config,
-    now: datetime,
-    user: User,
-    server: Server,
-    policy: Policy,
-    recorder: PassRecorder,
-    activity: ServerActivity | None = None,
-) -> Decision | None:
-    """decide_server() with the cull_arbiter_hook's verdict; None (keep the server) when the hook failed. The
-    hook judges the idle time the rules use (the kernels' with --kernel-activity-only and ``activity``)."""
-    verdict = None
-    hook = config.cull_arbiter_hook
-    if hook is not None and not server.pending and server.is_ready and not policy.exempt:
-        inactive, _age = effective_idle_time(server, now, policy=policy, activity=activity)
-        if inactive is not None:
-            limit = as_number(policy.timeout.total_seconds())
-            try:
-                if config.arbiter_takes_user:
-                    result = hook(inactive, limit, server.model, user.model)
-                else:
-                    result = hook(inactive=inactive, inactive_limit=limit, server=server.model)
-                verdict = bool(await result) if inspect.isawaitable(result) else bool(result)
-            except Exception as error:
-                # A hook that fails cannot vouch for culling: keep the server, say why.
-                recorder.error(f"{user.name}/{server.name}", error)
-                log.exception("cull_arbiter_hook failed for %s; not culling it", user.name)
-                return None
-    return decide_server(server, policy=policy, now=now, arbiter_says_cull=verdict, activity=activity)
-
-
-def _worth_inspecting(decision: Decision, policy: Policy) -> bool:
-    """Whether the server's own kernels could change the hub-only ``decision``. Max-age culls whatever the
-    kernels do; a server the hub's data keeps is culled only by --kernel-activity-only."""
-    max_age = policy.max_age
-    if max_age is not None and decision.age is not None and decision.age >= max_age:
-        return False
-    if decision.rule == "idle":
-        return True
-    return policy.kernel_activity_only and decision.rule == "active"
-
-
-def _warned_first(
-    notifier: Notifier, user: User, server: Server, policy: Policy, decision: Decision, now: datetime
-) -> bool:
-    """Warn the user of a server entering its warning window; True when a cull must wait for the notice the
-    warning promised (the server is kept this pass)."""
-    due = cull_time(server, policy=policy)
-    if due is None and not decision.acts:
-        return False
-    # An arbiter hook may cull a server with no cull time by the timeout: then it is due now.
-    at, rule = (due[0], due[1]) if due is not None else (now, decision.rule)
-    # An inspected server's idle time is the one its rule used (its kernels', with --kernel-activity-only).
-    inactive = decision.inactive if decision.inspected else server_idle_time(server, now)[0]
-    warning = CullWarning(
-        user=user.name,
-        server=server.name,
-        cull_at=at,
-        reason=decision.rule if decision.acts else rule,
-        idle_seconds=None if inactive is None else inactive.total_seconds(),
-        user_model=user.model,
-        server_model=server.model,
-    )
-    wait = notifier.hold(warning, due=at, now=now, culling=decision.acts)
-    if wait is None:
-        return False
-    label = f"{user.name}/{server.name}" if server.name else user.name
-    log.info(
-        "Not culling server %s before %s: its user was warned",
-        label,
-        iso_utc(wait),
-        extra={"user": user.name, "server": server.name, "event": "cull_deferred"},
-    )
-    return True
+#: What the proxy answers when nothing serves behind a route (502, 503, after the client's retries), and the
+#: hub when the proxy has no route and sends the request to it (424, "not running"; 503 with
+#: use_legacy_stopped_server_status_code): the server is not serving, as for a refused connection.
+NOT_SERVING_STATUSES = frozenset({424, 502, 503})
 
 
 async def inspect_through(hub: HubClient, server: Server, config: Config, *, token: str) -> ServerActivity:
     """Ask ``server`` about its kernels (and terminals, with --kernel-activity-only) through ``hub``'s request
     engine (its limiter, a deadline of its own, retries and redaction), showing it ``token``, its user's own
-    credential for it, and never the culler's. Raises InspectionFailed, with the engine's errors as kinds."""
+    credential for it, and never the culler's. Raises InspectionFailed, with the engine's errors as kinds:
+    ``unreachable`` only when nothing serves there (see ``_judge.DECIDED_FROM_HUB_DATA``)."""
+    if server_base_url(server, config.public_url) is None:
+        raise InspectionFailed("no_url", "no full_url from the hub and no --public-url: no address for the server")
 
     def redact(text: str) -> str:
         # What the server answers may quote what it was sent: its own token is the one it could echo. Built only
@@ -523,63 +320,42 @@ async def inspect_through(hub: HubClient, server: Server, config: Config, *, tok
 
     async def fetch(url: str) -> tuple[int, bytes]:
         try:
-            return await hub.get_elsewhere("inspect", url, credential=token, max_body=MAX_ANSWER_BYTES)
+            status, body = await hub.get_elsewhere("inspect", url, credential=token, max_body=MAX_ANSWER_BYTES)
         except HubAuthError as error:  # pragma: no cover - get_elsewhere returns 401/403 as statuses
             raise InspectionFailed("forbidden", redact(str(error))) from None
         except HubTimeout as error:
             raise InspectionFailed("timeout", redact(str(error))) from None
         except HubUnavailable as error:
-            raise InspectionFailed("unreachable", redact(str(error))) from None
+            # A connection refused is a dead server; a connection that broke mid-answer, a TLS or a name failure
+            # (the culler's configuration) are no answer, and no reason to cull.
+            kind = "unreachable" if caused_by(error, ConnectionRefusedError) else "unreadable"
+            raise InspectionFailed(kind, redact(str(error))) from None
         except HubStatusError as error:
-            raise InspectionFailed("status", redact(str(error))) from None
+            kind = "unreachable" if error.status in NOT_SERVING_STATUSES else "status"
+            raise InspectionFailed(kind, redact(str(error))) from None
         except HubError as error:
             # An answer over its cap, compressed, or otherwise unreadable: what the server said cannot be read.
             raise InspectionFailed("unreadable", redact(str(error))) from None
+        if status in NOT_SERVING_STATUSES:
+            raise InspectionFailed("unreachable", f"GET {url.split('?', 1)[0]}: {status}, not running")
+        return status, body
 
     return await inspect_server(
         server, public_url=config.public_url, fetch=fetch, terminals=config.kernel_activity_only
     )
 
 
-async def _inspect(
-    hub: HubClient,
-    config: Config,
-    credentials: ServerCredentials,
-    server_user: str,
-    label: str,
-    server: Server,
-    recorder: PassRecorder,
-) -> ServerActivity | None:
-    """What the server says it is doing, or None (logged once per pass per kind, counted) when it cannot say;
-    CredentialUnavailable (logged once per pass per reason, counted as an error) when it cannot even be asked."""
-    try:
-        token = await credentials.for_server(server_user, server.name)
-    except CredentialUnavailable as failed:
-        recorder.error(label, failed)
-        if credentials.first_failure(failed.reason):
-            log.warning(
-                "No credential to inspect server %s (%s); not culling it for idleness in this pass, nor any other "
-                "server failing this way",
-                label,
-                failed,
-                extra={"user": server_user, "server": server.name, "credential_failure": failed.reason},
-            )
-        else:
-            log.debug("No credential to inspect server %s (%s)", label, failed)
-        raise
-    try:
-        activity = await inspect_through(hub, server, config, token=token)
-    except InspectionFailed as failed:
-        if recorder.inspection_failed(failed.kind):
-            log.warning(
-                "Cannot inspect server %s (%s); deciding it and any other server failing this way in this pass "
-                "from the hub's data",
-                label,
-                failed,
-                extra={"user": server_user, "server": server.name, "inspection_failure": failed.kind},
-            )
-        else:
-            log.debug("Cannot inspect server %s (%s)", label, failed)
-        return None
-    recorder.servers_inspected += 1
-    return activity
+def inspector(hub: HubClient, config: Config, credentials: ServerCredentials) -> Inspect:
+    """How the judge asks a user's server about its kernels: with a token minted for that server's own user
+    (``credentials``), never the culler's. The one place a pass and --explain both take it from."""
+
+    async def inspect(user: User, server: Server) -> ServerActivity:
+        if server_base_url(server, config.public_url) is None:
+            # No address: nothing to mint a token for.
+            raise InspectionFailed("no_url", "no full_url from the hub and no --public-url: no address for the server")
+        # CredentialUnavailable (an InspectionFailed) when no token of the user's can be had: the judge keeps
+        # the server, never culls it on a failure to look.
+        token = await credentials.for_server(user.name, server.name)
+        return await inspect_through(hub, server, config, token=token)
+
+    return inspect

@@ -2,17 +2,18 @@
 
 For each of the user's servers: the rule that matched (or the global options), the idle time by each signal,
 the limits that apply, the decision a pass would take now, and when the server will be culled if nothing
-changes; then the user itself when users may be deleted. :func:`explain_user` is pure (the user model and
-``now`` in, a plain value out); :func:`run_explain` reads the user from the hub and prints it.
+changes; then the user itself when users may be deleted. Every server is judged by the pass's own
+:class:`~trio_culler._judge.Judge` (its hook, its inspection, its order), so the explanation cannot disagree
+with the pass it explains, and the cull time shown is that same verdict's. :func:`explain_user` is pure (the
+user, ``now`` and the verdicts in, a plain value out); :func:`run_explain` reads and judges the user, then prints.
 
-Signals: ``signals`` maps a signal's name to what it says: ``hub`` (the hub's ``last_activity``) and, with
-``--inspect-kernels``, ``kernels`` (what the server itself said about its kernels and terminals, or why it could
-not say). The decision shown is the one a pass would take with both.
+Signals: ``signals`` maps a signal's name to what it says: ``hub`` (the hub's ``last_activity``) and, when the
+judgment read the server (``--inspect-kernels``), ``kernels`` (what it said about its kernels and terminals, or
+why it could not say).
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import sys
 from collections.abc import Mapping
@@ -22,16 +23,17 @@ from typing import Any, TextIO
 import attrs
 
 from ._config import Config
-from ._decide import Decision, decide_server, decide_user, effective_idle_time, format_duration, server_idle_time
+from ._decide import Decision, decide_user, effective_idle_time, format_duration, server_idle_time
 from ._errors import HubError
-from ._forecast import cull_time
-from ._inspect import InspectionFailed, ServerActivity
+from ._hub import HubClient
+from ._judge import Judge, Verdict
 from ._models import Server, User
 from ._policy import Policy
 from ._rules import MatchedRule, MissingFieldError
-from ._time import as_number, iso_utc, seconds
+from ._scopes import grants, parse_scopes
+from ._time import iso_utc, seconds
 
-__all__ = ["Explanation", "ServerExplanation", "explain_user", "run_explain"]
+__all__ = ["Explanation", "ServerExplanation", "explain_user", "judge_user", "run_explain"]
 
 
 @attrs.frozen
@@ -40,17 +42,24 @@ class ServerExplanation:
     matched: MatchedRule
     #: Signal name -> what it says: ``{"hub": {"last_activity": ..., "idle_seconds": ...}}``.
     signals: Mapping[str, Mapping[str, Any]]
-    age: timedelta | None
-    decision: Decision
-    #: When it will be culled if nothing changes, and by which rule; None: never.
-    cull_at: datetime | None
-    cull_rule: str | None
+    verdict: Verdict
     #: When its user will be warned (with ``--warn-before``).
     warn_at: datetime | None
-    #: The arbiter hook's verdict, when one is configured and was consulted.
-    arbiter: bool | None = None
+
+    @property
+    def decision(self) -> Decision:
+        return self.verdict.decision
+
+    @property
+    def age(self) -> timedelta | None:
+        return self.verdict.decision.age
+
+    @property
+    def cull_at(self) -> datetime | None:
+        return None if self.verdict.due is None else self.verdict.due.at
 
     def as_dict(self) -> dict[str, Any]:
+        due = self.verdict.due
         return {
             "server": self.name,
             "rule": _rule_dict(self.matched),
@@ -59,14 +68,41 @@ class ServerExplanation:
             "limits": _limits(self.matched.policy, named=bool(self.name)),
             "decision": {
                 "action": self.decision.action.value,
-                "rule": self.decision.rule,
+                "rule": self.decision.code.value,
                 "reason": self.decision.reason,
-                "arbiter_hook": self.arbiter,
+                "arbiter_hook": self.verdict.arbiter,
             },
             "cull_at": iso_utc(self.cull_at),
-            "cull_rule": self.cull_rule,
+            "cull_rule": None if due is None else due.code.value,
             "warn_at": iso_utc(self.warn_at),
         }
+
+    def lines(self, now: datetime) -> list[str]:
+        policy, due = self.matched.policy, self.verdict.due
+        lines = [f"  server {self.name or '(default)'}:", f"    rule:     {self.matched.label}"]
+        for signal, values in self.signals.items():
+            idle = values.get("idle_seconds")
+            shown = "unknown" if idle is None else format_duration(timedelta(seconds=idle))
+            lines.append(f"    idle:     {shown} by the {signal} (last activity {values.get('last_activity')})")
+        lines.append(f"    age:      {format_duration(self.age)}")
+        limits = f"timeout {format_duration(policy.timeout)}, max-age {_limit(policy.max_age)}"
+        if policy.max_busy is not None:
+            limits += f", max-busy {_limit(policy.max_busy)}"
+        lines.append(f"    limits:   {'exempt: never culled' if policy.exempt else limits}")
+        arbiter = self.verdict.arbiter
+        hook = "" if arbiter is None else f" (cull_arbiter_hook says {'cull' if arbiter else 'keep'})"
+        lines.append(f"    now:      {self.decision.action.value}: {self.decision.reason}{hook}")
+        if due is None:
+            lines.append("    culled:   never, unless something changes")
+        elif self.decision.acts:
+            since = "by the cull_arbiter_hook" if due.limit is None else f"since {iso_utc(due.at)}"
+            lines.append(f"    culled:   due now ({due.code}, {since})")
+        else:
+            when = f"{iso_utc(due.at)} ({due.code}, in {format_duration(due.at - now)})"
+            lines.append(f"    culled:   at {when} if nothing changes")
+        if self.warn_at is not None:
+            lines.append(f"    warned:   at {iso_utc(self.warn_at)}")
+        return lines
 
 
 @attrs.frozen
@@ -97,33 +133,7 @@ class Explanation:
         if not self.servers:
             lines.append("  no running server")
         for server in self.servers:
-            policy = server.matched.policy
-            lines.append(f"  server {server.name or '(default)'}:")
-            lines.append(f"    rule:     {server.matched.label}")
-            for signal, values in server.signals.items():
-                idle = values.get("idle_seconds")
-                shown = "unknown" if idle is None else format_duration(timedelta(seconds=idle))
-                lines.append(f"    idle:     {shown} by the {signal} (last activity {values.get('last_activity')})")
-            lines.append(f"    age:      {format_duration(server.age)}")
-            limits = f"timeout {format_duration(policy.timeout)}, max-age {format_duration(policy.max_age)}"
-            if policy.exempt:
-                limits = "exempt: never culled"
-            lines.append(f"    limits:   {limits}")
-            verdict = (
-                "" if server.arbiter is None else f" (cull_arbiter_hook says {'cull' if server.arbiter else 'keep'})"
-            )
-            lines.append(f"    now:      {server.decision.action.value}: {server.decision.reason}{verdict}")
-            if server.cull_at is None:
-                lines.append("    culled:   never, unless something changes")
-            elif server.cull_at <= self.now:
-                lines.append(f"    culled:   due now ({server.cull_rule}, since {iso_utc(server.cull_at)})")
-            else:
-                lines.append(
-                    f"    culled:   at {iso_utc(server.cull_at)} ({server.cull_rule}, in "
-                    f"{format_duration(server.cull_at - self.now)}) if nothing changes"
-                )
-            if server.warn_at is not None:
-                lines.append(f"    warned:   at {iso_utc(server.warn_at)}")
+            lines.extend(server.lines(self.now))
         lines.append(
             f"  user:     {self.user_decision.action.value}: {self.user_decision.reason} ({self.user_rule.label})"
         )
@@ -136,50 +146,60 @@ def explain_user(
     now: datetime,
     *,
     server: str | None = None,
-    arbiter: Mapping[str, bool] | None = None,
-    activities: Mapping[str, ServerActivity | InspectionFailed] | None = None,
+    verdicts: Mapping[str, Verdict] | None = None,
 ) -> Explanation:
-    """What a pass at ``now`` would decide about ``user`` (only ``server`` when given). ``arbiter`` holds the
-    verdicts of ``cull_arbiter_hook`` by server name, consulted by the caller (the hook may be async);
-    ``activities`` what inspecting each server found (``--inspect-kernels``), or why it could not."""
+    """What a pass at ``now`` would decide about ``user`` (only ``server`` when given), from the ``verdicts`` of
+    :func:`judge_user`; without them, from the judge's pure first step (a configuration with no hook to ask and
+    no server to inspect needs nothing more)."""
     table = config.rule_table
     table.check_visible(user)
+    if verdicts is None:
+        verdicts = _prejudged(user, config, now)
     explained = []
     servers_left = 0
     for name, model in sorted(user.servers.items()):
         matched = table.for_server(user, model)
-        verdict = None if arbiter is None else arbiter.get(name)
-        found = None if activities is None else activities.get(name)
-        activity = found if isinstance(found, ServerActivity) else None
-        decision = decide_server(model, policy=matched.policy, now=now, arbiter_says_cull=verdict, activity=activity)
-        signals = {"hub": _hub_signal(model, now)}
-        if found is not None:
-            signals["kernels"] = _kernel_signal(model, found, matched.policy, now)
-        if not decision.acts:
+        verdict = verdicts[name]
+        if not verdict.acts:
             # Every server counts against deleting the user, shown or not.
             servers_left += 1
         if server is not None and name != server:
             continue
-        due = cull_time(model, policy=matched.policy)
+        signals = {"hub": _hub_signal(model, now)}
+        if verdict.activity is not None or verdict.inspection is not None:
+            signals["kernels"] = _kernel_signal(model, verdict, matched.policy, now)
         warn_at = None
-        if due is not None and config.warn_before:
-            warn_at = due[0] - timedelta(seconds=config.warn_before)
-        explained.append(
-            ServerExplanation(
-                name=name,
-                matched=matched,
-                signals=signals,
-                age=server_idle_time(model, now)[1],
-                decision=decision,
-                cull_at=None if due is None else due[0],
-                cull_rule=None if due is None else due[1],
-                warn_at=warn_at,
-                arbiter=verdict,
-            )
-        )
+        if verdict.due is not None and config.warn_before:
+            warn_at = verdict.due.at - timedelta(seconds=config.warn_before)
+        explained.append(ServerExplanation(name, matched, signals, verdict, warn_at))
     user_rule = table.for_user(user)
     user_decision = decide_user(user, policy=user_rule.policy, now=now, servers_left=servers_left)
     return Explanation(user.name, now, tuple(explained), user_rule, user_decision)
+
+
+def _prejudged(user: User, config: Config, now: datetime) -> dict[str, Verdict]:
+    judge = Judge.for_config(config)
+    found: dict[str, Verdict] = {}
+    for name, model in user.servers.items():
+        verdict = judge.prejudge(model, config.rule_table.for_server(user, model).policy, now)
+        if verdict is None:
+            raise ValueError(f"server {name!r} needs its hook asked or its kernels read: use judge_user()")
+        found[name] = verdict
+    return found
+
+
+async def judge_user(hub: HubClient, user: User, config: Config, now: datetime) -> dict[str, Verdict]:
+    """Each of ``user``'s servers judged as a pass would judge it (hook, inspection and all)."""
+    from ._credentials import MIN_LIFETIME, open_server_credentials
+    from ._engine import inspector
+
+    # Each server is asked with a token of its own user's, as a pass asks it; revoked before this returns.
+    async with open_server_credentials(hub, config, lifetime=MIN_LIFETIME) as credentials:
+        judge = Judge.for_config(config, inspector(hub, config, credentials))
+        return {
+            name: await judge.judge(user, model, config.rule_table.for_server(user, model).policy, now)
+            for name, model in user.servers.items()
+        }
 
 
 def _hub_signal(server: Server, now: datetime) -> dict[str, Any]:
@@ -190,11 +210,12 @@ def _hub_signal(server: Server, now: datetime) -> dict[str, Any]:
     }
 
 
-def _kernel_signal(
-    server: Server, found: ServerActivity | InspectionFailed, policy: Policy, now: datetime
-) -> dict[str, Any]:
-    if isinstance(found, InspectionFailed):
-        return {"last_activity": f"cannot inspect: {found}", "idle_seconds": None, "inspection_failure": found.kind}
+def _kernel_signal(server: Server, verdict: Verdict, policy: Policy, now: datetime) -> dict[str, Any]:
+    found = verdict.activity
+    if found is None:
+        failed = verdict.inspection
+        assert failed is not None
+        return {"last_activity": f"cannot inspect: {failed}", "idle_seconds": None, "inspection_failure": failed.kind}
     busy_since = found.busy_since
     with_kernels = attrs.evolve(policy, kernel_activity_only=True)
     inactive, _age = effective_idle_time(server, now, policy=with_kernels, activity=found)
@@ -208,44 +229,32 @@ def _kernel_signal(
     }
 
 
-async def _inspect_servers(hub: Any, user: User, config: Config) -> dict[str, ServerActivity | InspectionFailed] | None:
-    """With --inspect-kernels, what each ready server says about itself (or why it cannot say), asked with each
-    server's own token (revoked before this returns)."""
-    if not config.inspect_kernels:
-        return None
-    from ._credentials import MIN_LIFETIME, open_server_credentials
-    from ._engine import inspect_through
-
-    found: dict[str, ServerActivity | InspectionFailed] = {}
-    async with open_server_credentials(hub, config, lifetime=MIN_LIFETIME) as credentials:
-        for name, server in user.servers.items():
-            if server.pending or not server.is_ready:
-                continue
-            try:
-                token = await credentials.for_server(user.name, name)
-                found[name] = await inspect_through(hub, server, config, token=token)
-            except InspectionFailed as failed:  # CredentialUnavailable included
-                found[name] = failed
-    return found
+async def explain(
+    hub: HubClient, config: Config, user_name: str, now: datetime, *, server: str | None = None
+) -> Explanation | str:
+    """The explanation of ``user_name`` at ``now``, or why there is none (one line). Raises HubError."""
+    user = await hub.get_user(user_name)
+    if user is None:
+        return await _not_found(hub, user_name)
+    if server is not None and server not in user.servers:
+        running = ", ".join(repr(name) for name in sorted(user.servers)) or "none"
+        return f"user {user_name!r} has no running server {server!r} (running: {running})"
+    try:
+        config.rule_table.check_visible(user)
+        verdicts = await judge_user(hub, user, config, now)
+        return explain_user(user, config, now, server=server, verdicts=verdicts)
+    except MissingFieldError as error:
+        return str(error)
 
 
-async def _arbiter_verdicts(user: User, config: Config, now: datetime) -> dict[str, bool] | None:
-    hook = config.cull_arbiter_hook
-    if hook is None:
-        return None
-    verdicts: dict[str, bool] = {}
-    for name, server in user.servers.items():
-        policy = config.rule_table.for_server(user, server).policy
-        inactive, _age = server_idle_time(server, now)
-        if inactive is None or server.pending or not server.is_ready or policy.exempt:
-            continue
-        limit_value = as_number(policy.timeout.total_seconds())
-        if config.arbiter_takes_user:
-            result = hook(inactive, limit_value, server.model, user.model)
-        else:
-            result = hook(inactive=inactive, inactive_limit=limit_value, server=server.model)
-        verdicts[name] = bool(await result) if inspect.isawaitable(result) else bool(result)
-    return verdicts
+async def _not_found(hub: HubClient, user_name: str) -> str:
+    """The hub answers 404 both for a user that does not exist and for one the token may not see: only a token
+    that may read every user's name can tell them apart."""
+    owner = await hub.get_token_owner()
+    scopes = None if owner is None else parse_scopes(owner.get("scopes"))
+    if scopes is not None and "" in grants(scopes).get("read:users:name", frozenset()):
+        return f"the hub has no user {user_name!r}"
+    return f"the token cannot see user {user_name!r} (or there is no such user)"
 
 
 async def run_explain(
@@ -256,28 +265,20 @@ async def run_explain(
     json_format: bool = False,
     out: TextIO | None = None,
     transport: Any = None,
+    now: datetime | None = None,
 ) -> int:
     """Read ``user_name`` from the hub, print the explanation; 0 when explained, 1 when it could not be."""
     from ._hub import open_hub_client
 
     out = sys.stdout if out is None else out
-    now = datetime.now(UTC)
+    now = datetime.now(UTC) if now is None else now
     try:
         async with open_hub_client(config, transport=transport) as hub:
-            user = await hub.get_user(user_name)
-            activities = None if user is None else await _inspect_servers(hub, user, config)
+            explanation = await explain(hub, config, user_name, now, server=server)
     except HubError as error:
         return _fail(out, json_format, f"could not read user {user_name!r} from {config.url}: {error}")
-    if user is None:
-        return _fail(out, json_format, f"the hub has no user {user_name!r}")
-    if server is not None and server not in user.servers:
-        running = ", ".join(repr(name) for name in sorted(user.servers)) or "none"
-        return _fail(out, json_format, f"user {user_name!r} has no running server {server!r} (running: {running})")
-    try:
-        verdicts = await _arbiter_verdicts(user, config, now)
-        explanation = explain_user(user, config, now, server=server, arbiter=verdicts, activities=activities)
-    except MissingFieldError as error:
-        return _fail(out, json_format, str(error))
+    if isinstance(explanation, str):
+        return _fail(out, json_format, explanation)
     if json_format:
         out.write(json.dumps(explanation.as_dict(), sort_keys=True) + "\n")
     else:
@@ -303,7 +304,13 @@ def _limits(policy: Policy, *, named: bool) -> dict[str, Any]:
     return {
         "timeout_seconds": seconds(policy.timeout),
         "max_age_seconds": seconds(policy.max_age),
+        "max_busy_seconds": seconds(policy.max_busy),
         "exempt": policy.exempt,
         "culled_when_idle": policy.cull_named_servers if named else policy.cull_default_servers,
         "removed_when_culled": named and policy.remove_named_servers,
     }
+
+
+def _limit(delta: timedelta | None) -> str:
+    """A limit as ``HH:MM:SS``; ``none`` when it is off (max-age 0), never ``unknown``."""
+    return "none" if delta is None else format_duration(delta)

@@ -53,6 +53,7 @@ LOG_FIELDS = (
     "signal",
     "hub_inactive_seconds",
     "busy_seconds",
+    "judged_started",
     "inspection_failure",
     "servers_inspected",
     "inspection_failures",
@@ -68,6 +69,8 @@ LOG_FIELDS = (
     "skipped",
     "errors",
     "dry_run",
+    "rereads",
+    "culls_prevented",
 )
 
 

@@ -16,17 +16,32 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from ._codes import CODES
 from ._errors import HubError
 from ._report import PassReport
 
 __all__ = ["CULL_REASONS", "ERROR_KINDS", "Metrics"]
 
-#: The rules that cull a server (``Decision.rule`` of an acting decision).
-CULL_REASONS = ("idle", "max_age", "busy_expired", "kernels_idle")
+#: The codes that cull a server, by their metric labels (``_codes.CODES``).
+CULL_REASONS = tuple(info.metric for info in CODES.values() if info.event is not None)
 #: Why a server could not be inspected (``_inspect.InspectionFailed.kind``), as the README lists them.
-INSPECTION_FAILURE_KINDS = ("timeout", "unreachable", "forbidden", "not_found", "status", "unreadable")
-#: Every ``kind`` a pass records: the HubError kinds, ``unreadable`` (skipped models), ``internal`` (a bug).
-ERROR_KINDS = ("unavailable", "timeout", "auth", "scope", "status", "protocol", "unreadable", "credential", "internal")
+INSPECTION_FAILURE_KINDS = ("timeout", "unreachable", "forbidden", "not_found", "status", "unreadable", "no_url")
+#: Every ``kind`` a pass records: the HubError kinds, ``unreadable`` (skipped models), ``internal`` (a bug),
+#: ``inspection`` (a server kept because its answer could not be read), ``hook`` (a cull_arbiter_hook failed),
+#: ``credential`` (no per-server token could be had for a server).
+ERROR_KINDS = (
+    "unavailable",
+    "timeout",
+    "auth",
+    "scope",
+    "status",
+    "protocol",
+    "unreadable",
+    "internal",
+    "credential",
+    "inspection",
+    "hook",
+)
 
 _PASS_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, float("inf"))
 

@@ -66,7 +66,8 @@ class CullWarning:
     user: str
     server: str
     cull_at: datetime
-    #: The decision rule that will cull it: ``idle`` or ``max_age``.
+    #: The code of the cull its judgment foresees (``_codes.DecisionCode``): ``idle``, ``max_age``,
+    #: ``kernels_idle`` or ``busy_expired``.
     reason: str
     idle_seconds: float | None
     user_model: Any = attrs.field(eq=False, repr=False, factory=dict)

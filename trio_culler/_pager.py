@@ -16,9 +16,11 @@ One extra page request per listing buys a first stop after one request instead o
 (the original's way), with nobody skipped.
 
 Users the pass has nothing to do for (every server active, no deletion possible) are counted but not sent:
-``triage`` is a pure function built by the engine from the decision functions, which turns a user into the work
-item a worker gets, or None. Most users of a large hub need nothing, and handing each of them to a worker would
-cost a channel send and a task switch apiece, for nothing.
+``triage`` is a pure function built by the engine from the judge's pure first step, which turns a user into the
+work item a worker gets, or None. It is told when the page was asked for (how old its data is when a worker
+acts on it) and whether this is the user's first reading in the pass (so its forecast is counted once). Most
+users of a large hub need nothing, and handing each of them to a worker would cost a channel send and a task
+switch apiece, for nothing.
 
 A user can still appear twice when *someone else* stops a server mid-pass (offsets shift down under us); names
 are de-duplicated within a pass, so nobody is handled twice.
@@ -63,10 +65,10 @@ async def stream_users(
     send: trio.MemorySendChannel[W],
     recorder: PassRecorder,
     draining: trio.Event,
-    triage: Callable[[User], W | None],
+    triage: Callable[[User, float, bool], W | None],
     vet: Callable[[User], None] | None = None,
 ) -> None:
-    """Send ``triage(user)`` for every user it does not turn into None, each user once; closes ``send`` when
+    """Send ``triage(user, ...)`` for every user it does not turn into None, each user once; closes ``send`` when
     done.
 
     ``vet`` sees every user of a page before any of them is sent, and may raise to end the pass (a model that
@@ -91,11 +93,12 @@ class _Sink(Generic[W]):
     recorder: PassRecorder
     draining: trio.Event
     seen: set[str]
-    triage: Callable[[User], W | None]
+    triage: Callable[[User, float, bool], W | None]
     vet: Callable[[User], None] | None = None
 
-    async def put_page(self, page: Page, *, counted: frozenset[str] = frozenset()) -> None:
-        """Count and pass on a page's users; those named in ``counted`` were counted by an earlier read."""
+    async def put_page(self, page: Page, listed_at: float, *, counted: frozenset[str] = frozenset()) -> None:
+        """Count and pass on a page's users, asked for at ``listed_at`` (trio's clock); those named in
+        ``counted`` were counted by an earlier read."""
         recorder = self.recorder
         if self.vet is not None:
             for user in page.users:
@@ -108,9 +111,7 @@ class _Sink(Generic[W]):
         for user in page.users:
             if self.draining.is_set():
                 return
-            if recorder.upcoming is not None and user.name not in counted:
-                recorder.upcoming.observe(user)
-            work = self.triage(user)
+            work = self.triage(user, listed_at, user.name not in counted)
             if work is None:
                 # Nothing to do for this user: seeing it twice would be harmless, so it is not remembered
                 # (memory then grows with the users acted on, not with the hub).
@@ -131,11 +132,12 @@ class _Sink(Generic[W]):
 
 async def _stream_listing(hub: HubClient, info: HubInfo, state: str | None, page_size: int, sink: _Sink[W]) -> None:
     recorder = sink.recorder
+    asked = trio.current_time()
     first = await _fetch(hub, info, state, 0, page_size or None, recorder)
     if first is None:
         return
     recorder.listing_total = first.total
-    await sink.put_page(first)
+    await sink.put_page(first, asked)
     if first.total is None or first.limit is None or first.total <= first.limit:
         return  # one page held everyone: nobody unread can have moved
     # Consecutive windows overlap by the stops that completed between the two reads (step 2 above), and the
@@ -144,15 +146,17 @@ async def _stream_listing(hub: HubClient, info: HubInfo, state: str | None, page
     for offset in page_offsets(first.total, first.limit):
         if sink.draining.is_set():
             return
+        asked = trio.current_time()
         page = await _fetch(hub, info, state, offset, first.limit, recorder)
         if page is not None:
-            await sink.put_page(page, counted=previous)
+            await sink.put_page(page, asked, counted=previous)
         previous = _labels(page) if page is not None else frozenset()
     if sink.draining.is_set():
         return
+    asked = trio.current_time()
     again = await _fetch(hub, info, state, 0, first.limit, recorder)
     if again is not None:
-        await sink.put_page(again, counted=_labels(first) | previous)
+        await sink.put_page(again, asked, counted=_labels(first) | previous)
 
 
 def _labels(page: Page) -> frozenset[str]:

@@ -97,10 +97,14 @@ class PassReport:
     warnings_sent: int = 0
     warnings_failed: int = 0
     #: With --inspect-kernels: servers whose kernels and terminals were read, and those that could not be
-    #: inspected, by kind (timeout, unreachable, forbidden, not_found, status, unreadable); those were decided
-    #: from the hub's data. Not errors: the pass did what it could, and a cull never rests on them.
+    #: inspected, by kind (``_judge.DECIDED_FROM_HUB_DATA`` says which were then decided from the hub's data;
+    #: the others were kept and are errors too).
     servers_inspected: int = 0
     inspection_failures: Mapping[str, int] = attrs.field(factory=dict)
+    #: Users read again before a DELETE because their listing was old (``_work.RECHECK_AFTER``), and culls
+    #: that reading prevented (a server restarted or used since the listing, a user with a server again).
+    rereads: int = 0
+    culls_prevented: int = 0
     #: The hub accepted the token at this pass's probe (what the ``trio_culler_hub_up`` gauge shows).
     hub_up: bool = False
 
@@ -131,6 +135,8 @@ class PassReport:
             "warnings_failed": self.warnings_failed,
             "servers_inspected": self.servers_inspected,
             "inspection_failures": sum(self.inspection_failures.values()),
+            "rereads": self.rereads,
+            "culls_prevented": self.culls_prevented,
         }
 
     def summary(self) -> str:
@@ -153,6 +159,8 @@ class PassReport:
         if self.servers_inspected or self.inspection_failures:
             failed = sum(self.inspection_failures.values())
             text += f", {self.servers_inspected} servers inspected ({failed} could not be)"
+        if self.rereads:
+            text += f", {count(self.rereads, 'user')} read again before culling ({self.culls_prevented} kept)"
         if self.aborted:
             text += f"; {self.aborted}"
         return text
@@ -200,6 +208,9 @@ class PassRecorder:
 
     servers_inspected: int = 0
     inspection_failures: Counter[str] = attrs.field(factory=Counter)
+    rereads: int = 0
+    culls_prevented: int = 0
+    _said: set[str] = attrs.field(factory=set)
 
     def inspection_failed(self, kind: str) -> bool:
         """Count a server that could not be inspected; True for the first of its kind in this pass (the one to
@@ -207,8 +218,17 @@ class PassRecorder:
         self.inspection_failures[kind] += 1
         return self.inspection_failures[kind] == 1
 
-    def error(self, subject: str, error: HubError | Exception) -> None:
-        kind = error.kind if isinstance(error, HubError) else "internal"
+    def first_in_pass(self, what: str) -> bool:
+        """True the first time ``what`` happens in this pass: the line to log at its level (the rest DEBUG)."""
+        if what in self._said:
+            return False
+        self._said.add(what)
+        return True
+
+    def error(self, subject: str, error: HubError | Exception, *, kind: str | None = None) -> None:
+        """Count an error of the pass; ``kind`` (default: the HubError's, else ``internal``) labels it."""
+        if kind is None:
+            kind = error.kind if isinstance(error, HubError) else "internal"
         self.errors_by_kind[kind] += 1
         if len(self.errors) < MAX_ERRORS_KEPT:
             self.errors.append(PassError(subject, kind, str(error)))

@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from .._codes import PAGE_WORDING
 from .._history import History, StatusSnapshot
 from ._auth import LOGIN_SECONDS, SESSION_COOKIE, STATE_COOKIE, Auth, Refusal
 from ._oauth import OAuthFlow
@@ -70,6 +71,8 @@ def _templates() -> jinja2.Environment:
     )
     environment.filters["when"] = _format_when
     environment.filters["duration"] = _format_duration
+    # How each decision code is worded: the one table logs, metrics and forecasts also read.
+    environment.globals["wording"] = PAGE_WORDING
     return environment
 
 

@@ -188,14 +188,16 @@ def _image_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
 def _source_files(context: Path) -> dict[int, dict[bytes, str]]:
     """The build context's files that the installed package does not contain, by size, then by content: the
     project's tests, docs, scripts, pyproject.toml, the Dockerfile, the planted clutter. (trio_culler/ is installed
-    as is, and LICENSE into the package's metadata; empty files say nothing.)"""
+    as is, and LICENSE into the package's metadata, so its text is no sign of a source tree wherever else it
+    stands, e.g. beside the single-user extension; empty files say nothing.)"""
     found: dict[int, dict[bytes, str]] = {}
+    license_text = (context / "LICENSE").read_bytes()
     for path in context.rglob("*"):
         relative = path.relative_to(context).as_posix()
-        if path.is_symlink() or not path.is_file() or relative.startswith("trio_culler/") or relative == "LICENSE":
+        if path.is_symlink() or not path.is_file() or relative.startswith("trio_culler/"):
             continue
         content = path.read_bytes()
-        if content:
+        if content and content != license_text:
             found.setdefault(len(content), {})[content] = relative
     return found
 

@@ -52,11 +52,21 @@ async def stop_server(
     dry_run: bool,
     recorder: PassRecorder,
     matched: MatchedRule | None = None,
+    user_culling: bool = False,
 ) -> Outcome:
+    """``user_culling``: whether the pass may delete this server's user (then a stop still under way keeps it)."""
     # Formatted once: the log line, its JSON fields and the pass's record all say the same words.
     reason = decision.reason
     outcome = await _stop_server(
-        hub, user, server, decision, reason, dry_run=dry_run, recorder=recorder, matched=matched
+        hub,
+        user,
+        server,
+        decision,
+        reason,
+        dry_run=dry_run,
+        recorder=recorder,
+        matched=matched,
+        user_culling=user_culling,
     )
     recorder.cull(_record(user, server, decision, reason, outcome, matched))
     return outcome
@@ -72,6 +82,7 @@ async def _stop_server(
     dry_run: bool,
     recorder: PassRecorder,
     matched: MatchedRule | None,
+    user_culling: bool,
 ) -> Outcome:
     label = f"{user}/{server}" if server else user
     fields = decision_fields(decision, user, server, reason=reason)
@@ -98,7 +109,10 @@ async def _stop_server(
     recorder.servers_culled[decision.rule] += 1
     if outcome is Outcome.PENDING:
         recorder.servers_pending += 1
-        log.warning("Server %s is slow to stop; its user is kept this pass", label, extra=fields)
+        if user_culling:
+            log.warning("Server %s is slow to stop; its user is kept this pass", label, extra=fields)
+        else:
+            log.warning("Server %s is slow to stop: the hub answered 202 and goes on stopping it", label, extra=fields)
         return Outcome.PENDING
     recorder.servers_stopped += 1
     if outcome is Outcome.GONE:

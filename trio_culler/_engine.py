@@ -23,10 +23,12 @@ from ._config import Config
 from ._decide import Action, Decision, decide_server, decide_user, effective_idle_time, server_idle_time
 from ._errors import HubAuthError, HubError, HubStatusError, HubTimeout, HubUnavailable, first_leaf
 from ._forecast import Upcoming, cull_time
+from ._groups import GroupCheck
 from ._hub import HubClient
 from ._inspect import InspectionFailed, ServerActivity, inspect_server, inspected_every_pass
 from ._models import Server, User
 from ._notify import CullWarning, Notifier
+from ._outage import unreachable
 from ._pager import stream_users
 from ._policy import Policy
 from ._probe import Probe, check_scopes, probe_hub
@@ -56,6 +58,7 @@ async def run_pass_with(
     recorder: PassRecorder | None = None,
     notifier: Notifier | None = None,
     probe: Probe | None = None,
+    group_check: GroupCheck | None = None,
 ) -> PassReport:
     """Run one pass against ``hub``. Never raises for hub trouble: the report says what happened.
 
@@ -63,6 +66,7 @@ async def run_pass_with(
     Setting ``draining`` stops fetching pages and taking new users; what is in flight finishes.
     ``notifier`` (a long-running culler's) warns users before their servers are culled.
     ``probe``: a probe made just before (the start-up one), instead of this pass's own.
+    ``group_check``: says which group names in the rules the hub does not have, once the hub answered.
     """
     now = datetime.now(UTC) if now is None else now
     draining = trio.Event() if draining is None else draining
@@ -106,6 +110,8 @@ async def run_pass_with(
         recorder.error("scopes", missing)
         recorder.aborted = _abort_message(missing, config)
         return _finish(recorder, notifier)
+    if group_check is not None:
+        await group_check.run(hub)
     if not info.has_pagination:
         log.debug("Hub %s has no pagination: reading the user list in one request", info.version)
     workers = config.concurrency or UNBOUNDED_WORKERS
@@ -124,7 +130,7 @@ async def run_pass_with(
                     send=send,
                     recorder=recorder,
                     draining=draining,
-                    triage=_triage(config, now),
+                    triage=_triage(config, now, recorder),
                     vet=_vet_predicate(config),
                 )
             )
@@ -150,6 +156,8 @@ def _finish(recorder: PassRecorder, notifier: Notifier | None) -> PassReport:
         # Only a pass that saw every user may forget the warned servers it did not see.
         complete = recorder.aborted is None and not recorder.interrupted and not recorder.pages_failed
         recorder.warnings_sent, recorder.warnings_failed = notifier.end_pass(complete=complete)
+        statistics = notifier.statistics()
+        recorder.warnings_pending = statistics.queued + statistics.delivering
     return recorder.finish(trio.current_time())
 
 
@@ -162,7 +170,7 @@ class Work:
     decisions: Mapping[str, Decision] | None
 
 
-def _triage(config: Config, now: datetime) -> Callable[[User], Work | None]:
+def _triage(config: Config, now: datetime, recorder: PassRecorder) -> Callable[[User], Work | None]:
     """What the pager sends the workers: users with a server to cull or about to enter its warning window, or
     (where a rule lets users be deleted) none left to run; None for the others, which only get counted.
 
@@ -198,6 +206,8 @@ def _triage(config: Config, now: datetime) -> Callable[[User], Work | None]:
             )
         if wanted or (not decisions and table.for_user(user).policy.cull_users):
             return Work(user, decisions)
+        # Kept whole: its servers count as kept, by their codes, once the pager counts the user.
+        recorder.triaged(decisions.values())
         return None
 
     return triage
@@ -254,7 +264,8 @@ async def _probe_with_retries(hub: HubClient, config: Config) -> Probe:
                 raise
             delay = _probe_delay(attempt, error)
             attempt += 1
-            log.warning(
+            # DEBUG: a pass the hub does not answer says so in one line, its summary (_outage).
+            log.debug(
                 "Hub not ready at %s: %s; retrying in %g s (%d of %d)",
                 config.url,
                 error,
@@ -282,7 +293,7 @@ def _abort_message(error: HubError, config: Config) -> str:
             f"the hub refused the culler's token ({error}). Check JUPYTERHUB_API_TOKEN and that the culler's "
             f"role has the scopes {', '.join(scopes)}"
         )
-    return f"the hub could not be reached at {config.url} ({error})"
+    return unreachable(error, config.url, attempts=config.max_retries + 1 if error.transient else 1)
 
 
 async def _report_progress(recorder: PassRecorder, interval: float) -> None:
@@ -396,8 +407,10 @@ async def _handle_server(
     # A busy kernel keeps its server whatever the hub's clock says: no warning of a cull that is not coming.
     warn = notifier is not None and not policy.exempt and decision.rule != "kernel_busy"
     if warn and notifier is not None and _warned_first(notifier, user, server, policy, decision, now):
+        recorder.kept("warned")
         return Outcome.KEPT
     if not decision.acts:
+        recorder.kept(decision.rule)
         # A server spared by a busy kernel is worth an INFO line: the hub's data would have culled it, and that
         # is what --inspect-kernels is for. Every other kept server is DEBUG, as before.
         level = logging.INFO if decision.rule == "kernel_busy" else logging.DEBUG
@@ -406,7 +419,14 @@ async def _handle_server(
             log.log(level, "Not culling server %s (%s; %s)", label, decision.reason, matched.label, extra=fields)
         return Outcome.KEPT
     return await stop_server(
-        hub, user.name, server.name, decision, dry_run=config.dry_run, recorder=recorder, matched=matched
+        hub,
+        user.name,
+        server.name,
+        decision,
+        dry_run=config.dry_run,
+        recorder=recorder,
+        matched=matched,
+        user_culling=config.rule_table.for_user(user).policy.cull_users,
     )
 
 

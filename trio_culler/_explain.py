@@ -25,6 +25,7 @@ from ._config import Config
 from ._decide import Decision, decide_server, decide_user, effective_idle_time, format_duration, server_idle_time
 from ._errors import HubError
 from ._forecast import cull_time
+from ._groups import group_notes
 from ._inspect import InspectionFailed, ServerActivity
 from ._models import Server, User
 from ._policy import Policy
@@ -262,6 +263,7 @@ async def run_explain(
         async with open_hub_client(config, transport=transport) as hub:
             user = await hub.get_user(user_name)
             activities = None if user is None else await _inspect_servers(hub, user, config)
+            notes = await group_notes(hub, config.rules)
     except HubError as error:
         return _fail(out, json_format, f"could not read user {user_name!r} from {config.url}: {error}")
     if user is None:
@@ -275,9 +277,9 @@ async def run_explain(
     except MissingFieldError as error:
         return _fail(out, json_format, str(error))
     if json_format:
-        out.write(json.dumps(explanation.as_dict(), sort_keys=True) + "\n")
+        out.write(json.dumps({**explanation.as_dict(), "notes": notes}, sort_keys=True) + "\n")
     else:
-        out.write(explanation.render())
+        out.write(explanation.render() + "".join(f"  note:     {note}\n" for note in notes))
     return 0
 
 

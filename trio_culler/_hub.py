@@ -47,6 +47,7 @@ import attrs
 import httpx
 import trio
 
+from ._api_url import suggest_api_url
 from ._config import Config
 from ._errors import (
     QUOTE_LIMIT,
@@ -357,7 +358,7 @@ class HubClient:
         advice = f" (the hub answered with a redirect{f' to {location}' if location else ''}"
         if str(request.url).startswith(self._base) and not self._base.endswith("/api"):
             # The classic mistake: --url=http://hub:8081/hub, whose / redirects to the login page.
-            advice += f"; --url must be the hub's API URL, e.g. {self._base}/api"
+            advice += f"; --url must be the hub's API URL, e.g. {suggest_api_url(self._base, location)}"
         return advice + ")"
 
     def _json(self, response: httpx.Response) -> Any:

@@ -10,11 +10,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from trio_culler._metrics import Metrics
+
+from .support.docs import load_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 ALERTS = REPO / "docs" / "alerts.yml"
@@ -41,11 +42,9 @@ def test_promtool_tests_show_each_alert_firing_when_it_should() -> None:
 
 
 def test_every_alert_is_tested_and_every_metric_it_reads_is_exported() -> None:
-    rules = [rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]]
+    rules = [rule for group in load_yaml(ALERTS.read_text())["groups"] for rule in group["rules"]]
     tested = {
-        test["alertname"]
-        for case in yaml.safe_load(ALERT_TESTS.read_text())["tests"]
-        for test in case["alert_rule_test"]
+        test["alertname"] for case in load_yaml(ALERT_TESTS.read_text())["tests"] for test in case["alert_rule_test"]
     }
     assert {rule["alert"] for rule in rules} == tested
     exported = {
@@ -60,5 +59,5 @@ def test_every_alert_is_tested_and_every_metric_it_reads_is_exported() -> None:
 
 def test_the_readme_names_every_alert() -> None:
     readme = (REPO / "README.md").read_text()
-    for rule in (rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]):
+    for rule in (rule for group in load_yaml(ALERTS.read_text())["groups"] for rule in group["rules"]):
         assert f"`{rule['alert']}`" in readme, rule["alert"]

@@ -1279,3 +1279,25 @@ async def test_a_configuration_error_is_the_whole_page_behind_the_same_login() -
     assert "Next hour" not in page.text
     assert document["config_error"] == message
     assert "trio_culler_config_error 1.0" in scraped.text
+
+
+async def test_a_stop_is_done_once_the_server_is_gone_or_no_longer_stopping(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """After a 202: still stopping (``pending: stop``) is followed further; gone, or running again (the user
+    started it anew: the stop is over), is done; a user deleted since is done too."""
+    from trio_culler._hub import open_hub_client
+    from trio_culler._stopping import StopsUnderWay
+
+    hub = FakeHub(token=TOKEN, clock=lambda: NOW)
+    hub.add_user("still", servers={"": FakeServer("", NOW, NOW, pending="stop", ready=False)})
+    hub.add_user("again", servers={"": FakeServer("", NOW, NOW)})
+    hub.add_user("gone")
+    stops = StopsUnderWay()
+    stops.follow(report(culls=tuple(_pending(name) for name in ("still", "again", "gone", "deleted"))))
+    assert len(stops) == 4
+    cfg = Config(api_token=TOKEN, url="http://127.0.0.1:8081/hub/api")
+    async with hub.running(), open_hub_client(cfg, transport=hub.transport()) as client:
+        done = await stops.confirm(client)
+    assert sorted(done) == [("again", ""), ("deleted", ""), ("gone", "")]
+    assert len(stops) == 1, "still stopping: asked about again after the next pass"

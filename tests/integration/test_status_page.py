@@ -70,6 +70,13 @@ def status_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HubPr
     workdir = tmp_path_factory.mktemp("status-hub")
     rules = workdir / "rules.toml"
     rules.write_text(RULES)
+    # A cull_arbiter_hook with the default's verdict: idleness it decides cannot be foreseen, and the page says so.
+    hook = workdir / "culler_config.py"
+    hook.write_text(
+        "def same_as_the_timeout(inactive, inactive_limit, server):\n"
+        "    return inactive.total_seconds() >= inactive_limit\n\n"
+        "c.IdleCuller.cull_arbiter_hook = same_as_the_timeout\n"
+    )
     extra_config = f"""
 import sys
 # The hub's public URL: the proxy's own (JUPYTERHUB_PUBLIC_HUB_URL then says where the hub's pages are).
@@ -84,7 +91,7 @@ c.JupyterHub.services.append({{
     "api_token": {service_token!r},
     "oauth_no_confirm": True,
     "command": [sys.executable, "-m", "trio_culler", "--timeout=3", "--cull-every=2", "--status-history=50",
-                "--max-age=1800", "--cull-named-servers=false", "--rules-file={rules}"],
+                "--max-age=1800", "--cull-named-servers=false", "--rules-file={rules}", "--config={hook}"],
     "environment": {{"PYTHONPATH": {str(REPO_ROOT)!r}}},
 }})
 # As the README's "Metrics through the hub" has it: a service for Prometheus with only the access scope.
@@ -234,7 +241,11 @@ def test_api_status_lists_the_culls_of_the_pass_that_just_ran(
     assert culled["config"]["public_url"] == f"{hub.proxy_url}/"
     assert culled["kept"]["by_reason"]["exempt"] == 1
     assert culled["kept"]["by_reason"]["named_disabled"] == 2
-    assert culled["upcoming"]["unknown"] is None
+    # A hook decides idleness: what comes next by it is unknown (not 0); max-age culls are still foreseen.
+    assert culled["upcoming"]["unknown"] == (
+        "a cull_arbiter_hook decides idleness, which cannot be foreseen: only --max-age culls are counted"
+    )
+    assert (culled["upcoming"]["total_due"], culled["upcoming"]["foreseen"]) == (None, 2)
     # What comes next: bob's two named servers, culled for age 30 minutes after they started.
     upcoming = culled["upcoming"]
     assert upcoming["due"] == {"max_age": 2}
@@ -412,7 +423,14 @@ def test_browser_admin_sees_the_culls(
         assert "inactive for 00:00:" in culls_text
         # The hostile name is text, not markup: no image element, no script ran.
         assert HOSTILE in culls_text
-        upcoming_text = page.locator("#next + p + .scroll table").inner_text()
+        card = page.locator(".card", has_text="Due within the hour").inner_text()
+        assert card.startswith("Due within the hour\nunknown\n2 foreseen"), card
+        assert (
+            page.locator("#next-unknown")
+            .inner_text()
+            .startswith("Unknown: a cull_arbiter_hook decides idleness, which cannot be foreseen")
+        )
+        upcoming_text = page.locator("#next-unknown + p + .scroll table").inner_text()
         assert "analysis" in upcoming_text
         assert "age ≥ 0:30:00" in upcoming_text
         # A stop the hub answered 202 shows pending no longer, once a later pass saw it done.

@@ -5,8 +5,9 @@
 #   bash scripts/test.sh -k engine  # extra arguments go to pytest
 #
 # It creates .venv (Python >= 3.11) with the project and its test extras (JupyterHub and jupyter_server from
-# PyPI among them), installs configurable-http-proxy from npm, and Debian's chromium, podman and mmdebstrap, when
-# they are missing, and runs ruff, mypy and pytest. Safe to run again: every step is idempotent.
+# PyPI among them), installs configurable-http-proxy from npm, Debian's chromium, podman and mmdebstrap, and promtool
+# from Debian's prometheus package, when they are missing, and runs ruff, mypy and pytest. Safe to run again: every
+# step is idempotent.
 #
 # The whole suite (no arguments, or FLOORS=1) also proves the dependency floors: .venv-floors gets every runtime
 # dependency at the lowest version pyproject.toml allows (scripts/floor_constraints.py) and runs the unit tests
@@ -64,6 +65,20 @@ fi
 # tests, browser included. They run for the whole suite; NOTICE=0 skips them, NOTICE=1 runs them with pytest
 # arguments too. A re-run skips the build when the package did not change. See scripts/notice-extension.sh.
 TESTS=${NOTICE:-$([ "$#" -eq 0 ] && echo 1 || echo 0)} bash scripts/notice-extension.sh "$VENV"
+
+# The alert rules' tests (tests/test_alerts.py) check docs/alerts.yml with promtool, from Debian's prometheus
+# package. Only the command is taken, into the venv: installing the package would also start a Prometheus server.
+if ! command -v promtool >/dev/null 2>&1 && [ ! -x "$VENV/bin/promtool" ]; then
+  echo "==> taking promtool from Debian's prometheus package into $VENV/bin (the alert rules' tests)"
+  promtool_dir=$(mktemp -d)
+  if ! (cd "$promtool_dir" && apt-get download -qq prometheus 2>/dev/null); then
+    if [ "$(id -u)" -eq 0 ]; then apt-get update -qq; else sudo apt-get update -qq; fi
+    (cd "$promtool_dir" && apt-get download -qq prometheus)
+  fi
+  dpkg-deb -x "$promtool_dir"/prometheus_*.deb "$promtool_dir/root"
+  install -m 0755 "$promtool_dir/root/usr/bin/promtool" "$VENV/bin/promtool"
+  rm -rf "$promtool_dir"
+fi
 
 export PATH="$PWD/$VENV/bin:$PATH"
 export HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci}

@@ -51,6 +51,7 @@ def report() -> PassReport:
             ),
         ),
         upcoming_due={"idle": 1200, "max_age": 34},
+        servers_kept={"active": 1},
     )
 
 
@@ -74,6 +75,7 @@ def test_api_status_serves_the_documented_document() -> None:
             "errors": 1,
             "aborted": None,
             "interrupted": False,
+            "outcome": "ran",
         }
     ]
     assert document["culls"] == [
@@ -94,6 +96,8 @@ def test_api_status_serves_the_documented_document() -> None:
         "horizon_seconds": 3600,
         "due": {"idle": 1200, "max_age": 34},
         "total_due": 1234,
+        "foreseen": 1234,
+        "unknown": None,
         "soonest": [
             {
                 "user": "carol",
@@ -106,6 +110,9 @@ def test_api_status_serves_the_documented_document() -> None:
         ],
     }
     assert document["last_errors"] == [{"subject": "bob/gpu", "kind": "status", "message": "..."}]
+    assert document["config_error"] is None
+    assert document["kept"] == {"as_of": "2026-11-30T16:42:18Z", "by_reason": {"active": 1}}
+    assert document["warnings"] == {"enabled": False, "sent": 0, "failed": 0, "pending": 0, "waiting": 0}
     # The README's example has the same shape, key for key.
     (block,) = [block for block in code_blocks(REPO / "README.md") if '"passes": [' in block.text]
     readme = json.loads(block.text)
@@ -114,6 +121,8 @@ def test_api_status_serves_the_documented_document() -> None:
         assert readme[key][0].keys() == document[key][0].keys(), key
     assert readme["upcoming"].keys() == document["upcoming"].keys()
     assert readme["upcoming"]["soonest"][0].keys() == document["upcoming"]["soonest"][0].keys()
+    for key in ("kept", "warnings"):
+        assert readme[key].keys() == document[key].keys(), key
 
 
 def test_a_finished_report_does_not_change_with_its_recorder() -> None:

@@ -3,9 +3,11 @@ cold start. On trio's autojump clock, against the simulated hub."""
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import re
+import socket
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +23,7 @@ from trio_culler._errors import HubError
 from trio_culler._metrics import CULL_REASONS, ERROR_KINDS, Metrics
 from trio_culler._report import PassRecorder
 from trio_culler._service import Culler
+from trio_culler._time import iso_utc
 from trio_culler.testing import FakeHub
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -279,29 +282,108 @@ async def test_a_scope_error_counts_in_the_metric(autojump_clock: trio.testing.M
     assert samples[("trio_culler_last_pass_success", ())] == 0
 
 
-async def test_a_pass_says_at_once_that_the_hub_is_down_and_when_it_tries_again(
+async def test_a_pass_the_hub_does_not_answer_is_one_line_naming_the_cause_once(
     autojump_clock: trio.testing.MockClock, timeline: Timeline
 ) -> None:
-    # What --once sees against a hub that is down: a WARNING per failed try, from the first, then the summary.
+    # What --once sees against a hub that is down: the retries at DEBUG, with their true waits, then one line.
     hub = FakeHub(token=TOKEN)
     attempts: list[float] = []
 
     async def refuse(request: httpx.Request) -> httpx.Response | None:
         attempts.append(trio.current_time())
-        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+        # As trio and httpx report a refused connection: a wrapper of a wrapper of the OSError that says why.
+        raise httpx.ConnectError("all attempts to connect to 127.0.0.1:8081 failed", request=request) from OSError(
+            errno.ECONNREFUSED, "Error connecting to ('127.0.0.1', 8081): Connection refused"
+        )
 
     hub.fault = refuse
     start = trio.current_time()
+    logging.getLogger("trio_culler").setLevel(logging.DEBUG)  # the fixture restores it
     async with hub.running():
         report = await run_pass(config(max_retries=3), transport=hub.transport(), now=NOW)
-    warnings = timeline.lines("Hub not ready at", logging.WARNING)
-    assert [t - start for t, _ in warnings] == [0, 0.5, 1.5]
-    assert [text.rsplit("retrying in ", 1)[1] for _, text in warnings] == [
+    lines = [(t, r.levelname, r.getMessage()) for t, r in timeline.records if r.levelno >= logging.INFO]
+    assert lines == [
+        (
+            start + 3.5,
+            "ERROR",
+            f"Pass not run: the hub at {URL} could not be reached: connection refused (4 attempts)",
+        )
+    ]
+    retries = timeline.lines("retrying in")
+    assert [text.rsplit("retrying in ", 1)[1] for _, text in retries] == [
         "0.5 s (1 of 3)",
         "1 s (2 of 3)",
         "2 s (3 of 3)",
     ]
+    assert all(r.levelno == logging.DEBUG for _t, r in timeline.records if "retrying in" in r.getMessage())
     assert [t - start for t in attempts] == [0, 0.5, 1.5, 3.5], "each announced wait is the wait"
-    assert report.aborted is not None
-    assert report.summary().startswith("Pass not run: the hub could not be reached")
     assert report.errors_by_kind == {"unavailable": 1}
+
+
+async def test_a_hub_on_a_closed_port_is_named_by_the_cause_the_socket_gave(timeline: Timeline) -> None:
+    # Real loopback: a port nothing listens on, through the project's own transport.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/hub/api"
+    report = await run_pass(config(url=url, max_retries=0), now=NOW)
+    assert report.summary() == f"Pass not run: the hub at {url} could not be reached: connection refused"
+    assert [r.getMessage() for _t, r in timeline.records if r.levelno >= logging.INFO] == [report.summary()]
+
+
+async def test_a_culler_says_once_per_pass_that_the_hub_is_down_and_once_that_it_answers_again(
+    autojump_clock: trio.testing.MockClock, timeline: Timeline
+) -> None:
+    hub = FakeHub(token=TOKEN, clock=lambda: NOW)
+    hub.populate(2, idle_fraction=0.0, seed=1, now=NOW)
+    down = False
+
+    async def fault(request: httpx.Request) -> httpx.Response | None:
+        if down:
+            raise httpx.ConnectError("all attempts failed", request=request) from ConnectionRefusedError(
+                errno.ECONNREFUSED, "Connection refused"
+            )
+        return None
+
+    hub.fault = fault
+    culler = Culler(config(cull_every=600, max_retries=2), transport=hub.transport())
+    async with hub.running(), trio.open_nursery() as nursery:
+        await nursery.start(culler.serve)
+        await culler.run_pass_now()
+        down = True
+        went_down = len(timeline.records)
+        reports = [await culler.run_pass_now() for _ in range(3)]
+        down = False
+        mark = len(timeline.records)
+        await culler.run_pass_now()
+        culler.stop(grace=0)
+    # While the hub is down: one line per pass, and nothing else at INFO or above.
+    while_down = [
+        (r.levelname, r.getMessage()) for _t, r in timeline.records[went_down:mark] if r.levelno >= logging.INFO
+    ]
+    line = f"Pass not run: the hub at {URL} could not be reached: connection refused (3 attempts)"
+    assert while_down == [("ERROR", line)] * 3
+    after = [(r.levelname, r.getMessage()) for _t, r in timeline.records[mark:]]
+    assert after[0] == (
+        "INFO",
+        f"The hub at {URL} answers again, after 3 passes not run since {iso_utc(reports[0].started)}",
+    )
+    assert after[1][1].startswith("Pass done in ")
+    assert len([line for line in after if "answers again" in line[1]]) == 1
+
+
+async def test_a_slow_stop_says_the_user_is_kept_only_when_users_may_be_culled(
+    autojump_clock: trio.testing.MockClock, timeline: Timeline
+) -> None:
+    for cull_users, line in (
+        (False, "Server user-0 is slow to stop: the hub answered 202 and goes on stopping it"),
+        (True, "Server user-0 is slow to stop; its user is kept this pass"),
+    ):
+        hub = FakeHub(token=TOKEN, clock=lambda: NOW, stop_latency=30, slow_stop_timeout=10)
+        hub.populate(1, idle_fraction=1.0, seed=1, now=NOW)
+        mark = len(timeline.records)
+        async with hub.running():
+            report = await run_pass(config(cull_users=cull_users), transport=hub.transport(), now=NOW)
+            await hub.wait_stops_done()
+        assert report.servers_pending == 1
+        assert [r.getMessage() for _t, r in timeline.records[mark:] if r.levelno == logging.WARNING] == [line]

@@ -268,7 +268,12 @@ def test_metrics_scraped_from_a_running_culler(tmp_path: Path) -> None:
     assert value("trio_culler_errors_total", kind="scope") == 0, "exported from the start"
     assert value("trio_culler_hub_up") == 1
     assert value("trio_culler_users_culled_total") == len(hub.idle_users) - 1, "all idle users but the failing one"
-    assert value("trio_culler_passes_total") == 1
+    # Passes are counted by outcome: one that read every user ran, whatever failed for one of them.
+    assert value("trio_culler_passes_total", outcome="ran") == 1
+    assert value("trio_culler_passes_total", outcome="hub_down") == 0, "exported from the start"
+    assert value("trio_culler_last_successful_pass_timestamp_seconds") == value(
+        "trio_culler_last_pass_timestamp_seconds"
+    )
     assert value("trio_culler_pass_duration_seconds_count") == 1
     assert 0 < value("trio_culler_pass_duration_seconds_sum") < after - before
     assert before <= value("trio_culler_last_pass_timestamp_seconds") <= after

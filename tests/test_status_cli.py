@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from trio_culler._standby import interval_in_force, salvage, standby_applies
 from trio_culler.cli import _status_page, read_settings, run
 
 from .support.processes import running_culler, running_hub
@@ -188,3 +189,127 @@ def test_a_failed_delivery_logs_the_webhook_without_its_secrets(log_format: str,
     assert ("answered HTTP 404" if webhook == "hub" else "after 3 attempts") in message
     for secret in (*WARN_SECRETS, TOKEN):
         assert secret not in output
+
+
+# --- a configuration error never takes the hub down -----------------------------------------------------------
+
+RULES_TYPO = '[[rules]]\ngrups = ["overnight"]\ntimeout = 86400\n'
+RULES_ERROR = (
+    "--rules-file rules.toml: rules[0]: unknown key grups (a rule has: users, groups, servers, admin, "
+    "user_options, timeout, max_age, cull, remove, cull_users)"
+)
+
+
+def test_a_managed_service_with_a_url_waits_with_its_configuration_error(tmp_path: Path) -> None:
+    """A typo in the rules file: the page answers (anonymous visitors still go to the hub's login), the error
+    is logged at once and again every pass interval (here 1 s, the --cull-every that could be read), no pass
+    runs; SIGTERM ends it with status 2."""
+    (tmp_path / "rules.toml").write_text(RULES_TYPO)
+    port = free_port()
+    env = {
+        **{k: v for k, v in MANAGED.items() if k != "JUPYTERHUB_API_TOKEN"},
+        "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}",
+    }
+    with running_culler("--rules-file=rules.toml", "--cull-every=1", token=TOKEN, env=env, cwd=tmp_path) as culler:
+        first = culler.wait_for(lambda text: "Configuration error:" in text)
+        second = culler.wait_for(lambda text: "Configuration error:" in text, since=culler.mark())
+        assert 0.5 < second.at - first.at < 5
+        answer = httpx.get(f"http://127.0.0.1:{port}/services/culler/", timeout=10, trust_env=False)
+        assert answer.status_code == 302
+        assert answer.headers["location"].startswith("/hub/api/oauth2/authorize?")
+        anonymous = httpx.get(f"http://127.0.0.1:{port}/services/culler/metrics", timeout=10, trust_env=False)
+        assert anonymous.status_code == 401
+        status = culler.stop(signal.SIGTERM)
+    assert status == 2
+    output = culler.text()
+    assert first.text.endswith(
+        f"] Configuration error: {RULES_ERROR}. No pass runs until it is fixed and the culler restarted "
+        "(the status page says so too); check a fix with --show-config"
+    )
+    assert "the configuration cannot be used; serving the error on the status page, running no pass" in output
+    assert "Pass" not in output
+    assert " answered at " not in output
+    assert TOKEN not in output
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        # Standalone: no url from a hub.
+        (["--rules-file=rules.toml"], MANAGED),
+        (["--rules-file=rules.toml", "--status-bind=127.0.0.1:0"], MANAGED),
+        # One-shot asks, even from a managed service with a url.
+        (["--rules-file=rules.toml", "--once"], {**MANAGED, "JUPYTERHUB_SERVICE_URL": "http://127.0.0.1:9"}),
+        (["--rules-file=rules.toml", "--show-config"], {**MANAGED, "JUPYTERHUB_SERVICE_URL": "http://127.0.0.1:9"}),
+    ],
+)
+def test_elsewhere_a_configuration_error_exits_2_with_one_line(
+    argv: list[str], env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    Path("rules.toml").write_text(RULES_TYPO)
+    assert run(argv, env) == 2
+    assert capsys.readouterr().err == f"trio-culler: error: {RULES_ERROR}\n"
+
+
+def test_the_interval_in_force_is_read_as_far_as_it_can_be() -> None:
+    assert interval_in_force(salvage(["--cull-every=42", "--bogus"])) == 42
+    assert interval_in_force(salvage(["--timeout=100", "--rules-file=missing.toml"])) == 50
+    assert interval_in_force(salvage(["--nonsense"])) == 300, "the default: --timeout=600 / 2"
+    Path("idle_culler_config.py").write_text("c.IdleCuller.cull_every = 7\nc.IdleCuller.rules = [{'bad': 1}]\n")
+    assert interval_in_force(salvage(["--rules-file=x.toml"])) == 7
+    assert interval_in_force(salvage(["--rules-file=x.toml", "--cull-every=9"])) == 9
+    Path("idle_culler_config.py").write_text("c.IdleCuller.cull_every = 'soon'\n")
+    assert interval_in_force(salvage([])) == 300
+
+
+def test_standby_applies_to_a_managed_service_with_a_url_only() -> None:
+    with_url = {**MANAGED, "JUPYTERHUB_SERVICE_URL": "http://127.0.0.1:10101"}
+    assert standby_applies(["--typo"], with_url)
+    assert standby_applies([], with_url)
+    assert not standby_applies([], MANAGED)
+    for one_shot in ("--once", "--show-config", "--explain=ann", "--help", "--version", "--generate-config"):
+        assert not standby_applies([one_shot, "--typo"], with_url), one_shot
+
+
+def test_a_metrics_port_in_use_keeps_a_managed_service_up_too(tmp_path: Path) -> None:
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        metrics_port = taken.getsockname()[1]
+        env = {
+            **{k: v for k, v in MANAGED.items() if k != "JUPYTERHUB_API_TOKEN"},
+            "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}",
+        }
+        with running_culler(f"--metrics-port={metrics_port}", token=TOKEN, env=env, cwd=tmp_path) as culler:
+            line = culler.wait_for(lambda text: "Configuration error:" in text)
+            assert (
+                httpx.get(f"http://127.0.0.1:{port}/services/culler/", timeout=10, trust_env=False).status_code == 302
+            )
+            assert culler.stop(signal.SIGTERM) == 2
+    assert f"Configuration error: --metrics-port={metrics_port}: Address already in use." in line.text
+
+
+def test_the_public_url_shown_is_the_hubs_not_the_services_own() -> None:
+    """A hub with a public_url gives a service with a url its own address as JUPYTERHUB_PUBLIC_URL, and its own
+    pages' as JUPYTERHUB_PUBLIC_HUB_URL."""
+    env = {
+        **MANAGED,
+        "JUPYTERHUB_SERVICE_URL": "http://127.0.0.1:10101",
+        "JUPYTERHUB_PUBLIC_URL": "https://hub.example.org/services/culler/",
+        "JUPYTERHUB_PUBLIC_HUB_URL": "https://hub.example.org/jhub/hub/",
+    }
+    settings = read_settings([], env)
+    assert settings.config.public_url == "https://hub.example.org/jhub/"
+    served = _status_page(settings, env)
+    assert served is not None
+    assert served.history.snapshot.config["public_url"] == "https://hub.example.org/jhub/"
+    assert read_settings(["--public-url=https://other.example.org"], env).config.public_url == (
+        "https://other.example.org"
+    )
+    # No hub public_url: nothing, rather than the service's own address.
+    no_hub_url = {k: v for k, v in env.items() if k != "JUPYTERHUB_PUBLIC_HUB_URL"}
+    assert read_settings([], no_hub_url).config.public_url is None
+    # A standalone culler's operator may still set JUPYTERHUB_PUBLIC_URL for the hub's.
+    standalone = {**MANAGED, "JUPYTERHUB_PUBLIC_URL": "https://hub.example.org"}
+    assert read_settings([], standalone).config.public_url == "https://hub.example.org"

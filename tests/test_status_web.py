@@ -1098,3 +1098,209 @@ async def test_the_webhooks_url_is_shown_as_scheme_host_and_port_only() -> None:
 def test_shown_url(url: str, shown: str) -> None:
     assert shown_url(url) == shown
     assert shown_url("http://u:p@hub:8081/hub/api?q=1#f", keep_path=True) == "http://hub:8081/hub/api"
+
+
+# --- only what is so ----------------------------------------------------------------------------------------
+
+
+def _pending(user: str) -> CullRecord:
+    return CullRecord(user=user, server="", action="stop", rule="idle", reason="r", at=NOW, outcome="pending")
+
+
+async def test_a_pending_cull_is_stopped_once_a_later_pass_saw_the_stop_done() -> None:
+    client, flow, history = make_app()
+    history.observe(report(culls=(_pending("ann"), _pending("bob"))))
+    assert [c.outcome for c in history.snapshot.culls] == ["pending", "pending"]
+    history.observe(report(culls=(), stops_confirmed=(("ann", ""),)))
+    assert {c.user: c.outcome for c in history.snapshot.culls} == {"ann": "stopped", "bob": "pending"}
+    async with client:
+        await login(client, flow, "admin")
+        page = (await client.get(PAGE)).text
+        document = (await client.get(f"{PAGE}api/status")).json()
+    assert {c["user"]: c["outcome"] for c in document["culls"]} == {"ann": "stopped", "bob": "pending"}
+    rows = {row.split("</td>")[1].split(">")[-1]: row for row in page.split("<tr><td>")[1:3]}
+    assert ">stopped</td>" in rows["ann"]
+    assert ">pending</td>" in rows["bob"]
+
+
+async def test_a_stop_under_way_is_followed_until_the_hub_shows_it_done(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The real loop against FakeHub: ann's stop takes 30 s (the hub answers 202 after 10); the pass right after
+    still sees it stopping; the one after the stop finished makes the cull ``stopped``."""
+    hub = FakeHub(token=TOKEN, clock=lambda: NOW, stop_latency=30, slow_stop_timeout=10)
+    hub.populate(1, idle_fraction=1.0, seed=1, now=NOW)
+    history = History({}, size=5)
+    cfg = Config(api_token=TOKEN, url="http://127.0.0.1:8081/hub/api", timeout=600, cull_every=600)
+    from trio_culler._service import Culler
+
+    culler = Culler(cfg, transport=hub.transport(), reporters=[history.observe])
+    async with hub.running(), trio.open_nursery() as nursery:
+        await nursery.start(culler.serve)
+        first = await culler.run_pass_now()
+        second = await culler.run_pass_now()
+        assert [c.outcome for c in history.snapshot.culls] == ["pending"]
+        await hub.wait_stops_done()
+        third = await culler.run_pass_now()
+        culler.stop(grace=0)
+    assert first.servers_pending == 1
+    assert second.stops_confirmed == ()
+    assert third.stops_confirmed == (("user-0", ""),)
+    assert [c.outcome for c in history.snapshot.culls] == ["stopped"]
+    assert hub.statistics().requests_by_kind["other"] == 2, "the hub was asked about the stop (GET /users/user-0)"
+
+
+def test_due_within_the_hour_is_unknown_where_it_cannot_be_foreseen() -> None:
+    plain = History({"cull_arbiter_hook": None}, size=3)
+    plain.observe(report())
+    assert plain.snapshot.upcoming_unknown is None
+    assert plain.snapshot.to_json()["upcoming"]["total_due"] == 100_000
+    # A hook decides idleness.
+    hooked = History({"cull_arbiter_hook": "my_hook"}, size=3)
+    hooked.observe(report(upcoming_due={"max_age": 3}))
+    assert hooked.snapshot.upcoming_unknown == (
+        "a cull_arbiter_hook decides idleness, which cannot be foreseen: only --max-age culls are counted"
+    )
+    upcoming = hooked.snapshot.to_json()["upcoming"]
+    assert (upcoming["total_due"], upcoming["foreseen"]) == (None, 3)
+    # With --kernel-activity-only, servers whose kernels could not be read.
+    kernels = History({"kernel_activity_only": True}, size=3)
+    kernels.observe(report(inspection_failures={"timeout": 2}))
+    assert kernels.snapshot.upcoming_unknown == (
+        "2 servers could not be inspected, and with --kernel-activity-only only their kernels say when they "
+        "will be idle"
+    )
+    kernels.observe(report())
+    assert kernels.snapshot.upcoming_unknown is None
+    # A pass that did not run.
+    plain.observe(report(aborted="the hub at X could not be reached: connection refused", outcome="hub_down", pages=0))
+    assert plain.snapshot.upcoming_unknown == (
+        "the last pass did not read the hub's users (the hub at X could not be reached: connection refused)"
+    )
+    assert plain.snapshot.to_json()["upcoming"]["total_due"] is None
+    plain.observe(report(pages_failed=2, outcome="failed"))
+    assert plain.snapshot.upcoming_unknown == "the last pass could not read every user (2 of the hub's pages failed)"
+
+
+async def test_the_page_says_unknown_not_0() -> None:
+    client, flow, history = make_app(cfg=Config(api_token=TOKEN, cull_arbiter_hook=lambda **kw: True))
+    history.observe(report(upcoming=(), upcoming_due={}))
+    async with client:
+        await login(client, flow, "admin")
+        page = (await client.get(PAGE)).text
+    card = page.split("Due within the hour</span>")[1].split("</div>")[0]
+    assert card.startswith("<b>unknown</b>0 foreseen")
+    assert "Nothing is due to be culled" not in page
+    assert '<span class="bad">Unknown:</span> a cull_arbiter_hook decides idleness' in page
+
+
+async def test_rules_are_shown_as_the_toml_an_operator_writes() -> None:
+    cfg = Config(
+        api_token=TOKEN, rules=[{"groups": ["overnight"], "timeout": 86400}, {"users": ["vip-*"], "cull": False}]
+    )
+    client, flow, _history = make_app(cfg=cfg)
+    async with client:
+        await login(client, flow, "admin")
+        page = (await client.get(PAGE)).text
+    import html
+    import tomllib
+
+    rules = html.unescape(page.split('<pre id="rules">')[1].split("</pre>")[0])
+    assert rules == '[[rules]]\ngroups = ["overnight"]\ntimeout = 86400\n\n[[rules]]\nusers = ["vip-*"]\ncull = false\n'
+    assert tomllib.loads(rules)["rules"] == [rule.as_dict() for rule in cfg.rules]
+    config_list = page.split('<ul class="config">')[1].split("</ul>")[0]
+    assert "{&#39;" not in page
+    assert "True" not in config_list
+    assert "None" not in config_list
+    assert '<span class="muted">dry_run</span> false' in config_list
+
+
+async def test_the_warnings_and_the_servers_kept_sections() -> None:
+    cfg = Config(api_token=TOKEN, warn_before=600, warn_url="http://hooks.test/x")
+    client, flow, history = make_app(cfg=cfg)
+    history.observe(report(warnings_sent=3, warnings_failed=1, servers_kept={"active": 7, "warned": 2}))
+    history.observe(
+        report(
+            warnings_sent=2,
+            warnings_pending=4,
+            servers_kept={"active": 90_000, "kernel_busy": 3, "exempt": 12, "warned": 1, "custom_code": 1},
+        )
+    )
+    async with client:
+        await login(client, flow, "admin")
+        page = (await client.get(PAGE)).text
+        document = (await client.get(f"{PAGE}api/status")).json()
+    assert document["warnings"] == {"enabled": True, "sent": 5, "failed": 1, "pending": 4, "waiting": 1}
+    assert document["kept"]["by_reason"]["kernel_busy"] == 3
+    warnings = page.split('id="warnings"')[1].split("<h2")[0]
+    assert "<b>5</b>since the culler started" in warnings
+    assert "<b>4</b>when the last pass ended" in warnings
+    assert '<b class="bad">1</b>' in warnings
+    kept = page.split('id="kept"')[1].split("<h2")[0]
+    rows = [row.split("</tr>")[0] for row in kept.split("<tr><td>")[1:]]
+    assert rows == [
+        'in use: active within the timeout</td><td class="num">90,000</td>',
+        'exempt by a rule (cull = false)</td><td class="num">12</td>',
+        'a kernel is busy</td><td class="num">3</td>',
+        'custom code</td><td class="num">1</td>',
+        'warned: waiting for the notice its user was promised</td><td class="num">1</td>',
+    ]
+
+
+async def test_without_warnings_the_page_says_none_are_sent() -> None:
+    client, flow, history = make_app()
+    history.observe(report())
+    async with client:
+        await login(client, flow, "admin")
+        page = (await client.get(PAGE)).text
+    assert "None are sent (--warn-before is 0)." in page
+
+
+async def test_a_configuration_error_is_the_whole_page_behind_the_same_login() -> None:
+    metrics = Metrics()
+    metrics.observe_config_error()
+    client, flow, history = make_app(metrics=metrics)
+    message = f"--rules-file /etc/rules.toml: rules[0]: unknown key grups (a rule has: users, groups, ...) {HOSTILE}"
+    history.config_error(message)
+    async with client:
+        anonymous = await stranger(client).get(PAGE)
+        refused = await login(client, flow, "pleb")
+    async with stranger(client) as admin:
+        await login(admin, flow, "admin")
+        page = await admin.get(PAGE)
+        document = (await admin.get(f"{PAGE}api/status")).json()
+        scraped = await admin.get(f"{PAGE}metrics")
+    assert anonymous.status_code == 302
+    assert "/hub/api/oauth2/authorize" in anonymous.headers["location"]
+    assert refused.status_code == 403
+    assert "rules.toml" not in refused.text
+    assert page.status_code == 200
+    assert "The culler is not running: its configuration cannot be used" in page.text
+    assert "unknown key grups" in page.text
+    assert "<img" not in page.text
+    assert "Recent culls" not in page.text
+    assert "Next hour" not in page.text
+    assert document["config_error"] == message
+    assert "trio_culler_config_error 1.0" in scraped.text
+
+
+async def test_a_stop_is_done_once_the_server_is_gone_or_no_longer_stopping(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """After a 202: still stopping (``pending: stop``) is followed further; gone, or running again (the user
+    started it anew: the stop is over), is done; a user deleted since is done too."""
+    from trio_culler._hub import open_hub_client
+    from trio_culler._stopping import StopsUnderWay
+
+    hub = FakeHub(token=TOKEN, clock=lambda: NOW)
+    hub.add_user("still", servers={"": FakeServer("", NOW, NOW, pending="stop", ready=False)})
+    hub.add_user("again", servers={"": FakeServer("", NOW, NOW)})
+    hub.add_user("gone")
+    stops = StopsUnderWay()
+    stops.follow(report(culls=tuple(_pending(name) for name in ("still", "again", "gone", "deleted"))))
+    assert len(stops) == 4
+    cfg = Config(api_token=TOKEN, url="http://127.0.0.1:8081/hub/api")
+    async with hub.running(), open_hub_client(cfg, transport=hub.transport()) as client:
+        done = await stops.confirm(client)
+    assert sorted(done) == [("again", ""), ("deleted", ""), ("gone", "")]
+    assert len(stops) == 1, "still stopping: asked about again after the next pass"

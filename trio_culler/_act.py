@@ -53,15 +53,25 @@ async def stop_server(
     recorder: PassRecorder,
     matched: MatchedRule | None = None,
     judged_started: datetime | None = None,
+    user_culling: bool = False,
 ) -> Outcome:
     """Stop (or remove) a server. ``judged_started``: the start of the server the decision judged, in the log
-    line's JSON fields, so that a reader can tell the cull of that server from the cull of a restarted one."""
+    line's JSON fields, so that a reader can tell the cull of that server from the cull of a restarted one.
+    ``user_culling``: whether the pass may delete this server's user (then a stop still under way keeps it)."""
     # Formatted once: the log line, its JSON fields and the pass's record all say the same words.
     reason = decision.reason
     fields = decision_fields(decision, user, server, reason=reason)
     fields["judged_started"] = None if judged_started is None else judged_started.isoformat().replace("+00:00", "Z")
     outcome = await _stop_server(
-        hub, user, server, decision, fields, dry_run=dry_run, recorder=recorder, matched=matched
+        hub,
+        user,
+        server,
+        decision,
+        fields,
+        dry_run=dry_run,
+        recorder=recorder,
+        matched=matched,
+        user_culling=user_culling,
     )
     recorder.cull(_record(user, server, decision, reason, outcome, matched))
     return outcome
@@ -77,6 +87,7 @@ async def _stop_server(
     dry_run: bool,
     recorder: PassRecorder,
     matched: MatchedRule | None,
+    user_culling: bool,
 ) -> Outcome:
     label = f"{user}/{server}" if server else user
     reason = str(fields["reason"])
@@ -103,7 +114,10 @@ async def _stop_server(
     recorder.servers_culled[decision.code] += 1
     if outcome is Outcome.PENDING:
         recorder.servers_pending += 1
-        log.warning("Server %s is slow to stop; its user is kept this pass", label, extra=fields)
+        if user_culling:
+            log.warning("Server %s is slow to stop; its user is kept this pass", label, extra=fields)
+        else:
+            log.warning("Server %s is slow to stop: the hub answered 202 and goes on stopping it", label, extra=fields)
         return Outcome.PENDING
     recorder.servers_stopped += 1
     if outcome is Outcome.GONE:

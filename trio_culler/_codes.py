@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 import attrs
 
-__all__ = ["CODES", "PAGE_WORDING", "CodeInfo", "DecisionCode", "PageWording"]
+__all__ = ["CODES", "PAGE_WORDING", "SERVER_KEPT_CODES", "CodeInfo", "DecisionCode", "PageWording"]
 
 
 class DecisionCode(enum.StrEnum):
@@ -128,3 +128,17 @@ CODES: Mapping[DecisionCode, CodeInfo] = dict(
 
 #: The page's wording by code string, as the status page's templates look it up.
 PAGE_WORDING: Mapping[str, PageWording] = {code.value: info.page for code, info in CODES.items()}
+
+#: The codes with which a pass keeps a server (the rest cull one, or judge a user).
+SERVER_KEPT_CODES: tuple[DecisionCode, ...] = (
+    _C.ACTIVE,
+    _C.KERNELS_ACTIVE,
+    _C.KERNEL_BUSY,
+    _C.EXEMPT,
+    _C.PENDING,
+    _C.NOT_READY,
+    _C.DEFAULT_DISABLED,
+    _C.NAMED_DISABLED,
+    _C.HOOK_FAILED,
+    _C.INSPECTION_FAILED,
+)

@@ -25,11 +25,13 @@ from ._config import Config
 from ._credentials import ServerCredentials, open_server_credentials
 from ._errors import HubAuthError, HubError, HubStatusError, HubTimeout, HubUnavailable, caused_by, first_leaf
 from ._forecast import Upcoming
+from ._groups import GroupCheck
 from ._hub import HubClient
 from ._inspect import MAX_ANSWER_BYTES, InspectionFailed, ServerActivity, inspect_server, server_base_url
 from ._judge import Inspect, Judge, Verdict
 from ._models import Server, User
 from ._notify import Notifier
+from ._outage import unreachable
 from ._pager import stream_users
 from ._probe import Probe, check_scopes, probe_hub
 from ._redact import make_redactor
@@ -60,6 +62,7 @@ async def run_pass_with(
     notifier: Notifier | None = None,
     probe: Probe | None = None,
     credentials: ServerCredentials | None = None,
+    group_check: GroupCheck | None = None,
 ) -> PassReport:
     """Run one pass against ``hub``. Never raises for hub trouble: the report says what happened.
 
@@ -69,6 +72,7 @@ async def run_pass_with(
     ``probe``: a probe made just before (the start-up one), instead of this pass's own.
     ``credentials``: the per-server tokens a long-running culler keeps between passes; without, this pass
     mints its own and revokes them when it ends.
+    ``group_check``: says which group names in the rules the hub does not have, once the hub answered.
     """
     if credentials is None:
         async with open_server_credentials(hub, config) as own:
@@ -82,6 +86,7 @@ async def run_pass_with(
                 notifier=notifier,
                 probe=probe,
                 credentials=own,
+                group_check=group_check,
             )
     now = datetime.now(UTC) if now is None else now
     draining = trio.Event() if draining is None else draining
@@ -112,6 +117,8 @@ async def run_pass_with(
         recorder.error("scopes", missing)
         recorder.aborted = _abort_message(missing, config)
         return _finish(recorder, notifier)
+    if group_check is not None:
+        await group_check.run(hub)
     if not info.has_pagination:
         log.debug("Hub %s has no pagination: reading the user list in one request", info.version)
     workers = config.concurrency or UNBOUNDED_WORKERS
@@ -158,6 +165,8 @@ def _finish(recorder: PassRecorder, notifier: Notifier | None) -> PassReport:
         # Only a pass that saw every user may forget the warned servers it did not see.
         complete = recorder.aborted is None and not recorder.interrupted and not recorder.pages_failed
         recorder.warnings_sent, recorder.warnings_failed = notifier.end_pass(complete=complete)
+        statistics = notifier.statistics()
+        recorder.warnings_pending = statistics.queued + statistics.delivering
     return recorder.finish(trio.current_time())
 
 
@@ -193,6 +202,8 @@ def _triage(config: Config, judge: Judge, now: datetime, work: UserWork) -> Call
             wanted = wanted or (warn_until is not None and due.at <= warn_until)
         if wanted or (not verdicts and table.for_user(user).policy.cull_users):
             return Work(user, verdicts, listed_at)
+        # Kept whole: its servers count as kept, by their codes, once the pager counts the user.
+        work.recorder.triaged(verdict.decision for verdict in verdicts.values() if verdict is not None)
         return None
 
     return triage
@@ -242,7 +253,8 @@ async def _probe_with_retries(hub: HubClient, config: Config) -> Probe:
     its reason and the true wait (``--once`` against a hub that is down says so in its first second)."""
 
     def announce(error: HubError, wait: float, retry_number: int) -> None:
-        log.warning(
+        # DEBUG: a pass the hub does not answer says so in one line, its summary (_outage).
+        log.debug(
             "Hub not ready at %s: %s; retrying in %g s (%d of %d)",
             config.url,
             error,
@@ -272,7 +284,7 @@ def _abort_message(error: HubError, config: Config) -> str:
             f"the hub refused the culler's token ({error}). Check JUPYTERHUB_API_TOKEN and that the culler's "
             f"role has the scopes {', '.join(scopes)}"
         )
-    return f"the hub could not be reached at {config.url} ({error})"
+    return unreachable(error, config.url, attempts=config.max_retries + 1 if error.transient else 1)
 
 
 async def _report_progress(recorder: PassRecorder, interval: float) -> None:

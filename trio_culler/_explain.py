@@ -25,6 +25,7 @@ import attrs
 from ._config import Config
 from ._decide import Decision, decide_user, effective_idle_time, format_duration, server_idle_time
 from ._errors import HubError
+from ._groups import group_notes
 from ._hub import HubClient
 from ._judge import Judge, Verdict
 from ._models import Server, User
@@ -275,14 +276,15 @@ async def run_explain(
     try:
         async with open_hub_client(config, transport=transport) as hub:
             explanation = await explain(hub, config, user_name, now, server=server)
+            notes = await group_notes(hub, config.rules)
     except HubError as error:
         return _fail(out, json_format, f"could not read user {user_name!r} from {config.url}: {error}")
     if isinstance(explanation, str):
         return _fail(out, json_format, explanation)
     if json_format:
-        out.write(json.dumps(explanation.as_dict(), sort_keys=True) + "\n")
+        out.write(json.dumps({**explanation.as_dict(), "notes": notes}, sort_keys=True) + "\n")
     else:
-        out.write(explanation.render())
+        out.write(explanation.render() + "".join(f"  note:     {note}\n" for note in notes))
     return 0
 
 

@@ -4,6 +4,11 @@
 :attr:`History.snapshot`, a frozen value, in one assignment: the web server only ever reads whole snapshots,
 and a pass never waits for, or on, a reader. Memory is ``size`` pass summaries plus ``size`` culls plus one
 pass's forecast (at most :data:`~._report.MAX_UPCOMING_KEPT`), whatever the number of users on the hub.
+
+It shows only what is so: a cull whose stop the hub answered 202 is ``pending`` until a later pass saw the stop
+done (:attr:`~._report.PassReport.stops_confirmed`), then ``stopped``; what comes next is ``unknown`` (with why)
+where the culler cannot foresee it; a culler whose configuration cannot be used says so
+(:meth:`History.config_error`), and nothing else.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from ._redact import shown_url
 from ._report import CullRecord, PassError, PassReport
 from ._time import iso_utc, seconds
 
-__all__ = ["DEFAULT_HISTORY", "History", "PassSummary", "StatusSnapshot"]
+__all__ = ["DEFAULT_HISTORY", "History", "PassSummary", "StatusSnapshot", "WarningTally"]
 
 #: Passes and culls kept by default (``--status-history``).
 DEFAULT_HISTORY = 100
@@ -47,6 +52,8 @@ class PassSummary:
     errors: int
     aborted: str | None
     interrupted: bool
+    #: How it ended (:data:`~._report.OUTCOMES`).
+    outcome: str = "ran"
 
     @classmethod
     def of(cls, report: PassReport) -> PassSummary:
@@ -56,6 +63,21 @@ class PassSummary:
 
 
 _TALLIES = ("servers_culled", "errors")
+
+
+@attrs.frozen(kw_only=True)
+class WarningTally:
+    """Warnings before a cull, as the page shows them."""
+
+    #: Whether warnings are configured at all (``--warn-before``).
+    enabled: bool = False
+    #: Delivered, and failed, since the culler started.
+    sent: int = 0
+    failed: int = 0
+    #: Waiting for delivery when the last pass ended.
+    pending: int = 0
+    #: Servers the last pass that ran kept because their users were warned and the notice runs on.
+    waiting: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -81,6 +103,15 @@ class StatusSnapshot:
     #: The effective configuration, as ``--show-config`` prints it, but never the token, and URLs as
     #: :func:`~._redact.shown_url` shows them.
     config: Mapping[str, Any]
+    #: Why what comes next cannot be foreseen, in whole or in part (the count due is then unknown); None when
+    #: it can be.
+    upcoming_unknown: str | None = None
+    #: Servers kept by the last pass that ran (decided every user), by the decision's code, and when it started.
+    kept: Mapping[str, int] = attrs.field(factory=dict)
+    kept_as_of: datetime | None = None
+    warnings: WarningTally = WarningTally()
+    #: Set when the configuration cannot be used: no pass runs, and the page shows only this.
+    config_error: str | None = None
 
     @property
     def upcoming_total(self) -> int:
@@ -91,6 +122,7 @@ class StatusSnapshot:
         return {
             "version": self.version,
             "history": self.history,
+            "config_error": self.config_error,
             "passes": [_json(summary) for summary in self.passes],
             "culls": [_json(record) for record in self.culls],
             "last_errors": [{"subject": e.subject, "kind": e.kind, "message": e.message} for e in self.last_errors],
@@ -98,9 +130,14 @@ class StatusSnapshot:
                 "as_of": iso_utc(self.upcoming_as_of),
                 "horizon_seconds": seconds(self.horizon),
                 "due": dict(self.upcoming_due),
-                "total_due": self.upcoming_total,
+                # Unknown is not 0: a reader that sums the due must not read "nothing comes" into it.
+                "total_due": None if self.upcoming_unknown else self.upcoming_total,
+                "foreseen": self.upcoming_total,
+                "unknown": self.upcoming_unknown,
                 "soonest": [_json(forecast) for forecast in self.upcoming],
             },
+            "kept": {"as_of": iso_utc(self.kept_as_of), "by_reason": dict(self.kept)},
+            "warnings": attrs.asdict(self.warnings),
             "next_pass_at": iso_utc(self.next_pass_at),
             "config": dict(self.config),
         }
@@ -117,6 +154,8 @@ class History:
         self._passes: deque[PassSummary] = deque(maxlen=size)
         self._culls: deque[CullRecord] = deque(maxlen=size)
         self._versions = itertools.count(1)
+        self._warnings_sent = 0
+        self._warnings_failed = 0
         self.snapshot = StatusSnapshot(
             version=0,
             history=size,
@@ -129,15 +168,23 @@ class History:
             horizon=DEFAULT_HORIZON,
             next_pass_at=None,
             config=_shown_config(config),
+            warnings=WarningTally(enabled=bool(config.get("warn_before"))),
         )
 
     def observe(self, report: PassReport) -> None:
         """A :data:`~._service.Reporter`: fold one finished pass in and publish the new snapshot."""
         self._passes.appendleft(PassSummary.of(report))
+        if report.stops_confirmed:
+            self._confirm_stops(frozenset(report.stops_confirmed))
         # deque(maxlen) drops from the other end: the newest `size` culls stay, newest first.
         self._culls.extendleft(report.culls[-self.size :])
+        self._warnings_sent += report.warnings_sent
+        self._warnings_failed += report.warnings_failed
         previous = self.snapshot
         read_the_users = report.aborted is None
+        # What was kept is known from a pass that decided every user.
+        ran = report.outcome == "ran"
+        kept = dict(report.servers_kept) if ran else previous.kept
         self.snapshot = StatusSnapshot(
             version=next(self._versions),
             history=self.size,
@@ -148,10 +195,56 @@ class History:
             upcoming=tuple(report.upcoming) if read_the_users else previous.upcoming,
             upcoming_due=dict(report.upcoming_due) if read_the_users else previous.upcoming_due,
             upcoming_as_of=report.started if read_the_users else previous.upcoming_as_of,
+            upcoming_unknown=_unforeseeable(report, previous.config),
             horizon=previous.horizon,
             next_pass_at=None if self._interval is None else _next_start(report.started, self._interval),
             config=previous.config,
+            kept=kept,
+            kept_as_of=report.started if ran else previous.kept_as_of,
+            warnings=WarningTally(
+                enabled=bool(previous.config.get("warn_before")),
+                sent=self._warnings_sent,
+                failed=self._warnings_failed,
+                pending=report.warnings_pending,
+                waiting=kept.get("warned", 0),
+            ),
         )
+
+    def config_error(self, message: str) -> None:
+        """Publish a snapshot that says the configuration cannot be used, and that no pass runs."""
+        self.snapshot = attrs.evolve(self.snapshot, version=next(self._versions), config_error=message)
+
+    def _confirm_stops(self, done: frozenset[tuple[str, str]]) -> None:
+        """Culls still ``pending`` whose stop a later pass saw done are ``stopped`` now."""
+        self._culls = deque(
+            (
+                attrs.evolve(cull, outcome="stopped")
+                if cull.outcome == "pending" and (cull.user, cull.server) in done
+                else cull
+                for cull in self._culls
+            ),
+            maxlen=self.size,
+        )
+
+
+def _unforeseeable(report: PassReport, config: Mapping[str, Any]) -> str | None:
+    """Why the culls to come cannot all be foreseen after ``report``, or None when they can."""
+    if report.outcome in ("hub_down", "scopes") or not report.listed:
+        return f"the last pass did not read the hub's users ({report.aborted or 'stopped before it could'})"
+    if report.outcome == "interrupted":
+        return "the last pass was stopped before it read every user"
+    if report.outcome == "failed":
+        return f"the last pass could not read every user ({report.pages_failed} of the hub's pages failed)"
+    if config.get("cull_arbiter_hook") is not None:
+        return "a cull_arbiter_hook decides idleness, which cannot be foreseen: only --max-age culls are counted"
+    failed = sum(report.inspection_failures.values())
+    if config.get("kernel_activity_only") and failed:
+        noun = "server" if failed == 1 else "servers"
+        return (
+            f"{failed} {noun} could not be inspected, and with --kernel-activity-only only their kernels say when "
+            "they will be idle"
+        )
+    return None
 
 
 #: The configuration's URLs, and whether their path may be shown: the hub's path is its base URL, a webhook's

@@ -42,6 +42,7 @@ import attrs
 import httpx
 import trio
 
+from ._api_url import suggest_api_url
 from ._clients import TokenScope, header_token, http_client, make_ssl_context
 from ._config import Config
 from ._errors import (
@@ -294,7 +295,7 @@ class RequestEngine:
         advice = f" (the hub answered with a redirect{f' to {location}' if location else ''}"
         if str(request.url).startswith(self.base) and not self.base.endswith("/api"):
             # The classic mistake: --url=http://hub:8081/hub, whose / redirects to the login page.
-            advice += f"; --url must be the hub's API URL, e.g. {self.base}/api"
+            advice += f"; --url must be the hub's API URL, e.g. {suggest_api_url(self.base, location)}"
         return advice + ")"
 
 

@@ -158,6 +158,14 @@ class HubClient:
         model = self.http.json(response)
         return model if isinstance(model, dict) else None
 
+    async def list_groups(self, *, offset: int, limit: int) -> Any:
+        """``GET /groups`` (scope ``list:groups``): one page of the hub's groups, as the hub answered it (a
+        ``_pagination`` page from JupyterHub 2, a plain list before); HubAuthError when the token may not list
+        them."""
+        target = f"/groups?{urlencode({'offset': offset, 'limit': limit})}"
+        response = await self.http.request("groups", "GET", target, headers=_PAGINATED)
+        return self.http.json(response)
+
     async def list_users(self, *, state: str | None, offset: int, limit: int | None, paginate: bool = True) -> Page:
         params: dict[str, str] = {}
         if state:

@@ -3,6 +3,12 @@
 The registry is private to each :class:`Metrics` (not prometheus-client's global one), so an embedding
 application's metrics and ours never collide, and tests can create as many as they like.
 
+What alerts read (``docs/alerts.yml``) is kept true: a pass that did not run (hub down, scopes, a wrong
+``--url``: see :data:`~._report.OUTCOMES`) is counted by its outcome, and moves neither the duration histogram
+nor the last pass's time, and only a pass that ran moves the last *successful* pass's time. Gauges about what
+the last pass saw (users, servers, servers kept) describe the last pass that ran. A dry run's
+culls have counters of their own: ``servers_culled_total`` counts what the hub was asked to stop and took.
+
 Every label value a counter can take exists, at 0, from the start: an alert on
 ``increase(trio_culler_errors_total{kind="scope"}[1h]) > 0`` must work on a culler that has never failed yet
 (a series that appears only with its first increment has no increase to show). A rule or error kind added
@@ -12,18 +18,26 @@ exception tree).
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector, start_http_server
 
-from ._codes import CODES
+from ._codes import CODES, SERVER_KEPT_CODES
 from ._errors import HubError
-from ._report import PassReport
+from ._report import OUTCOMES, PassReport
+from ._version import __version__
 
-__all__ = ["CULL_REASONS", "ERROR_KINDS", "Metrics"]
+__all__ = ["CULL_REASONS", "ERROR_KINDS", "KEPT_REASONS", "Metrics"]
 
 #: The codes that cull a server, by their metric labels (``_codes.CODES``).
 CULL_REASONS = tuple(info.metric for info in CODES.values() if info.event is not None)
+#: Why a pass keeps a server: the codes that keep one (the users' codes aside), and ``warned``: kept until the
+#: notice its user was promised runs out.
+KEPT_REASONS = (
+    *(CODES[code].metric for code in SERVER_KEPT_CODES),
+    "warned",
+)
 #: Why a server could not be inspected (``_inspect.InspectionFailed.kind``), as the README lists them.
 INSPECTION_FAILURE_KINDS = ("timeout", "unreachable", "forbidden", "not_found", "status", "unreadable", "no_url")
 #: Every ``kind`` a pass records: the HubError kinds, ``unreadable`` (skipped models), ``internal`` (a bug),
@@ -55,20 +69,66 @@ def _labelled(name: str, documentation: str, label: str, values: Sequence[str], 
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, interval: float | None = None) -> None:
+        """``interval``: the seconds between passes (``--cull-every`` in force), for alerts on staleness."""
         self.registry = CollectorRegistry(auto_describe=True) if registry is None else registry
         r = self.registry
-        self.servers_culled = _labelled(
-            "trio_culler_servers_culled", "Servers culled, by the rule that culled them.", "reason", CULL_REASONS, r
+        self.build = Info("trio_culler_build", "The culler's version, and Python's.", registry=r)
+        self.build.info({"version": __version__, "python": platform.python_version()})
+        if registry is None:
+            # process_start_time_seconds (the staleness alert's grace at start-up), memory, CPU and file
+            # descriptors, where /proc has them; a registry of the caller's may have its own already.
+            ProcessCollector(registry=r)
+        self.interval = Gauge(
+            "trio_culler_pass_interval_seconds", "Seconds between the starts of two passes (--cull-every).", registry=r
         )
-        self.users_culled = Counter("trio_culler_users_culled", "Users deleted.", registry=r)
-        self.passes = Counter("trio_culler_passes", "Passes finished (completed or aborted).", registry=r)
+        if interval is not None:
+            self.interval.set(interval)
+        self.config_error = Gauge(
+            "trio_culler_config_error",
+            "1 while the configuration cannot be used: no pass runs (the status page and the log say why).",
+            registry=r,
+        )
+        self.servers_culled = _labelled(
+            "trio_culler_servers_culled",
+            "Servers culled (the hub took the stop), by the rule that culled them; dry runs not included.",
+            "reason",
+            CULL_REASONS,
+            r,
+        )
+        self.servers_would_cull = _labelled(
+            "trio_culler_servers_would_cull",
+            "Servers a dry run would have culled, by the rule that would have culled them.",
+            "reason",
+            CULL_REASONS,
+            r,
+        )
+        self.users_culled = Counter("trio_culler_users_culled", "Users deleted; dry runs not included.", registry=r)
+        self.users_would_cull = Counter(
+            "trio_culler_users_would_cull", "Users a dry run would have deleted.", registry=r
+        )
+        self.passes = _labelled(
+            "trio_culler_passes",
+            "Passes finished, by outcome: ran, hub_down, scopes, failed, interrupted (see the README).",
+            "outcome",
+            OUTCOMES,
+            r,
+        )
         self.pass_duration = Histogram(
-            "trio_culler_pass_duration_seconds", "Wall time of a pass.", buckets=_PASS_BUCKETS, registry=r
+            "trio_culler_pass_duration_seconds",
+            "Wall time of the passes that read users.",
+            buckets=_PASS_BUCKETS,
+            registry=r,
         )
         self.last_pass = Gauge(
             "trio_culler_last_pass_timestamp_seconds",
-            "Unix time at which the last pass finished.",
+            "Unix time at which the last pass that read users finished.",
+            registry=r,
+        )
+        self.last_successful_pass = Gauge(
+            "trio_culler_last_successful_pass_timestamp_seconds",
+            "Unix time at which the last pass that ran (read every page of users, decided every user) finished; "
+            "0 before the first.",
             registry=r,
         )
         self.last_pass_ok = Gauge(
@@ -79,8 +139,10 @@ class Metrics:
         self.errors = _labelled(
             "trio_culler_errors", "Failed requests and unreadable data, by kind.", "kind", ERROR_KINDS, r
         )
-        self.users_seen = Gauge("trio_culler_users_seen", "Users looked at in the last pass.", registry=r)
-        self.servers_seen = Gauge("trio_culler_servers_seen", "Servers looked at in the last pass.", registry=r)
+        self.users_seen = Gauge("trio_culler_users_seen", "Users looked at by the last pass that ran.", registry=r)
+        self.servers_seen = Gauge(
+            "trio_culler_servers_seen", "Servers looked at by the last pass that ran.", registry=r
+        )
         self.servers_pending = Counter(
             "trio_culler_servers_stop_pending", "Stops the hub answered 202 (still stopping).", registry=r
         )
@@ -105,6 +167,21 @@ class Metrics:
         self.hub_up = Gauge(
             "trio_culler_hub_up", "1 if the last probe reached the hub and it accepted the token, else 0.", registry=r
         )
+        self.servers_kept = Gauge(
+            "trio_culler_servers_kept",
+            "Servers the last pass that ran kept, by why (warned: waiting for the notice its user was promised).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in KEPT_REASONS:
+            self.servers_kept.labels(reason)
+        self.warnings_pending = Gauge(
+            "trio_culler_warnings_pending", "Warnings waiting for delivery when the last pass ended.", registry=r
+        )
+
+    def observe_config_error(self) -> None:
+        """The configuration cannot be used: no pass will run (what the culler waiting with the error shows)."""
+        self.config_error.set(1)
 
     def observe_probe(self, error: HubError | None) -> None:
         """A start-up probe (before the first pass): a hub down from the start counts as an error too."""
@@ -113,21 +190,31 @@ class Metrics:
             self.errors.labels(kind=error.kind).inc()
 
     def observe(self, report: PassReport) -> None:
-        """Fold one finished pass into the metrics. A dry run counts what it would have culled."""
+        """Fold one finished pass into the metrics. A dry run counts what it would have culled apart."""
+        culled = self.servers_would_cull if report.dry_run else self.servers_culled
         for rule, count in report.servers_culled.items():
-            self.servers_culled.labels(reason=rule).inc(count)
-        self.users_culled.inc(report.users_culled if report.dry_run else report.users_deleted)
-        self.passes.inc()
-        self.pass_duration.observe(report.duration)
-        self.last_pass.set(report.started.timestamp() + report.duration)
+            culled.labels(reason=rule).inc(count)
+        if report.dry_run:
+            self.users_would_cull.inc(report.users_culled)
+        else:
+            self.users_culled.inc(report.users_deleted)
+        self.passes.labels(outcome=report.outcome).inc()
+        finished = report.started.timestamp() + report.duration
+        if report.listed:
+            self.pass_duration.observe(report.duration)
+            self.last_pass.set(finished)
+        if report.outcome == "ran":
+            self.last_successful_pass.set(finished)
+            self.users_seen.set(report.users_seen)
+            self.servers_seen.set(report.servers_seen)
+            for reason in {*KEPT_REASONS, *report.servers_kept}:
+                self.servers_kept.labels(reason).set(report.servers_kept.get(reason, 0))
         self.last_pass_ok.set(1 if report.ok else 0)
         for kind, count in report.errors_by_kind.items():
             self.errors.labels(kind=kind).inc(count)
         if report.skipped:
             self.errors.labels(kind="unreadable").inc(report.skipped)
             self.skipped.inc(report.skipped)
-        self.users_seen.set(report.users_seen)
-        self.servers_seen.set(report.servers_seen)
         self.servers_pending.inc(report.servers_pending)
         self.warnings.labels(outcome="sent").inc(report.warnings_sent)
         self.warnings.labels(outcome="failed").inc(report.warnings_failed)
@@ -135,6 +222,7 @@ class Metrics:
         for kind, count in report.inspection_failures.items():
             self.inspection_failures.labels(kind=kind).inc(count)
         self.hub_up.set(1 if report.hub_up else 0)
+        self.warnings_pending.set(report.warnings_pending)
 
     def serve(self, port: int, address: str = "127.0.0.1") -> int:
         """Serve ``/metrics`` on a background thread; returns the bound port (useful with port 0)."""

@@ -90,6 +90,8 @@ class NotifierStatistics:
     failed: int
     queued: int
     remembered: int
+    #: Deliveries under way (a hook or POST not yet returned): with ``queued``, the warnings still pending.
+    delivering: int = 0
 
 
 @attrs.define
@@ -111,12 +113,13 @@ class Notifier:
         self._seen: set[tuple[str, str]] = set()
         self.sent = 0
         self.failed = 0
+        self.delivering = 0
         self._reported_sent = 0
         self._reported_failed = 0
 
     def statistics(self) -> NotifierStatistics:
         return NotifierStatistics(
-            self.sent, self.failed, self._send.statistics().current_buffer_used, len(self._entries)
+            self.sent, self.failed, self._send.statistics().current_buffer_used, len(self._entries), self.delivering
         )
 
     def in_window(self, due: datetime, now: datetime) -> bool:
@@ -228,6 +231,7 @@ async def _deliver_all(
     async with receive:
         async for warning in receive:
             label = f"{warning.user}/{warning.server}" if warning.server else warning.user
+            notifier.delivering += 1
             try:
                 with trio.fail_after(DELIVERY_TIMEOUT):
                     if config.warn_hook is not None:
@@ -245,6 +249,8 @@ async def _deliver_all(
                 )
             else:
                 notifier.sent += 1
+            finally:
+                notifier.delivering -= 1
 
 
 async def _call_hook(hook: WarnHook, warning: CullWarning) -> None:

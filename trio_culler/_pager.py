@@ -118,6 +118,7 @@ class _Sink(Generic[W]):
                 if user.name not in counted:
                     recorder.users_seen += 1
                     recorder.servers_seen += len(user.servers)
+                    recorder.count_triaged()
                 continue
             if user.name in self.seen:
                 if user.name not in counted:

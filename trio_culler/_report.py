@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._errors import HubError
+from ._errors import HubAuthError, HubError
 from ._forecast import Forecast, Upcoming
 
-__all__ = ["CullRecord", "PassError", "PassRecorder", "PassReport", "count"]
+if TYPE_CHECKING:
+    from ._decide import Decision
+
+__all__ = ["OUTCOMES", "CullRecord", "PassError", "PassRecorder", "PassReport", "count"]
 
 log = logging.getLogger("trio_culler")
 
@@ -24,6 +27,15 @@ MAX_ERRORS_KEPT = 100
 MAX_CULLS_KEPT = 1000
 #: Forecasts kept in a report: the soonest culls due within the next hour (all are counted).
 MAX_UPCOMING_KEPT = 100
+
+#: How a pass ended (:attr:`PassReport.outcome`), as the README's "Logs and metrics" defines each:
+#: ``ran`` (every page of users read, every user decided), ``hub_down`` (not run: the hub could not be reached),
+#: ``scopes`` (not run: the hub refused the token, or it lacks a scope the configured features need),
+#: ``failed`` (part or all of the user list could not be read, or the hub answered what the culler cannot use),
+#: ``interrupted`` (a graceful stop ended it first).
+OUTCOMES = ("ran", "hub_down", "scopes", "failed", "interrupted")
+#: The subjects under which the engine records the error that ends a pass before its users are decided.
+_ABORT_SUBJECTS = frozenset({"probe", "scopes", "authorization"})
 
 
 @attrs.frozen
@@ -107,6 +119,22 @@ class PassReport:
     culls_prevented: int = 0
     #: The hub accepted the token at this pass's probe (what the ``trio_culler_hub_up`` gauge shows).
     hub_up: bool = False
+    #: How the pass ended: one of :data:`OUTCOMES`.
+    outcome: str = "ran"
+    #: The servers the pass kept, by the decision's code (``active``, ``exempt``, ``kernel_busy``, ...; ``warned``:
+    #: kept until the notice its user was promised runs out). A server whose cull_arbiter_hook failed is an error
+    #: instead.
+    servers_kept: Mapping[str, int] = attrs.field(factory=dict)
+    #: Warnings waiting for delivery (hook or URL) when the pass ended.
+    warnings_pending: int = 0
+    #: Servers an earlier pass stopped with a 202 (still stopping) that this pass saw stopped: ``(user, server)``.
+    stops_confirmed: Sequence[tuple[str, str]] = ()
+
+    @property
+    def listed(self) -> bool:
+        """Whether the pass got as far as asking for users: a pass that did not (hub down, scopes, a wrong
+        ``--url``) has no duration or time worth plotting."""
+        return bool(self.pages or self.pages_failed)
 
     @property
     def error_count(self) -> int:
@@ -201,10 +229,31 @@ class PassRecorder:
     upcoming: Upcoming | None = None
     warnings_sent: int = 0
     warnings_failed: int = 0
+    warnings_pending: int = 0
     hub_up: bool = False
+    servers_kept: Counter[str] = attrs.field(factory=Counter)
+    stops_confirmed: tuple[tuple[str, str], ...] = ()
+    #: Why the pass was aborted, as an outcome (set with the error that aborted it).
+    abort_cause: str | None = None
+    #: The decisions of the user the pager's triage last kept whole, until the pager says whether it counts.
+    _triaged: Iterable[Decision] = attrs.field(default=(), init=False)
 
     def cull(self, record: CullRecord) -> None:
         self.culls.append(record)
+
+    def kept(self, code: str) -> None:
+        """Count a server the pass decided to keep, by the decision's code."""
+        self.servers_kept[code] += 1
+
+    def triaged(self, decisions: Iterable[Decision]) -> None:
+        """The decisions of a user the pager's triage keeps whole, counted by :meth:`count_triaged` only if the
+        pager counts the user (a user re-read where pages overlap is not counted twice)."""
+        self._triaged = decisions
+
+    def count_triaged(self) -> None:
+        for decision in self._triaged:
+            self.servers_kept[decision.code] += 1
+        self._triaged = ()
 
     servers_inspected: int = 0
     inspection_failures: Counter[str] = attrs.field(factory=Counter)
@@ -232,6 +281,8 @@ class PassRecorder:
         self.errors_by_kind[kind] += 1
         if len(self.errors) < MAX_ERRORS_KEPT:
             self.errors.append(PassError(subject, kind, str(error)))
+        if subject in _ABORT_SUBJECTS and isinstance(error, HubError):
+            self.abort_cause = _abort_cause(error)
 
     def finish(self, now: float) -> PassReport:
         # Every counter of the same name, copied (a report is frozen: no Counter or list of the recorder's
@@ -239,14 +290,22 @@ class PassRecorder:
         values = {
             field.name: _copied(getattr(self, field.name))
             for field in attrs.fields(PassReport)
-            if field.name not in ("duration", "upcoming", "upcoming_due")
+            if field.name not in ("duration", "upcoming", "upcoming_due", "outcome")
         }
         return PassReport(
             **values,
+            outcome=self._outcome(),
             duration=now - self.started_at,
             upcoming=() if self.upcoming is None else self.upcoming.soonest(),
             upcoming_due={} if self.upcoming is None else dict(self.upcoming.due),
         )
+
+    def _outcome(self) -> str:
+        if self.interrupted:
+            return "interrupted"
+        if self.aborted is not None:
+            return self.abort_cause or "failed"
+        return "failed" if self.pages_failed else "ran"
 
     def progress_line(self) -> str:
         total = "?" if self.listing_total is None else str(self.listing_total)
@@ -256,6 +315,13 @@ class PassRecorder:
             f"{count(culled, 'server')} culled, {count(self.users_deleted, 'user')} deleted, "
             f"{count(sum(self.errors_by_kind.values()), 'error')}"
         )
+
+
+def _abort_cause(error: HubError) -> str:
+    """The outcome of a pass ended by ``error``: HubAuthError covers a refused token and every missing scope."""
+    if isinstance(error, HubAuthError):
+        return "scopes"
+    return "hub_down" if error.transient else "failed"
 
 
 def _copied(value: Any) -> Any:

@@ -47,7 +47,9 @@ __all__ = [
     "MissingFieldError",
     "Rule",
     "RuleTable",
+    "group_check_lines",
     "structure_rules",
+    "unknown_groups",
 ]
 
 #: What a rule needs to read from the hub's models, and the scope that makes the hub show it. A model without
@@ -420,3 +422,51 @@ class RuleTable:
             if compiled.matches(user, None):
                 return MatchedRule(compiled.index, compiled.rule, compiled.policy)
         return self._global
+
+
+# --- Group names the hub does not have (pure) -------------------------------------------------------------------
+
+
+def unknown_groups(rules: Iterable[Rule], known: Iterable[str]) -> dict[str, tuple[int, ...]]:
+    """The group names the rules match on that are not among ``known`` (the hub's groups), each with the indexes
+    of the rules that name it, in the order the rules name them. A rule on a group that does not exist matches
+    nobody, silently: a typo sends that group's users to the next rule that matches, or the global options."""
+    present = frozenset(known)
+    missing: dict[str, list[int]] = {}
+    for index, rule in enumerate(rules):
+        for name in rule.groups or ():
+            if name not in present:
+                indexes = missing.setdefault(name, [])
+                if index not in indexes:
+                    indexes.append(index)
+    return {name: tuple(indexes) for name, indexes in missing.items()}
+
+
+#: Why the group names could not be checked (``known`` is None): what the culler says once.
+GROUPS_UNCHECKED = (
+    "the culler's token may not list the hub's groups (scope list:groups): the group names in the rules cannot "
+    "be checked; a name the hub does not have matches nobody"
+)
+
+
+def group_check_lines(rules: Iterable[Rule], known: Iterable[str] | None) -> list[str]:
+    """What to tell the operator about the group names in ``rules``, given the hub's groups (``known``; None when
+    the token may not list them): one line naming every unknown group and its rules, or the line that says they
+    cannot be checked, or nothing (every name exists, or no rule matches on groups). ``--explain`` prints these
+    lines; a long-running culler logs them at start and at every pass while a name is still unknown."""
+    rules = tuple(rules)
+    if not any(rule.groups for rule in rules):
+        return []
+    if known is None:
+        return [GROUPS_UNCHECKED]
+    missing = unknown_groups(rules, known)
+    if not missing:
+        return []
+    named = "; ".join(
+        f"{name!r} ({', '.join(f'rules[{index}]' for index in indexes)})" for name, indexes in missing.items()
+    )
+    what, it = ("a group", "it") if len(missing) == 1 else ("groups", "them")
+    return [
+        f"the rules name {what} the hub does not have: {named}; no user can match a rule through {it}, so the "
+        f"users meant for {it} fall to the next rule that matches them, or the global options"
+    ]

@@ -27,11 +27,14 @@ from ._config import Config
 from ._credentials import MIN_LIFETIME, ServerCredentials, open_server_credentials
 from ._engine import run_pass_with
 from ._errors import CullerError, HubAuthError, HubError
+from ._groups import GroupCheck
 from ._hub import HubClient, HubStatistics, open_hub_client
 from ._notify import Notifier, open_notifier
+from ._outage import OutageLog
 from ._probe import Probe, probe_hub
 from ._report import PassRecorder, PassReport
 from ._retry import Backoff, retry
+from ._stopping import StopsUnderWay
 
 if TYPE_CHECKING:
     import httpx  # for annotations only: requests are the hub client's business (_hub)
@@ -122,6 +125,9 @@ class Culler:
         self._running = False
         #: The report of the last pass that finished, or None before the first one.
         self.last_report: PassReport | None = None
+        self._outage = OutageLog(config.url)
+        self._group_check = GroupCheck(config.rules)
+        self._stops = StopsUnderWay()
 
     def statistics(self) -> CullerStatistics:
         hub = self._hub.statistics() if self._hub is not None else HubStatistics()
@@ -252,7 +258,9 @@ class Culler:
                     notifier=notifier,
                     probe=probe,
                     credentials=credentials,
+                    group_check=self._group_check,
                 )
+                report = await self._confirm_stops(hub, report)
             finally:
                 self._running = False
             # Only a pass that saw every user may conclude that a server it did not ask about needs no token.
@@ -261,9 +269,17 @@ class Culler:
             )
             probe = None
             self.last_report = report
+            self._outage.observe(report)
             publish(report, self._reporters)
             self._finished.value += 1
             next_start = started + self.config.interval
+
+    async def _confirm_stops(self, hub: HubClient, report: PassReport) -> PassReport:
+        """The report, with the stops of earlier passes still under way that the hub now shows done."""
+        if self._stops and report.hub_up and not self._drain.draining.is_set():
+            report = attrs.evolve(report, stops_confirmed=await self._stops.confirm(hub))
+        self._stops.follow(report)
+        return report
 
     async def _wait_requested(self) -> None:
         await self._requested.wait_value(lambda requested: requested > self._started.value)
@@ -334,7 +350,13 @@ async def run_pass(
     ):
         credentials.begin_pass()
         report = await run_pass_with(
-            hub, config, now=now, draining=draining, recorder=recorder, credentials=credentials
+            hub,
+            config,
+            now=now,
+            draining=draining,
+            recorder=recorder,
+            credentials=credentials,
+            group_check=GroupCheck(config.rules),
         )
     publish(report, reporters)
     return report

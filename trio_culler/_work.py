@@ -116,8 +116,10 @@ class UserWork:
                 # The pager foresaw the servers it judged; this one only a worker could.
                 self.recorder.upcoming.add(user.name, server.name, verdict.due, _rule_label(matched))
         if self._held_for_warning(user, server, matched, verdict):
+            self.recorder.kept("warned")
             return Outcome.KEPT
         if not verdict.acts:
+            self.recorder.kept(verdict.decision.code)
             _log_kept(user.name, server, verdict.decision, matched)
             return Outcome.KEPT
         checked = await self._recheck(work, server, verdict)
@@ -132,6 +134,7 @@ class UserWork:
             recorder=self.recorder,
             matched=matched,
             judged_started=checked.server.started,
+            user_culling=self.config.rule_table.for_user(user).policy.cull_users,
         )
         if self.credentials is not None and outcome in (Outcome.STOPPED, Outcome.PENDING, Outcome.GONE):
             await self.credentials.release(user.name, server.name)

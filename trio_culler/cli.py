@@ -2,7 +2,9 @@
 
 This is the only module that reads argv and the environment, installs signal handlers, or decides exit
 statuses: 0 on success and after SIGTERM/SIGINT, 1 when ``--once`` recorded errors or could not reach the hub,
-2 for bad input (one line on stderr that names the option, never a traceback).
+2 for bad input (one line on stderr that names the option, never a traceback). A managed service with a ``url``
+does not exit for bad input, which would stop its hub from starting: it waits on standby with the error on its
+status page (``_standby``), and exits 2 only when stopped.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from ._progress import draw_progress_bar
 from ._redact import make_redactor
 from ._report import PassRecorder, PassReport
 from ._service import Culler, Drain, ProbeListener, Reporter, run_pass
+from ._standby import interval_in_force, run_standby, salvage, standby_applies, standby_config
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -43,7 +46,7 @@ if TYPE_CHECKING:
 
     from .web import StatusPageSettings
 
-__all__ = ["Settings", "main", "read_settings"]
+__all__ = ["Settings", "hub_public_url", "main", "read_settings"]
 
 log = logging.getLogger("trio_culler")
 PROGRAM = "trio-culler"
@@ -121,8 +124,26 @@ def read_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
     config_values = {key: values.pop(key) for key in list(values) if key in _CONFIG_FIELDS}
     for key in ("config_file",):
         values.pop(key, None)
+    if "public_url" not in config_values:
+        config_values["public_url"] = hub_public_url(environ)
     config = Config.from_environment(environ, **config_values)
     return Settings(config=config, **values)
+
+
+def hub_public_url(environ: Mapping[str, str]) -> str | None:
+    """The hub's public URL (``c.JupyterHub.public_url``), from what a hub gives its managed services.
+
+    ``JUPYTERHUB_PUBLIC_HUB_URL`` is the hub's own pages (``https://hub.example.org/hub/``): the public URL is
+    its parent. ``JUPYTERHUB_PUBLIC_URL`` is, for a service with a ``url``, that service's own address
+    (``https://hub.example.org/services/idle-culler/``), so it stands for the hub's only where no hub set it
+    (an operator's, for a standalone culler)."""
+    hub_pages = environ.get("JUPYTERHUB_PUBLIC_HUB_URL", "")
+    if hub_pages:
+        trimmed = hub_pages.rstrip("/")
+        return trimmed.removesuffix("/hub") + "/" if trimmed.endswith("/hub") else hub_pages
+    if environ.get("JUPYTERHUB_SERVICE_URL"):
+        return None
+    return environ.get("JUPYTERHUB_PUBLIC_URL") or None
 
 
 def _check_config_field(path: str, key: str, value: Any) -> None:
@@ -161,7 +182,10 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         settings = read_settings(argv, environ)
     except ConfigError as error:
         # A config file may quote anything in its own errors, the token included.
-        print(f"{PROGRAM}: error: {redact(str(error))}", file=sys.stderr)
+        message = redact(str(error))
+        if standby_applies(argv, environ):
+            return _standby(message, argv, environ, None)
+        print(f"{PROGRAM}: error: {message}", file=sys.stderr)
         return 2
     if settings.help:
         print(render_help(PROGRAM), end="")
@@ -196,8 +220,7 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     try:
         check_client_settings(settings.config)
     except ConfigError as error:
-        log.error("%s", error, extra={"event": "startup_error"})
-        return 2
+        return _bad_input(str(error), argv, environ, settings)
     if settings.explain is not None:
         from ._explain import run_explain
 
@@ -214,15 +237,14 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     try:
         status_page = _status_page(settings, environ)
     except ConfigError as error:
-        log.error("%s", error, extra={"event": "startup_error"})
-        return 2
+        return _bad_input(str(error), argv, environ, settings)
     metrics = None
     if settings.metrics_port or status_page is not None:
         # prometheus-client is loaded only when metrics are served: on their own port, at the status page, or both
         # (one registry for both).
         from ._metrics import Metrics
 
-        metrics = Metrics()
+        metrics = Metrics(interval=settings.config.interval)
         reporters.append(metrics.observe)
         probe_listeners.append(metrics.observe_probe)
     if settings.metrics_port:
@@ -230,19 +252,13 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         try:
             port = metrics.serve(settings.metrics_port, settings.metrics_address)
         except socket.gaierror as error:
-            log.error(
-                "--metrics-address=%s: not an address of this machine (%s)",
-                settings.metrics_address,
-                error.strerror,
-                extra={"event": "startup_error"},
-            )
-            return 2
+            message = f"--metrics-address={settings.metrics_address}: not an address of this machine ({error.strerror})"
+            return _bad_input(message, argv, environ, settings)
         except OSError as error:
             # The port is taken, or the address is not one this machine has (EADDRNOTAVAIL).
             option = "--metrics-address" if error.errno == errno.EADDRNOTAVAIL else "--metrics-port"
             value = settings.metrics_address if option == "--metrics-address" else settings.metrics_port
-            log.error("%s=%s: %s", option, value, error.strerror or error, extra={"event": "startup_error"})
-            return 2
+            return _bad_input(f"{option}={value}: {error.strerror or error}", argv, environ, settings)
         log.info("Serving Prometheus metrics on http://%s:%d/metrics", settings.metrics_address, port)
     # Logged only now: a run that ends with status 2 prints its one line and nothing else.
     _log_notes(settings)
@@ -263,6 +279,53 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         return 2
     except ConfigError as error:
         log.error("%s", error, extra={"event": "startup_error"})
+        return 2
+
+
+def _bad_input(message: str, argv: Sequence[str], environ: Mapping[str, str], settings: Settings) -> int:
+    """A configuration error found once logging is set up: one line and status 2, or the standby."""
+    if standby_applies(argv, environ):
+        return _standby(message, argv, environ, settings)
+    log.error("%s", message, extra={"event": "startup_error"})
+    return 2
+
+
+def _standby(message: str, argv: Sequence[str], environ: Mapping[str, str], settings: Settings | None) -> int:
+    """Keep a managed service with a url up with its configuration error (see ``_standby``); the status when
+    it ends."""
+    from ._metrics import Metrics
+    from .web import StatusPageSettings, serve_status_page
+
+    if settings is None:
+        values = salvage(argv)
+        configure_logging(
+            level=logging.INFO,
+            json_format=values.get("log_format") == "json",
+            secrets=[environ.get("JUPYTERHUB_API_TOKEN", "")],
+        )
+        interval = interval_in_force(values)
+    else:
+        interval = settings.config.interval
+    try:
+        page = StatusPageSettings.from_environment(environ, bind=None if settings is None else settings.status_bind)
+    except ConfigError as error:
+        # Nowhere to show it: the one line, and the exit, after all.
+        log.error("%s; and the status page cannot serve it: %s", message, error, extra={"event": "startup_error"})
+        return 2
+    assert page is not None  # standby_applies: the hub gave a url
+    config = standby_config(environ, None if settings is None else settings.config)
+    metrics = Metrics(interval=interval)
+    metrics.observe_config_error()
+    log.warning(
+        "trio-culler %s: the configuration cannot be used; serving the error on the status page, running no pass",
+        __version__,
+        extra={"event": "standby"},
+    )
+    serve_page = partial(serve_status_page, page, config, metrics=metrics.registry)
+    history = History({}, size=1)
+    try:
+        return trio.run(partial(run_standby, message, interval=interval, serve_page=serve_page, history=history))
+    except KeyboardInterrupt:  # pragma: no cover - only before the signal receiver is installed
         return 2
 
 

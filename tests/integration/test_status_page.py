@@ -32,6 +32,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from .browser import browser_login, launched_chromium
 from .hubtools import (
     REPO_ROOT,
     HubAPI,
@@ -53,7 +54,8 @@ ADMIN = "boss"
 PLAIN = "pleb"
 HOSTILE = "<img src=x onerror=alert(1)>"
 PREFIX = f"/services/{SERVICE}/"
-CHROMIUM = os.environ.get("TRIO_CULLER_CHROMIUM", "/usr/bin/chromium")
+#: What the operator wrote: the page shows it back as TOML.
+RULES = '[[rules]]\nusers = ["vip-*"]\ncull = false\n'
 #: Set to a path (docs/status-page.png) to keep the browser's screenshot of the page there.
 SCREENSHOT = os.environ.get("TRIO_CULLER_SCREENSHOT")
 
@@ -65,8 +67,20 @@ def status_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HubPr
         pytest.skip(f"real-JupyterHub integration tests need their tools: {reason}")
     (service_port,) = free_ports(1)
     service_token = secrets.token_hex(32)
+    workdir = tmp_path_factory.mktemp("status-hub")
+    rules = workdir / "rules.toml"
+    rules.write_text(RULES)
+    # A cull_arbiter_hook with the default's verdict: idleness it decides cannot be foreseen, and the page says so.
+    hook = workdir / "culler_config.py"
+    hook.write_text(
+        "def same_as_the_timeout(inactive, inactive_limit, server):\n"
+        "    return inactive.total_seconds() >= inactive_limit\n\n"
+        "c.IdleCuller.cull_arbiter_hook = same_as_the_timeout\n"
+    )
     extra_config = f"""
 import sys
+# The hub's public URL: the proxy's own (JUPYTERHUB_PUBLIC_HUB_URL then says where the hub's pages are).
+c.JupyterHub.public_url = f"http://127.0.0.1:{{env['TRIO_CULLER_IT_PROXY_PORT']}}/"
 c.JupyterHub.authenticator_class = "dummy"
 c.DummyAuthenticator.password = {PASSWORD!r}
 c.Authenticator.allow_all = True
@@ -77,7 +91,7 @@ c.JupyterHub.services.append({{
     "api_token": {service_token!r},
     "oauth_no_confirm": True,
     "command": [sys.executable, "-m", "trio_culler", "--timeout=3", "--cull-every=2", "--status-history=50",
-                "--max-age=1800", "--cull-named-servers=false"],
+                "--max-age=1800", "--cull-named-servers=false", "--rules-file={rules}", "--config={hook}"],
     "environment": {{"PYTHONPATH": {str(REPO_ROOT)!r}}},
 }})
 # As the README's "Metrics through the hub" has it: a service for Prometheus with only the access scope.
@@ -91,7 +105,7 @@ c.JupyterHub.load_roles.append({{
     "services": [{SERVICE!r}],
 }})
 """
-    hub = start_hub(tmp_path_factory.mktemp("status-hub"), extra_config=extra_config)
+    hub = start_hub(workdir, extra_config=extra_config)
     try:
         # The hub adds the service's proxy route once its URL answered (it waits for that, then goes on).
         wait_until(
@@ -123,25 +137,42 @@ def _stop_leftover_service(url: str) -> None:
 
 @pytest.fixture(scope="module")
 def culled(status_hub: tuple[HubProcess, str]) -> dict[str, Any]:
-    """Idle servers for two users (one with the hostile name), culled by the running culler; returns the
-    ``api/status`` document that shows them."""
+    """Idle servers for two users (one with the hostile name), culled by the running culler, and one that is
+    slow to stop (the hub answers 202), whose cull is pending until a later pass sees it stopped; an exempt one;
+    returns the ``api/status`` document that shows them."""
     hub, _token = status_hub
     with HubAPI(hub) as api:
         names = api.create_users(["idle-alice", HOSTILE])
-        api.create_users([PLAIN, "bob"])
+        api.create_users([PLAIN, "bob", "vip-val", "slow-sam"])
         # Named servers are culled for age only here (--cull-named-servers=false, --max-age=1800): they are
         # what comes next, half an hour after their start.
-        start_servers(hub, [*((name, "") for name in names), ("bob", "gpu"), ("bob", "analysis")])
+        start_servers(
+            hub,
+            [*((name, "") for name in names), ("bob", "gpu"), ("bob", "analysis"), ("vip-val", ""), ("slow-sam", "")],
+        )
+
+        def slow_sam(document: dict[str, Any]) -> str | None:
+            return next((cull["outcome"] for cull in document["culls"] if cull["user"] == "slow-sam"), None)
+
+        pending = wait_until(
+            lambda: slow_sam(_status_document(hub, hub.admin_token)) == "pending",
+            timeout=120,
+            interval=0.1,
+            what="slow-sam's cull pending (the hub answered 202)",
+        )
+        assert pending
 
         def document_with_culls() -> dict[str, Any] | None:
             document = _status_document(hub, hub.admin_token)
             culled_users = {cull["user"] for cull in document["culls"]}
             upcoming = {(item["user"], item["server"]) for item in document["upcoming"]["soonest"]}
-            return document if set(names) <= culled_users and len(upcoming) == 2 else None
+            done = set(names) <= culled_users and len(upcoming) == 2 and slow_sam(document) == "stopped"
+            return document if done else None
 
-        document = wait_until(document_with_culls, timeout=120, what="the culls in api/status")
-        for name in names:
+        document = wait_until(document_with_culls, timeout=120, what="the culls in api/status, slow-sam's stopped")
+        for name in [*names, "slow-sam"]:
             assert api.server_state(name) in ("stopped", "absent")
+        assert api.server_state("vip-val") == "running", "exempt by the rules file"
         return document
 
 
@@ -204,7 +235,17 @@ def test_api_status_lists_the_culls_of_the_pass_that_just_ran(
     assert alice["reason"].startswith("inactive for 00:00:")
     assert alice["outcome"] == "stopped"
     assert culled["passes"][0]["users_seen"] >= 1
+    assert culled["passes"][0]["outcome"] == "ran"
     assert culled["config"]["timeout"] == 3
+    # The hub's public URL, not the service's own (JUPYTERHUB_PUBLIC_URL is .../services/idle-culler/).
+    assert culled["config"]["public_url"] == f"{hub.proxy_url}/"
+    assert culled["kept"]["by_reason"]["exempt"] == 1
+    assert culled["kept"]["by_reason"]["named_disabled"] == 2
+    # A hook decides idleness: what comes next by it is unknown (not 0); max-age culls are still foreseen.
+    assert culled["upcoming"]["unknown"] == (
+        "a cull_arbiter_hook decides idleness, which cannot be foreseen: only --max-age culls are counted"
+    )
+    assert (culled["upcoming"]["total_due"], culled["upcoming"]["foreseen"]) == (None, 2)
     # What comes next: bob's two named servers, culled for age 30 minutes after they started.
     upcoming = culled["upcoming"]
     assert upcoming["due"] == {"max_age": 2}
@@ -258,8 +299,17 @@ def test_prometheus_scrapes_the_metrics_through_the_hub_with_a_hub_token(
         if sample.name == "trio_culler_servers_culled_total" and sample.labels == {"reason": "idle"}
     )
     assert culled_idle >= len({cull["user"] for cull in culled["culls"] if cull["rule"] == "idle"}) >= 2
-    assert families["trio_culler_passes"].samples[0].value >= 1
+    passes = {
+        sample.labels["outcome"]: sample.value
+        for sample in families["trio_culler_passes"].samples
+        if sample.name == "trio_culler_passes_total"
+    }
+    assert passes["ran"] >= 1
+    assert passes["hub_down"] == passes["scopes"] == 0
     assert families["trio_culler_hub_up"].samples[0].value == 1
+    assert families["trio_culler_config_error"].samples[0].value == 0
+    kept = {sample.labels["reason"]: sample.value for sample in families["trio_culler_servers_kept"].samples}
+    assert kept["exempt"] == 1
     _assert_no_token(scraped, token, hub)
     assert PROMETHEUS_TOKEN not in scraped.text
     assert httpx.get(url, timeout=30).status_code == 401
@@ -351,37 +401,12 @@ def _is_own_request(response: httpx.Response, value: str) -> bool:
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: scripts/test.sh installs Debian's chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched_chromium() as browser:
+        yield browser
 
 
 def _browser_login(browser: Any, hub: HubProcess, user: str) -> tuple[Any, Any, list[str]]:
-    """A fresh browser context: open the page, land on the hub's login form, log in; returns (context,
-    page, dialogs seen) with the page at wherever the hub and the culler sent it."""
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
-    page = context.new_page()
-    dialogs: list[str] = []
-
-    def on_dialog(dialog: Any) -> None:
-        dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    page.on("dialog", on_dialog)
-    page.goto(f"{hub.proxy_url}{PREFIX}")
-    assert urlsplit(page.url).path == "/hub/login", page.url
-    page.fill("input[name=username]", user)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("input[type=submit], button[type=submit]")
-    page.wait_for_load_state()
-    return context, page, dialogs
+    return browser_login(browser, f"{hub.proxy_url}{PREFIX}", user, PASSWORD)
 
 
 def test_browser_admin_sees_the_culls(
@@ -398,9 +423,31 @@ def test_browser_admin_sees_the_culls(
         assert "inactive for 00:00:" in culls_text
         # The hostile name is text, not markup: no image element, no script ran.
         assert HOSTILE in culls_text
-        upcoming_text = page.locator("#next + p + .scroll table").inner_text()
+        card = page.locator(".card", has_text="Due within the hour").inner_text()
+        assert card.startswith("Due within the hour\nunknown\n2 foreseen"), card
+        assert (
+            page.locator("#next-unknown")
+            .inner_text()
+            .startswith("Unknown: a cull_arbiter_hook decides idleness, which cannot be foreseen")
+        )
+        upcoming_text = page.locator("#next-unknown + p + .scroll table").inner_text()
         assert "analysis" in upcoming_text
         assert "age ≥ 0:30:00" in upcoming_text
+        # A stop the hub answered 202 shows pending no longer, once a later pass saw it done.
+        sam = culls.locator("tr", has_text="slow-sam").inner_text()
+        assert sam.rstrip().endswith("stopped"), sam
+        # The new sections: servers kept and why, warnings (none configured here).
+        kept = page.locator("#kept + .scroll table").inner_text()
+        assert "exempt by a rule (cull = false)\t1" in kept
+        assert "named servers are not culled for idleness (--cull-named-servers=false)\t2" in kept
+        assert page.locator("#warnings + p").inner_text() == "None are sent (--warn-before is 0)."
+        # The rules as the operator wrote them, and the hub's public URL.
+        assert page.locator("#rules").inner_text() == RULES
+        config = page.locator(".config").inner_text()
+        assert f"public_url {hub.proxy_url}/" in config
+        assert "/services/" not in config.split("public_url", 1)[1].split("\n", 1)[0]
+        assert "True" not in config
+        assert "None" not in config
         assert page.locator("img").count() == 0
         assert dialogs == []
         assert token not in page.content()

@@ -122,7 +122,7 @@ OPTIONS: dict[str, Option] = {
     "public-url": value(
         "public_url",
         "The hub's public URL, where --inspect-kernels reaches servers when the hub gives no full_url "
-        "(default: $JUPYTERHUB_PUBLIC_URL).",
+        "(default: the hub's, from $JUPYTERHUB_PUBLIC_HUB_URL).",
     ),
     "once": action("once", "Run one pass and exit: status 0 if it completed without errors, else 1."),
     "progress-bar": switch(

@@ -32,6 +32,7 @@ from starlette.routing import Route
 
 from .._codes import PAGE_WORDING
 from .._history import History, StatusSnapshot
+from .._toml import rules_as_toml
 from ._auth import LOGIN_SECONDS, SESSION_COOKIE, STATE_COOKIE, Auth, Refusal
 from ._oauth import OAuthFlow
 from ._pacer import Pacer
@@ -73,7 +74,17 @@ def _templates() -> jinja2.Environment:
     environment.filters["duration"] = _format_duration
     # How each decision code is worded: the one table logs, metrics and forecasts also read.
     environment.globals["wording"] = PAGE_WORDING
+    environment.filters["shown"] = _format_value
+    environment.filters["toml"] = rules_as_toml
     return environment
+
+
+def _format_value(value: Any) -> str:
+    """A configuration value as the operator writes it: ``true``, ``null``, ``3600``, a list as JSON; never a
+    Python repr."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
 def _format_when(value: datetime | None) -> str:

@@ -1,13 +1,25 @@
-"""A pass's report, and what the status page's ``api/status`` serves from the reports it was given."""
+"""A pass's report, what the status page's ``api/status`` serves from the reports it was given, and each user's own
+record of culls and judgments (what the page's user view shows)."""
 
 from __future__ import annotations
 
+import gc
 import json
+import tracemalloc
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import attrs
+import pytest
+
+from trio_culler._codes import DecisionCode
+from trio_culler._decide import Action, Decision
 from trio_culler._forecast import Forecast
 from trio_culler._history import History
-from trio_culler._report import CullRecord, PassError, PassRecorder, PassReport
+from trio_culler._judgments import ServerJudgment
+from trio_culler._report import MAX_CULLS_KEPT, MAX_JUDGED_KEPT, CullRecord, PassError, PassRecorder, PassReport
+from trio_culler._user_record import CULLS_PER_USER, JUDGMENTS_KEPT, USERS_KEPT, UserRecord, UserRecordStatistics
 
 from .support.docs import code_blocks
 from .support.processes import REPO
@@ -134,3 +146,132 @@ def test_a_finished_report_does_not_change_with_its_recorder() -> None:
     recorder.servers_culled["idle"] += 1
     assert (report.duration, report.errors_by_kind, report.servers_culled) == (2.5, {"internal": 1}, {"idle": 1})
     assert report.errors == (PassError("alice", "internal", "first"),)
+
+
+# --- each user's own record: what the page's user view shows ------------------------------------------------------
+
+
+def _cull(user: str, server: str = "", *, at: int = 0, outcome: str = "stopped") -> CullRecord:
+    return CullRecord(
+        user=user,
+        server=server,
+        action="stop",
+        rule="idle",
+        reason="inactive for 01:00:04",
+        at=STARTED + timedelta(seconds=at),
+        outcome=outcome,
+    )
+
+
+def _report_with(culls: tuple[CullRecord, ...] = (), **changes: Any) -> PassReport:
+    return attrs.evolve(report(), culls=culls, **changes)
+
+
+def test_a_users_culls_outlast_everyone_elses_in_the_record() -> None:
+    """The page's list of culls keeps the latest `size` of everyone; a user's own stay in the per-user record
+    however many others are culled after them."""
+    history = History({}, size=100)
+    history.observe(_report_with((_cull("alice", at=0),)))
+    for batch in range(10):
+        history.observe(_report_with(tuple(_cull(f"u{batch}-{n}", at=1 + n) for n in range(100))))
+    assert "alice" not in {cull.user for cull in history.snapshot.culls}
+    assert [cull.user for cull in history.users.culls_of("alice")] == ["alice"]
+    assert history.users.culls_of("nobody") == ()
+
+
+def test_the_record_keeps_the_last_few_culls_of_the_most_recently_culled_users() -> None:
+    record = UserRecord(users=3, culls_per_user=2, judgments=4)
+    record.add_culls([_cull("a", "one", at=1), _cull("a", "two", at=2), _cull("a", "three", at=3)])
+    assert [cull.server for cull in record.culls_of("a")] == ["three", "two"]  # newest first, two kept
+    record.add_culls([_cull("b", at=4), _cull("c", at=5)])
+    # Reading protects nobody: "a" was culled least recently, so a fourth user pushes "a" out.
+    assert record.culls_of("a")
+    record.add_culls([_cull("d", at=6)])
+    assert record.culls_of("a") == ()
+    assert [user for user in "bcd" if record.culls_of(user)] == ["b", "c", "d"]
+    # A new cull moves its user to the recent end: now "c" is the oldest.
+    record.add_culls([_cull("b", at=7), _cull("e", at=8)])
+    assert [user for user in "bcde" if record.culls_of(user)] == ["b", "d", "e"]
+    assert record.statistics() == UserRecordStatistics(users=3, culls=4, judgments=0)
+    with pytest.raises(ValueError, match="at least one"):
+        UserRecord(users=0)
+
+
+def test_a_pending_cull_is_stopped_in_the_users_record_too() -> None:
+    history = History({}, size=1)
+    history.observe(_report_with((_cull("sam", outcome="pending"), _cull("kim", outcome="pending"))))
+    history.observe(_report_with((), stops_confirmed=(("sam", ""),)))
+    assert [cull.outcome for cull in history.users.culls_of("sam")] == ["stopped"]
+    assert [cull.outcome for cull in history.users.culls_of("kim")] == ["pending"]
+
+
+def _judgment(user: str, server: str, *, code: DecisionCode = DecisionCode.KERNEL_BUSY) -> ServerJudgment:
+    decision = Decision(Action.KEEP, code, timedelta(minutes=70), timedelta(hours=5), busy=timedelta(minutes=70))
+    return ServerJudgment(
+        user=user,
+        server=server,
+        started=STARTED - timedelta(hours=5),
+        judged_at=STARTED,
+        decision=decision,
+        due=None,
+        rule=None,
+        by="kernels",
+    )
+
+
+def test_the_record_keeps_the_latest_judgment_of_each_server_within_its_bound() -> None:
+    record = UserRecord(users=3, culls_per_user=2, judgments=3)
+    record.add_judgments([_judgment("a", ""), _judgment("a", "gpu"), _judgment("b", "")])
+    assert list(record.judgments_of("a")) == ["", "gpu"]
+    newer = _judgment("a", "", code=DecisionCode.KERNELS_ACTIVE)
+    record.add_judgments([newer, _judgment("c", "")])  # "a/gpu" is the oldest now, and goes
+    assert record.judgments_of("a") == {"": newer}
+    assert list(record.judgments_of("c")) == [""]
+    record.add_judgments([_judgment("d", "x"), _judgment("d", "y")])  # "b/" and "a/" go: "a" has none left
+    assert record.judgments_of("a") == {}
+    assert record.judgments_of("b") == {}
+    assert record.statistics().judgments == 3
+    assert record._judged_servers.keys() == {"c", "d"}  # no user left behind with an empty set
+
+
+def test_a_report_keeps_as_many_culls_as_the_record_keeps_users() -> None:
+    """One pass that culls 10,000 users must not lose any of them before the record sees them."""
+    assert MAX_CULLS_KEPT >= USERS_KEPT
+    assert MAX_JUDGED_KEPT >= JUDGMENTS_KEPT
+
+
+def test_the_record_at_its_bounds_holds_what_the_readme_says() -> None:
+    """Full: USERS_KEPT users with CULLS_PER_USER culls each (long names, a rule on every cull) and JUDGMENTS_KEPT
+    judgments. The README states the figure; this keeps it honest, and shows more culls cost nothing more."""
+    rule = "rules[1] (groups=overnight -> timeout=86400)"
+
+    def culls(rounds: int) -> Iterator[CullRecord]:
+        for n in range(rounds):
+            for u in range(USERS_KEPT):
+                yield attrs.evolve(
+                    _cull(f"user-{u:06d}@example.org", f"server-{n}", at=n * USERS_KEPT + u),
+                    reason=f"inactive for 01:{n:02d}:04",
+                    matched_rule=rule,
+                )
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        record = UserRecord()
+        record.add_culls(culls(CULLS_PER_USER))
+        after_culls, _peak = tracemalloc.get_traced_memory()
+        record.add_judgments(
+            attrs.evolve(_judgment(f"user-{u:06d}@example.org", "gpu"), rule=rule) for u in range(JUDGMENTS_KEPT)
+        )
+        full, _peak = tracemalloc.get_traced_memory()
+        record.add_culls(culls(2))  # as many again: the old ones go
+        again, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert record.statistics() == UserRecordStatistics(
+        users=USERS_KEPT, culls=USERS_KEPT * CULLS_PER_USER, judgments=JUDGMENTS_KEPT
+    )
+    mib = 1 << 20
+    assert after_culls < 28 * mib  # README: about 25 MiB for the culls ...
+    assert full - after_culls < 12 * mib  # ... and 9 MiB for the judgments
+    assert again < full + 2 * mib

@@ -1,9 +1,11 @@
-"""What the status page shows, kept bounded: the last passes, the last culls, and what comes next.
+"""What the status page shows, kept bounded: the last passes, the last culls, and what comes next; and, for the
+page's user view, each user's own (:class:`~._user_record.UserRecord`, :attr:`History.users`).
 
 :class:`History` is a pass reporter (``Culler(reporters=[history.observe])``). Each finished pass replaces
 :attr:`History.snapshot`, a frozen value, in one assignment: the web server only ever reads whole snapshots,
 and a pass never waits for, or on, a reader. Memory is ``size`` pass summaries plus ``size`` culls plus one
-pass's forecast (at most :data:`~._report.MAX_UPCOMING_KEPT`), whatever the number of users on the hub.
+pass's forecast (at most :data:`~._report.MAX_UPCOMING_KEPT`), plus the user record's own bounds, whatever the
+number of users on the hub.
 
 It shows only what is so: a cull whose stop the hub answered 202 is ``pending`` until a later pass saw the stop
 done (:attr:`~._report.PassReport.stops_confirmed`), then ``stopped``; what comes next is ``unknown`` (with why)
@@ -25,6 +27,7 @@ from ._forecast import DEFAULT_HORIZON, Forecast
 from ._redact import shown_url
 from ._report import CullRecord, PassError, PassReport
 from ._time import iso_utc, seconds
+from ._user_record import UserRecord
 
 __all__ = ["DEFAULT_HISTORY", "History", "PassSummary", "StatusSnapshot", "WarningTally"]
 
@@ -120,6 +123,8 @@ class StatusSnapshot:
     def to_json(self) -> dict[str, Any]:
         """The document ``api/status`` serves (README: "The status page"). Times are ISO 8601 UTC."""
         return {
+            # The whole hub's: a user who is not an admin gets a document of their own ("view": "user").
+            "view": "all",
             "version": self.version,
             "history": self.history,
             "config_error": self.config_error,
@@ -146,10 +151,20 @@ class StatusSnapshot:
 class History:
     """Receives every finished pass and publishes a new :class:`StatusSnapshot` for readers."""
 
-    def __init__(self, config: Mapping[str, Any], *, size: int = DEFAULT_HISTORY, interval: float | None = None):
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        *,
+        size: int = DEFAULT_HISTORY,
+        interval: float | None = None,
+        users: UserRecord | None = None,
+    ):
         if size < 1:
             raise ValueError("a history keeps at least one pass")
         self.size = size
+        #: Each user's own culls, and what the passes decided about servers only they could judge: what the
+        #: page's user view shows (the snapshot's culls are everyone's, and the latest ``size`` only).
+        self.users = users if users is not None else UserRecord()
         self._interval = interval
         self._passes: deque[PassSummary] = deque(maxlen=size)
         self._culls: deque[CullRecord] = deque(maxlen=size)
@@ -176,8 +191,11 @@ class History:
         self._passes.appendleft(PassSummary.of(report))
         if report.stops_confirmed:
             self._confirm_stops(frozenset(report.stops_confirmed))
+            self.users.confirm_stops(frozenset(report.stops_confirmed))
         # deque(maxlen) drops from the other end: the newest `size` culls stay, newest first.
         self._culls.extendleft(report.culls[-self.size :])
+        self.users.add_culls(report.culls)
+        self.users.add_judgments(report.judgments)
         self._warnings_sent += report.warnings_sent
         self._warnings_failed += report.warnings_failed
         previous = self.snapshot

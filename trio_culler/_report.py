@@ -16,6 +16,7 @@ from ._forecast import Forecast, Upcoming
 
 if TYPE_CHECKING:
     from ._decide import Decision
+    from ._judgments import ServerJudgment
 
 __all__ = ["OUTCOMES", "CullRecord", "PassError", "PassRecorder", "PassReport", "count"]
 
@@ -23,8 +24,13 @@ log = logging.getLogger("trio_culler")
 
 #: Errors kept verbatim in a report; the rest are only counted, so a broken hub cannot grow memory.
 MAX_ERRORS_KEPT = 100
-#: Culls kept in a report (the latest; all are counted): a pass that stops 20,000 servers keeps 1,000 records.
-MAX_CULLS_KEPT = 1000
+#: Culls kept in a report (the latest; all are counted): a pass that stops 20,000 servers keeps 10,000 records,
+#: as many users as the status page remembers culls of (``_user_record.USERS_KEPT``), so that no user it could
+#: remember falls out of one large pass.
+MAX_CULLS_KEPT = 10_000
+#: Judgments kept in a report, of the servers only a worker could judge (kernels read, or a hook asked): the
+#: latest, for the status page's user view (``_judgments``).
+MAX_JUDGED_KEPT = 10_000
 #: Forecasts kept in a report: the soonest culls due within the next hour (all are counted).
 MAX_UPCOMING_KEPT = 100
 
@@ -129,6 +135,9 @@ class PassReport:
     warnings_pending: int = 0
     #: Servers an earlier pass stopped with a 202 (still stopping) that this pass saw stopped: ``(user, server)``.
     stops_confirmed: Sequence[tuple[str, str]] = ()
+    #: What the workers decided about the servers they judged with their kernels or a hook (the latest
+    #: MAX_JUDGED_KEPT), for the status page's user view, which must not ask a server or a hook itself.
+    judgments: Sequence[ServerJudgment] = ()
 
     @property
     def listed(self) -> bool:
@@ -235,11 +244,16 @@ class PassRecorder:
     stops_confirmed: tuple[tuple[str, str], ...] = ()
     #: Why the pass was aborted, as an outcome (set with the error that aborted it).
     abort_cause: str | None = None
+    judgments: deque[ServerJudgment] = attrs.field(factory=lambda: deque(maxlen=MAX_JUDGED_KEPT))
     #: The decisions of the user the pager's triage last kept whole, until the pager says whether it counts.
     _triaged: Iterable[Decision] = attrs.field(default=(), init=False)
 
     def cull(self, record: CullRecord) -> None:
         self.culls.append(record)
+
+    def judged(self, judgment: ServerJudgment) -> None:
+        """Keep what a worker decided about a server it judged with its kernels or a hook."""
+        self.judgments.append(judgment)
 
     def kept(self, code: str) -> None:
         """Count a server the pass decided to keep, by the decision's code."""

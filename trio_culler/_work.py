@@ -32,6 +32,7 @@ from ._decide import Action, Decision, decide_user, server_idle_time
 from ._errors import HubAuthError, HubError
 from ._hub import HubClient
 from ._judge import DECIDED_FROM_HUB_DATA, Judge, Verdict
+from ._judgments import ServerJudgment
 from ._models import Server, User
 from ._notify import CullWarning, Notifier
 from ._report import PassRecorder
@@ -112,6 +113,8 @@ class UserWork:
         if verdict is None:
             verdict = await self.judge.judge(user, server, matched.policy, self.now)
             self.account(user.name, verdict)
+            # The status page shows its user this judgment: the page itself must not ask the server or the hook.
+            self.recorder.judged(ServerJudgment.of(user.name, verdict, judged_at=self.now, rule=_rule_label(matched)))
             if not verdict.acts and self.recorder.upcoming is not None:
                 # The pager foresaw the servers it judged; this one only a worker could.
                 self.recorder.upcoming.add(user.name, server.name, verdict.due, _rule_label(matched))

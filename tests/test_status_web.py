@@ -12,12 +12,15 @@ import json
 import secrets
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import attrs
 import httpx
+import itsdangerous
 import pytest
 import trio
 import trio.testing
@@ -25,13 +28,20 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.requests import Request
 
 from trio_culler import Config, run_pass
+from trio_culler._codes import DecisionCode
+from trio_culler._decide import Action, Decision
 from trio_culler._errors import ConfigError
 from trio_culler._forecast import Forecast
 from trio_culler._history import History
+from trio_culler._hub import open_hub_client
+from trio_culler._judgments import ServerJudgment
 from trio_culler._metrics import Metrics
+from trio_culler._models import Server, User
 from trio_culler._redact import shown_url
 from trio_culler._report import CullRecord, PassError, PassReport
-from trio_culler.testing import FakeHub, FakeServer
+from trio_culler._rules import Rule
+from trio_culler._time import iso_utc
+from trio_culler.testing import FakeHub, FakeKernel, FakeServer
 from trio_culler.web import Identity, OAuthFlow, StatusPageSettings, create_app
 from trio_culler.web._app import SESSION_COOKIE, STATE_COOKIE, json_bytes
 from trio_culler.web._auth import (
@@ -44,11 +54,14 @@ from trio_culler.web._auth import (
     TOKENS_KEPT,
     Auth,
     Refusal,
+    Viewer,
 )
+from trio_culler.web._lookup import FRESH_SECONDS, HUB_DEADLINE, UserLookup
 from trio_culler.web._oauth import OAuthError, OAuthRefused
 from trio_culler.web._pacer import ANONYMOUS, Budget, Pacer
 from trio_culler.web._server import hypercorn_config, serve_status_page
 from trio_culler.web._settings import parse_bind
+from trio_culler.web._user_view import UserViews, activity_words
 
 TOKEN = "culler-secret-token-0123456789abcdef"
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -75,7 +88,12 @@ class FakeFlow(OAuthFlow):
     def __init__(self, users: Mapping[str, list[str]]) -> None:
         self.users = users  # name -> scopes of the token the hub would issue
         self.codes: dict[str, tuple[str, str]] = {}  # code -> (user, challenge)
-        self.tokens: dict[str, str] = {"script-token": "admin", "weak-token": "pleb"}
+        self.tokens: dict[str, str] = {
+            "script-token": "admin",
+            "weak-token": "pleb",
+            "alice-token": "alice",
+            "prometheus-token": "prometheus",
+        }
         self.exchanges: list[dict[str, str]] = []
         self.identified: list[str] = []  # every token asked about, as the hub's GET /user would count them
         super().__init__(SETTINGS, api_url="http://hub/hub/api", client_secret=TOKEN, client=httpx.AsyncClient())
@@ -106,16 +124,31 @@ class FakeFlow(OAuthFlow):
         self.identified.append(token)
         if token not in self.tokens:
             raise OAuthRefused("identity: the hub answered 403")
-        name = self.tokens[token]
-        return Identity(name, frozenset(self.users[name]))
+        return identity(self.tokens[token], self.users)
 
 
+#: What the hub's GET /user lists as the scopes of each one's token. As JupyterHub 6.1 answers the page's OAuth
+#: flow (README, "Who sees what"): an admin's token holds no more than anyone's, and the `admin` flag tells.
 USERS = {
-    "admin": ["access:services", "admin:users"],
-    "ops": ["access:services!service=culler"],
+    "admin": ["access:services!service=culler", "read:users:name!user=admin"],
+    # A non-admin operator: a role with read:servers, asked for by the service's oauth_client_allowed_scopes.
+    "ops": ["access:services!service=culler", "read:servers"],
     "pleb": ["access:services!service=other"],
     HOSTILE: ["access:services!service=culler"],
+    # Plain users, granted the page by the recipe (read:servers filtered to their own, as the hub gives it).
+    "alice": ["access:services!service=culler", "read:servers!user=alice"],
+    "bob": ["access:services!service=culler"],
+    # Prometheus's service token: only the access scope.
+    "prometheus": ["access:services!service=culler"],
 }
+ADMINS = frozenset({"admin"})
+SERVICES = frozenset({"prometheus"})
+
+
+def identity(name: str, users: Mapping[str, list[str]] = USERS) -> Identity:
+    """Who the hub says ``name`` is, as it answers GET /user for their token."""
+    kind = "service" if name in SERVICES else "user"
+    return Identity(name, frozenset(users[name]), admin=name in ADMINS, kind=kind)
 
 
 def report(**changes: Any) -> PassReport:
@@ -246,6 +279,8 @@ async def test_no_session_redirects_to_the_hubs_authorization_with_pkce() -> Non
 
 @pytest.mark.parametrize("user", ["admin", "ops", HOSTILE])
 async def test_a_user_with_access_logs_in_and_sees_the_page(user: str) -> None:
+    """Every user the access scope lets in gets a page; an admin or operator (``ops`` holds read:servers) the whole
+    one, anyone else their own (``HOSTILE``: see the user view's tests below for what it holds)."""
     client, flow, history = make_app()
     history.observe(report())
     async with client:
@@ -260,8 +295,13 @@ async def test_a_user_with_access_logs_in_and_sees_the_page(user: str) -> None:
         page = await client.get(PAGE)
         document = await client.get(f"{PAGE}api/status")
     assert page.status_code == 200
-    assert "Recent culls" in page.text
     assert document.status_code == 200
+    if user == HOSTILE:
+        assert "Your recent culls" in page.text
+        assert document.json()["view"] == "user"
+    else:
+        assert "Recent culls" in page.text
+        assert document.json()["view"] == "all"
     # The secret is sent to the hub as the client secret of the token request, and nowhere else.
     assert flow.exchanges
     assert all(TOKEN not in json.dumps(e) for e in flow.exchanges)
@@ -1012,7 +1052,7 @@ async def test_a_hub_that_cannot_check_a_token_is_503_and_nothing_is_remembered(
         flow.identified.append(token)
         if down:
             raise OAuthError("identity: the hub could not be reached (ConnectError)")
-        return Identity("admin", frozenset(USERS["admin"]))
+        return identity("admin")
 
     flow.identify = identify  # type: ignore[method-assign]
     headers = {"Authorization": "token script-token"}
@@ -1047,7 +1087,7 @@ async def test_only_what_the_page_verified_gets_a_budget_of_its_own() -> None:
         raw = [(name.encode(), value.encode()) for name, value in headers.items()]
         return auth.pace_key({"type": "http", "headers": raw})
 
-    good = auth.new_session(Identity("admin", frozenset(USERS["admin"])))
+    good = auth.new_session(identity("admin"))
     assert key() is None
     assert key(cookie=f"{SESSION_COOKIE}=forged") is None
     assert key(cookie=f"{SESSION_COOKIE}={good}") == f"session:{good}"
@@ -1304,3 +1344,498 @@ async def test_a_stop_is_done_once_the_server_is_gone_or_no_longer_stopping(
         done = await stops.confirm(client)
     assert sorted(done) == [("again", ""), ("deleted", ""), ("gone", "")]
     assert len(stops) == 1, "still stopping: asked about again after the next pass"
+
+
+# --- the user view: a user who is not an admin sees their own servers and culls, and nobody else's --------------
+
+SERVER_MARKUP = "<img src=x onerror=alert(3)>"
+QUOTES = "\"&'"
+H = timedelta(hours=1)
+
+
+def _cull_of(user: str, server: str | None, *, reason: str = "inactive for 01:00:04", **changes: Any) -> CullRecord:
+    values: dict[str, Any] = {
+        "user": user,
+        "server": server,
+        "action": "stop" if server is not None else "delete_user",
+        "rule": "idle",
+        "reason": reason,
+        "at": NOW - 10 * timedelta(minutes=1),
+        "outcome": "stopped",
+    }
+    values.update(changes)
+    return CullRecord(**values)
+
+
+def two_users_hub() -> FakeHub:
+    """alice: a default server idle for 30 minutes and a named one just used; bob: a server whose name is markup."""
+    hub = FakeHub(token=TOKEN, clock=lambda: NOW)
+    hub.add_user(
+        "alice",
+        servers={
+            "": FakeServer("", NOW - 2 * H, NOW - timedelta(minutes=30)),
+            "gpu": FakeServer("gpu", NOW - 3 * H, NOW - timedelta(minutes=1)),
+        },
+    )
+    hub.add_user("bob", servers={SERVER_MARKUP: FakeServer(SERVER_MARKUP, NOW - H, NOW - timedelta(minutes=50))})
+    hub.add_user(HOSTILE, servers={QUOTES: FakeServer(QUOTES, NOW - H, NOW - timedelta(minutes=5))})
+    return hub
+
+
+def culls_history(cfg: Config) -> History:
+    history = History(cfg.public_dict(), size=5, interval=600)
+    history.observe(
+        report(
+            culls=(
+                _cull_of("alice", "old-one", reason="inactive for 01:00:09"),
+                _cull_of("bob", "bobs-secret-project", reason="age 10:00:00", rule="max_age"),
+                _cull_of(HOSTILE, SERVER_MARKUP),
+                _cull_of("alice", None, reason="inactive for 30 days"),
+            ),
+            upcoming=(Forecast(user="bob", server="soon", cull_at=NOW + H, limit="idle", limit_seconds=3600),),
+            upcoming_due={"idle": 1},
+        )
+    )
+    return history
+
+
+@asynccontextmanager
+async def user_app(
+    hub: FakeHub, cfg: Config, history: History | None = None, *, metrics: Metrics | None = None
+) -> AsyncIterator[tuple[httpx.AsyncClient, FakeFlow, History, UserLookup]]:
+    """The app as serve_status_page builds it: users' views read the hub (here FakeHub) with a HubClient."""
+    history = history if history is not None else culls_history(cfg)
+    flow = FakeFlow(USERS)
+    async with hub.running(), open_hub_client(cfg, transport=hub.transport()) as hub_client:
+        lookup = UserLookup(hub_client)
+        views = UserViews(cfg, history, lookup, clock=lambda: NOW)
+        registry = None if metrics is None else metrics.registry
+        app = create_app(SETTINGS, history, flow, secret_key=b"k" * 32, metrics=registry, users=views)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:10101") as c:
+            yield c, flow, history, lookup
+
+
+def user_config(**changes: Any) -> Config:
+    return attrs.evolve(Config(api_token=TOKEN, url="http://127.0.0.1:8081/hub/api", timeout=3600), **changes)
+
+
+def _section(page: str, anchor: str) -> str:
+    return page.split(f'id="{anchor}"', 1)[1].split("<h2", 1)[0]
+
+
+async def test_a_user_sees_their_own_culls_and_servers_and_nobody_elses() -> None:
+    async with user_app(two_users_hub(), user_config()) as (client, flow, _history, _lookup):
+        anonymous = await stranger(client).get(PAGE)
+        await login(client, flow, "alice")
+        page = (await client.get(PAGE)).text
+        document = (await client.get(f"{PAGE}api/status")).json()
+    assert anonymous.status_code == 302
+    # Alice's: her two culls (a server, and her user once deleted), newest first ...
+    culls = _section(page, "culls")
+    assert "inactive for 01:00:09" in culls
+    assert "old-one" in culls
+    assert "(your user was deleted)" in culls
+    assert culls.index("inactive for 30 days") < culls.index("inactive for 01:00:09")
+    # ... and her two running servers: idle for 30 minutes, culled at NOW + 30 min by the 1-hour timeout.
+    servers = _section(page, "servers")
+    assert "Default server" in servers
+    assert '<span class="server-name">gpu</span>' in servers
+    assert "0:30:00, since 2026-11-25 11:30:00 UTC" in servers
+    assert "at <b>2026-11-25 12:30:00 UTC</b> (in 0:30:00) if nothing changes: idle ≥ 1:00:00" in servers
+    assert "at <b>2026-11-25 12:59:00 UTC</b> (in 0:59:00)" in servers
+    assert "set by the culler's own options" in servers
+    assert "what the hub records as activity" in servers
+    assert "none: the culler sends no warnings here" in servers
+    # Nobody else's: no other user, none of their servers, no count of the whole hub.
+    for other in ("bob", "soon", "alert(", "100,000", "Recent culls", "Next hour", "Last passes", "Configuration"):
+        assert other not in page, other
+    # The same, as JSON.
+    assert document["view"] == "user"
+    assert document["user"] == "alice"
+    assert [cull["user"] for cull in document["culls"]] == ["alice", "alice"]
+    assert [cull["server"] for cull in document["culls"]] == [None, "old-one"]
+    default, gpu = document["servers"]
+    assert (default["server"], gpu["server"]) == ("", "gpu")
+    assert default["state"] == "running"
+    assert default["idle_seconds"] == 1800
+    assert default["cull_at"] == "2026-11-25T12:30:00Z"
+    assert (default["cull_rule"], default["limit_seconds"]) == ("idle", 3600)
+    assert default["judged"] == {
+        "by": "page",
+        "at": "2026-11-25T12:00:00Z",
+        "decision": "active",
+        "reason": "active: inactive for 00:30:00, age 02:00:00",
+        "culling": False,
+    }
+    assert default["limits"] == {
+        "timeout_seconds": 3600,
+        "max_age_seconds": None,
+        "max_busy_seconds": None,
+        "exempt": False,
+    }
+    assert default["activity"]["counts"] == "hub"
+    assert document["hub"] == {"read": True, "problem": None}
+    text = json.dumps(document)
+    for other in ("bob", "soon", "alert(", "config", "passes", "upcoming"):
+        assert other not in text, other
+
+
+async def test_an_admin_sees_everyones_culls_and_the_whole_page() -> None:
+    async with user_app(two_users_hub(), user_config()) as (client, flow, _history, lookup):
+        await login(client, flow, "admin")
+        page = (await client.get(PAGE)).text
+        document = (await client.get(f"{PAGE}api/status")).json()
+    culls = _section(page, "culls")
+    for name in ("alice", "bob", "bobs-secret-project", "old-one"):
+        assert name in culls
+    assert "Next hour" in page
+    assert document["view"] == "all"
+    assert {cull["user"] for cull in document["culls"]} == {"alice", "bob", HOSTILE}
+    assert lookup.requests == 0  # the whole page is the pass's snapshot: nothing is read for it
+
+
+async def test_a_users_own_hub_token_gets_the_filtered_document() -> None:
+    async with user_app(two_users_hub(), user_config()) as (client, _flow, _history, _lookup):
+        mine = await client.get(f"{PAGE}api/status", headers={"Authorization": "token alice-token"})
+        admins = await client.get(f"{PAGE}api/status", headers={"Authorization": "token script-token"})
+    assert mine.status_code == 200
+    document = mine.json()
+    assert (document["view"], document["user"]) == ("user", "alice")
+    assert {cull["user"] for cull in document["culls"]} == {"alice"}
+    assert [server["server"] for server in document["servers"]] == ["", "gpu"]
+    assert "bob" not in mine.text
+    assert admins.json()["view"] == "all"
+
+
+async def test_metrics_are_refused_to_a_user_and_served_to_operators() -> None:
+    """Metrics count every user's servers: a user who is not an admin gets a 403 (by session or by token), an
+    admin, an operator holding read:servers and Prometheus's service token get them."""
+    metrics = Metrics()
+    metrics.observe(report())
+    async with user_app(two_users_hub(), user_config(), metrics=metrics) as (client, flow, _history, _lookup):
+        by_token = await client.get(f"{PAGE}metrics", headers={"Authorization": "token alice-token"})
+        prometheus = await client.get(f"{PAGE}metrics", headers={"Authorization": "Bearer prometheus-token"})
+        await login(client, flow, "alice")
+        by_session = await client.get(f"{PAGE}metrics")
+        async with stranger(client) as admin:
+            await login(admin, flow, "admin")
+            by_admin = await admin.get(f"{PAGE}metrics")
+        async with stranger(client) as ops:
+            await login(ops, flow, "ops")
+            by_ops = await ops.get(f"{PAGE}metrics")
+    assert (by_token.status_code, by_session.status_code) == (403, 403)
+    for refused in (by_token, by_session):
+        assert "trio_culler" not in refused.text
+        assert "for the hub's operators" in refused.text
+    assert (prometheus.status_code, by_admin.status_code, by_ops.status_code) == (200, 200, 200)
+    assert "trio_culler_servers_culled_total" in prometheus.text
+
+
+async def test_names_with_markup_are_escaped_in_the_user_view() -> None:
+    """A user named <img ...> with a server named "&' and a cull of a server named <img ...>: text on the page,
+    inert in the JSON."""
+    async with user_app(two_users_hub(), user_config()) as (client, flow, _history, _lookup):
+        await login(client, flow, HOSTILE)
+        page = await client.get(PAGE)
+        document = await client.get(f"{PAGE}api/status")
+    html = page.text
+    assert "<img" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html  # the user's name, in the header
+    assert "&lt;img src=x onerror=alert(3)&gt;" in _section(html, "culls")  # the culled server's
+    assert '<span class="server-name">&#34;&amp;&#39;</span>' in _section(html, "servers")
+    assert QUOTES not in html
+    assert b"<" not in document.content.replace(b"\\u003c", b"")
+    parsed = document.json()
+    assert parsed["user"] == HOSTILE
+    assert parsed["servers"][0]["server"] == QUOTES
+    assert parsed["culls"][0]["server"] == SERVER_MARKUP
+    for response in (page, document):
+        assert "default-src 'none'" in response.headers["content-security-policy"]
+        assert_clean(response)
+
+
+async def test_a_hub_that_does_not_answer_gives_what_the_culler_remembers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub = two_users_hub()
+
+    async def hang(request: httpx.Request) -> httpx.Response | None:
+        if request.url.path.endswith("/users/bob"):
+            await trio.sleep_forever()
+        return None
+
+    hub.fault = hang
+    history = culls_history(user_config())
+    history.users.add_judgments([_busy_judgment("bob", "gpu")])
+    async with user_app(hub, user_config(), history) as (client, flow, _history, lookup):
+        await login(client, flow, "bob")
+        started = trio.current_time()
+        page = (await client.get(PAGE)).text
+        waited = trio.current_time() - started
+        document = (await client.get(f"{PAGE}api/status")).json()
+        again = trio.current_time() - started - waited
+    assert HUB_DEADLINE <= waited < HUB_DEADLINE + 1
+    assert again < 1  # the failure is reused for a while: the second view waits for nothing
+    assert lookup.requests == 1
+    assert "the hub did not answer within 3 s" in _section(page, "hub-problem")
+    assert "Your servers, as the culler last saw them" in page
+    # What the culler remembers: bob's cull, the pass's judgment of his gpu server, the last forecast's row.
+    assert "bobs-secret-project" in _section(page, "culls")
+    servers = _section(page, "servers")
+    assert (
+        "As the culler's pass of 2026-11-25 12:00:00 UTC judged it: kernel busy for 01:10:00 (judged by kernels)"
+        in servers
+    )
+    assert "soon" in servers
+    assert document["hub"] == {"read": False, "problem": "the hub did not answer within 3 s"}
+    assert [server["server"] for server in document["servers"]] == ["gpu", "soon"]
+    assert document["servers"][0]["judged"]["by"] == "pass"
+    assert document["servers"][1]["cull_at"] == "2026-11-25T13:00:00Z"
+
+
+def _busy_judgment(user: str, server: str) -> ServerJudgment:
+    decision = Decision(
+        Action.KEEP, DecisionCode.KERNEL_BUSY, timedelta(minutes=70), 5 * H, busy=timedelta(minutes=70), inspected=True
+    )
+    return ServerJudgment(
+        user=user,
+        server=server,
+        started=NOW - 5 * H,
+        judged_at=NOW,
+        decision=decision,
+        due=None,
+        rule=None,
+        by="kernels",
+    )
+
+
+async def test_one_hub_request_per_user_a_while_and_one_for_views_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub = two_users_hub()
+    async with user_app(hub, user_config()) as (client, flow, _history, lookup):
+        await login(client, flow, "alice")
+        for _ in range(5):
+            assert (await client.get(PAGE)).status_code == 200
+        assert lookup.requests == 1
+        await trio.sleep(FRESH_SECONDS)
+        await client.get(f"{PAGE}api/status")
+        assert lookup.requests == 2
+        # Ten views at once (tabs, a reload storm) after the answer aged: one request, all answered.
+        await trio.sleep(FRESH_SECONDS)
+        slow = trio.Event()
+
+        async def slowly(request: httpx.Request) -> httpx.Response | None:
+            await trio.sleep(1)
+            slow.set()
+            return None
+
+        hub.fault = slowly
+        statuses: list[int] = []
+        async with trio.open_nursery() as nursery:
+            for _ in range(10):
+                nursery.start_soon(lambda: _status_of(client, PAGE, statuses))
+        assert statuses == [200] * 10
+        assert lookup.requests == 3
+        assert slow.is_set()
+
+
+async def _status_of(client: httpx.AsyncClient, url: str, statuses: list[int]) -> None:
+    statuses.append((await client.get(url)).status_code)
+
+
+async def test_the_page_agrees_with_the_pass_under_the_rules(autojump_clock: trio.testing.MockClock) -> None:
+    """A rule gives alice's gpu server a 45-minute timeout: the page's forecast for each server is the one the pass
+    made for it (its Next hour), to the second, and names the rule."""
+    hub = two_users_hub()
+    rules = (Rule(users=("alice",), servers=("gpu",), timeout=2700),)
+    cfg = user_config(rules=rules)
+    history = History(cfg.public_dict(), size=5)
+    async with hub.running():
+        history.observe(await run_pass(attrs.evolve(cfg, dry_run=True), transport=hub.transport(), now=NOW))
+    foreseen = {(item.user, item.server): item for item in history.snapshot.upcoming}
+    async with user_app(hub, cfg, history) as (client, flow, _history, _lookup):
+        await login(client, flow, "alice")
+        document = (await client.get(f"{PAGE}api/status")).json()
+        page = (await client.get(PAGE)).text
+    by_name = {server["server"]: server for server in document["servers"]}
+    for name in ("", "gpu"):
+        assert by_name[name]["cull_at"] == iso_utc(foreseen[("alice", name)].cull_at)
+        assert by_name[name]["limit_seconds"] == foreseen[("alice", name)].limit_seconds
+    assert by_name["gpu"]["cull_at"] == "2026-11-25T12:44:00Z"
+    assert (
+        by_name["gpu"]["rule"]
+        == foreseen[("alice", "gpu")].rule
+        == "rules[0] (users=alice, servers=gpu -> timeout=2700)"
+    )
+    assert by_name[""]["rule"] is None
+    assert "set by rule rules[0] (users=alice, servers=gpu -&gt; timeout=2700)" in page
+
+
+async def test_a_server_judged_by_its_kernels_shows_the_passes_verdict_and_the_page_never_asks_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With --inspect-kernels a busy kernel spares alice's idle server: the pass read the kernels and said so;
+    the page shows that judgment, and reading it sends the server nothing (nor any server). Before any pass,
+    the page says the next pass decides."""
+    hub = FakeHub(token=TOKEN, clock=lambda: NOW)
+    busy = [FakeKernel("k", "busy", NOW - timedelta(minutes=70))]
+    hub.add_user("alice", servers={"": FakeServer("", NOW - 5 * H, NOW - 2 * H, kernels=busy)})
+    cfg = user_config(inspect_kernels=True, public_url="http://proxy.test")
+    history = History(cfg.public_dict(), size=5)
+    async with user_app(hub, cfg, history) as (client, flow, _history, _lookup):
+        await login(client, flow, "alice")
+        before = (await client.get(f"{PAGE}api/status")).json()
+        report_ = await run_pass(cfg, transport=hub.transport(), now=NOW)
+        history.observe(report_)
+        asked = hub.statistics().requests_by_kind
+        await trio.sleep(FRESH_SECONDS)  # a fresh read of the user, as a later visit would make
+        after = (await client.get(f"{PAGE}api/status")).json()
+        page = (await client.get(PAGE)).text
+        assert hub.statistics().requests_by_kind["kernels"] == asked["kernels"] == 1
+        assert hub.statistics().requests_by_kind["mint"] == asked["mint"]
+    (server,) = before["servers"]
+    assert server["judged"] is None
+    assert server["cull_at"] is None
+    assert [judgment.decision.code for judgment in report_.judgments] == [DecisionCode.KERNEL_BUSY]
+    (server,) = after["servers"]
+    assert server["judged"]["by"] == "pass"
+    assert server["judged"]["decision"] == "kernel_busy"
+    assert server["judged"]["reason"] == "kernel busy for 01:10:00 (judged by kernels)"
+    assert "a kernel busy running code keeps it" in server["activity"]["words"]
+    assert "As the culler's pass of 2026-11-25 12:00:00 UTC judged it: kernel busy for 01:10:00" in page
+
+
+async def test_a_pass_that_judged_a_server_before_it_restarted_is_not_shown_for_the_new_one() -> None:
+    hub = FakeHub(token=TOKEN, clock=lambda: NOW)
+    hub.add_user("alice", servers={"": FakeServer("", NOW - H, NOW - H)})  # started after the judged run
+    cfg = user_config(inspect_kernels=True, public_url="http://proxy.test")
+    history = History(cfg.public_dict(), size=5)
+    history.users.add_judgments([_busy_judgment("alice", "")])  # of the run that started 5 hours ago
+    async with user_app(hub, cfg, history) as (client, flow, _history, _lookup):
+        await login(client, flow, "alice")
+        (server,) = (await client.get(f"{PAGE}api/status")).json()["servers"]
+        page = (await client.get(PAGE)).text
+    assert server["judged"] is None
+    assert "when the culler's next pass decides so: it asks the server about its kernels" in page
+
+
+@pytest.mark.parametrize(
+    ("changes", "rule", "named", "code", "words"),
+    [
+        ({}, {}, False, "hub", "what the hub records as activity"),
+        (
+            {"inspect_kernels": True, "max_busy": 7200},
+            {},
+            False,
+            "hub",
+            "a kernel busy running code keeps it (for at most 2:00:00)",
+        ),
+        (
+            {"inspect_kernels": True, "kernel_activity_only": True},
+            {},
+            False,
+            "kernels",
+            "an open browser tab alone does not count",
+        ),
+        ({}, {"cull": False}, False, "nothing", "a rule exempts this server"),
+        (
+            {"cull_named_servers": False, "max_age": 3600},
+            {},
+            True,
+            "nothing",
+            "named servers are not culled for idleness here: only its age counts",
+        ),
+        (
+            {"cull_arbiter_hook": lambda inactive, inactive_limit, server: True},
+            {},
+            False,
+            "hub",
+            "a check set up by the hub",
+        ),
+    ],
+)
+def test_what_counts_as_activity(
+    changes: dict[str, Any], rule: dict[str, Any], named: bool, code: str, words: str
+) -> None:
+    cfg = user_config(**changes, rules=(Rule(users=("*",), **rule),) if rule else ())
+    user = User(name="alice", servers={})
+    server = Server(name="gpu" if named else "")
+    policy = cfg.rule_table.for_server(user, server).policy
+    got_code, got_words = activity_words(policy, cfg, named)
+    assert got_code == code
+    assert words in got_words
+
+
+async def test_a_warning_is_shown_with_its_time(autojump_clock: trio.testing.MockClock) -> None:
+    cfg = user_config(warn_before=900, warn_url="https://hooks.example.org/culler")
+    async with user_app(two_users_hub(), cfg) as (client, flow, _history, _lookup):
+        await login(client, flow, "alice")
+        page = (await client.get(PAGE)).text
+        (default, _gpu) = (await client.get(f"{PAGE}api/status")).json()["servers"]
+    assert default["warn_at"] == "2026-11-25T12:15:00Z"
+    assert "at 2026-11-25 12:15:00 UTC (0:15:00 before)" in _section(page, "servers")
+
+
+async def test_a_culler_with_a_configuration_error_tells_a_user_no_more_than_that() -> None:
+    client, flow, history = make_app()
+    history.config_error(f"--rules-file /etc/rules.toml: unknown key grups {HOSTILE}")
+    async with client:
+        await login(client, flow, "alice")
+        page = await client.get(PAGE)
+        document = (await client.get(f"{PAGE}api/status")).json()
+    assert page.status_code == 200
+    assert "The idle culler is not running" in page.text
+    assert "rules.toml" not in page.text
+    assert "grups" not in json.dumps(document)
+    assert document["culler"]["running"] is False
+
+
+async def test_who_sees_everyone_is_read_from_the_hubs_user_model() -> None:
+    """As JupyterHub 6.1 answers GET /user for the page's OAuth token: the admin flag, the kind, the scopes."""
+    models = {
+        "admin": {"kind": "user", "name": "boss", "admin": True, "scopes": ["access:services!service=culler"]},
+        "plain": {"kind": "user", "name": "pleb", "admin": False, "scopes": ["access:services!service=culler"]},
+        "truthy": {"kind": "user", "name": "eve", "admin": "yes", "scopes": ["access:services!service=culler"]},
+        "missing": {"name": "old", "scopes": ["access:services!service=culler"]},
+        "service": {"kind": "service", "name": "prometheus", "admin": False, "scopes": []},
+        "odd-kind": {"kind": "Service", "name": "eve", "scopes": ["access:services!service=culler"]},
+        "operator": {"kind": "user", "name": "oper", "admin": False, "scopes": ["read:servers", "read:users"]},
+        "filtered": {"kind": "user", "name": "pleb", "admin": False, "scopes": ["read:servers!user=pleb"]},
+    }
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=models[request.headers["authorization"].removeprefix("Bearer ")])
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        flow = OAuthFlow(SETTINGS, api_url="http://hub/hub/api", client_secret=TOKEN, client=http)
+        seen = {token: await flow.identify(token) for token in models}
+    assert {token for token, who in seen.items() if who.sees_everyone} == {"admin", "service", "operator"}
+    assert seen["admin"].admin is True
+    assert seen["truthy"].admin is False
+    assert seen["service"].kind == "service"
+    assert seen["odd-kind"].kind == "user"
+
+
+async def test_the_view_is_decided_at_login_and_sealed_in_the_signed_session() -> None:
+    """A session cookie says whether it sees everyone; one without the mark (signed by this key: an older
+    release's) is a user's view, and the mark cannot be added without the key."""
+    client, flow, history = make_app()
+    history.observe(report())
+    auth = Auth(SETTINGS, flow, secret_key=b"k" * 32)
+    signer = itsdangerous.URLSafeTimedSerializer(b"k" * 32, salt="trio-culler-session")
+    old = signer.dumps({"user": "admin"})
+    forged = itsdangerous.URLSafeTimedSerializer(b"x" * 32, salt="trio-culler-session").dumps(
+        {"user": "alice", "all": True}
+    )
+
+    def viewer(raw: str) -> Any:
+        return auth.session_viewer(
+            Request({"type": "http", "headers": [(b"cookie", f"{SESSION_COOKIE}={raw}".encode())]})
+        )
+
+    assert viewer(auth.new_session(identity("admin"))) == Viewer("admin", everyone=True)
+    assert viewer(auth.new_session(identity("alice"))) == Viewer("alice", everyone=False)
+    assert viewer(old) == Viewer("admin", everyone=False)
+    assert viewer(forged) is None
+    await client.aclose()

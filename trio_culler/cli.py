@@ -321,7 +321,8 @@ def _standby(message: str, argv: Sequence[str], environ: Mapping[str, str], sett
         __version__,
         extra={"event": "standby"},
     )
-    serve_page = partial(serve_status_page, page, config, metrics=metrics.registry)
+    # No hub client is opened for users' views: the configuration it would be made from is the broken one.
+    serve_page = partial(serve_status_page, page, config, metrics=metrics.registry, read_users=False)
     history = History({}, size=1)
     try:
         return trio.run(partial(run_standby, message, interval=interval, serve_page=serve_page, history=history))

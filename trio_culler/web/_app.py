@@ -9,11 +9,15 @@ Who gets in is decided for every request, before anything of the page is built (
 - and the hub said, for that login or token, that it holds one of the service's access scopes.
 
 No session: the page redirects to the hub's login (through OAuth), ``api/status`` and ``metrics`` answer 401. A login
-without access: 403, a plain sentence and nothing of the page. Everything shown comes from the last
-published :class:`~.._history.StatusSnapshot`, rendered once per snapshot and then served from memory, so
-readers never wait for the passes; and a :class:`~._pacer.Pacer` in front of it all keeps readers, however many
-and however eager, from taking more than a small share of the thread the passes run in, and anonymous ones from
-taking a logged-in reader's share.
+without access: 403, a plain sentence and nothing of the page.
+
+What a reader with access sees depends on who they are (:attr:`~._oauth.Identity.sees_everyone`, decided at the
+login and kept in the signed session): an admin (or a service, or a token that may read every user's servers)
+gets the whole page, from the last published :class:`~.._history.StatusSnapshot`, rendered once per snapshot and
+then served from memory, so readers never wait for the passes; anyone else gets their own servers and culls only
+(:mod:`._user_view`), in the page and in ``api/status`` alike, and no ``metrics`` (403: they are the operators').
+A :class:`~._pacer.Pacer` in front of it all keeps readers, however many and however eager, from taking more than
+a small share of the thread the passes run in, and anonymous ones from taking a logged-in reader's share.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import jinja2
@@ -33,10 +37,11 @@ from starlette.routing import Route
 from .._codes import PAGE_WORDING
 from .._history import History, StatusSnapshot
 from .._toml import rules_as_toml
-from ._auth import LOGIN_SECONDS, SESSION_COOKIE, STATE_COOKIE, Auth, Refusal
+from ._auth import LOGIN_SECONDS, SESSION_COOKIE, STATE_COOKIE, Auth, Refusal, Viewer
 from ._oauth import OAuthFlow
 from ._pacer import Pacer
 from ._settings import StatusPageSettings
+from ._user_view import UserView, UserViews
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -72,6 +77,7 @@ def _templates() -> jinja2.Environment:
     )
     environment.filters["when"] = _format_when
     environment.filters["duration"] = _format_duration
+    environment.filters["period"] = _format_period
     # How each decision code is worded: the one table logs, metrics and forecasts also read.
     environment.globals["wording"] = PAGE_WORDING
     environment.filters["shown"] = _format_value
@@ -91,6 +97,14 @@ def _format_when(value: datetime | None) -> str:
     if value is None:
         return "-"
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _format_period(delta: timedelta | None) -> str:
+    """A stretch of time as a user reads it: ``1:02:03``, whole seconds."""
+    if delta is None:
+        return "-"
+    whole = max(int(delta.total_seconds()), 0)
+    return f"{whole // 3600}:{whole % 3600 // 60:02}:{whole % 60:02}"
 
 
 def _format_duration(seconds: float | None) -> str:
@@ -124,11 +138,16 @@ def create_app(
     *,
     secret_key: bytes,
     metrics: CollectorRegistry | None = None,
+    users: UserViews | None = None,
 ) -> Pacer:
     """The ASGI app. ``secret_key`` signs cookies (a new one at each start: logins then start again).
-    With ``metrics``, that registry is also served, in Prometheus's text format, at ``<prefix>metrics``."""
+    With ``metrics``, that registry is also served, in Prometheus's text format, at ``<prefix>metrics``.
+    ``users`` builds the view of a user who does not see everyone (by default one that asks the hub nothing and
+    shows what the culler remembers: for a page with no culler behind it)."""
     templates = _templates()
     page_template = templates.get_template("status.html")
+    user_template = templates.get_template("user.html")
+    views = users if users is not None else UserViews(None, history, None)
     auth = Auth(settings, flow, secret_key=secret_key)
     prefix = settings.prefix
     state_path = prefix if settings.callback_path.startswith(prefix) else "/"
@@ -138,6 +157,9 @@ def create_app(
         ).encode("utf-8")
     )
     document = _Rendered(lambda snapshot: json_bytes(snapshot.to_json()))
+
+    def user_page(view: UserView) -> bytes:
+        return user_template.render(view=view, settings=settings, logout_url=f"{prefix}logout").encode("utf-8")
 
     def is_https(request: Request) -> bool:
         # Behind the hub's proxy the browser's scheme is in X-Forwarded-Proto; it can only make cookies stricter.
@@ -175,14 +197,17 @@ def create_app(
         return response
 
     async def status_page(request: Request) -> Response:
-        if auth.session_user(request) is None:
+        viewer = auth.session_viewer(request)
+        if viewer is None:
             return start_login(request)
-        return Response(page.get(history.snapshot), media_type="text/html; charset=utf-8", headers=_SECURITY_HEADERS)
+        body = page.get(history.snapshot) if viewer.everyone else user_page(await views.view(viewer.name))
+        return Response(body, media_type="text/html; charset=utf-8", headers=_SECURITY_HEADERS)
 
-    async def refusal_for_scripts(request: Request) -> Response | None:
-        """None when a session or a hub token in the request may read; else the answer to send instead."""
-        if auth.session_user(request) is not None:
-            return None
+    async def viewer_for_scripts(request: Request) -> Viewer | Response:
+        """Who may read, by a session or a hub token in the request; else the answer to send instead."""
+        viewer = auth.session_viewer(request)
+        if viewer is not None:
+            return viewer
         try:
             identity = await auth.token_identity(request)
         except Refusal as refusal:
@@ -193,18 +218,30 @@ def create_app(
             identity = None
         if identity is None:
             return _json_refusal(401, "not logged in: log in at the page, or send a hub token")
-        return None
+        return Viewer.of(identity)
 
     async def status_document(request: Request) -> Response:
-        refusal = await refusal_for_scripts(request)
-        if refusal is not None:
-            return refusal
-        return Response(document.get(history.snapshot), media_type="application/json", headers=_SECURITY_HEADERS)
+        viewer = await viewer_for_scripts(request)
+        if isinstance(viewer, Response):
+            return viewer
+        if viewer.everyone:
+            body = document.get(history.snapshot)
+        else:
+            body = json_bytes((await views.view(viewer.name)).to_json())
+        return Response(body, media_type="application/json", headers=_SECURITY_HEADERS)
 
     async def metrics_text(request: Request) -> Response:
-        refusal = await refusal_for_scripts(request)
-        if refusal is not None:
-            return refusal
+        viewer = await viewer_for_scripts(request)
+        if isinstance(viewer, Response):
+            return viewer
+        if not viewer.everyone:
+            # Counts over every user's servers: the operators' (admins, services such as Prometheus).
+            return PlainTextResponse(
+                "403 Forbidden: the culler's metrics are for the hub's operators (admins, and services such as "
+                "Prometheus); your own servers are at the page and at api/status.\n",
+                status_code=403,
+                headers=_SECURITY_HEADERS,
+            )
         assert metrics is not None  # the route exists only with a registry
         # Imported here, as everywhere: prometheus-client is loaded only by a culler that serves metrics.
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -223,7 +260,8 @@ def create_app(
             )
             response = forbidden()
         else:
-            log.info("Status page: %s logged in", identity.name, extra={"user": identity.name})
+            sees = "every user's servers" if identity.sees_everyone else "their own servers"
+            log.info("Status page: %s logged in (%s)", identity.name, sees, extra={"user": identity.name})
             response = RedirectResponse(login.next_path, status_code=302, headers=_SECURITY_HEADERS)
             response.set_cookie(
                 SESSION_COOKIE,

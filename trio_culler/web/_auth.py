@@ -45,7 +45,7 @@ from ._oauth import Identity, OAuthError, OAuthFlow, OAuthRefused, pkce_challeng
 from ._pacer import Budget, admit
 from ._settings import StatusPageSettings
 
-__all__ = ["LOGIN_SECONDS", "LOOKUPS", "SESSION_COOKIE", "STATE_COOKIE", "Auth", "Login", "Refusal"]
+__all__ = ["LOGIN_SECONDS", "LOOKUPS", "SESSION_COOKIE", "STATE_COOKIE", "Auth", "Login", "Refusal", "Viewer"]
 
 log = logging.getLogger("trio_culler.web")
 
@@ -76,6 +76,19 @@ class Refusal(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+@attrs.frozen
+class Viewer:
+    """Who reads the page, as the hub said at their login or for their token: their name, and whether they see
+    every user's servers (:attr:`Identity.sees_everyone`) or only their own."""
+
+    name: str
+    everyone: bool
+
+    @classmethod
+    def of(cls, identity: Identity) -> Viewer:
+        return cls(identity.name, identity.sees_everyone)
 
 
 @attrs.frozen
@@ -122,7 +135,7 @@ class Auth:
         self._states = itsdangerous.URLSafeTimedSerializer(secret_key, salt="trio-culler-oauth-state")
         # Cookies and states carry wall-clock timestamps; the lambda reads time.time at each call.
         wall_clock = lambda: time.time()  # noqa: E731
-        self._checked_sessions: ExpiringMap[str, str] = ExpiringMap(
+        self._checked_sessions: ExpiringMap[str, Viewer] = ExpiringMap(
             size=SESSIONS_KEPT, lifetime=settings.session_seconds, clock=wall_clock
         )
         self._tokens: ExpiringMap[bytes, _Known] = ExpiringMap(
@@ -144,8 +157,8 @@ class Auth:
 
     # --- sessions ---------------------------------------------------------------------------------------
 
-    def session_user(self, request: Request) -> str | None:
-        """The user of the request's session cookie, if it is one this process signed and has not expired."""
+    def session_viewer(self, request: Request) -> Viewer | None:
+        """The viewer of the request's session cookie, if it is one this process signed and has not expired."""
         raw = request.cookies.get(SESSION_COOKIE)
         if not raw:
             return None
@@ -159,14 +172,23 @@ class Auth:
         user = value.get("user") if isinstance(value, dict) else None
         if not isinstance(user, str):
             return None
-        self._checked_sessions.put(raw, user, until=signed_at.timestamp() + self.settings.session_seconds)
-        return user
+        # Signed by this key, so written by new_session: anything but a true "all" is the narrower view.
+        viewer = Viewer(user, value.get("all") is True)
+        self._checked_sessions.put(raw, viewer, until=signed_at.timestamp() + self.settings.session_seconds)
+        return viewer
+
+    def session_user(self, request: Request) -> str | None:
+        """The name of the request's session's user (:meth:`session_viewer`)."""
+        viewer = self.session_viewer(request)
+        return None if viewer is None else viewer.name
 
     def new_session(self, identity: Identity) -> str:
-        """A session cookie's value for a user with access, known at once (its first request is verified)."""
+        """A session cookie's value for a user with access, known at once (its first request is verified). It
+        says whether the user sees everyone: decided at the login, for the session's life."""
         signed_at = int(time.time())  # what itsdangerous puts in the signature
-        raw = self._sessions.dumps({"user": identity.name})
-        self._checked_sessions.put(raw, identity.name, until=signed_at + self.settings.session_seconds)
+        viewer = Viewer.of(identity)
+        raw = self._sessions.dumps({"user": viewer.name, "all": viewer.everyone})
+        self._checked_sessions.put(raw, viewer, until=signed_at + self.settings.session_seconds)
         return raw
 
     # --- scripts' hub tokens ----------------------------------------------------------------------------

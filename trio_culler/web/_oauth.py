@@ -5,8 +5,9 @@
     browser --GET page--> us: no session -> a state cookie (signed: state, next), 302 to the hub's authorize
     browser --login at the hub--> hub: 302 to our callback with ?code=...&state=...
     us: state == the browser's state cookie and not used before -> POST code + verifier + our client
-        credentials to {api}/oauth2/token -> the user's token -> GET {api}/user with it -> name and scopes
-        -> allowed iff the token holds an access scope of this service -> signed session cookie
+        credentials to {api}/oauth2/token -> the user's token -> GET {api}/user with it -> name, scopes, admin
+        -> allowed iff the token holds an access scope of this service -> signed session cookie, which says
+        whether it sees every user (Identity.sees_everyone) or only its own servers
 
 Each piece is the standard library's or httpx's: ``hashlib`` for the S256 challenge, ``urllib.parse.urlencode``
 for the query, httpx for the requests and form encoding. The culler's token travels only as the client secret of
@@ -29,7 +30,10 @@ import trio
 
 from ._settings import StatusPageSettings
 
-__all__ = ["Identity", "OAuthError", "OAuthFlow", "OAuthRefused", "pkce_challenge"]
+__all__ = ["EVERYONE_SCOPE", "Identity", "OAuthError", "OAuthFlow", "OAuthRefused", "pkce_challenge"]
+
+#: The kinds of token owner the hub names; any other value is read as a user (the narrower view).
+KINDS = frozenset({"user", "service"})
 
 
 class OAuthError(Exception):
@@ -51,14 +55,39 @@ def pkce_challenge(verifier: str) -> str:
     return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
 
+#: A token holding this scope without a filter may read every user's servers at the hub itself; the page's full
+#: view shows no more than that (who ran, what was culled and why, what comes next).
+EVERYONE_SCOPE = "read:servers"
+
+
 @attrs.frozen
 class Identity:
+    """Who holds a token, as the hub's ``GET /user`` says: the name, the token's scopes, and (JupyterHub 2.0 and
+    later list them for every token, its ``identify`` scopes being added for the purpose) the owner's ``admin``
+    flag and ``kind`` (``user`` or ``service``)."""
+
     name: str
     scopes: frozenset[str]
+    admin: bool = False
+    kind: str = "user"
 
     def may_access(self, access_scopes: Iterable[str]) -> bool:
         # `access:services` without a filter grants every service (what an admin's token may hold).
         return "access:services" in self.scopes or any(scope in self.scopes for scope in access_scopes)
+
+    @property
+    def sees_everyone(self) -> bool:
+        """Whether the page shows this identity every user's servers, or only its own.
+
+        What JupyterHub 6.1 answers for a login through the page's OAuth (checked against a real hub: see the
+        README's "Who sees what") settles it. The token it issues to the page holds the same scopes for an admin
+        as for anyone (``access:services!service=<name>`` and the ``identify`` scopes of its owner), so the
+        scopes cannot tell an admin; the ``admin`` flag the hub adds to the model can. Beside admins: a
+        *service* (Prometheus's token, a dashboard's), which only the hub's operator can create and which has
+        no servers of its own; and a token holding :data:`EVERYONE_SCOPE` unfiltered, with which its holder
+        could read every user's servers from the hub anyway (a non-admin operator's role, asked for by the
+        service's ``oauth_client_allowed_scopes``: a plain user's token then gets it filtered to their own)."""
+        return self.admin or self.kind == "service" or EVERYONE_SCOPE in self.scopes
 
 
 class OAuthFlow:
@@ -112,7 +141,10 @@ class OAuthFlow:
         if not isinstance(scopes, list) or not all(isinstance(scope, str) for scope in scopes):
             # A hub before 2.0 does not list scopes: nobody can be shown to have access.
             raise OAuthError("the hub's user model lists no scopes")
-        return Identity(name, frozenset(scopes))
+        kind = model.get("kind")
+        # Only a true `admin` makes an admin: anything else the model says (missing, null, "yes") is not one.
+        admin = model.get("admin") is True
+        return Identity(name, frozenset(scopes), admin=admin, kind=kind if kind in KINDS else "user")
 
     async def _json(self, method: str, url: str, step: str, **kwargs: Any) -> Any:
         try:

@@ -11,8 +11,10 @@ import logging
 import os
 import secrets
 import socket
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
+import attrs
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
@@ -20,11 +22,15 @@ from hypercorn.trio import serve
 from .._clients import http_client, make_ssl_context
 from .._config import Config
 from .._history import History
+from .._hub import open_hub_client
 from ._app import create_app
+from ._lookup import HUB_CONCURRENCY, UserLookup
 from ._oauth import OAuthFlow
 from ._settings import StatusPageSettings
+from ._user_view import UserViews
 
 if TYPE_CHECKING:
+    import httpx
     from prometheus_client import CollectorRegistry
 
 __all__ = ["serve_status_page"]
@@ -82,6 +88,8 @@ async def serve_status_page(
     *,
     secret_key: bytes | None = None,
     metrics: CollectorRegistry | None = None,
+    read_users: bool = True,
+    hub_transport: httpx.AsyncBaseTransport | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled; ``await nursery.start(serve_status_page, ...)`` returns the bound URLs.
@@ -89,13 +97,27 @@ async def serve_status_page(
     ``secret_key`` signs the cookies; by default a new one each start (logins then start again, which the hub
     makes transparent). An embedder that wants logins to survive a restart passes its own 32 random bytes.
     With ``metrics`` (a prometheus-client registry, e.g. ``Metrics().registry``), it is served at
-    ``<prefix>metrics`` behind the same check as ``api/status``."""
+    ``<prefix>metrics`` behind the same check as ``api/status``. ``read_users=False`` (a culler waiting with a
+    configuration error, which has no usable hub client) shows users only what the culler remembers.
+    ``hub_transport`` replaces the network under that hub client (tests: FakeHub's)."""
     # Its own client, made as every client of the culler's, with the hub's TLS trust (it talks to the hub's
     # OAuth endpoints): the OAuth requests share nothing with the hub client and carry no token header.
     tls = make_ssl_context(config)
-    async with http_client(config, timeout=config.request_timeout, tls=tls, connections=None) as client:
+    async with AsyncExitStack() as stack:
+        client = await stack.enter_async_context(
+            http_client(config, timeout=config.request_timeout, tls=tls, connections=None)
+        )
         flow = OAuthFlow(settings, api_url=config.url, client_secret=config.api_token, client=client)
-        app = create_app(settings, history, flow, secret_key=secret_key or secrets.token_bytes(32), metrics=metrics)
+        users = UserViews(None, history, None)
+        if read_users:
+            # Users' views read their user with the culler's hub client, under a limiter of the page's own.
+            hub = await stack.enter_async_context(
+                open_hub_client(attrs.evolve(config, concurrency=HUB_CONCURRENCY), transport=hub_transport)
+            )
+            users = UserViews(config, history, UserLookup(hub))
+        app = create_app(
+            settings, history, flow, secret_key=secret_key or secrets.token_bytes(32), metrics=metrics, users=users
+        )
 
         # A port in use raises OSError here, before any task: the CLI makes it one line and exit status 2.
         server_config = hypercorn_config(settings, listen(settings))

@@ -1,0 +1,374 @@
+"""The status page for a user who is not an admin: their own servers and culls, and nobody else's.
+
+For each running server: its idle time now, when it will be culled if nothing changes and by which limit (and
+the rule that set it), what counts as activity for it, and when its user is warned. The judgment is the pass's
+own first step, made purely (:meth:`~.._judge.Judge.prejudge`, whose forecast is :func:`~.._forecast.cull_time`)
+on the model the hub gives now, under the rule that matches, so the page and the next pass agree. Where that
+step cannot decide (the server's kernels must be read, or the ``cull_arbiter_hook`` asked), the page does
+neither: it shows what the last pass decided, if the culler remembers it (:class:`~.._user_record.UserRecord`),
+or says that the next pass decides. Then the user's last culls, from the same record.
+
+:func:`build_user_view` is pure (everything arrives as arguments, ``now`` too); :class:`UserViews` reads the
+user from the hub (:class:`~._lookup.UserLookup`) and calls it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import attrs
+
+from .._config import Config
+from .._decide import server_idle_time
+from .._forecast import Due, Forecast
+from .._history import History, StatusSnapshot
+from .._inspect import InspectionFailed, ServerActivity
+from .._judge import Judge
+from .._judgments import ServerJudgment
+from .._models import Server, User
+from .._policy import Policy
+from .._report import CullRecord
+from .._rules import MissingFieldError
+from .._time import iso_utc, seconds
+from ._lookup import Lookup, UserLookup
+
+__all__ = ["ServerView", "UserView", "UserViews", "activity_words", "build_user_view"]
+
+
+async def _never_inspect(user: User, server: Server) -> ServerActivity:
+    """The page's judge has an inspector only so that :meth:`Judge.prejudge` knows which servers need their
+    kernels read; it never awaits it (a visitor must not make the culler call a user's server)."""
+    raise InspectionFailed("internal", "the status page never inspects a server")
+
+
+@attrs.frozen(kw_only=True)
+class ServerView:
+    name: str
+    #: ``running``, ``starting``, ``stopping``, ``not ready``; None when the hub could not be read.
+    state: str | None
+    started: datetime | None = None
+    last_activity: datetime | None = None
+    #: Since the last activity the hub recorded (or the start, when it recorded none).
+    idle: timedelta | None = None
+    age: timedelta | None = None
+    #: The rule whose limits apply (its label); None: the culler's own options.
+    rule: str | None = None
+    #: The limits that apply; None when the hub could not be read (the rule that matches is then unknown).
+    policy: Policy | None = None
+    #: What counts as activity: a code (``hub``, ``kernels``, ``nothing``) and the words shown.
+    activity: tuple[str, str] | None = None
+    #: Who judged: ``page`` (now, as the pass would), ``pass`` (the last pass, at ``judged_at``), or None: the
+    #: next pass decides (kernels to read or a hook to ask, and no judgment of it remembered).
+    judged_by: str | None = None
+    judged_at: datetime | None = None
+    #: The judgment's code and words (``active``, ``kernel busy for 00:12:00``), and whether it culls.
+    code: str | None = None
+    reason: str | None = None
+    culling: bool = False
+    #: When it will be culled if nothing changes, by which code, and the limit that sets that time (seconds).
+    cull_at: datetime | None = None
+    cull_code: str | None = None
+    limit_seconds: float | None = None
+    #: When its user is warned, with --warn-before.
+    warn_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        policy = self.policy
+        return {
+            "server": self.name,
+            "state": self.state,
+            "started": iso_utc(self.started),
+            "last_activity": iso_utc(self.last_activity),
+            "idle_seconds": seconds(self.idle),
+            "age_seconds": seconds(self.age),
+            "rule": self.rule,
+            "limits": None
+            if policy is None
+            else {
+                "timeout_seconds": seconds(policy.timeout),
+                "max_age_seconds": seconds(policy.max_age),
+                "max_busy_seconds": seconds(policy.max_busy),
+                "exempt": policy.exempt,
+            },
+            "activity": None if self.activity is None else {"counts": self.activity[0], "words": self.activity[1]},
+            "judged": None
+            if self.judged_by is None
+            else {
+                "by": self.judged_by,
+                "at": iso_utc(self.judged_at),
+                "decision": self.code,
+                "reason": self.reason,
+                "culling": self.culling,
+            },
+            "cull_at": iso_utc(self.cull_at),
+            "cull_rule": self.cull_code,
+            "limit_seconds": self.limit_seconds,
+            "warn_at": iso_utc(self.warn_at),
+        }
+
+
+@attrs.frozen(kw_only=True)
+class UserView:
+    user: str
+    now: datetime
+    #: Whether the hub answered for this view, and if not, why (a sentence for the user).
+    hub_read: bool
+    hub_problem: str | None
+    servers: Sequence[ServerView]
+    #: Newest first.
+    culls: Sequence[CullRecord]
+    #: How many culls of how many users the culler remembers (the page says so where it shows none).
+    culls_per_user: int
+    users_remembered: int
+    last_pass_at: datetime | None
+    next_pass_at: datetime | None
+    #: The culler waits with a configuration error: nothing is culled (its words are for operators only).
+    stopped: bool
+    dry_run: bool
+    #: --warn-before, in seconds (0: no warnings).
+    warn_before: float = 0
+    #: Why the rules cannot be applied to this user (the culler's token cannot see what they match on).
+    rules_problem: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The document ``api/status`` serves a user who is not an admin (README: "The status page")."""
+        return {
+            "view": "user",
+            "user": self.user,
+            "as_of": iso_utc(self.now),
+            "hub": {"read": self.hub_read, "problem": self.hub_problem},
+            "culler": {
+                "running": not self.stopped,
+                "dry_run": self.dry_run,
+                "last_pass_at": iso_utc(self.last_pass_at),
+                "next_pass_at": iso_utc(self.next_pass_at),
+            },
+            "servers": [server.to_json() for server in self.servers],
+            "culls": [_cull_json(cull) for cull in self.culls],
+            "remembered": {"culls_per_user": self.culls_per_user, "users": self.users_remembered},
+        }
+
+
+def activity_words(policy: Policy, config: Config, named: bool) -> tuple[str, str]:
+    """What counts as activity for a server under ``policy``: a code and the words the page shows its user."""
+    if policy.exempt:
+        return "nothing", "nothing needs to: a rule exempts this server, which is never culled"
+    if not (policy.cull_named_servers if named else policy.cull_default_servers):
+        kind = "named" if named else "default"
+        age = "only its age counts (max age)" if policy.max_age is not None else "it is never culled"
+        return "nothing", f"{kind} servers are not culled for idleness here: {age}"
+    if config.inspect_kernels and policy.kernel_activity_only:
+        words = (
+            "its kernels and terminals only: code running or having run, and terminal use, as the server itself "
+            "reports them; an open browser tab alone does not count"
+        )
+        code = "kernels"
+    else:
+        words = (
+            "what the hub records as activity: your use of the server through the hub (an open JupyterLab tab "
+            "counts) and the server's own reports"
+        )
+        code = "hub"
+        if config.inspect_kernels:
+            limit = "" if policy.max_busy is None else f" (for at most {_duration(policy.max_busy)})"
+            words += f"; and a kernel busy running code keeps it{limit}"
+    if config.cull_arbiter_hook is not None:
+        words += "; a check set up by the hub's operators decides whether an idle time is long enough"
+    return code, words
+
+
+def build_user_view(
+    name: str,
+    lookup: Lookup | None,
+    *,
+    config: Config | None,
+    judge: Judge | None,
+    snapshot: StatusSnapshot,
+    culls: Sequence[CullRecord],
+    judgments: Mapping[str, ServerJudgment],
+    culls_per_user: int,
+    users_remembered: int,
+    now: datetime,
+) -> UserView:
+    """The view of user ``name``. ``lookup``: what the hub said now (None: not asked); ``judgments``: what the
+    passes decided about the user's servers that only they could judge, by server name. ``config`` and ``judge``
+    are the culler's (None only without a hub to ask: then only what the culler remembers is shown)."""
+    user = None if lookup is None else lookup.user
+    warn_before = 0.0 if config is None else config.warn_before
+    hub_read = lookup is not None and lookup.problem is None
+    servers: list[ServerView] = []
+    rules_problem = None
+    if user is not None and config is not None and judge is not None:
+        try:
+            config.rule_table.check_visible(user)
+        except MissingFieldError as error:
+            rules_problem = f"the culler cannot see this user's {error.field}, which its rules match on"
+        else:
+            for server in sorted(user.servers.values(), key=lambda server: server.name):
+                servers.append(_judged_now(user, server, config, judge, judgments.get(server.name), now))
+    elif not hub_read:
+        servers = _remembered(name, snapshot.upcoming, judgments, warn_before)
+    last = snapshot.passes[0] if snapshot.passes else None
+    return UserView(
+        user=name,
+        now=now,
+        hub_read=hub_read,
+        hub_problem=None if lookup is None else lookup.problem,
+        servers=tuple(servers),
+        culls=tuple(culls),
+        culls_per_user=culls_per_user,
+        users_remembered=users_remembered,
+        last_pass_at=None if last is None else last.started,
+        next_pass_at=snapshot.next_pass_at,
+        stopped=snapshot.config_error is not None,
+        dry_run=bool(snapshot.config.get("dry_run")),
+        warn_before=warn_before,
+        rules_problem=rules_problem,
+    )
+
+
+def _judged_now(
+    user: User, server: Server, config: Config, judge: Judge, remembered: ServerJudgment | None, now: datetime
+) -> ServerView:
+    matched = config.rule_table.for_server(user, server)
+    policy = matched.policy
+    inactive, age = server_idle_time(server, now)
+    view = ServerView(
+        name=server.name,
+        state=_state(server),
+        started=server.started,
+        last_activity=server.last_activity,
+        idle=inactive,
+        age=age,
+        rule=None if matched.rule is None else matched.label,
+        policy=policy,
+        activity=activity_words(policy, config, bool(server.name)),
+    )
+    verdict = judge.prejudge(server, policy, now)
+    if verdict is not None:
+        due, decision = verdict.due, verdict.decision
+        return attrs.evolve(
+            view,
+            judged_by="page",
+            judged_at=now,
+            code=str(decision.code),
+            reason=decision.reason,
+            culling=decision.acts,
+            **_due_fields(due, config.warn_before),
+        )
+    # Only the server's kernels or the hook can say: what the last pass said, if it judged this run of it.
+    if remembered is not None and remembered.started == server.started:
+        return attrs.evolve(view, **_remembered_fields(remembered, config.warn_before))
+    return view
+
+
+def _remembered(
+    name: str, upcoming: Sequence[Forecast], judgments: Mapping[str, ServerJudgment], warn_before: float
+) -> list[ServerView]:
+    """What the culler remembers of the user's servers when the hub cannot be read: the passes' judgments, and
+    the last pass's forecast where it lists them."""
+    views = {
+        server: ServerView(name=server, state=None, **_remembered_fields(judgment, warn_before))
+        for server, judgment in judgments.items()
+    }
+    for forecast in upcoming:
+        if forecast.user == name and forecast.server not in views:
+            views[forecast.server] = ServerView(
+                name=forecast.server,
+                state=None,
+                rule=forecast.rule,
+                cull_at=forecast.cull_at,
+                cull_code=forecast.limit,
+                limit_seconds=forecast.limit_seconds,
+                warn_at=_warn_at(forecast.cull_at, warn_before),
+            )
+    return [views[server] for server in sorted(views)]
+
+
+def _remembered_fields(judgment: ServerJudgment, warn_before: float) -> dict[str, Any]:
+    decision = judgment.decision
+    return {
+        "judged_by": "pass",
+        "judged_at": judgment.judged_at,
+        "code": str(decision.code),
+        "reason": f"{decision.reason} (judged by {judgment.by})",
+        "culling": decision.acts,
+        "rule": judgment.rule,
+        **_due_fields(judgment.due, warn_before),
+    }
+
+
+def _due_fields(due: Due | None, warn_before: float) -> dict[str, Any]:
+    if due is None:
+        return {}
+    return {
+        "cull_at": due.at,
+        "cull_code": str(due.code),
+        "limit_seconds": None if due.limit is None else due.limit.total_seconds(),
+        "warn_at": _warn_at(due.at, warn_before),
+    }
+
+
+def _warn_at(cull_at: datetime, warn_before: float) -> datetime | None:
+    return cull_at - timedelta(seconds=warn_before) if warn_before else None
+
+
+def _state(server: Server) -> str:
+    if server.pending == "spawn":
+        return "starting"
+    if server.pending == "stop":
+        return "stopping"
+    if server.pending:
+        return server.pending
+    return "running" if server.is_ready else "not ready"
+
+
+def _duration(delta: timedelta) -> str:
+    whole = int(delta.total_seconds())
+    return f"{whole // 3600}:{whole % 3600 // 60:02}:{whole % 60:02}"
+
+
+def _cull_json(cull: CullRecord) -> dict[str, Any]:
+    out = attrs.asdict(cull, recurse=False)
+    out["at"] = iso_utc(cull.at)
+    return out
+
+
+class UserViews:
+    """Users' views of the page: each reads its user from the hub (briefly cached) and judges their servers."""
+
+    def __init__(
+        self,
+        config: Config | None,
+        history: History,
+        lookup: UserLookup | None,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        """Without ``config`` (a page that has no culler behind it: the configuration could not be read) there is
+        nothing to judge with, and no hub is asked."""
+        self.config = config
+        self.history = history
+        self.lookup = lookup if config is not None else None
+        self.judge = None if config is None else Judge.for_config(config, _never_inspect)
+        self._clock = clock
+
+    async def view(self, name: str) -> UserView:
+        snapshot = self.history.snapshot
+        # A culler that waits with a configuration error runs no pass: nothing of the hub is worth asking.
+        lookup = None if self.lookup is None or snapshot.config_error else await self.lookup.read(name)
+        record = self.history.users
+        return build_user_view(
+            name,
+            lookup,
+            config=self.config,
+            judge=self.judge,
+            snapshot=snapshot,
+            culls=record.culls_of(name),
+            judgments=record.judgments_of(name),
+            culls_per_user=record.culls_per_user,
+            users_remembered=record.users,
+            now=self._clock(),
+        )

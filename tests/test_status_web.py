@@ -57,11 +57,14 @@ from trio_culler.web._auth import (
     Viewer,
 )
 from trio_culler.web._lookup import FRESH_SECONDS, HUB_DEADLINE, UserLookup
-from trio_culler.web._oauth import OAuthError, OAuthRefused
+from trio_culler.web._oauth import EVERYONE_SCOPE, OAuthError, OAuthRefused
 from trio_culler.web._pacer import ANONYMOUS, Budget, Pacer
 from trio_culler.web._server import hypercorn_config, serve_status_page
 from trio_culler.web._settings import parse_bind
 from trio_culler.web._user_view import UserViews, activity_words
+
+from .support.docs import code_blocks, exec_hub_config, load_yaml, marked_block
+from .support.processes import REPO
 
 TOKEN = "culler-secret-token-0123456789abcdef"
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -1839,3 +1842,89 @@ async def test_the_view_is_decided_at_login_and_sealed_in_the_signed_session() -
     assert viewer(old) == Viewer("admin", everyone=False)
     assert viewer(forged) is None
     await client.aclose()
+
+
+# --- the recipes that open the page to every user (the real hub runs the user role's block as written) ----------
+
+ACCESS = "access:services!service=trio-culler"
+
+
+def _recipe_service(hub_config: Any) -> dict[str, Any]:
+    (service,) = [service for service in hub_config.services if service["name"] == "trio-culler"]
+    return dict(service)
+
+
+def _user_role(roles: list[dict[str, Any]]) -> dict[str, Any]:
+    (role,) = [role for role in roles if role["name"] == "user"]
+    return role
+
+
+def test_the_recipe_gives_every_user_the_page_and_lists_it_in_the_services_menu() -> None:
+    hub_config = exec_hub_config(
+        attrs.evolve(
+            marked_block("status-page-service"),
+            text=marked_block("status-page-service").text + marked_block("status-page-user-role").text,
+        )
+    )
+    service = _recipe_service(hub_config)
+    # A url (JupyterHub lists only services with one in its Services menu), shown in the menu, no consent page.
+    assert urlsplit(service["url"]).port == 10101
+    assert service["display"] is True
+    assert service["oauth_no_confirm"] is True
+    role = _user_role(hub_config.load_roles)
+    # JupyterHub's default role keeps what it grants ("self"), plus the page's access scope.
+    assert role["scopes"] == ["self", ACCESS]
+    assert {"groups", "users", "services"}.isdisjoint(role)  # the default role applies to every user already
+
+
+def test_the_operators_recipe_asks_the_login_for_read_servers() -> None:
+    block = marked_block("status-page-operators")
+    hub_config = exec_hub_config(attrs.evolve(block, text=marked_block("status-page-service").text + "\n" + block.text))
+    assert _recipe_service(hub_config)["oauth_client_allowed_scopes"] == [EVERYONE_SCOPE]
+    (role,) = [role for role in hub_config.load_roles if role["name"] == "culler-operators"]
+    assert role["scopes"] == [EVERYONE_SCOPE]
+    # A login holding it unfiltered sees everyone; a plain user's, filtered to their own servers, does not.
+    assert Identity("op", frozenset({ACCESS, EVERYONE_SCOPE})).sees_everyone
+    assert not Identity("alice", frozenset({ACCESS, f"{EVERYONE_SCOPE}!user=alice"})).sees_everyone
+
+
+def test_the_littlest_jupyterhub_recipe() -> None:
+    hub_config = exec_hub_config(marked_block("status-page-tljh"))
+    service = _recipe_service(hub_config)
+    assert urlsplit(service["url"]).hostname == "127.0.0.1"
+    assert service["display"] is True
+    assert _user_role(hub_config.load_roles)["scopes"] == ["self", ACCESS]
+
+
+def test_the_zero_to_jupyterhub_recipe_lets_the_proxy_reach_the_page() -> None:
+    values = load_yaml(marked_block("status-page-z2jh").text)
+    service = values["hub"]["services"]["trio-culler"]
+    port = urlsplit(service["url"]).port
+    assert urlsplit(service["url"]).hostname == "hub"  # the hub's Kubernetes Service, which the proxy reaches
+    # The page listens on the pod's address at that port (the name "hub" is not an address of the pod).
+    assert f"--status-bind=0.0.0.0:{port}" in service["command"]
+    assert service["display"] is True
+    assert values["hub"]["loadRoles"]["user"]["scopes"] == ["self", ACCESS]
+    (extra,) = values["hub"]["service"]["extraPorts"]
+    assert extra["port"] == extra["targetPort"] == port
+    (ingress,) = values["hub"]["networkPolicy"]["ingress"]
+    assert [rule["port"] for rule in ingress["ports"]] == [port]
+    assert ingress["from"][0]["podSelector"]["matchLabels"] == {"hub.jupyter.org/network-access-hub": "true"}
+    (egress,) = values["proxy"]["chp"]["networkPolicy"]["egress"]
+    assert [rule["port"] for rule in egress["ports"]] == [port]
+    assert egress["to"][0]["podSelector"]["matchLabels"] == {"app": "jupyterhub", "component": "hub"}
+
+
+async def test_the_readmes_user_document_has_the_shape_of_the_real_one() -> None:
+    async with user_app(two_users_hub(), user_config()) as (client, flow, _history, _lookup):
+        await login(client, flow, "alice")
+        document = (await client.get(f"{PAGE}api/status")).json()
+    (block,) = [block for block in code_blocks(REPO / "README.md") if '"view": "user"' in block.text]
+    readme = json.loads(block.text)
+    assert readme.keys() == document.keys()
+    for key in ("hub", "culler", "remembered"):
+        assert readme[key].keys() == document[key].keys(), key
+    assert readme["servers"][0].keys() == document["servers"][0].keys()
+    for key in ("limits", "activity", "judged"):
+        assert readme["servers"][0][key].keys() == document["servers"][0][key].keys(), key
+    assert readme["culls"][0].keys() == document["culls"][0].keys()

@@ -4,9 +4,11 @@ service with a ``url``; a real browser (Debian's Chromium, driven by Playwright)
 That the hub starts at all is the first check: JupyterHub waits at start-up for a managed service's URL and
 exits if it does not answer, so the page must listen before the hub's API does.
 
-The hub here has a login form (DummyAuthenticator with a password), an admin and a plain user, and the culler
-as service ``idle-culler`` with ``oauth_no_confirm``. Its passes run every 2 s with a 3 s timeout, so a
-server left alone is culled within seconds, while the test watches through ``api/status``.
+The hub here has a login form (DummyAuthenticator with a password), an admin, plain users and an operator who is
+not an admin, and the culler as service ``trio-culler`` with ``oauth_no_confirm``, opened to every user by the
+recipe's own ``user`` role (``docs/recipes.md``, run as written) and to the operator by the recipe for operators.
+Its passes run every 2 s with a 3 s timeout, so a server left alone is culled within seconds, while the test
+watches through ``api/status``.
 """
 
 from __future__ import annotations
@@ -30,8 +32,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from trio_culler.web import OAuthFlow, StatusPageSettings
+
+from ..support.docs import marked_block
 from .browser import browser_login, launched_chromium
 from .hubtools import (
     REPO_ROOT,
@@ -47,17 +53,28 @@ from .hubtools import (
 
 pytestmark = pytest.mark.integration
 
-SERVICE = "idle-culler"
+#: The recipes' name: their blocks run here as written.
+SERVICE = "trio-culler"
 PASSWORD = secrets.token_urlsafe(12)
 PROMETHEUS_TOKEN = secrets.token_hex(32)
 ADMIN = "boss"
 PLAIN = "pleb"
+#: Not an admin; in a group with read:servers, as the operators' recipe has it.
+OPERATOR = "oper"
+#: A second OAuth client of the hub, set up as the operators' recipe sets up the page's (its login asks for
+#: read:servers), to read what the hub answers such a login (the page's own client keeps the plain recipe here,
+#: so that the admin's whole page rests on the admin flag alone).
+PROBE_CLIENT = "service-oauth-probe"
+PROBE_SECRET = secrets.token_hex(32)
+PROBE_CALLBACK = "http://127.0.0.1:9/oauth_callback"
 HOSTILE = "<img src=x onerror=alert(1)>"
 PREFIX = f"/services/{SERVICE}/"
 #: What the operator wrote: the page shows it back as TOML.
 RULES = '[[rules]]\nusers = ["vip-*"]\ncull = false\n'
-#: Set to a path (docs/status-page.png) to keep the browser's screenshot of the page there.
+#: Set to a path (docs/status-page.png) to keep the browser's screenshot of the page there ...
 SCREENSHOT = os.environ.get("TRIO_CULLER_SCREENSHOT")
+#: ... and of a user's own view (docs/status-page-user.png).
+USER_SCREENSHOT = os.environ.get("TRIO_CULLER_USER_SCREENSHOT")
 
 
 @pytest.fixture(scope="module")
@@ -100,11 +117,27 @@ c.JupyterHub.load_roles.append(
     {{"name": "culler-metrics", "scopes": ["access:services!service={SERVICE}"], "services": ["prometheus"]}}
 )
 c.JupyterHub.load_roles.append({{
-    "name": "idle-culler-role",
+    "name": "trio-culler-role",
     "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
     "services": [{SERVICE!r}],
 }})
+c.JupyterHub.load_groups = {{"operators": {{"users": [{OPERATOR!r}]}}}}
+c.JupyterHub.load_roles.append({{"name": "culler-operators", "scopes": ["read:servers"], "groups": ["operators"]}})
+# What the user role gives the page's own client, for the probe's.
+c.JupyterHub.load_roles.append(
+    {{"name": "probe-users", "scopes": ["access:services!service=oauth-probe"], "users": [{PLAIN!r}, {OPERATOR!r}]}}
+)
+c.JupyterHub.services.append({{
+    "name": "oauth-probe",
+    "api_token": {PROBE_SECRET!r},
+    "oauth_client_id": {PROBE_CLIENT!r},
+    "oauth_redirect_uri": {PROBE_CALLBACK!r},
+    "oauth_no_confirm": True,
+    "oauth_client_allowed_scopes": ["read:servers"],
+}})
 """
+    # The recipe, as written: every user may open the page.
+    extra_config += marked_block("status-page-user-role").text
     hub = start_hub(workdir, extra_config=extra_config)
     try:
         # The hub adds the service's proxy route once its URL answered (it waits for that, then goes on).
@@ -148,7 +181,13 @@ def culled(status_hub: tuple[HubProcess, str]) -> dict[str, Any]:
         # what comes next, half an hour after their start.
         start_servers(
             hub,
-            [*((name, "") for name in names), ("bob", "gpu"), ("bob", "analysis"), ("vip-val", ""), ("slow-sam", "")],
+            [
+                *((name, "") for name in [*names, "bob"]),
+                ("bob", "gpu"),
+                ("bob", "analysis"),
+                ("vip-val", ""),
+                ("slow-sam", ""),
+            ],
         )
 
         def slow_sam(document: dict[str, Any]) -> str | None:
@@ -166,7 +205,7 @@ def culled(status_hub: tuple[HubProcess, str]) -> dict[str, Any]:
             document = _status_document(hub, hub.admin_token)
             culled_users = {cull["user"] for cull in document["culls"]}
             upcoming = {(item["user"], item["server"]) for item in document["upcoming"]["soonest"]}
-            done = set(names) <= culled_users and len(upcoming) == 2 and slow_sam(document) == "stopped"
+            done = {*names, "bob"} <= culled_users and len(upcoming) == 2 and slow_sam(document) == "stopped"
             return document if done else None
 
         document = wait_until(document_with_culls, timeout=120, what="the culls in api/status, slow-sam's stopped")
@@ -237,7 +276,7 @@ def test_api_status_lists_the_culls_of_the_pass_that_just_ran(
     assert culled["passes"][0]["users_seen"] >= 1
     assert culled["passes"][0]["outcome"] == "ran"
     assert culled["config"]["timeout"] == 3
-    # The hub's public URL, not the service's own (JUPYTERHUB_PUBLIC_URL is .../services/idle-culler/).
+    # The hub's public URL, not the service's own (JUPYTERHUB_PUBLIC_URL is .../services/trio-culler/).
     assert culled["config"]["public_url"] == f"{hub.proxy_url}/"
     assert culled["kept"]["by_reason"]["exempt"] == 1
     assert culled["kept"]["by_reason"]["named_disabled"] == 2
@@ -469,21 +508,195 @@ def test_browser_admin_sees_the_culls(
         context.close()
 
 
-def test_browser_plain_user_gets_403_without_the_page(
+def _text(page: Any, selector: str) -> str:
+    return str(page.locator(selector).inner_text())
+
+
+def test_browser_user_sees_their_own_culls_and_not_anyone_elses(
+    chromium: Any, status_hub: tuple[HubProcess, str], culled: dict[str, Any], tmp_path: Path
+) -> None:
+    """idle-alice is a plain user (the recipe's role lets her in): her cull, with its reason, and nothing of
+    anyone else, though the pass culled others and other users' servers run."""
+    hub, token = status_hub
+    context, page, dialogs = _browser_login(chromium, hub, "idle-alice")
+    try:
+        assert urlsplit(page.url).path == PREFIX, page.url
+        assert page.title() == f"Your servers · {SERVICE}"
+        assert _text(page, "#viewer") == "idle-alice"
+        culls = _text(page, "#culls + .scroll table")
+        assert "inactive for 00:00:" in culls
+        assert "stopped" in culls
+        assert _text(page, "#no-servers") == "None of your servers is running."
+        body = _text(page, "body")
+        for other in (HOSTILE, "slow-sam", "bob", "vip-val", "analysis", ADMIN, "Recent culls", "Next hour"):
+            assert other not in body, other
+        # The browser's cookies, outside the page (whose Content-Security-Policy allows no fetch at all).
+        document = page.request.get(f"{hub.proxy_url}{PREFIX}api/status").json()
+        assert (document["view"], document["user"]) == ("user", "idle-alice")
+        assert {cull["user"] for cull in document["culls"]} == {"idle-alice"}
+        assert document["servers"] == []
+        assert dialogs == []
+        assert token not in page.content()
+    finally:
+        context.close()
+
+
+def test_browser_user_sees_when_their_running_servers_will_be_culled(
     chromium: Any, status_hub: tuple[HubProcess, str], culled: dict[str, Any]
 ) -> None:
+    """bob's two named servers run (named servers are culled for age only here): each with the time it will be
+    culled, the limit that sets it, and what counts as activity; the page's times are the pass's. His default
+    server was culled: that is his, and listed."""
+    hub, _token = status_hub
+    context, page, _dialogs = _browser_login(chromium, hub, "bob")
+    try:
+        assert urlsplit(page.url).path == PREFIX, page.url
+        servers = _text(page, "#servers ~ section.server >> nth=0") + _text(page, "#servers ~ section.server >> nth=1")
+        assert "Server analysis" in servers
+        assert "Server gpu" in servers
+        assert servers.count("if nothing changes: age ≥ 0:30:00") == 2
+        assert servers.count("named servers are not culled for idleness here: only its age counts (max age)") == 2
+        assert "idle-alice" not in _text(page, "body")
+        # The browser's cookies, outside the page (whose Content-Security-Policy allows no fetch at all).
+        document = page.request.get(f"{hub.proxy_url}{PREFIX}api/status").json()
+        foreseen = {item["server"]: item["cull_at"] for item in culled["upcoming"]["soonest"]}
+        assert {server["server"]: server["cull_at"] for server in document["servers"]} == foreseen
+        assert {server["judged"]["decision"] for server in document["servers"]} == {"named_disabled"}
+        assert [(cull["user"], cull["server"]) for cull in document["culls"]] == [("bob", "")]
+        assert "inactive for 00:00:" in _text(page, "#culls + .scroll table")
+        if USER_SCREENSHOT:
+            page.screenshot(path=USER_SCREENSHOT, full_page=True)
+        # Readable on a phone: no sideways scrolling of the page itself.
+        page.set_viewport_size({"width": 390, "height": 844})
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    finally:
+        context.close()
+
+
+def test_browser_user_names_with_markup_are_text(
+    chromium: Any, status_hub: tuple[HubProcess, str], culled: dict[str, Any]
+) -> None:
+    """The user named <img src=x onerror=alert(1)> logs in: the name shows as text, no image, no script ran."""
+    hub, _token = status_hub
+    context, page, dialogs = _browser_login(chromium, hub, HOSTILE)
+    try:
+        assert urlsplit(page.url).path == PREFIX, page.url
+        assert _text(page, "#viewer") == HOSTILE
+        assert "inactive for 00:00:" in _text(page, "#culls + .scroll table")
+        assert page.locator("img").count() == 0
+        assert page.locator("#viewer *").count() == 0  # text, not elements
+        assert dialogs == []
+        assert "idle-alice" not in _text(page, "body")
+    finally:
+        context.close()
+
+
+def _oauth_identity(hub: HubProcess, user: str, client_id: str, secret: str, callback: str) -> tuple[Any, Any]:
+    """The page's OAuth flow by hand, as ``_oauth.py`` makes it: log in at the hub's form, authorize the client,
+    exchange the code with the client's secret, and read ``GET /hub/api/user`` with the token, through
+    :meth:`OAuthFlow.identify` itself. Returns (the hub's model, the Identity the page reads from it)."""
+    with httpx.Client(timeout=30) as client:
+        login = client.get(f"{hub.proxy_url}/hub/login")
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', login.text)
+        assert xsrf is not None
+        client.post(f"{hub.proxy_url}/hub/login", data={"username": user, "password": PASSWORD, "_xsrf": xsrf.group(1)})
+        params = {"client_id": client_id, "redirect_uri": callback, "response_type": "code", "state": "s"}
+        answer = client.get(f"{hub.proxy_url}/hub/api/oauth2/authorize", params=params)
+        assert answer.status_code == 302, answer.text
+        code = parse_qs(urlsplit(answer.headers["location"]).query)["code"][0]
+        form = {
+            "client_id": client_id,
+            "client_secret": secret,
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": callback,
+        }
+        token = client.post(f"{hub.proxy_url}/hub/api/oauth2/token", data=form).json()["access_token"]
+        model = client.get(f"{hub.api_url}/user", headers={"Authorization": f"Bearer {token}"}).json()
+
+    async def identify() -> Any:
+        async with httpx.AsyncClient(timeout=30) as http:
+            settings = StatusPageSettings.from_environment(
+                {"JUPYTERHUB_SERVICE_NAME": SERVICE, "JUPYTERHUB_CLIENT_ID": client_id}, bind="127.0.0.1:0"
+            )
+            assert settings is not None
+            flow = OAuthFlow(settings, api_url=hub.api_url, client_secret=secret, client=http)
+            return await flow.identify(token)
+
+    return model, trio.run(identify)
+
+
+def test_what_jupyterhub_returns_to_the_pages_login_decides_who_sees_everyone(
+    status_hub: tuple[HubProcess, str], culled: dict[str, Any]
+) -> None:
+    """Why the admin flag decides: the token JupyterHub 6.1 issues to the page holds the same scopes for an admin
+    as for a plain user; only `admin` tells them apart. And the operators' recipe: a login that asks for
+    read:servers gets it unfiltered for an operator, filtered to their own servers for a plain user."""
+    hub, service_token = status_hub
+    page_client = f"service-{SERVICE}"
+    callback = f"{PREFIX}oauth_callback"
+    admin_model, admin = _oauth_identity(hub, ADMIN, page_client, service_token, callback)
+    plain_model, plain = _oauth_identity(hub, PLAIN, page_client, service_token, callback)
+    assert (admin_model["kind"], admin_model["admin"], plain_model["kind"], plain_model["admin"]) == (
+        "user",
+        True,
+        "user",
+        False,
+    )
+    # The same scopes, but for whose name the identify scopes carry.
+    same = {f"access:services!service={SERVICE}", "read:users:groups!user=<them>", "read:users:name!user=<them>"}
+    assert {scope.replace(f"={ADMIN}", "=<them>") for scope in admin_model["scopes"]} == same
+    assert {scope.replace(f"={PLAIN}", "=<them>") for scope in plain_model["scopes"]} == same
+    assert (admin.sees_everyone, plain.sees_everyone) == (True, False)
+    operator_model, operator = _oauth_identity(hub, OPERATOR, PROBE_CLIENT, PROBE_SECRET, PROBE_CALLBACK)
+    _plain_model, plain_by_probe = _oauth_identity(hub, PLAIN, PROBE_CLIENT, PROBE_SECRET, PROBE_CALLBACK)
+    assert operator_model["admin"] is False
+    assert "read:servers" in operator_model["scopes"]
+    assert f"read:servers!user={PLAIN}" in plain_by_probe.scopes
+    assert (operator.sees_everyone, plain_by_probe.sees_everyone) == (True, False)
+
+
+def test_the_hubs_services_menu_takes_a_user_to_their_page(
+    chromium: Any, status_hub: tuple[HubProcess, str], culled: dict[str, Any]
+) -> None:
+    """JupyterHub 6.1 lists a service with a url in its Services menu for whoever holds its access scope: with the
+    recipe's role, every user. A plain user finds the page there."""
     hub, _token = status_hub
     context, page, _dialogs = _browser_login(chromium, hub, PLAIN)
     try:
-        # Logged in at the hub now; the page, asked again, sends the browser through OAuth to a 403.
-        response = page.goto(f"{hub.proxy_url}{PREFIX}")
-        assert response is not None
-        assert response.status == 403
-        text = page.inner_text("body")
-        assert "idle-alice" not in text
-        assert "Recent culls" not in text
+        page.goto(f"{hub.proxy_url}/hub/home")
+        page.get_by_role("button", name="Services").or_(page.get_by_role("link", name="Services")).first.click()
+        page.get_by_role("link", name=SERVICE).click()
+        page.wait_for_load_state()
+        assert urlsplit(page.url).path == PREFIX, page.url
+        assert page.title() == f"Your servers · {SERVICE}"
+        assert _text(page, "#viewer") == PLAIN
     finally:
         context.close()
+
+
+def test_a_users_own_hub_token_gets_their_document_and_no_metrics(
+    status_hub: tuple[HubProcess, str], culled: dict[str, Any]
+) -> None:
+    """A token the hub issued to idle-alice (what a script of hers would hold): her document, and a 403 for the
+    metrics, which are the operators'."""
+    hub, _token = status_hub
+    response = httpx.post(
+        f"{hub.api_url}/users/idle-alice/tokens",
+        headers={"Authorization": f"token {hub.admin_token}"},
+        json={"note": "her script"},
+        timeout=30,
+    )
+    assert response.status_code == 201, response.text
+    headers = {"Authorization": f"token {response.json()['token']}"}
+    document = httpx.get(f"{hub.proxy_url}{PREFIX}api/status", headers=headers, timeout=30)
+    metrics = httpx.get(f"{hub.proxy_url}{PREFIX}metrics", headers=headers, timeout=30)
+    assert document.status_code == 200, document.text
+    assert (document.json()["view"], document.json()["user"]) == ("user", "idle-alice")
+    assert {cull["user"] for cull in document.json()["culls"]} == {"idle-alice"}
+    assert b"\\u003cimg" not in document.content  # nobody else's culls, the hostile name's least of all
+    assert metrics.status_code == 403
+    assert "trio_culler" not in metrics.text
 
 
 def test_browser_without_login_gets_the_hub_login_page(chromium: Any, status_hub: tuple[HubProcess, str]) -> None:

@@ -1,4 +1,5 @@
-"""The culler's status page for hub admins: an ASGI app served by hypercorn on trio, behind the hub's OAuth.
+"""The culler's status page: an ASGI app served by hypercorn on trio, behind the hub's OAuth; the whole hub for its
+admins, each user's own servers and culls for that user.
 
 See the README's "The status page". Imported only when the page is served, so a culler without one never
 loads hypercorn, Starlette or Jinja2.

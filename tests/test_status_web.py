@@ -1778,6 +1778,15 @@ async def test_a_warning_is_shown_with_its_time(autojump_clock: trio.testing.Moc
         (default, _gpu) = (await client.get(f"{PAGE}api/status")).json()["servers"]
     assert default["warn_at"] == "2026-11-25T12:15:00Z"
     assert "at 2026-11-25 12:15:00 UTC (0:15:00 before)" in _section(page, "servers")
+    # An hour ahead: the window opened at 11:30, and the last pass (12:00) ran since.
+    cfg = attrs.evolve(cfg, warn_before=3600)
+    async with user_app(two_users_hub(), cfg) as (client, flow, _history, _lookup):
+        await login(client, flow, "alice")
+        page = (await client.get(PAGE)).text
+    assert (
+        "its window opened at 2026-11-25 11:30:00 UTC: the first pass of the culler since then warns you, once for "
+        "this idle stretch (a pass ran at 2026-11-25 12:00:00 UTC)"
+    ) in _section(page, "servers")
 
 
 async def test_a_culler_with_a_configuration_error_tells_a_user_no_more_than_that() -> None:

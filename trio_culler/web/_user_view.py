@@ -34,7 +34,7 @@ from .._rules import MissingFieldError
 from .._time import iso_utc, seconds
 from ._lookup import Lookup, UserLookup
 
-__all__ = ["ServerView", "UserView", "UserViews", "activity_words", "build_user_view"]
+__all__ = ["ServerView", "UserView", "UserViews", "activity_words", "build_user_view", "own_rule"]
 
 
 async def _never_inspect(user: User, server: Server) -> ServerActivity:
@@ -53,7 +53,7 @@ class ServerView:
     #: Since the last activity the hub recorded (or the start, when it recorded none).
     idle: timedelta | None = None
     age: timedelta | None = None
-    #: The rule whose limits apply (its label); None: the culler's own options.
+    #: The rule whose limits apply (:func:`own_rule`'s label); None: the culler's own options.
     rule: str | None = None
     #: The limits that apply; None when the hub could not be read (the rule that matches is then unknown).
     policy: Policy | None = None
@@ -151,6 +151,21 @@ class UserView:
         }
 
 
+def own_rule(label: str | None) -> str | None:
+    """A rule's label as a user is shown it: which rule, and what it sets, but not whom it matches.
+
+    ``rules[1] (users=alice, bob -> timeout=86400)`` names other users (and groups, profiles); the user sees
+    ``rules[1] (timeout=86400)``. What a rule sets is ``key=value`` of numbers and booleans, never `` -> ``, so
+    the last one splits the label whatever the names hold."""
+    if label is None:
+        return None
+    head, paren, inner = label.partition(" (")
+    _matched, arrow, settings = inner.removesuffix(")").rpartition(" -> ")
+    if not paren or not arrow:
+        return head  # not a label this culler writes: its number at most, never what it matched
+    return f"{head} ({settings})"
+
+
 def activity_words(policy: Policy, config: Config, named: bool) -> tuple[str, str]:
     """What counts as activity for a server under ``policy``: a code and the words the page shows its user."""
     if policy.exempt:
@@ -217,7 +232,7 @@ def build_user_view(
         hub_read=hub_read,
         hub_problem=None if lookup is None else lookup.problem,
         servers=tuple(servers),
-        culls=tuple(culls),
+        culls=tuple(attrs.evolve(cull, matched_rule=own_rule(cull.matched_rule)) for cull in culls),
         culls_per_user=culls_per_user,
         users_remembered=users_remembered,
         last_pass_at=None if last is None else last.started,
@@ -242,7 +257,7 @@ def _judged_now(
         last_activity=server.last_activity,
         idle=inactive,
         age=age,
-        rule=None if matched.rule is None else matched.label,
+        rule=own_rule(None if matched.rule is None else matched.label),
         policy=policy,
         activity=activity_words(policy, config, bool(server.name)),
     )
@@ -278,7 +293,7 @@ def _remembered(
             views[forecast.server] = ServerView(
                 name=forecast.server,
                 state=None,
-                rule=forecast.rule,
+                rule=own_rule(forecast.rule),
                 cull_at=forecast.cull_at,
                 cull_code=forecast.limit,
                 limit_seconds=forecast.limit_seconds,
@@ -295,7 +310,7 @@ def _remembered_fields(judgment: ServerJudgment, warn_before: float) -> dict[str
         "code": str(decision.code),
         "reason": f"{decision.reason} (judged by {judgment.by})",
         "culling": decision.acts,
-        "rule": judgment.rule,
+        "rule": own_rule(judgment.rule),
         **_due_fields(judgment.due, warn_before),
     }
 

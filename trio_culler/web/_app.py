@@ -41,7 +41,8 @@ from ._auth import LOGIN_SECONDS, SESSION_COOKIE, STATE_COOKIE, Auth, Refusal, V
 from ._oauth import OAuthFlow
 from ._pacer import Pacer
 from ._settings import StatusPageSettings
-from ._user_view import UserView, UserViews
+from ._user_values import UserView
+from ._user_view import UserViews
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry

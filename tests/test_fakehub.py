@@ -500,6 +500,7 @@ async def test_statistics(autojump_clock: trio.testing.MockClock) -> None:
         "revoke": 1,
         "kernels": 0,
         "terminals": 0,
+        "notice": 0,
         "other": 0,
     }
     assert (stats.in_flight, stats.max_in_flight) == (0, 5)

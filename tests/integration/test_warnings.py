@@ -19,10 +19,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 
 from .hubtools import HubAPI, HubProcess, culler_process, module_hub, start_servers, wait_until
 from .test_inspect_kernels import Browser
 from .webhook import Event, Webhook, open_webhook
+
+pytestmark = pytest.mark.integration
 
 #: The culler's --timeout, --warn-before and --cull-every here (seconds).
 TIMEOUT = 12

@@ -201,7 +201,11 @@ class NoticeClient:
     async def _send(self, user: str, server: Server, method: str, path: str, body: bytes, ok: Any = (200,)) -> bytes:
         base = server_base_url(server, self._public_url)
         if base is None:
-            raise NoticeFailed("no_url", "no full_url from the hub and no --public-url: no address for the server")
+            raise NoticeFailed(
+                "no_url",
+                "no full_url from the hub and no --public-url: no address for the server (pass --public-url, or "
+                "--no-warn-servers to warn through the hook and webhook alone)",
+            )
         try:
             token = await self._credentials.for_server(user, server.name)
         except CredentialUnavailable as error:

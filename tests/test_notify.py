@@ -478,3 +478,15 @@ async def test_a_full_queue_drops_and_counts_never_waits(
         assert trio.current_time() - start < 1
         assert report.warning_events["warning"] == 3
         assert report.warnings_failed == 1
+
+
+async def test_the_forecast_of_a_warned_server_is_the_time_announced(autojump_clock: trio.testing.MockClock) -> None:
+    """The status page's "what comes next" and the warning say the same: the cull time announced, which a late
+    warning sets later than the rule's."""
+    hub = idle_hub("ann", idle=55 * M)  # its rule culls it at +5; warned at +0 with 15 minutes' notice
+    hub.add_user("bob", servers={"": FakeServer("", started=NOW - 2 * 60 * M, last_activity=NOW - 10 * M)})
+    cfg = config(timeout=3600, cull_every=300, warn_before=900, warn_url=WEBHOOK)
+    async with culler(hub, cfg, Receiver()) as run:
+        reports = [await run(NOW + minutes * M) for minutes in (0, 5, 10)]
+    for report in reports:
+        assert [(f.user, f.cull_at) for f in report.upcoming] == [("ann", NOW + 15 * M), ("bob", NOW + 50 * M)]

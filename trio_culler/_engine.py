@@ -224,10 +224,12 @@ def _triage(config: Config, judge: Judge, now: datetime, work: UserWork) -> Call
             due = verdict.due
             if due is None:
                 continue
-            if first_reading and upcoming is not None:
+            # A server about to enter its warning window must reach a worker too, which warns its user (and
+            # foresees its cull at the time the warning announces).
+            warned = warn_until is not None and due.at <= warn_until
+            wanted = wanted or warned
+            if first_reading and upcoming is not None and not warned:
                 upcoming.add(user.name, name, due, None if matched.rule is None else matched.label)
-            # A server about to enter its warning window must reach a worker too, which warns its user.
-            wanted = wanted or (warn_until is not None and due.at <= warn_until)
         if wanted or (not verdicts and table.for_user(user).policy.cull_users):
             return Work(user, verdicts, listed_at)
         return None

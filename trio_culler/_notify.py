@@ -246,6 +246,11 @@ class Notifier:
         )
         return JudgmentInputs(judged, Announced(record.warned_at, read_keep), kept_at)
 
+    def announced(self, user: str, server: str) -> datetime | None:
+        """The cull time a warning announced for the server, while that warning stands."""
+        record = self._warned.get((user, server))
+        return None if record is None or record.settled else record.cull_at
+
     def recording(self, inspect: Inspect) -> Inspect:
         """``inspect``, with each request's time remembered as the culler's own (see the module docstring)."""
 

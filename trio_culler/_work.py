@@ -115,6 +115,7 @@ class UserWork:
             # Warned or kept: judged here, with what the warnings know and the pager does not.
             verdict = None
         judged = server if inputs is None else inputs.server
+        judged_here = verdict is None
         if verdict is None:
             verdict = await self.judge.judge(
                 user,
@@ -125,10 +126,9 @@ class UserWork:
                 announced=None if inputs is None else inputs.announced,
             )
             self.account(user.name, verdict)
-            if not verdict.acts and self.recorder.upcoming is not None:
-                # The pager foresaw the servers it judged; this one only a worker could.
-                self.recorder.upcoming.add(user.name, server.name, verdict.due, _rule_label(matched))
-        if notifier is not None and self._held_for_warning(notifier, user, judged, matched, verdict):
+        held = notifier is not None and self._held_for_warning(notifier, user, judged, matched, verdict)
+        self._foresee(user.name, server.name, matched, verdict, judged_here=judged_here)
+        if held:
             return Outcome.KEPT
         if not verdict.acts:
             _log_kept(user.name, server, verdict.decision, matched)
@@ -206,6 +206,19 @@ class UserWork:
                 exc_info=verdict.error if first else None,
                 extra={**fields, "event": "hook_failed"},
             )
+
+    def _foresee(self, user: str, server: str, matched: MatchedRule, verdict: Verdict, *, judged_here: bool) -> None:
+        """Count the server's cull in the pass's forecast when the pager could not: a server it did not judge, or
+        one whose user is warned, which is culled at the time the warning announced."""
+        upcoming, due = self.recorder.upcoming, verdict.due
+        announced = None if self.notifier is None else self.notifier.announced(user, server)
+        if upcoming is None or due is None or not (judged_here or announced is not None):
+            return
+        if announced is not None and announced > due.at:
+            due = due._replace(at=announced)
+        elif verdict.acts:
+            return  # culled now: a cull, not a forecast
+        upcoming.add(user, server, due, _rule_label(matched))
 
     def _held_for_warning(
         self, notifier: Notifier, user: User, server: Server, matched: MatchedRule, verdict: Verdict

@@ -257,3 +257,34 @@ def test_the_file_holds_the_keeps(tmp_path: Path) -> None:
     write_state_file(path, document)
     (kept,) = read_state_file(path).kept
     assert (kept.user, kept.started, kept.kept_at) == ("ann", hub_server.started, NOW + 3 * M)
+
+
+async def test_the_last_write_happens_whatever_stops_the_culler(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write still under way when the culler stops is waited for (never left to rename an older state over a
+    newer one), and the state as it is then is written after it, whatever cancels the writer (its deliveries'
+    deadline passes meanwhile: the autojump clock runs far ahead while the disk is slow)."""
+    import time
+
+    real_write = write_state_file
+    started: list[str] = []
+
+    def slow_write(path: Any, document: Any) -> None:
+        started.append(document["written_at"])
+        time.sleep(0.5)  # a slow disk
+        real_write(path, document)
+
+    monkeypatch.setattr("trio_culler._deliver.write_state_file", slow_write)
+    hub = make_hub(ann=idle(50))
+    receiver = Receiver()
+    path = tmp_path / "state.json"
+    async with culler(hub, config(state_file=str(path)), receiver) as run:
+        await run(NOW)  # warned: the state written (slowly) from here
+        hub.users["ann"].servers[""].last_activity = NOW + 2 * M
+        await run(NOW + 5 * M)  # cancelled: the state is empty again, and the culler stops
+    await trio.to_thread.run_sync(time.sleep, 1.5)  # any write left behind would have finished by now
+    assert receiver.events() == [("warning", at(15), None), ("cancelled", at(15), "used")]
+    assert started[0] == at(0), "a write of the warned state was under way"
+    assert read_state_file(path).warned == ()
+    assert json.loads(path.read_text())["written_at"] == at(5)

@@ -270,22 +270,25 @@ async def write_state_when_changed(notifier: Notifier, path: str, scope: trio.Ca
     until ``scope`` is cancelled, then once more. A write that fails is logged once (and once more when
     writing works again); the warnings go on in memory."""
     failing = False
-    with scope:
-        while True:
-            await notifier.changed.wait()
-            notifier.changed = trio.Event()
-            failing = await _write(notifier, path, failing)
-            await trio.sleep(STATE_WRITE_INTERVAL)
-    with trio.CancelScope(shield=True):
-        # Waited for, whatever stops the culler: the last write is the one a restart reads. A write takes what
-        # the file system takes (milliseconds); nothing else is left to do by then.
-        await _write(notifier, path, failing, last=True)
+    try:
+        with scope:
+            while True:
+                await notifier.changed.wait()
+                notifier.changed = trio.Event()
+                failing = await _write(notifier, path, failing)
+                await trio.sleep(STATE_WRITE_INTERVAL)
+    finally:
+        # Whatever stops the culler (this scope, or the nursery's deadline around it): the last write is the one
+        # a restart reads. It takes what the file system takes (milliseconds); nothing else is left to do.
+        with trio.CancelScope(shield=True):
+            await _write(notifier, path, failing)
 
 
-async def _write(notifier: Notifier, path: str, failing: bool, *, last: bool = False) -> bool:
+async def _write(notifier: Notifier, path: str, failing: bool) -> bool:
     document = notifier.records()
     try:
-        await trio.to_thread.run_sync(write_state_file, path, document, abandon_on_cancel=not last)
+        # Never abandoned: a write left running would rename its older document over the last one.
+        await trio.to_thread.run_sync(write_state_file, path, document)
     except OSError as error:
         if not failing:
             log.warning(

@@ -21,6 +21,7 @@ cull time is a new stretch, so a receiver never sees two cull times under one id
 from __future__ import annotations
 
 import hashlib
+import logging
 from datetime import datetime
 from typing import Any, Final
 
@@ -34,7 +35,18 @@ from ._notice import Notice
 from ._rules import MatchedRule
 from ._time import iso_utc
 
-__all__ = ["ACTIVITY_HUB", "ACTIVITY_KERNELS", "DETAILS", "EVENTS", "CullEvent", "notice_for", "stretch_id"]
+__all__ = [
+    "ACTIVITY_HUB",
+    "ACTIVITY_KERNELS",
+    "DETAILS",
+    "EVENTS",
+    "CullEvent",
+    "log_event",
+    "notice_for",
+    "stretch_id",
+]
+
+log = logging.getLogger("trio_culler")
 
 EVENTS: Final = ("warning", "cancelled", "culled")
 #: Why a warning was cancelled (``detail``): see the module docstring.
@@ -144,3 +156,33 @@ def notice_for(
         activity=ACTIVITY_KERNELS if by_kernels else ACTIVITY_HUB,
         keepable=code is not DecisionCode.MAX_AGE,
     )
+
+
+def log_event(event: CullEvent, fields: dict[str, Any], *, dry_run: bool) -> None:
+    """The event's line in the culler's log (``fields``: its JSON fields); a dry run's warning says so."""
+    label, when = event.label, fields["cull_at"]
+    if event.event == "warning":
+        if dry_run:
+            log.info("Would warn the user of server %s: cull at %s [dry run]", label, when, extra=fields)
+        else:
+            log.info(
+                "Warning the user of server %s: cull at %s (%s; warning %s)",
+                label,
+                when,
+                event.reason,
+                event.id,
+                extra=fields,
+            )
+    elif event.event == "cancelled" and event.detail == "kept":
+        kept_at = event.payload()["kept_at"]
+        log.info(
+            "Not culling server %s: its user asked to keep it at %s (warning %s cancelled)",
+            label,
+            kept_at,
+            event.id,
+            extra={**fields, "kept_at": kept_at},
+        )
+    elif event.event == "cancelled":
+        log.info("Warning %s for server %s cancelled (%s)", event.id, label, event.detail, extra=fields)
+    elif log.isEnabledFor(logging.DEBUG):
+        log.debug("Warning %s for server %s: culled", event.id, label, extra=fields)

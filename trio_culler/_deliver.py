@@ -85,18 +85,24 @@ _EVENT_KEYWORDS = ("event", "id", "reason", "detail", "kept_at", "warned_at")
 
 
 class Notifier(Protocol):
-    """What the delivery tasks count on, and read from (``_notify.Notifier``)."""
+    """What the delivery tasks count on (``_notify.Notifier``)."""
 
     sent: int
     failed: int
     delivering: int
-    changed: trio.Event
 
     def notice_delivered(self) -> None: ...
 
     def notice_failed(self, failure: NoticeFailed, user: str, server: str, started: datetime | None) -> None: ...
 
-    def records(self) -> dict[str, Any]: ...
+
+class StateSource(Protocol):
+    """What the state file's writer reads (``_warning_book.WarningBook``): an event set at each change, and the
+    document to write."""
+
+    changed: trio.Event
+
+    def document(self) -> dict[str, Any]: ...
 
 
 @attrs.frozen
@@ -265,7 +271,7 @@ async def deliver_to_servers(
 # -- the state file ------------------------------------------------------------------------------------------
 
 
-async def write_state_when_changed(notifier: Notifier, path: str, scope: trio.CancelScope) -> None:
+async def write_state_when_changed(book: StateSource, path: str, scope: trio.CancelScope) -> None:
     """Write the state file soon after each change (at most once every :data:`STATE_WRITE_INTERVAL` seconds)
     until ``scope`` is cancelled, then once more. A write that fails is logged once (and once more when
     writing works again); the warnings go on in memory."""
@@ -273,19 +279,19 @@ async def write_state_when_changed(notifier: Notifier, path: str, scope: trio.Ca
     try:
         with scope:
             while True:
-                await notifier.changed.wait()
-                notifier.changed = trio.Event()
-                failing = await _write(notifier, path, failing)
+                await book.changed.wait()
+                book.changed = trio.Event()
+                failing = await _write(book, path, failing)
                 await trio.sleep(STATE_WRITE_INTERVAL)
     finally:
         # Whatever stops the culler (this scope, or the nursery's deadline around it): the last write is the one
         # a restart reads. It takes what the file system takes (milliseconds); nothing else is left to do.
         with trio.CancelScope(shield=True):
-            await _write(notifier, path, failing)
+            await _write(book, path, failing)
 
 
-async def _write(notifier: Notifier, path: str, failing: bool) -> bool:
-    document = notifier.records()
+async def _write(book: StateSource, path: str, failing: bool) -> bool:
+    document = book.document()
     try:
         # Never abandoned: a write left running would rename its older document over the last one.
         await trio.to_thread.run_sync(write_state_file, path, document)

@@ -490,3 +490,17 @@ async def test_the_forecast_of_a_warned_server_is_the_time_announced(autojump_cl
         reports = [await run(NOW + minutes * M) for minutes in (0, 5, 10)]
     for report in reports:
         assert [(f.user, f.cull_at) for f in report.upcoming] == [("ann", NOW + 15 * M), ("bob", NOW + 50 * M)]
+
+
+async def test_the_pass_summary_says_what_the_warnings_did(autojump_clock: trio.testing.MockClock) -> None:
+    hub = idle_hub("ann", "bob", idle=50 * M)
+    cfg = config(timeout=3600, cull_every=300, warn_before=900, warn_url=WEBHOOK, warn_servers=False)
+    async with culler(hub, cfg, Receiver()) as run:
+        first = await run(NOW)
+        hub.users["bob"].servers[""].last_activity = NOW + M
+        second = await run(NOW + 5 * M)
+        third = await run(NOW + 15 * M)
+    assert ", 2 warnings" in first.summary()
+    assert first.log_fields()["warning_events"] == {"warning": 2, "cancelled": 0, "culled": 0}
+    assert second.summary().endswith(", 1 cancelled")
+    assert third.summary().endswith(", 1 culled")

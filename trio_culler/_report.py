@@ -171,7 +171,9 @@ class PassReport:
             text += f", warnings {self.warnings_sent} sent, {self.warnings_failed} failed"
         events = {kind: number for kind, number in self.warning_events.items() if number}
         if events:
-            text += ", " + ", ".join(f"{number} {kind}" for kind, number in events.items())
+            # "2 warnings, 1 cancelled, 1 culled": the events' own names, the first a noun.
+            said = [count(number, kind) if kind == "warning" else f"{number} {kind}" for kind, number in events.items()]
+            text += ", " + ", ".join(said)
         if self.keeps:
             text += f" ({count(self.keeps, 'server')} kept by their users)"
         if self.notices_delivered or self.notices_failed or self.notices_without_extension:

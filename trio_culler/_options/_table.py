@@ -162,7 +162,7 @@ OPTIONS: dict[str, Option] = {
     ),
     "state-file": value(
         "state_file",
-        'With --warn-before, where whom the culler warned is kept across restarts ("": memory only).',
+        'With --warn-before, the file that keeps who was warned, and when, across restarts ("": memory only).',
         default="trio-culler-state.json",
     ),
     "explain": value(

@@ -75,7 +75,8 @@ def test_a_bad_rules_file_exits_2_in_one_line(tmp_path: Path, capsys: pytest.Cap
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["--warn-before=60"], "--warn-before needs --warn-url"),
+        # Alone, --warn-before warns through the servers themselves (trio-culler-notice); without them, nobody.
+        (["--warn-before=60", "--no-warn-servers"], "--warn-before needs --warn-url"),
         (["--warn-url=http://127.0.0.1:9/"], "need --warn-before"),
         (["--warn-before=60", "--warn-url=http://127.0.0.1:9/", "--once"], "not with --once"),
         (["--warn-before=60", "--warn-url=mailto:x"], "--warn-url must be an http"),

@@ -314,7 +314,8 @@ async def test_only_a_cull_the_kernels_allow_is_announced(autojump_clock: trio.t
     receiver = Receiver()
     cfg = config(warn_before=600, warn_url="http://127.0.0.1:9/hook")
     reports = await passes(hub, cfg, [NOW], receiver)
-    assert [(post["user"], post["cull_at"]) for post in receiver.posts] == [("resting", "2026-11-25T12:05:00Z")]
+    # Due at 12:05 by its rule, warned at 12:00 with --warn-before=600: culled at 12:10, never sooner.
+    assert [(post["user"], post["cull_at"]) for post in receiver.posts] == [("resting", "2026-11-25T12:10:00Z")]
     assert reports[0].servers_inspected == 2
 
     hub = make_hub()
@@ -322,5 +323,5 @@ async def test_only_a_cull_the_kernels_allow_is_announced(autojump_clock: trio.t
     receiver = Receiver()
     await passes(hub, config(warn_before=600, warn_url="http://127.0.0.1:9/hook", max_busy=3600), [NOW], receiver)
     assert [(post["user"], post["cull_at"], post["reason"]) for post in receiver.posts] == [
-        ("computing", "2026-11-25T12:05:00Z", "busy_expired")
+        ("computing", "2026-11-25T12:10:00Z", "busy_expired")
     ]

@@ -53,7 +53,9 @@ def test_explanation_fields() -> None:
     assert server.matched.index == 2
     assert server.decision.action is Action.STOP
     assert server.cull_at == NOW - 30 * M
-    assert server.warn_at == NOW - 35 * M
+    # Due since 11:30 and never warned: a pass warns its user now, and culls it --warn-before later.
+    assert server.warn_at == NOW
+    assert server.culled_from == NOW + 5 * M
     data = explanation.as_dict()
     assert data["servers"][0]["signals"] == {"hub": {"last_activity": "2026-11-25T11:15:00Z", "idle_seconds": 2700}}
     assert data["servers"][0]["limits"]["timeout_seconds"] == 900

@@ -16,6 +16,7 @@ import trio.testing
 import trustme
 
 from trio_culler.testing import FakeHub, FakeKernel, FakeServer, FakeTerminal, open_fake_hub
+from trio_culler.testing._render import isoformat
 
 T0 = datetime(2025, 1, 23, 16, 1, 47, 564284, tzinfo=UTC)
 TOKEN = "fake-hub-token"
@@ -500,6 +501,7 @@ async def test_statistics(autojump_clock: trio.testing.MockClock) -> None:
         "revoke": 1,
         "kernels": 0,
         "terminals": 0,
+        "notice": 0,
         "other": 0,
     }
     assert (stats.in_flight, stats.max_in_flight) == (0, 5)
@@ -851,3 +853,81 @@ async def test_the_cullers_own_token_opens_servers_only_with_access_servers() ->
     async with client_for(hub) as client:
         assert (await client.get("http://hub.test/user/alice/api/kernels")).status_code == 200
     assert hub.statistics().server_credentials == {"hub": 1}
+
+
+# --------------------------------------------------------------------------- the notice API (trio-culler-notice)
+
+
+def notice_body(notice_id: str, *, keepable: bool = True) -> dict[str, Any]:
+    return {
+        "id": notice_id,
+        "warned_at": "2025-01-23T16:00:00Z",
+        "cull_at": "2025-01-23T16:15:00Z",
+        "idle_since": None,
+        "reason": "idle",
+        "limit": "timeout",
+        "limit_seconds": 3600,
+        "rule": None,
+        "activity": "running code",
+        "keepable": keepable,
+    }
+
+
+async def test_the_fake_servers_answer_the_notice_api_as_the_extension_does() -> None:
+    hub = FakeHub(clock=lambda: T0)
+    hub.add_user("alice", servers={"": running(kernels=[]), "lab": running("lab", kernels=[], notices=False)})
+    hub.add_user("bob", servers={"": running(kernels=[])})
+    base = "http://hub.test/user/alice/api/trio-culler/v1/"
+    async with client_for(hub) as client:
+        own = (await mint(client, "alice", "access:servers!server=alice/")).json()["token"]
+        bobs = (await mint(client, "bob", "access:servers!server=bob/")).json()["token"]
+        as_alice, as_bob = {"Authorization": f"token {own}"}, {"Authorization": f"token {bobs}"}
+        state = await client.get(base + "notice", headers=as_alice)
+        assert (state.status_code, state.json()) == (200, {"notice": None, "keep": None, "now": isoformat(T0)})
+        put = await client.put(base + "notice", json=notice_body("n-1"), headers=as_alice)
+        assert (put.status_code, put.json()["notice"]) == (200, notice_body("n-1"))
+        assert hub.users["alice"].servers[""].notice == notice_body("n-1")
+        # Refused as the extension refuses: another user's token, a body that is not a notice, a bad id.
+        assert (await client.get(base + "notice", headers=as_bob)).status_code == 403
+        assert (await client.put(base + "notice", json={"id": "n-2"}, headers=as_alice)).status_code == 400
+        assert (await client.put(base + "notice", content=b"x" * 20_000, headers=as_alice)).status_code == 413
+        assert (await client.delete(base + "notice", params={"id": "../x"}, headers=as_alice)).status_code == 400
+        # DELETE of another id leaves the notice; of its id, removes it.
+        assert (await client.delete(base + "notice", params={"id": "n-0"}, headers=as_alice)).status_code == 204
+        assert hub.users["alice"].servers[""].notice is not None
+        assert (await client.delete(base + "notice", params={"id": "n-1"}, headers=as_alice)).status_code == 204
+        assert hub.users["alice"].servers[""].notice is None
+        # A keep clears a notice that can be kept, and stays; one that cannot stays too.
+        await client.put(base + "notice", json=notice_body("n-3"), headers=as_alice)
+        hub.keep("alice", notice_id="n-3")
+        kept = (await client.get(base + "notice", headers=as_alice)).json()
+        assert kept["notice"] is None
+        assert kept["keep"] == {"notice_id": "n-3", "requested_at": isoformat(T0)}
+        await client.put(base + "notice", json=notice_body("n-4", keepable=False), headers=as_alice)
+        hub.keep("alice")
+        assert hub.users["alice"].servers[""].notice == notice_body("n-4", keepable=False)
+        # A server without the extension: 404, as jupyter_server answers a path it does not serve.
+        lab = "http://hub.test/user/alice/lab/api/trio-culler/v1/notice"
+        minted = (await mint(client, "alice", "access:servers!server=alice/lab")).json()["token"]
+        assert (await client.get(lab, headers={"Authorization": f"token {minted}"})).status_code == 404
+        with pytest.raises(ValueError, match="does not run the notice API"):
+            hub.keep("alice", "lab")
+    assert hub.statistics().notice_requests == {"GET": 4, "PUT": 5, "DELETE": 3}
+    assert hub.statistics().requests_by_kind["notice"] == 12
+
+
+async def test_the_fake_proxy_can_record_activity_as_configurable_http_proxy_does() -> None:
+    clock = [T0]
+    hub = FakeHub(clock=lambda: clock[0])
+    hub.add_user("alice", servers={"": running(kernels=[])})
+    async with client_for(hub) as client:
+        own = (await mint(client, "alice", "access:servers!server=alice/")).json()["token"]
+        as_alice = {"Authorization": f"token {own}"}
+        clock[0] = T0 + timedelta(minutes=5)
+        await client.get("http://hub.test/user/alice/api/kernels", headers=as_alice)
+        assert hub.users["alice"].servers[""].last_activity != clock[0], "off unless asked for"
+        hub.proxy_records_activity = True
+        await client.get("http://hub.test/user/alice/api/nothing", headers=as_alice)  # 404: not recorded
+        assert hub.users["alice"].servers[""].last_activity != clock[0]
+        await client.get("http://hub.test/user/alice/api/trio-culler/v1/notice", headers=as_alice)
+        assert hub.users["alice"].servers[""].last_activity == clock[0]

@@ -19,7 +19,7 @@ from ._rules import Rule, RuleTable, structure_rules
 from ._time import as_number
 
 # Policy lives in _policy (a leaf); it is named here too for the modules that import it from the configuration.
-__all__ = ["DEFAULT_URL", "ArbiterHook", "Config", "Policy", "WarnHook"]
+__all__ = ["DEFAULT_STATE_FILE", "DEFAULT_URL", "ArbiterHook", "Config", "Policy", "WarnHook"]
 
 #: Where a hub listens for its services when nothing says otherwise (JupyterHub's own default hub_bind_url).
 DEFAULT_URL = "http://127.0.0.1:8081/hub/api"
@@ -31,7 +31,12 @@ ArbiterHook = Callable[..., bool | Awaitable[bool]]
 
 #: ``c.IdleCuller.warn_hook``: called as ``hook(user=..., server=..., cull_at=...)`` with the hub's user and server
 #: models (dicts) and the time (an aware datetime) the server will be culled; may be async. Its result is ignored.
+#: A hook that names a parameter ``event`` hears cancellations and culls too (``_deliver``).
 WarnHook = Callable[..., object]
+
+#: Where the long-running culler keeps who was warned, relative to its working directory (the CLI's default;
+#: ``Config.state_file`` is None, memory only, unless set).
+DEFAULT_STATE_FILE = "trio-culler-state.json"
 
 #: The smallest interval between passes: ``--cull-every=0`` with a tiny timeout must not become a busy loop.
 MIN_CULL_EVERY = 1.0
@@ -70,6 +75,10 @@ def _warn_url(_instance: object, _attribute: attrs.Attribute[Any], value: str) -
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"--warn-url must be an http:// or https:// URL, not {value!r}")
+
+
+def _optional_path(value: str | None) -> str | None:
+    return value or None
 
 
 def _accepts(function: Callable[..., object] | None, *names: str) -> bool:
@@ -145,6 +154,11 @@ class Config:
     #: Where a warning is POSTed as JSON (never with the hub's token).
     warn_url: str | None = attrs.field(default=None, validator=attrs.validators.optional(_warn_url))
     warn_hook: WarnHook | None = attrs.field(default=None, eq=False)
+    #: With warn_before: deliver each warning to the server itself too (trio-culler-notice), and read its
+    #: user's keep before the cull.
+    warn_servers: bool = True
+    #: The file that keeps who was warned across restarts (None or "": memory only).
+    state_file: str | None = attrs.field(default=None, converter=_optional_path)
 
     #: Ask each candidate server (through the proxy) for its kernels and terminals before culling it.
     inspect_kernels: bool = False
@@ -158,8 +172,10 @@ class Config:
     public_url: str | None = attrs.field(default=None, validator=_public_url)
 
     def __attrs_post_init__(self) -> None:
-        if self.warn_before and self.warn_url is None and self.warn_hook is None:
-            raise ConfigError("--warn-before needs --warn-url or c.IdleCuller.warn_hook: who is to be warned?")
+        if self.warn_before and self.warn_url is None and self.warn_hook is None and not self.warn_servers:
+            raise ConfigError(
+                "--warn-before needs --warn-url, c.IdleCuller.warn_hook or --warn-servers: who is to be warned?"
+            )
         if (self.warn_url is not None or self.warn_hook is not None) and not self.warn_before:
             raise ConfigError("--warn-url and c.IdleCuller.warn_hook need --warn-before=SECONDS")
         if not self.inspect_kernels:
@@ -219,7 +235,8 @@ class Config:
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
-        """Build a Config from the variables a hub gives its managed services, then ``overrides``."""
+        """Build a Config from the variables a hub gives its managed services, then ``overrides``. As the command
+        line's, it keeps its warnings' state in :data:`DEFAULT_STATE_FILE` in the working directory."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {"api_token": env.get("JUPYTERHUB_API_TOKEN", "")}
         if env.get("JUPYTERHUB_API_URL"):
@@ -230,6 +247,8 @@ class Config:
                 values["request_timeout"] = float(raw)
             except ValueError:
                 raise ConfigError(f"JUPYTERHUB_REQUEST_TIMEOUT must be a number of seconds, not {raw!r}") from None
+        # A service keeps its state in its working directory, as the hub keeps its own database in its own.
+        values["state_file"] = DEFAULT_STATE_FILE
         for name, variable in (
             ("public_url", "JUPYTERHUB_PUBLIC_URL"),
             ("ssl_keyfile", "JUPYTERHUB_SSL_KEYFILE"),

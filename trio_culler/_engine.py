@@ -30,6 +30,7 @@ from ._hub import HubClient
 from ._inspect import MAX_ANSWER_BYTES, InspectionFailed, ServerActivity, inspect_server, server_base_url
 from ._judge import Inspect, Judge, Verdict
 from ._models import Server, User
+from ._notice import NoticeClient
 from ._notify import Notifier
 from ._outage import unreachable
 from ._pager import stream_users
@@ -38,7 +39,7 @@ from ._redact import make_redactor
 from ._report import MAX_UPCOMING_KEPT, PassRecorder, PassReport
 from ._retry import Backoff, retry
 from ._rules import MissingFieldError
-from ._scopes import FIELDS, MissingScopes, missing_fields, needed_scopes, risky_scopes
+from ._scopes import FIELDS, MissingScopes, holds, missing_fields, needed_scopes, risky_scopes
 from ._work import UserWork, Work
 
 __all__ = ["inspect_through", "inspector", "run_pass_with"]
@@ -122,7 +123,16 @@ async def run_pass_with(
     if not info.has_pagination:
         log.debug("Hub %s has no pagination: reading the user list in one request", info.version)
     workers = config.concurrency or UNBOUNDED_WORKERS
-    judge = Judge.for_config(config, inspector(hub, config, credentials))
+    inspect = inspector(hub, config, credentials)
+    read_keep = None
+    if notifier is not None:
+        notices = _notices_allowed(probe, config, notifier)
+        notifier.begin_pass(notices=notices)
+        # The culler's own requests to a warned server are not its user's activity (see _notify).
+        inspect = notifier.recording(inspect)
+        if notices:
+            read_keep = NoticeClient(hub, config, credentials, own_request=notifier.own_request).read_keep
+    judge = Judge.for_config(config, inspect, read_keep=read_keep)
     work = UserWork(hub, config, judge, now, recorder, notifier, credentials)
     send, receive = trio.open_memory_channel[Work](0)
     try:
@@ -164,10 +174,30 @@ def _finish(recorder: PassRecorder, notifier: Notifier | None) -> PassReport:
     if notifier is not None:
         # Only a pass that saw every user may forget the warned servers it did not see.
         complete = recorder.aborted is None and not recorder.interrupted and not recorder.pages_failed
-        recorder.warnings_sent, recorder.warnings_failed = notifier.end_pass(complete=complete)
+        counts = notifier.end_pass(complete=complete)
+        recorder.warnings_sent, recorder.warnings_failed = counts.sent, counts.failed
+        recorder.warning_events.update(counts.events)
+        recorder.notices_delivered = counts.notices_delivered
+        recorder.notices_failed = counts.notices_failed
+        recorder.notices_without_extension = counts.notices_without_extension
+        recorder.keeps = counts.keeps
         statistics = notifier.statistics()
         recorder.warnings_pending = statistics.queued + statistics.delivering
     return recorder.finish(trio.current_time())
+
+
+def _notices_allowed(probe: Probe, config: Config, notifier: Notifier) -> bool:
+    """Whether this pass may deliver notices to servers: their credentials need ``tokens``. Where warnings also
+    go to a hook or a URL, a role without it costs the notices alone, said once per pass (``tokens`` is
+    blocking only for a culler whose sole channel the servers are: ``_scopes.NEEDS``)."""
+    if not config.warn_servers or probe.scopes is None or holds(probe.scopes, "tokens"):
+        return config.warn_servers
+    log.warning(
+        "The culler's token lacks tokens: warnings are not delivered to the servers themselves in this pass "
+        "(their users' keeps are not read either); add tokens to the culler's role, or pass --no-warn-servers",
+        extra={"event": "notices_skipped"},
+    )
+    return False
 
 
 def _triage(config: Config, judge: Judge, now: datetime, work: UserWork) -> Callable[[User, float, bool], Work | None]:
@@ -181,13 +211,20 @@ def _triage(config: Config, judge: Judge, now: datetime, work: UserWork) -> Call
     explain every server they keep."""
     table = config.rule_table
     explain = log.isEnabledFor(logging.DEBUG)
-    warn_until = now + timedelta(seconds=config.warn_before) if config.warn_before else None
+    # A server due within one pass interval of its warning window is warned now: the next pass would be late.
+    warn_until = now + timedelta(seconds=config.warn_before + config.interval) if config.warn_before else None
     upcoming = work.recorder.upcoming
+    notifier = work.notifier
 
     def triage(user: User, listed_at: float, first_reading: bool) -> Work | None:
         verdicts: dict[str, Verdict | None] = {}
         wanted = explain
         for name, server in user.servers.items():
+            if notifier is not None and notifier.known(user.name, name):
+                # Warned, or kept by its user: only a worker knows how to judge it (see _notify).
+                verdicts[name] = None
+                wanted = True
+                continue
             matched = table.for_server(user, server)
             verdict = verdicts[name] = judge.prejudge(server, matched.policy, now)
             if verdict is None or verdict.decision.acts:
@@ -196,10 +233,12 @@ def _triage(config: Config, judge: Judge, now: datetime, work: UserWork) -> Call
             due = verdict.due
             if due is None:
                 continue
-            if first_reading and upcoming is not None:
+            # A server about to enter its warning window must reach a worker too, which warns its user (and
+            # foresees its cull at the time the warning announces).
+            warned = warn_until is not None and due.at <= warn_until
+            wanted = wanted or warned
+            if first_reading and upcoming is not None and not warned:
                 upcoming.add(user.name, name, due, None if matched.rule is None else matched.label)
-            # A server about to enter its warning window must reach a worker too, which warns its user.
-            wanted = wanted or (warn_until is not None and due.at <= warn_until)
         if wanted or (not verdicts and table.for_user(user).policy.cull_users):
             return Work(user, verdicts, listed_at)
         # Kept whole: its servers count as kept, by their codes, once the pager counts the user.

@@ -10,6 +10,12 @@ user, ``now`` and the verdicts in, a plain value out); :func:`run_explain` reads
 Signals: ``signals`` maps a signal's name to what it says: ``hub`` (the hub's ``last_activity``) and, when the
 judgment read the server (``--inspect-kernels``), ``kernels`` (what it said about its kernels and terminals, or
 why it could not say).
+
+Warnings (``--warn-before``): what the long-running culler remembers (its state file, ``--state-file``) says
+whether, when and under which id a server's user was warned, and the cull time announced; a warned server's own
+state (``GET notice``, with a token the hub mints for that server's user) says whether its user asked to keep it,
+and when. Both go into the judgment exactly as a pass takes them (``_notify.Notifier.inputs``), so a keep that
+will spare the server at its cull time is shown sparing it now.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 import attrs
+import trio
 
 from ._config import Config
 from ._decide import Decision, decide_user, effective_idle_time, format_duration, server_idle_time
@@ -29,12 +36,23 @@ from ._groups import group_notes
 from ._hub import HubClient
 from ._judge import Judge, Verdict
 from ._models import Server, User
+from ._notice import NoticeClient
+from ._notify import Notifier
 from ._policy import Policy
 from ._rules import MatchedRule, MissingFieldError
 from ._scopes import grants, parse_scopes
 from ._time import iso_utc, seconds
+from ._warnings_state import LoadedState, WarningRecord, read_state_file
 
-__all__ = ["Explanation", "ServerExplanation", "explain_user", "judge_user", "run_explain"]
+__all__ = [
+    "Explanation",
+    "ServerExplanation",
+    "explain_user",
+    "judge_user",
+    "read_warnings",
+    "run_explain",
+    "warnings_of",
+]
 
 
 @attrs.frozen
@@ -44,8 +62,12 @@ class ServerExplanation:
     #: Signal name -> what it says: ``{"hub": {"last_activity": ..., "idle_seconds": ...}}``.
     signals: Mapping[str, Mapping[str, Any]]
     verdict: Verdict
-    #: When its user will be warned (with ``--warn-before``).
+    #: When its user was warned, or will be at the earliest (with ``--warn-before``).
     warn_at: datetime | None
+    #: The warning on record (the state file), when its user was warned for this stretch.
+    warning: WarningRecord | None = None
+    #: The earliest a pass culls it: the time a warning announced, or not before ``--warn-before`` after one.
+    culled_from: datetime | None = None
 
     @property
     def decision(self) -> Decision:
@@ -76,7 +98,55 @@ class ServerExplanation:
             "cull_at": iso_utc(self.cull_at),
             "cull_rule": None if due is None else due.code.value,
             "warn_at": iso_utc(self.warn_at),
+            "culled_from": iso_utc(self.culled_from),
+            "warning": self._warning_dict(),
         }
+
+    def _warning_dict(self) -> dict[str, Any] | None:
+        warning, verdict = self.warning, self.verdict
+        if warning is None:
+            return None
+        keep = verdict.keep
+        return {
+            "id": warning.id,
+            "warned_at": iso_utc(warning.warned_at),
+            "cull_at": iso_utc(warning.cull_at),
+            "reason": warning.reason,
+            "keep": None
+            if keep is None
+            else {"requested_at": iso_utc(keep.requested_at), "counts": keep.requested_at > warning.warned_at},
+            "keep_failure": None if verdict.keep_failure is None else verdict.keep_failure.kind,
+            "kept_at": iso_utc(verdict.kept_at),
+        }
+
+    def _warning_lines(self, now: datetime) -> list[str]:
+        warning, verdict = self.warning, self.verdict
+        if warning is None:
+            lines = []
+            if self.warn_at is not None:
+                lines.append(f"    warned:   not yet; at {iso_utc(self.warn_at)} at the earliest")
+            if self.culled_from is not None and self.decision.acts and self.culled_from > now:
+                lines.append(f"    held:     until {iso_utc(self.culled_from)}: its user is warned first")
+            return lines
+        lines = [
+            f"    warned:   at {iso_utc(warning.warned_at)} (warning {warning.id}), cull at {iso_utc(warning.cull_at)}"
+        ]
+        if self.decision.acts and warning.cull_at > now:
+            lines.append(f"    held:     until {iso_utc(warning.cull_at)}, the time announced")
+        keep, failure = verdict.keep, verdict.keep_failure
+        if failure is not None and failure.kind == "no_extension":
+            lines.append("    keep:     cannot be asked for (the server does not run trio-culler-notice)")
+        elif failure is not None:
+            lines.append(f"    keep:     unknown: {failure}")
+        elif keep is None:
+            lines.append("    keep:     not asked for")
+        elif keep.requested_at > warning.warned_at:
+            lines.append(
+                f"    keep:     asked for at {iso_utc(keep.requested_at)}, after the warning: it counts as use"
+            )
+        else:
+            lines.append(f"    keep:     last asked for at {iso_utc(keep.requested_at)}, before the warning")
+        return lines
 
     def lines(self, now: datetime) -> list[str]:
         policy, due = self.matched.policy, self.verdict.due
@@ -101,8 +171,7 @@ class ServerExplanation:
         else:
             when = f"{iso_utc(due.at)} ({due.code}, in {format_duration(due.at - now)})"
             lines.append(f"    culled:   at {when} if nothing changes")
-        if self.warn_at is not None:
-            lines.append(f"    warned:   at {iso_utc(self.warn_at)}")
+        lines.extend(self._warning_lines(now))
         return lines
 
 
@@ -148,10 +217,11 @@ def explain_user(
     *,
     server: str | None = None,
     verdicts: Mapping[str, Verdict] | None = None,
+    warnings: Mapping[str, WarningRecord] | None = None,
 ) -> Explanation:
     """What a pass at ``now`` would decide about ``user`` (only ``server`` when given), from the ``verdicts`` of
     :func:`judge_user`; without them, from the judge's pure first step (a configuration with no hook to ask and
-    no server to inspect needs nothing more)."""
+    no server to inspect needs nothing more). ``warnings``: the warnings on record, by server name."""
     table = config.rule_table
     table.check_visible(user)
     if verdicts is None:
@@ -169,13 +239,27 @@ def explain_user(
         signals = {"hub": _hub_signal(model, now)}
         if verdict.activity is not None or verdict.inspection is not None:
             signals["kernels"] = _kernel_signal(model, verdict, matched.policy, now)
-        warn_at = None
-        if verdict.due is not None and config.warn_before:
-            warn_at = verdict.due.at - timedelta(seconds=config.warn_before)
-        explained.append(ServerExplanation(name, matched, signals, verdict, warn_at))
+        warning = None if warnings is None else warnings.get(name)
+        warn_at, culled_from = _warning_times(config, matched.policy.exempt, verdict, warning, now)
+        explained.append(ServerExplanation(name, matched, signals, verdict, warn_at, warning, culled_from))
     user_rule = table.for_user(user)
     user_decision = decide_user(user, policy=user_rule.policy, now=now, servers_left=servers_left)
     return Explanation(user.name, now, tuple(explained), user_rule, user_decision)
+
+
+def _warning_times(
+    config: Config, exempt: bool, verdict: Verdict, warning: WarningRecord | None, now: datetime
+) -> tuple[datetime | None, datetime | None]:
+    """``(warn_at, culled_from)``: when the user was (or will at the earliest be) warned, and the earliest a
+    pass culls the server, by the warnings' rules (``_notify``): a warning at the first pass that finds the cull
+    within --warn-before plus one interval, and a cull no sooner than --warn-before after it."""
+    if warning is not None:
+        return warning.warned_at, warning.cull_at
+    due = verdict.due
+    if not config.warn_before or due is None or exempt:
+        return None, None
+    warn_at = max(now, due.at - timedelta(seconds=config.warn_before + config.interval))
+    return warn_at, max(due.at, warn_at + timedelta(seconds=config.warn_before))
 
 
 def _prejudged(user: User, config: Config, now: datetime) -> dict[str, Verdict]:
@@ -189,18 +273,53 @@ def _prejudged(user: User, config: Config, now: datetime) -> dict[str, Verdict]:
     return found
 
 
-async def judge_user(hub: HubClient, user: User, config: Config, now: datetime) -> dict[str, Verdict]:
-    """Each of ``user``'s servers judged as a pass would judge it (hook, inspection and all)."""
+async def judge_user(
+    hub: HubClient, user: User, config: Config, now: datetime, *, state: LoadedState | None = None
+) -> dict[str, Verdict]:
+    """Each of ``user``'s servers judged as a pass would judge it (hook, inspection, warnings and keeps and all).
+    ``state``: the warnings' state file as read (see :func:`read_warnings`)."""
     from ._credentials import MIN_LIFETIME, open_server_credentials
     from ._engine import inspector
 
     # Each server is asked with a token of its own user's, as a pass asks it; revoked before this returns.
     async with open_server_credentials(hub, config, lifetime=MIN_LIFETIME) as credentials:
-        judge = Judge.for_config(config, inspector(hub, config, credentials))
-        return {
-            name: await judge.judge(user, model, config.rule_table.for_server(user, model).policy, now)
-            for name, model in user.servers.items()
-        }
+        read_keep = None
+        if config.warn_before and config.warn_servers:
+            read_keep = NoticeClient(hub, config, credentials).read_keep
+        judge = Judge.for_config(config, inspector(hub, config, credentials), read_keep=read_keep)
+        notifier = Notifier(config, loaded=state) if config.warn_before else None
+        verdicts = {}
+        for name, model in user.servers.items():
+            policy = config.rule_table.for_server(user, model).policy
+            if notifier is None:
+                verdicts[name] = await judge.judge(user, model, policy, now)
+                continue
+            inputs = notifier.inputs(user, model, now)
+            # A warned server's keep is read whenever it is explained: it is what its cull will find.
+            announced = None if inputs.announced is None else inputs.announced._replace(read_keep=True)
+            verdicts[name] = await judge.judge(
+                user, inputs.server, policy, now, kept_at=inputs.kept_at, announced=announced
+            )
+        return verdicts
+
+
+def read_warnings(config: Config) -> LoadedState | None:
+    """The warnings' state file of ``config`` (None without --warn-before or a state file)."""
+    if not config.warn_before or not config.state_file:
+        return None
+    return read_state_file(config.state_file)
+
+
+def warnings_of(user: User, state: LoadedState | None) -> dict[str, WarningRecord]:
+    """The warnings on record for ``user``'s servers as they run now (a server started again has none)."""
+    if state is None:
+        return {}
+    found = {}
+    for record in state.warned:
+        model = user.servers.get(record.server)
+        if record.user == user.name and model is not None and model.started == record.started and not record.settled:
+            found[record.server] = record
+    return found
 
 
 def _hub_signal(server: Server, now: datetime) -> dict[str, Any]:
@@ -240,10 +359,11 @@ async def explain(
     if server is not None and server not in user.servers:
         running = ", ".join(repr(name) for name in sorted(user.servers)) or "none"
         return f"user {user_name!r} has no running server {server!r} (running: {running})"
+    state = await trio.to_thread.run_sync(read_warnings, config)
     try:
         config.rule_table.check_visible(user)
-        verdicts = await judge_user(hub, user, config, now)
-        return explain_user(user, config, now, server=server, verdicts=verdicts)
+        verdicts = await judge_user(hub, user, config, now, state=state)
+        return explain_user(user, config, now, server=server, verdicts=verdicts, warnings=warnings_of(user, state))
     except MissingFieldError as error:
         return str(error)
 

@@ -91,6 +91,9 @@ class ServerActivity:
 
     kernels: Sequence[Kernel] = ()
     terminals: Sequence[Terminal] = ()
+    #: When its user last asked to keep it (trio-culler-notice's "Keep running"), which is activity too; the
+    #: judge adds it (``_judge``), the server's kernels API never says it.
+    kept_at: datetime | None = None
 
     @property
     def busy_since(self) -> datetime | None:
@@ -105,9 +108,11 @@ class ServerActivity:
 
     @property
     def last_activity(self) -> datetime | None:
-        """The newest activity of any kernel or terminal; None when there is none (or none has a timestamp)."""
+        """The newest activity of any kernel, terminal or keep; None when there is none (or none has a timestamp)."""
         times = [kernel.last_activity for kernel in self.kernels if kernel.last_activity is not None]
         times += [terminal.last_activity for terminal in self.terminals if terminal.last_activity is not None]
+        if self.kept_at is not None:
+            times.append(self.kept_at)
         return max(times) if times else None
 
 

@@ -21,6 +21,15 @@ The decisions themselves stay pure (:mod:`._decide`, :mod:`._forecast`); the jud
    ``--kernel-activity-only``. Its failures fall in two kinds (:data:`DECIDED_FROM_HUB_DATA`): a server that
    is not serving at all is decided from the hub's data, as a dead process should be; one whose answer
    cannot be had or read is kept (``inspection_failed``) and is an error, ``--max-age`` still culling it.
+
+A keep is activity. A user who asked to keep their server (the "Keep running" of trio-culler-notice) used it
+at that time, on whichever clock the rule reads: the hub's ``last_activity``, or with
+``--kernel-activity-only`` the kernels' and terminals'. The judgment takes two kinds of keep: one already known
+(``kept_at``, remembered by the warnings since an earlier pass), and, for a server whose user was warned
+(``announced``), the server's own state, read before the cull (``GET notice``): a keep that arrived after the
+warning counts, at the time it arrived (never later than ``now``: the server's clock is its user's). Neither
+changes a cull for ``--max-age``, which no activity can prevent. A state that cannot be read is no keep: the
+cull goes ahead at the time announced.
 """
 
 from __future__ import annotations
@@ -34,15 +43,16 @@ import attrs
 
 from ._codes import DecisionCode
 from ._config import Policy
-from ._decide import Action, Decision, decide_server, effective_idle_time, server_idle_time
+from ._decide import Action, Decision, decide_server, effective_idle_time, idle_since, server_idle_time
 from ._forecast import Due, became_due, cull_time
 from ._inspect import InspectionFailed, ServerActivity, inspected_every_pass
 from ._models import Server, User
+from ._notice import Keep, NoticeFailed, ReadKeep
 
 if TYPE_CHECKING:
     from ._config import ArbiterHook, Config
 
-__all__ = ["DECIDED_FROM_HUB_DATA", "Inspect", "Judge", "Verdict"]
+__all__ = ["DECIDED_FROM_HUB_DATA", "Announced", "Inspect", "Judge", "Verdict"]
 
 #: Ask one server about its kernels (and terminals, with --kernel-activity-only); raises InspectionFailed.
 Inspect = Callable[[User, Server], Awaitable[ServerActivity]]
@@ -80,10 +90,24 @@ class Verdict(NamedTuple):
     arbiter: bool | None = None
     #: What made a kept server an error of its pass: the hook's failure, or the inspection's.
     error: Exception | None = None
+    #: The keep that counted as the server's latest activity (it moved the idle time), or None.
+    kept_at: datetime | None = None
+    #: What the warned server's own state said (``announced`` with ``read_keep``): its last keep, or None.
+    keep: Keep | None = None
+    #: Why that state could not be read (then there was no keep).
+    keep_failure: NoticeFailed | None = None
 
     @property
     def acts(self) -> bool:
         return self.decision.acts
+
+
+class Announced(NamedTuple):
+    """A server whose user was warned: the warning's time, and whether the judgment is the one before its cull
+    (``read_keep``: the server's own state is read for a keep after ``warned_at``)."""
+
+    warned_at: datetime
+    read_keep: bool = False
 
 
 @attrs.frozen
@@ -93,16 +117,20 @@ class Judge:
     hook_takes_user: bool = False
     #: How to ask a server about its kernels; None without --inspect-kernels.
     inspect: Inspect | None = None
-    #: --warn-before: a server that will be warned is inspected first, when its kernels could spare it.
-    warn_before: timedelta = timedelta(0)
+    #: A server due within this is about to be warned (``--warn-before`` plus one pass interval): it is
+    #: inspected first, when its kernels could spare it.
+    warn_within: timedelta = timedelta(0)
+    #: How to read a warned server's keep (``_notice.NoticeClient.read_keep``); None: keeps are not read.
+    read_keep: ReadKeep | None = None
 
     @classmethod
-    def for_config(cls, config: Config, inspect: Inspect | None = None) -> Judge:
+    def for_config(cls, config: Config, inspect: Inspect | None = None, *, read_keep: ReadKeep | None = None) -> Judge:
         return cls(
             hook=config.cull_arbiter_hook,
             hook_takes_user=config.arbiter_takes_user,
             inspect=inspect if config.inspect_kernels else None,
-            warn_before=timedelta(seconds=config.warn_before),
+            warn_within=timedelta(seconds=config.warn_before + config.interval) if config.warn_before else timedelta(0),
+            read_keep=read_keep,
         )
 
     def prejudge(self, server: Server, policy: Policy, now: datetime) -> Verdict | None:
@@ -121,12 +149,41 @@ class Judge:
             return None
         return self._verdict(server, policy, now, decision)
 
-    async def judge(self, user: User, server: Server, policy: Policy, now: datetime) -> Verdict:
+    async def judge(
+        self,
+        user: User,
+        server: Server,
+        policy: Policy,
+        now: datetime,
+        *,
+        kept_at: datetime | None = None,
+        announced: Announced | None = None,
+    ) -> Verdict:
         """Judge ``server`` of ``user`` under ``policy`` (its matched rule's) at ``now``. Never raises for the
-        hook or the server: their failures are in the verdict."""
+        hook or the server: their failures are in the verdict. ``kept_at``: a keep its user asked for earlier;
+        ``announced``: its user was warned (see the module docstring)."""
         settled = self._settled(server, policy, now)
         if settled is not None:
             return settled
+        keep: Keep | None = None
+        keep_failure: NoticeFailed | None = None
+        if announced is not None and announced.read_keep and self.read_keep is not None:
+            try:
+                keep = await self.read_keep(user.name, server)
+            except NoticeFailed as failed:
+                keep_failure = failed
+            if keep is not None and keep.requested_at > announced.warned_at:
+                # The server's clock is its user's: a keep dated later than now counts as now.
+                asked = min(keep.requested_at, now)
+                kept_at = asked if kept_at is None else max(kept_at, asked)
+        verdict = await self._judge(user, server, policy, now, kept_at, announced is not None)
+        # The verdict describes the server as the hub has it; a keep is reported beside it.
+        return verdict._replace(server=server, keep=keep, keep_failure=keep_failure)
+
+    async def _judge(
+        self, user: User, original: Server, policy: Policy, now: datetime, kept_at: datetime | None, announced: bool
+    ) -> Verdict:
+        server = _with_keep(original, kept_at)
         by_kernels = self.inspect is not None and policy.kernel_activity_only
         arbiter: bool | None = None
         if not by_kernels and self._asks_hook(server, policy, now):
@@ -136,9 +193,9 @@ class Judge:
         decision = decide_server(server, policy=policy, now=now, arbiter_says_cull=arbiter)
         activity: ServerActivity | None = None
         failure: InspectionFailed | None = None
-        if self.inspect is not None and self._inspects(server, policy, decision, now):
+        if self.inspect is not None and self._inspects(server, policy, decision, now, announced=announced):
             try:
-                activity = await self.inspect(user, server)
+                activity = _activity_with_keep(await self.inspect(user, original), kept_at)
             except InspectionFailed as failed:
                 if failed.kind not in DECIDED_FROM_HUB_DATA:
                     return self._kept(server, policy, now, DecisionCode.INSPECTION_FAILED, failed, inspection=failed)
@@ -150,7 +207,10 @@ class Judge:
                 return self._kept(server, policy, now, DecisionCode.HOOK_FAILED, error, activity=activity)
         if activity is not None or asked_after:
             decision = decide_server(server, policy=policy, now=now, arbiter_says_cull=arbiter, activity=activity)
-        return self._verdict(server, policy, now, decision, activity=activity, inspection=failure, arbiter=arbiter)
+        verdict = self._verdict(server, policy, now, decision, activity=activity, inspection=failure, arbiter=arbiter)
+        if kept_at is not None and _keep_counted(original, policy, activity, kept_at):
+            verdict = verdict._replace(kept_at=kept_at)
+        return verdict
 
     def _settled(self, server: Server, policy: Policy, now: datetime) -> Verdict | None:
         """Exempt, pending or not ready (kept), or past --max-age (culled): nothing to ask, nothing to read. The
@@ -169,17 +229,20 @@ class Judge:
             return True
         return effective_idle_time(server, now, policy=policy, activity=activity)[0] is not None
 
-    def _inspects(self, server: Server, policy: Policy, decision: Decision, now: datetime) -> bool:
+    def _inspects(
+        self, server: Server, policy: Policy, decision: Decision, now: datetime, *, announced: bool = False
+    ) -> bool:
         """Whether the server's own kernels could change ``decision`` (made from the hub's data, and the hook's
-        verdict when it was asked about the hub's clock) or the warning about it."""
+        verdict when it was asked about the hub's clock) or the warning about it. A server already warned is
+        not asked again before its cull: every request through the proxy is activity to the hub."""
         if self.inspect is None or not _kind_enabled(server, policy):
             return False  # kernels only spare an idleness cull, or make one
         if inspected_every_pass(server, policy) or decision.code is DecisionCode.IDLE:
             return True
-        if not self.warn_before or self.hook is not None:
+        if not self.warn_within or self.hook is not None or announced:
             return False
         due = cull_time(server, policy=policy)
-        return due is not None and due.code is DecisionCode.IDLE and due.at - now <= self.warn_before
+        return due is not None and due.code is DecisionCode.IDLE and due.at - now <= self.warn_within
 
     async def _ask(
         self, user: User, server: Server, policy: Policy, now: datetime, activity: ServerActivity | None
@@ -241,6 +304,30 @@ class Judge:
         decision = Decision(Action.KEEP, code, inactive, age, detail)
         due = cull_time(server, policy=policy, idle_foreseeable=False)
         return Verdict(server, decision, due, activity, inspection, None, error)
+
+
+def _with_keep(server: Server, kept_at: datetime | None) -> Server:
+    """The server with its user's keep as its latest activity on the hub's clock (when later than the hub's)."""
+    if kept_at is None or not server.activity_visible:
+        return server
+    if server.last_activity is not None and server.last_activity >= kept_at:
+        return server
+    return attrs.evolve(server, last_activity=kept_at)
+
+
+def _activity_with_keep(activity: ServerActivity, kept_at: datetime | None) -> ServerActivity:
+    """What the server said about itself, with its user's keep as activity (``--kernel-activity-only``'s clock)."""
+    if kept_at is None or (activity.kept_at is not None and activity.kept_at >= kept_at):
+        return activity
+    return attrs.evolve(activity, kept_at=kept_at)
+
+
+def _keep_counted(server: Server, policy: Policy, activity: ServerActivity | None, kept_at: datetime) -> bool:
+    """Whether the keep is later than what the rule's clock shows without it."""
+    if activity is not None:
+        activity = attrs.evolve(activity, kept_at=None)
+    since = idle_since(server, policy=policy, activity=activity)
+    return since is None or since < kept_at
 
 
 def _kind_enabled(server: Server, policy: Policy) -> bool:

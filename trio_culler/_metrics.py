@@ -153,6 +153,24 @@ class Metrics:
             ("sent", "failed"),
             r,
         )
+        self.warning_events = _labelled(
+            "trio_culler_warning_events",
+            "The warnings' events: warning, cancelled (used, spared, kept or stopped), culled.",
+            "event",
+            ("warning", "cancelled", "culled"),
+            r,
+        )
+        self.notices = _labelled(
+            "trio_culler_notices",
+            "Notices to servers (trio-culler-notice), by outcome: delivered, failed, no_extension (servers that "
+            "answered 404, once each per pass).",
+            "outcome",
+            ("delivered", "failed", "no_extension"),
+            r,
+        )
+        self.keeps = Counter(
+            "trio_culler_keeps", "Warned servers spared because their users asked to keep them.", registry=r
+        )
         self.skipped = Counter("trio_culler_users_skipped", "Users skipped because unreadable.", registry=r)
         self.servers_inspected = Counter(
             "trio_culler_servers_inspected", "Servers whose kernels and terminals were read.", registry=r
@@ -218,6 +236,12 @@ class Metrics:
         self.servers_pending.inc(report.servers_pending)
         self.warnings.labels(outcome="sent").inc(report.warnings_sent)
         self.warnings.labels(outcome="failed").inc(report.warnings_failed)
+        for event, count in report.warning_events.items():
+            self.warning_events.labels(event=event).inc(count)
+        self.notices.labels(outcome="delivered").inc(report.notices_delivered)
+        self.notices.labels(outcome="failed").inc(report.notices_failed)
+        self.notices.labels(outcome="no_extension").inc(report.notices_without_extension)
+        self.keeps.inc(report.keeps)
         self.servers_inspected.inc(report.servers_inspected)
         for kind, count in report.inspection_failures.items():
             self.inspection_failures.labels(kind=kind).inc(count)

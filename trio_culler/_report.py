@@ -111,9 +111,17 @@ class PassReport:
     #: MAX_UPCOMING_KEPT), and how many are due in all, by limit.
     upcoming: Sequence[Forecast] = ()
     upcoming_due: Mapping[str, int] = attrs.field(factory=dict)
-    #: Warnings delivered, and failed (hook or URL), since the previous pass's report.
+    #: Warnings' events delivered, and failed (hook or URL), since the previous pass's report.
     warnings_sent: int = 0
     warnings_failed: int = 0
+    #: The warnings' events since the previous pass's report, by kind: ``warning``, ``cancelled``, ``culled``.
+    warning_events: Mapping[str, int] = attrs.field(factory=dict)
+    #: Notices delivered to servers (PUT and DELETE) and failed, servers whose notice API answered 404 (no
+    #: extension: counted once each), and warned servers spared because their users asked to keep them.
+    notices_delivered: int = 0
+    notices_failed: int = 0
+    notices_without_extension: int = 0
+    keeps: int = 0
     #: With --inspect-kernels: servers whose kernels and terminals were read, and those that could not be
     #: inspected, by kind (``_judge.DECIDED_FROM_HUB_DATA`` says which were then decided from the hub's data;
     #: the others were kept and are errors too).
@@ -170,6 +178,11 @@ class PassReport:
             "dry_run": self.dry_run,
             "warnings_sent": self.warnings_sent,
             "warnings_failed": self.warnings_failed,
+            "warning_events": dict(self.warning_events),
+            "notices_delivered": self.notices_delivered,
+            "notices_failed": self.notices_failed,
+            "notices_without_extension": self.notices_without_extension,
+            "keeps": self.keeps,
             "servers_inspected": self.servers_inspected,
             "inspection_failures": sum(self.inspection_failures.values()),
             "rereads": self.rereads,
@@ -193,6 +206,18 @@ class PassReport:
         )
         if self.warnings_sent or self.warnings_failed:
             text += f", warnings {self.warnings_sent} sent, {self.warnings_failed} failed"
+        events = {kind: number for kind, number in self.warning_events.items() if number}
+        if events:
+            # "2 warnings, 1 cancelled, 1 culled": the events' own names, the first a noun.
+            said = [count(number, kind) if kind == "warning" else f"{number} {kind}" for kind, number in events.items()]
+            text += ", " + ", ".join(said)
+        if self.keeps:
+            text += f" ({count(self.keeps, 'server')} kept by their users)"
+        if self.notices_delivered or self.notices_failed or self.notices_without_extension:
+            text += (
+                f", notices {self.notices_delivered} delivered, {self.notices_failed} failed, "
+                f"{self.notices_without_extension} to servers without the extension"
+            )
         if self.servers_inspected or self.inspection_failures:
             failed = sum(self.inspection_failures.values())
             text += f", {self.servers_inspected} servers inspected ({failed} could not be)"
@@ -239,6 +264,11 @@ class PassRecorder:
     warnings_sent: int = 0
     warnings_failed: int = 0
     warnings_pending: int = 0
+    warning_events: Counter[str] = attrs.field(factory=Counter)
+    notices_delivered: int = 0
+    notices_failed: int = 0
+    notices_without_extension: int = 0
+    keeps: int = 0
     hub_up: bool = False
     servers_kept: Counter[str] = attrs.field(factory=Counter)
     stops_confirmed: tuple[tuple[str, str], ...] = ()

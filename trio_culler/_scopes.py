@@ -57,6 +57,7 @@ __all__ = [
     "Need",
     "describe_missing",
     "grants",
+    "holds",
     "missing_fields",
     "missing_scopes",
     "needed_scopes",
@@ -125,6 +126,14 @@ NEEDS: tuple[Need, ...] = (
         "--inspect-kernels",
         "mint each server's own token to ask it about its kernels",
         lambda c: c.inspect_kernels,
+    ),
+    # With --warn-url or a warn_hook the notices are one channel of several: a role without tokens skips them
+    # with a WARNING (_engine._notices_allowed). Alone they are the warning, and a pass must not cull unwarned.
+    Need(
+        "tokens",
+        "--warn-before",
+        "mint each server's own token to deliver its warning",
+        lambda c: bool(c.warn_before) and c.warn_servers and c.warn_url is None and c.warn_hook is None,
     ),
 )
 
@@ -202,6 +211,12 @@ def needed_scopes(config: Config) -> tuple[Need, ...]:
 def _covers(filters: frozenset[str], listing: frozenset[str]) -> bool:
     # Unfiltered beats everything; otherwise every filter the listing shows users through must be held too.
     return "" in filters or (bool(listing) and "" not in listing and listing <= filters)
+
+
+def holds(held: Iterable[str], scope: str) -> bool:
+    """Whether the scopes ``held`` grant ``scope`` for every user the listing shows, as a need is met."""
+    granted = grants(held)
+    return _covers(granted.get(scope, frozenset()), granted.get("list:users", frozenset()))
 
 
 def missing_scopes(held: Iterable[str], config: Config) -> tuple[Missing, ...]:

@@ -147,7 +147,7 @@ class Culler:
                     if probe is None:
                         return
                     task_status.started(self)
-                    async with open_notifier(self.config) as notifier:
+                    async with open_notifier(self.config, hub=hub, credentials=credentials) as notifier:
                         await self._loop(hub, notifier, probe, credentials)
         finally:
             self._ended.set()

@@ -28,13 +28,13 @@ from ._act import Outcome, decision_fields, delete_user, stop_server
 from ._codes import DecisionCode
 from ._config import Config
 from ._credentials import CredentialUnavailable, ServerCredentials
-from ._decide import Action, Decision, decide_user, server_idle_time
+from ._decide import Action, Decision, decide_user
 from ._errors import HubAuthError, HubError
 from ._hub import HubClient
 from ._judge import DECIDED_FROM_HUB_DATA, Judge, Verdict
 from ._judgments import ServerJudgment
 from ._models import Server, User
-from ._notify import CullWarning, Notifier
+from ._notify import Notifier
 from ._report import PassRecorder
 from ._rules import MatchedRule
 
@@ -110,15 +110,28 @@ class UserWork:
         user = work.user
         matched = self.config.rule_table.for_server(user, server)
         verdict = work.verdicts.get(server.name)
+        notifier = self.notifier
+        inputs = None if notifier is None else notifier.inputs(user, server, self.now)
+        if inputs is not None and inputs.remembered:
+            # Warned or kept: judged here, with what the warnings know and the pager does not.
+            verdict = None
+        judged = server if inputs is None else inputs.server
+        judged_here = verdict is None
         if verdict is None:
-            verdict = await self.judge.judge(user, server, matched.policy, self.now)
+            verdict = await self.judge.judge(
+                user,
+                judged,
+                matched.policy,
+                self.now,
+                kept_at=None if inputs is None else inputs.kept_at,
+                announced=None if inputs is None else inputs.announced,
+            )
             self.account(user.name, verdict)
             # The status page shows its user this judgment: the page itself must not ask the server or the hook.
             self.recorder.judged(ServerJudgment.of(user.name, verdict, judged_at=self.now, rule=_rule_label(matched)))
-            if not verdict.acts and self.recorder.upcoming is not None:
-                # The pager foresaw the servers it judged; this one only a worker could.
-                self.recorder.upcoming.add(user.name, server.name, verdict.due, _rule_label(matched))
-        if self._held_for_warning(user, server, matched, verdict):
+        held = notifier is not None and self._held_for_warning(notifier, user, judged, matched, verdict)
+        self._foresee(user.name, server.name, matched, verdict, judged_here=judged_here)
+        if held:
             self.recorder.kept("warned")
             return Outcome.KEPT
         if not verdict.acts:
@@ -139,6 +152,13 @@ class UserWork:
             judged_started=checked.server.started,
             user_culling=self.config.rule_table.for_user(user).policy.cull_users,
         )
+        if notifier is not None:
+            notifier.stopped(
+                user.name,
+                server.name,
+                culled=outcome in (Outcome.STOPPED, Outcome.PENDING),
+                gone=outcome is Outcome.GONE,
+            )
         if self.credentials is not None and outcome in (Outcome.STOPPED, Outcome.PENDING, Outcome.GONE):
             await self.credentials.release(user.name, server.name)
         return outcome
@@ -193,25 +213,26 @@ class UserWork:
                 extra={**fields, "event": "hook_failed"},
             )
 
-    def _held_for_warning(self, user: User, server: Server, matched: MatchedRule, verdict: Verdict) -> bool:
-        """Warn the user of a server entering its warning window; True when a cull must wait for the notice the
-        warning promised (the server is kept this pass). Only what the judgment will cull is announced."""
-        notifier, due = self.notifier, verdict.due
-        if notifier is None or due is None or matched.policy.exempt:
-            return False
-        decision = verdict.decision
-        # An inspected server's idle time is the one its rule used (its kernels', with --kernel-activity-only).
-        inactive = decision.inactive if decision.inspected else server_idle_time(server, self.now)[0]
-        warning = CullWarning(
-            user=user.name,
-            server=server.name,
-            cull_at=due.at,
-            reason=due.code,
-            idle_seconds=None if inactive is None else inactive.total_seconds(),
-            user_model=user.model,
-            server_model=server.model,
-        )
-        wait = notifier.hold(warning, due=due.at, now=self.now, culling=verdict.acts)
+    def _foresee(self, user: str, server: str, matched: MatchedRule, verdict: Verdict, *, judged_here: bool) -> None:
+        """Count the server's cull in the pass's forecast when the pager could not: a server it did not judge, or
+        one whose user is warned, which is culled at the time the warning announced."""
+        upcoming, due = self.recorder.upcoming, verdict.due
+        announced = None if self.notifier is None else self.notifier.announced(user, server)
+        if upcoming is None or due is None or not (judged_here or announced is not None):
+            return
+        if announced is not None and announced > due.at:
+            due = due._replace(at=announced)
+        elif verdict.acts:
+            return  # culled now: a cull, not a forecast
+        upcoming.add(user, server, due, _rule_label(matched))
+
+    def _held_for_warning(
+        self, notifier: Notifier, user: User, server: Server, matched: MatchedRule, verdict: Verdict
+    ) -> bool:
+        """Tell the warnings about the verdict on ``server`` (as judged): they warn of a cull that comes near
+        (only what the judgment will cull is announced), and cancel a warning whose cull is not coming. True
+        when a cull must wait for the notice a warning promised (the server is kept this pass)."""
+        wait = notifier.observe(user, server, matched, verdict, self.now)
         if wait is None:
             return False
         log.info(
@@ -234,12 +255,18 @@ class UserWork:
         if fresh_user is None or fresh is None:
             log.debug("Server %s stopped since the listing", label, extra={"user": user.name, "server": server.name})
             return Outcome.GONE
-        unchanged = fresh.started == server.started and fresh.last_activity == server.last_activity
+        now = self.now + timedelta(seconds=trio.current_time() - self.recorder.started_at)
+        kept_at = verdict.kept_at
+        if self.notifier is not None:
+            # The culler's own requests since the listing (the state read before this cull) are not activity.
+            inputs = self.notifier.inputs(fresh_user, fresh, now)
+            fresh, kept_at = inputs.server, kept_at or inputs.kept_at
+        judged = verdict.server
+        unchanged = fresh.started == judged.started and fresh.last_activity == judged.last_activity
         if unchanged and fresh.is_ready and not fresh.pending:
             return verdict
         matched = self.config.rule_table.for_server(fresh_user, fresh)
-        now = self.now + timedelta(seconds=trio.current_time() - self.recorder.started_at)
-        again = await self.judge.judge(fresh_user, fresh, matched.policy, now)
+        again = await self.judge.judge(fresh_user, fresh, matched.policy, now, kept_at=kept_at)
         self.account(user.name, again)
         if again.acts:
             return again

@@ -203,17 +203,35 @@ def test_a_warning_webhook_gets_one_post_per_server_before_its_cull(
             return True if all(state == "stopped" for state in states) else None
 
         wait_until(culled, timeout=120, what="the idle servers to be culled")
-        # Two more passes, as the log shows them: no second warning may follow.
+        # Two more passes, as the log shows them: no second warning may follow (rw-active is still in use).
         passes = log_path.read_text().count("] Pass done")
-        wait_until(lambda: log_path.read_text().count("] Pass done") >= passes + 2, timeout=60, what="two more passes")
+
+        def two_more_passes() -> bool:
+            api.post_activity("rw-active", [""], user=False)
+            return log_path.read_text().count("] Pass done") >= passes + 2
+
+        wait_until(two_more_passes, timeout=60, what="two more passes")
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     output = log_path.read_text()
     assert time.monotonic() > ready_at
-    warned = sorted((body["user"], body["server"]) for body, _headers in posts)
+    # Each server's idle stretch: a warning, then its cull, under one id (the webhook hears both events).
+    warned = sorted((body["user"], body["server"]) for body, _headers in posts if body["event"] == "warning")
     assert warned == [("rw-one", ""), ("rw-two", ""), ("rw-two", "lab")], output
+    for user, server in warned:
+        events = [body for body, _headers in posts if (body["user"], body["server"]) == (user, server)]
+        assert [body["event"] for body in events] == ["warning", "culled"], output
+        assert events[0]["id"] == events[1]["id"]
     for body, headers in posts:
-        assert set(body) == {"user", "server", "cull_at", "reason", "idle_seconds"}
+        # The first release's keys, and the events' own.
+        assert set(body) == {"user", "server", "cull_at", "reason", "idle_seconds"} | {
+            "event",
+            "id",
+            "warned_at",
+            "at",
+            "detail",
+            "kept_at",
+        }
         assert body["reason"] == "idle"
         assert "authorization" not in {key.lower() for key in headers}
         assert hub.culler_token not in json.dumps(headers)

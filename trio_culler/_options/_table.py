@@ -146,11 +146,25 @@ OPTIONS: dict[str, Option] = {
     ),
     "warn-before": value(
         "warn_before",
-        "Warn a server's user this many seconds before its cull (needs --warn-url or warn_hook); 0: off.",
+        "Warn a server's user at least this many seconds before its cull (to the server itself, and to --warn-url "
+        "or warn_hook); 0: off.",
         FLOAT,
         0,
     ),
-    "warn-url": value("warn_url", "POST a JSON warning here before a cull (never with the hub token)."),
+    "warn-url": value(
+        "warn_url", "POST each warning (and its cancellation or cull) here as JSON, never with the hub token."
+    ),
+    "warn-servers": switch(
+        "warn_servers",
+        "With --warn-before, deliver each warning to the server itself (trio-culler-notice) and read its user's "
+        "keep before the cull (needs tokens).",
+        default=True,
+    ),
+    "state-file": value(
+        "state_file",
+        'With --warn-before, the file that keeps who was warned, and when, across restarts ("": memory only).',
+        default="trio-culler-state.json",
+    ),
     "explain": value(
         "explain",
         "Print, without acting, how this user's servers would be decided (rule, idle time, limits) and exit.",

@@ -46,6 +46,11 @@ and ``GET /user`` with it names its owner and scopes. The single-user servers be
 only a token whose scopes reach them: a server's own token, or the culler's only if ``scopes`` holds
 ``access:servers``. ``statistics().server_credentials`` counts whose credentials they were shown.
 
+Notices. The single-user servers answer trio-culler-notice's API (``api/trio-culler/v1/notice`` and ``keep``,
+docs/notice-api.md) unless ``FakeServer(notices=False)``; ``hub.keep(user, server)`` is the user's "Keep
+running", and ``hub.proxy_records_activity = True`` makes every request a server answers move its
+``last_activity``, as configurable-http-proxy and the hub's folding of its record do.
+
 The package has one module per job, as ``trio.testing`` does, and re-exports its public names here.
 Dependencies run one way: ``_fakehub`` (the hub: settings, ways in, routing) uses every other module
 and none uses it back::
@@ -53,7 +58,7 @@ and none uses it back::
     _fakehub -> _listing (GET /users)      -> _statistics -> _routes
              -> _stops (DELETE servers, users)
              -> _tokens (mint, revoke)     -> _permissions (who may do what) -> _render -> _state
-             -> _singleuser (kernels, terminals, and whom a server answers)
+             -> _singleuser (kernels, terminals, and whom a server answers) -> _notices (the notice API)
              -> _population (many users at once, through add_user)
              -> _loopback (a real socket) -> _h11_server, _nursery
 """

@@ -20,6 +20,7 @@ import trio
 
 from ._listing import Listing
 from ._loopback import CONNECTION_ID, serve_loopback
+from ._notices import notice_answer, record_keep
 from ._nursery import open_helper_nursery
 from ._permissions import FULL_SCOPES, TokenScopes, covers, token_model
 from ._population import Population, populate
@@ -94,6 +95,9 @@ class FakeHub:
         self.server_latency = server_latency
         #: False: single-user servers answer 403 to every credential.
         self.server_access = True
+        #: True: every request a single-user server answers below 300 moves its last_activity to the hub's clock
+        #: at once, as configurable-http-proxy records it and the hub folds it in (every last_activity_interval).
+        self.proxy_records_activity = False
         #: The hub's public_url: when set, server models carry ``full_url`` (else ``null``, as JupyterHub does).
         self.public_url = public_url
         #: JupyterHub's ``token_expires_in_max_seconds``: a longer ``expires_in`` is a 400; None: no maximum.
@@ -228,6 +232,9 @@ class FakeHub:
         kind = request_kind(request, route, body)
         if single_user is not None and single_user.endpoint in ("kernels", "terminals"):
             kind = single_user.endpoint
+        elif single_user is not None and single_user.endpoint in ("notice", "keep"):
+            kind = "notice"
+            log.notice_requests[request.method] += 1
         log.by_kind[kind] += 1
         if request.method == "DELETE" and route.endpoint in ("server", "user"):
             if route.endpoint == "server":
@@ -238,7 +245,7 @@ class FakeHub:
         try:
             response = await self.fault(request) if self.fault is not None else None
             if response is None and single_user is not None:
-                response = await self._single_user(request, single_user)
+                response = await self._single_user(request, single_user, body)
             elif response is None:
                 response = await self._dispatch(request, route, body)
                 response.headers["X-JupyterHub-Version"] = self.version
@@ -315,9 +322,9 @@ class FakeHub:
             return error(403, "Missing or invalid credentials.")
         return httpx.Response(200, json={"kind": "user", "name": minted.user, "scopes": sorted(minted.scopes)})
 
-    async def _single_user(self, request: httpx.Request, route: SingleUserRoute) -> httpx.Response:
-        """A single-user server behind the proxy: jupyter_server's kernels and terminals APIs, to a credential
-        whose scopes reach it."""
+    async def _single_user(self, request: httpx.Request, route: SingleUserRoute, body: bytes) -> httpx.Response:
+        """A single-user server behind the proxy: jupyter_server's kernels and terminals APIs and the notice API,
+        to a credential whose scopes reach it."""
         await trio.sleep(self.server_latency)
         user = self.users.get(route.user)
         server = None if user is None else user.servers.get(route.server)
@@ -326,7 +333,22 @@ class FakeHub:
         minted = None if is_hub else self._minted(secret)
         self._log.server_credentials["none" if secret is None else credential_kind(route, is_hub, minted)] += 1
         shown = self.scopes if is_hub else frozenset() if minted is None else minted.scopes
-        return answer(server, route, request.method, reaches(route, shown) and self.server_access)
+        allowed = reaches(route, shown) and self.server_access
+        if route.endpoint in ("notice", "keep") and server is not None and server.ready and server.notices:
+            response = notice_answer(server, route, request, body, self.clock()) if allowed else error(403, "Forbidden")
+        else:
+            response = answer(server, route, request.method, allowed)
+        if self.proxy_records_activity and server is not None and response.status_code < 300:
+            server.last_activity = self.clock()
+        return response
+
+    def keep(self, user: str, server: str = "", *, notice_id: str | None = None) -> None:
+        """The user clicks "Keep running" in a page of their server, now by the hub's clock (the notice API's
+        ``POST keep``; the server must run the extension)."""
+        target = self.users[user].servers[server]
+        if not target.notices:
+            raise ValueError(f"server {user}/{server} does not run the notice API")
+        record_keep(target, notice_id, self.clock())
 
     def _user_model(self, user: FakeUser) -> Json:
         return self._token.update(self.scopes).visible(user_model(user, self.public_url))

@@ -33,6 +33,7 @@ RequestKind = Literal[
     "revoke",
     "kernels",
     "terminals",
+    "notice",
     "other",
 ]
 ROUTE_KINDS: tuple[RequestKind, ...] = get_args(RequestKind)
@@ -51,7 +52,7 @@ class Route:
 class SingleUserRoute:
     user: str
     server: str
-    endpoint: Literal["kernels", "terminals", "status", "unknown"]
+    endpoint: Literal["kernels", "terminals", "status", "notice", "keep", "unknown"]
 
 
 def _segments(raw_path: bytes) -> list[str]:
@@ -100,13 +101,23 @@ _SINGLE_USER_ENDPOINTS: dict[str, Literal["kernels", "terminals", "status"]] = {
 }
 
 
+#: The notice API of trio-culler-notice, below ``api/``.
+_NOTICE_API = ["trio-culler", "v1"]
+
+
 def parse_single_user_route(raw_path: bytes) -> SingleUserRoute | None:
-    """``/user/<name>/[<server>/]api/<endpoint>`` -> the route; None for any other path (the hub's API)."""
+    """``/user/<name>/[<server>/]api/<endpoint>`` (and ``api/trio-culler/v1/notice`` or ``keep``) -> the route;
+    None for any other path (the hub's API)."""
     segments = _segments(raw_path)
     if len(segments) < 5 or segments[0] != "" or segments[1] != "user":
         return None
     user = unquote(segments[2])
     rest = segments[3:]
+    for server_segments in (0, 1):
+        tail = rest[server_segments:]
+        if len(tail) == 4 and tail[0] == "api" and tail[1:3] == _NOTICE_API and tail[3] in ("notice", "keep"):
+            server = unquote(rest[0]) if server_segments else ""
+            return SingleUserRoute(user, server, "notice" if tail[3] == "notice" else "keep")
     if len(rest) == 2 and rest[0] == "api":
         server, api = "", rest[1]
     elif len(rest) == 3 and rest[1] == "api":

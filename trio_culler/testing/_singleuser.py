@@ -62,7 +62,8 @@ def answer(server: FakeServer | None, route: SingleUserRoute, method: str, allow
     if server is None or not server.ready:
         # The proxy has no route for it: the hub's "not running" page.
         return error(404, "Not Found")
-    if server.kernels is None or route.endpoint == "unknown":
+    if server.kernels is None or route.endpoint in ("unknown", "notice", "keep"):
+        # Not a jupyter_server, a path it does not serve, or the notice API of a server without the extension.
         return error(404, "Not Found")
     if method != "GET":
         return error(405, "Method Not Allowed")

@@ -35,6 +35,11 @@ class FakeServer:
     # What the single-user server answers at api/kernels and api/terminals; kernels=None: not a jupyter_server.
     kernels: list[FakeKernel] | None = attrs.Factory(list)
     terminals: list[FakeTerminal] = attrs.Factory(list)
+    # The notice API (trio-culler-notice, see _notices): whether the server runs it, the notice it holds (the JSON
+    # object last put) and the last keep its user asked for ({"notice_id": ..., "requested_at": ...}).
+    notices: bool = True
+    notice: dict[str, object] | None = None
+    keep: dict[str, object] | None = None
 
 
 @attrs.define

@@ -43,6 +43,8 @@ class FakeHubStatistics:
     #: The credentials single-user servers were shown, by whose they were: ``own`` (a token of the server's
     #: user), ``hub`` (the culler's own token), ``other`` (another user's, unknown, revoked or expired), ``none``.
     server_credentials: Mapping[str, int] = attrs.field(factory=dict)
+    #: Requests to the notice API of single-user servers, by method (PUT, GET, DELETE, POST).
+    notice_requests: Mapping[str, int] = attrs.field(factory=dict)
 
 
 class RequestLog:
@@ -61,6 +63,7 @@ class RequestLog:
         self.status_codes: collections.Counter[int] = collections.Counter()
         self.connections: set[int] = set()
         self.server_credentials: collections.Counter[str] = collections.Counter()
+        self.notice_requests: collections.Counter[str] = collections.Counter()
 
     def snapshot(self, *, tokens_minted: int, tokens_revoked: int, tokens_live: int) -> FakeHubStatistics:
         return FakeHubStatistics(
@@ -79,6 +82,7 @@ class RequestLog:
             tokens_revoked=tokens_revoked,
             tokens_live=tokens_live,
             server_credentials=dict(self.server_credentials),
+            notice_requests=dict(self.notice_requests),
         )
 
     def list_requested(self, page: PageRequest) -> None:

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from ._errors import HubError
 from ._report import PassReport
 
-__all__ = ["CULL_REASONS", "ERROR_KINDS", "Metrics"]
+__all__ = ["CULL_REASONS", "ERROR_KINDS", "Metrics", "count_trio_tasks"]
 
 #: The rules that cull a server (``Decision.rule`` of an acting decision).
 CULL_REASONS = ("idle", "max_age", "busy_expired", "kernels_idle")
@@ -90,6 +91,11 @@ class Metrics:
         self.hub_up = Gauge(
             "trio_culler_hub_up", "1 if the last probe reached the hub and it accepted the token, else 0.", registry=r
         )
+        self.tasks = Gauge(
+            "trio_culler_trio_tasks",
+            "Tasks alive in the culler's trio run, counted at the end of each pass (a leak of tasks shows as growth).",
+            registry=r,
+        )
 
     def observe_probe(self, error: HubError | None) -> None:
         """A start-up probe (before the first pass): a hub down from the start counts as an error too."""
@@ -120,8 +126,31 @@ class Metrics:
         for kind, count in report.inspection_failures.items():
             self.inspection_failures.labels(kind=kind).inc(count)
         self.hub_up.set(1 if report.hub_up else 0)
+        tasks = count_trio_tasks()
+        if tasks is not None:
+            self.tasks.set(tasks)
 
     def serve(self, port: int, address: str = "127.0.0.1") -> int:
         """Serve ``/metrics`` on a background thread; returns the bound port (useful with port 0)."""
         server, _thread = start_http_server(port, addr=address, registry=self.registry)
         return int(server.server_port)
+
+
+def count_trio_tasks() -> int | None:
+    """Every task of the current trio run, walked from the root task through each task's nurseries; None outside
+    a trio run. Counted here, in the run's own thread: /metrics is served from another one, which must not walk
+    nurseries that the run is changing."""
+    try:
+        root = trio.lowlevel.current_root_task()
+    except RuntimeError:
+        return None
+    if root is None:
+        return None
+    count = 0
+    stack = [root]
+    while stack:
+        task = stack.pop()
+        count += 1
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return count

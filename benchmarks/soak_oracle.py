@@ -228,6 +228,9 @@ class _Index:
         self.warnings = _by_key(
             (w for w in timeline.warnings if w.event in (None, "warning")), lambda w: w.key, lambda w: w.received
         )
+        self.culled = _by_key(
+            (w for w in timeline.warnings if w.event == "culled"), lambda w: w.key, lambda w: w.received
+        )
         self.pass_ends = sorted(timeline.passes, key=lambda p: p.time)
         self.pass_times = [p.time for p in self.pass_ends]
 
@@ -261,9 +264,12 @@ def _by_key(items: Iterable[Any], key: Callable[[Any], str], time: Callable[[Any
     return grouped
 
 
-def judge(timeline: Timeline, *, planned_faults: Sequence[str] = ()) -> Verdict:
+def judge(timeline: Timeline, *, planned_faults: Sequence[str] = (), final: bool = True) -> Verdict:
+    """The verdict on ``timeline``. While the run goes on (``final`` false), culls after the last pass the log
+    shows are left for a later judgment: their pass, and maybe their log line, are not written yet."""
     params = timeline.params
     runs, noop, injected = instances(timeline)
+    horizon = math.inf if final else max((p.time for p in timeline.passes), default=-math.inf)
     index = _Index(timeline, runs)
     verdict = Verdict(noop_deletes=noop, injected_deletes=injected)
     violations: dict[str, list[dict[str, Any]]] = {
@@ -274,24 +280,16 @@ def judge(timeline: Timeline, *, planned_faults: Sequence[str] = ()) -> Verdict:
         "early": [],
         "unknown_pass": [],
     }
-    notices: list[float] = []
-    short_notices = 0
+    notices: list[dict[str, Any]] = []
     for key_runs in runs.values():
         for run in key_runs:
-            if run.cause != "cull" or run.delete is None:
+            if run.cause != "cull" or run.delete is None or run.delete.sent > horizon:
                 continue
             verdict.culls += 1
             _judge_cull(run, run.delete, params, index, violations, verdict.races, notices)
-    for announced in notices:
-        if announced < params.warn_before - 1.0:
-            short_notices += 1
     verdict.violations = violations
-    verdict.notice = {
-        "warned_culls": len(notices),
-        "min_seconds": min(notices, default=None),
-        "median_seconds": statistics.median(notices) if notices else None,
-        "shorter_than_warn_before": short_notices,
-    }
+    verdict.notice = _notice(notices, params)
+    short_notices = verdict.notice["shorter_than_warn_before"]
     verdict.late = _lateness(timeline, runs, index)
     verdict.errors = _errors(timeline)
     verdict.status = _status(timeline)
@@ -323,7 +321,7 @@ def _judge_cull(
     index: _Index,
     violations: dict[str, list[dict[str, Any]]],
     races: list[dict[str, Any]],
-    notices: list[float],
+    notices: list[dict[str, Any]],
 ) -> None:
     key = run.key
     intents = [i for i in index.intents.get(key, []) if delete.sent - _INTENT_WINDOW <= i.time <= delete.sent + _TOL]
@@ -363,20 +361,45 @@ def _judge_cull(
     if warning is None or (last is not None and warning.received < last - _TOL):
         violations["unwarned"].append(record)
         return
+    if "events" in params.features:
+        culled = [w for w in index.culled.get(key, []) if delete.sent - 5.0 <= w.received <= delete.sent + 120.0]
+        if not culled:
+            violations.setdefault("no_culled_event", []).append(record)
     if warning.cull_at is not None:
-        notices.append(warning.cull_at - warning.received)
+        notices.append(
+            {
+                "key": key,
+                "warned_at": warning.received,
+                "announced": warning.cull_at - warning.received,
+                "given": delete.sent - warning.received,
+            }
+        )
         if delete.sent < warning.cull_at - 1.0:
             violations["early"].append({**record, "warned_at": warning.received, "cull_at": warning.cull_at})
 
 
-def _overlapping_faults(faults: Sequence[Fault], key: str, start: float, end: float, after: float) -> list[str]:
-    found = []
-    for fault in faults:
-        if fault.kind not in GLOBAL_FAULTS and key not in fault.targets:
-            continue
-        if fault.start <= end and fault.end + after >= start:
-            found.append(fault.kind)
-    return found
+def _notice(notices: list[dict[str, Any]], params: Params) -> dict[str, Any]:
+    """How much notice the warned culls had: what the warning announced (its cull_at, from when it arrived), and
+    what the user got (from the warning's arrival to the DELETE)."""
+    announced = [n["announced"] for n in notices]
+    given = [n["given"] for n in notices]
+    short = [n for n in notices if n["given"] < params.warn_before - 1.0]
+    return {
+        "warned_culls": len(notices),
+        "announced_min_seconds": min(announced, default=None),
+        "announced_median_seconds": statistics.median(announced) if announced else None,
+        "given_min_seconds": min(given, default=None),
+        "given_median_seconds": statistics.median(given) if given else None,
+        "shorter_than_warn_before": len(short),
+        "shortest": sorted(short, key=lambda n: n["given"])[:10],
+    }
+
+
+def _overlapping_faults(faults: Sequence[Fault], start: float, end: float, after: float) -> list[str]:
+    """Faults that overlap ``[start, end]`` (or ended less than ``after`` before it). Any fault, targeted or not,
+    may delay any cull: a hung or dripping server holds its pass (and so the next one) until the inspection's
+    deadline."""
+    return [fault.kind for fault in faults if fault.start <= end and fault.end + after >= start]
 
 
 def _lateness(timeline: Timeline, runs: dict[str, list[Instance]], index: _Index) -> dict[str, Any]:
@@ -397,7 +420,7 @@ def _lateness(timeline: Timeline, runs: dict[str, list[Instance]], index: _Index
             due = max(references) + limit
             if end <= due + params.cull_every + params.late_slack:
                 continue
-            explained = _overlapping_faults(timeline.faults, run.key, due, end, params.error_after)
+            explained = _overlapping_faults(timeline.faults, due, end, params.error_after)
             late.append(
                 {
                     "key": run.key,
@@ -464,7 +487,8 @@ def _status(timeline: Timeline) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for kind in ("api", "oauth"):
         probes = [p for p in timeline.status if p.kind == kind]
-        outside = [p for p in probes if not any(a <= p.time <= b for a, b in windows)]
+        # A probe is excused when any part of it falls in a window (a login begun just before the hub stopped).
+        outside = [p for p in probes if not any(a <= p.time + p.latency and p.time <= b for a, b in windows)]
         latencies = sorted(p.latency for p in probes if p.ok)
         outside_latencies = sorted(p.latency for p in outside if p.ok)
         failed_outside = [p for p in outside if not p.ok]
@@ -593,7 +617,10 @@ def _invariants(
         leaks = verdict.counts["inspections_with_culler_token"]
         out.append(Invariant("culler's token sent to a user's server", leaks == 0, leaks, 0))
     if "full_notice" in features:
-        out.append(Invariant("warnings announcing less than --warn-before", short_notices == 0, short_notices, 0))
+        out.append(Invariant("culls less than --warn-before after their warning", short_notices == 0, short_notices, 0))
+    if "events" in features:
+        absent = len(v.get("no_culled_event", []))
+        out.append(Invariant("culls without a culled event at the webhook", absent == 0, absent, 0))
     return out
 
 
@@ -619,7 +646,8 @@ def render(verdict: Verdict, *, elapsed: float | None = None) -> str:
         f"(worst {fmt(late['worst_seconds'], ' s')}), "
         f"unexplained {late['unexplained']} (worst {fmt(late['worst_unexplained_seconds'], ' s')}); "
         f"ERROR lines {errors['explained'] + errors['unexplained']} (unexplained {errors['unexplained']}); "
-        f"notice min {fmt(verdict.notice['min_seconds'], ' s')}",
+        f"notice given min {fmt(verdict.notice['given_min_seconds'], ' s')} "
+        f"({verdict.notice['shorter_than_warn_before']} shorter than --warn-before)",
         f"  status api p50 {fmt(_ms(api.get('p50_seconds')), ' ms')} p99 {fmt(_ms(api.get('p99_seconds')), ' ms')}, "
         f"failed {api.get('failed', 0)} ({api.get('failed_outside_faults', 0)} outside faults); "
         f"RSS {fmt(res['rss_mib']['last'], ' MiB')} ({fmt(res['rss_mib']['slope_per_hour'], ' MiB/h', 2)}), "

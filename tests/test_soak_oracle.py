@@ -90,7 +90,8 @@ def test_a_clean_run_breaks_nothing() -> None:
     assert verdict.broken == []
     assert verdict.culls == 1
     assert verdict.late["count"] == 0
-    assert verdict.notice["min_seconds"] == pytest.approx(140.0 - 115.2)
+    assert verdict.notice["announced_min_seconds"] == pytest.approx(140.0 - 115.2)
+    assert verdict.notice["given_min_seconds"] == pytest.approx(140.6 - 115.2)
     assert "culls 1" in render(verdict, elapsed=60)
 
 
@@ -299,3 +300,56 @@ def test_a_timeline_survives_json() -> None:
     timeline.params = dataclasses.replace(PARAMS, features=("tokens",))
     again = Timeline.from_json(timeline.to_json())
     assert again == timeline
+
+
+def test_while_the_run_goes_on_culls_whose_pass_is_not_written_yet_wait() -> None:
+    timeline = clean()
+    timeline.passes = [p for p in timeline.passes if p.time < 140.0]  # the culling pass has not ended yet
+    assert judge(timeline, final=False).culls == 0
+    assert judge(timeline, final=False).violations["unknown_pass"] == []
+    assert "culls whose pass the log does not show" in broken(timeline)
+
+
+def test_a_keep_counts_at_once_the_culler_reads_it_itself() -> None:
+    timeline = clean()
+    timeline.activities.append(Activity(ANN, 139.0, 139.01, "keep"))  # a ping then would not be visible yet
+    assert "active servers culled" in broken(timeline)
+
+
+def test_a_status_probe_that_straddles_the_start_of_a_fault_is_excused() -> None:
+    timeline = clean()
+    timeline.status.append(StatusProbe(299.5, 1.0, 502, False, "oauth"))
+    assert broken(timeline) == {"status page failures outside fault windows"}
+    timeline.faults.append(Fault("hub_restart", 300.0, 310.0, detail={"down_at": 300.0, "up_at": 310.0}))
+    assert broken(timeline) == set()
+
+
+def test_a_fault_on_one_server_explains_late_culls_of_others() -> None:
+    # A hung server holds its pass until the inspection's deadline: every cull due meanwhile comes late.
+    timeline = clean()
+    recull(timeline, ANN, pass_start=200.0)
+    timeline.faults.append(Fault("hang", 130.0, 190.0, targets=("real-0/",)))
+    late = judge(timeline).late
+    assert (late["count"], late["unexplained"]) == (1, 0)
+
+
+def test_notice_shorter_than_warn_before_is_measured_and_an_invariant_with_full_notice() -> None:
+    timeline = clean()
+    timeline.warnings[0] = WarningReceived(135.0, ANN, 140.0)  # five seconds of notice, 25 promised
+    verdict = judge(timeline)
+    assert verdict.notice["shorter_than_warn_before"] == 1
+    assert verdict.notice["given_min_seconds"] == pytest.approx(5.6)
+    assert verdict.broken == []
+    timeline.params = dataclasses.replace(PARAMS, features=("full_notice",))
+    assert broken(timeline) == {"culls less than --warn-before after their warning"}
+
+
+def test_with_webhook_events_each_cull_has_its_culled_event() -> None:
+    timeline = clean()
+    timeline.params = dataclasses.replace(PARAMS, features=("events",))
+    timeline.warnings[0] = WarningReceived(115.2, ANN, 140.0, "warning", "s1")
+    assert broken(timeline) == {"culls without a culled event at the webhook"}
+    timeline.warnings.append(WarningReceived(140.8, ANN, None, "culled", "s1"))
+    timeline.warnings.append(WarningReceived(100.0, "bob/", None, "cancelled", "s0"))
+    assert broken(timeline) == set()
+    assert judge(timeline).warnings_by_event == {"cancelled": 1, "culled": 1, "warning": 1}

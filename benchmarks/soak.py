@@ -95,7 +95,9 @@ def parse_args(argv: list[str]) -> tuple[SoakSettings, argparse.Namespace]:
     parser.add_argument("--name", default="soak", help="file name of the results (NAME.json, NAME.png)")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--report-every", type=float, help="seconds between verdicts printed (default: 60)")
-    parser.add_argument("--judge", type=Path, help="judge a saved timeline.json again, and exit")
+    parser.add_argument(
+        "--judge", type=Path, help="judge a saved timeline.json again (results into --out-dir), and exit"
+    )
     args = parser.parse_args(argv)
     timeout = args.timeout
     features = frozenset(f for f in args.features.split(",") if f)
@@ -414,48 +416,60 @@ class Soak:
     def _finish(self) -> Verdict:
         settings = self.settings
         timeline = self.timeline
-        timeline.save(self.workdir / "timeline.json")
-        verdict = judge(timeline, planned_faults=[p.kind for p in self.plan])
-        say("")
-        say(render(verdict, elapsed=timeline.ended - timeline.started))
-        self._print_new(verdict)
-        say("")
-        for invariant in verdict.invariants:
-            mark = "ok  " if invariant.ok else "FAIL"
-            note = f" ({invariant.note})" if invariant.note else ""
-            say(f"  {mark} {invariant.name}: {invariant.value} (limit {invariant.limit}){note}")
-        results = {
-            "verdict": verdict.to_json(),
+        timeline.meta = {
             "settings": {
                 k: (sorted(v) if isinstance(v, frozenset) else str(v) if isinstance(v, Path) else v)
                 for k, v in vars(settings).items()
             },
             "planned_faults": [vars(p) for p in self.plan],
-            "faults": [vars(f) for f in timeline.faults],
-            "run": {
-                "started": timeline.started,
-                "ended": timeline.ended,
-                "seconds": timeline.ended - timeline.started,
-                "culler_pids": timeline.culler_pids,
-                "culler_exit": timeline.culler_exit,
-                "break_on_purpose": self.break_on_purpose,
-                "machine": machine(),
-            },
+            "break_on_purpose": self.break_on_purpose,
+            "machine": machine(),
         }
-        settings.out_dir.mkdir(parents=True, exist_ok=True)
-        path = settings.out_dir / f"{self.name}.json"
-        path.write_text(json.dumps(results, indent=1, default=str) + "\n")
-        say(f"\nresults: {path}; timeline: {self.workdir / 'timeline.json'}")
-        if settings.plot:
-            try:
-                from soak_plot import plot
-            except ImportError as error:
-                say(f"no plot: {error} (pip install matplotlib)")
-            else:
-                plot(timeline, verdict, settings.out_dir / f"{self.name}.png")
-                say(f"plot: {settings.out_dir / f'{self.name}.png'}")
-        say("VERDICT: " + ("every invariant holds" if verdict.ok else f"{len(verdict.broken)} invariant(s) broken"))
-        return verdict
+        timeline.save(self.workdir / "timeline.json")
+        say(f"timeline: {self.workdir / 'timeline.json'}")
+        return conclude(timeline, settings.out_dir, self.name, plot=settings.plot)
+
+
+def conclude(timeline: Timeline, out_dir: Path, name: str, *, plot: bool) -> Verdict:
+    """Judge ``timeline``, print the verdict, write ``NAME.json`` (and ``NAME.png``) into ``out_dir``."""
+    planned = [str(p["kind"]) for p in timeline.meta.get("planned_faults", [])]
+    verdict = judge(timeline, planned_faults=planned)
+    say("")
+    say(render(verdict, elapsed=timeline.ended - timeline.started))
+    say("")
+    for invariant in verdict.invariants:
+        mark = "ok  " if invariant.ok else "FAIL"
+        note = f" ({invariant.note})" if invariant.note else ""
+        say(f"  {mark} {invariant.name}: {invariant.value} (limit {invariant.limit}){note}")
+    results = {
+        "verdict": verdict.to_json(),
+        "settings": timeline.meta.get("settings"),
+        "planned_faults": timeline.meta.get("planned_faults"),
+        "faults": [vars(f) for f in timeline.faults],
+        "run": {
+            "started": timeline.started,
+            "ended": timeline.ended,
+            "seconds": timeline.ended - timeline.started,
+            "culler_pids": timeline.culler_pids,
+            "culler_exit": timeline.culler_exit,
+            "break_on_purpose": timeline.meta.get("break_on_purpose"),
+            "machine": timeline.meta.get("machine"),
+        },
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    path.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    say(f"\nresults: {path}")
+    if plot:
+        try:
+            from soak_plot import plot as draw
+        except ImportError as error:
+            say(f"no plot: {error} (pip install matplotlib)")
+        else:
+            draw(timeline, verdict, out_dir / f"{name}.png")
+            say(f"plot: {out_dir / f'{name}.png'}")
+    say("VERDICT: " + ("every invariant holds" if verdict.ok else f"{len(verdict.broken)} invariant(s) broken"))
+    return verdict
 
 
 def _brief(item: dict[str, Any], started: float) -> str:
@@ -473,11 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     settings, args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.judge is not None:
-        timeline = Timeline.load(args.judge)
-        verdict = judge(timeline)
-        say(render(verdict, elapsed=timeline.ended - timeline.started))
-        for invariant in verdict.broken:
-            say(f"  FAIL {invariant.name}: {invariant.value} (limit {invariant.limit})")
+        # Judged again with today's oracle; written where --out-dir and --name say.
+        verdict = conclude(Timeline.load(args.judge), settings.out_dir, args.name, plot=settings.plot)
         return 0 if verdict.ok else 1
     soak = Soak(settings, name=args.name, break_on_purpose=args.break_on_purpose)
     try:

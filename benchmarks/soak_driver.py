@@ -119,8 +119,12 @@ class HubApi:
 
     async def server_model(self, user: str, server: str) -> dict[str, Any] | None:
         response = await self.request("GET", f"/users/{quote(user, safe='')}")
-        if response.status_code != 200:
+        if response.status_code == 404:
             return None
+        if response.status_code != 200:
+            raise httpx.HTTPStatusError(
+                f"GET user {user}: {response.status_code}", request=response.request, response=response
+            )
         model: dict[str, Any] | None = response.json().get("servers", {}).get(server)
         return model
 
@@ -554,10 +558,19 @@ class Driver:
             except httpx.HTTPError:
                 continue
             now = time.time()
-            for sim in self.sims.values():
+            for sim in list(self.sims.values()):
                 if sim.state != "running" or sim.is_gone or now - sim.instance_requested < 30:
                     continue
-                if sim.key not in active:
+                if sim.key in active:
+                    continue
+                # The list is paged by offset, and offsets shift while servers stop: ask about this one alone.
+                try:
+                    model = await self.api.server_model(sim.user, sim.server)
+                except httpx.HTTPError:
+                    continue
+                if model is not None and (model.get("ready") or model.get("pending")):
+                    continue
+                if sim.state == "running" and not sim.is_gone:
                     self.unexplained_vanished += 1
-                    self.timeline.vanished.append(Vanished(sim.key, now))
+                    self.timeline.vanished.append(Vanished(sim.key, time.time()))
                     sim.mark_gone()

@@ -410,7 +410,8 @@ def _lateness(timeline: Timeline, runs: dict[str, list[Instance]], index: _Index
             limit = params.timeout_for(run.key)
             if limit is None or run.ready is None:
                 continue
-            end = run.end if run.end is not None else timeline.ended
+            # The harness stops what still runs after the run's end, when the culler is no longer culling.
+            end = min(run.end if run.end is not None else timeline.ended, timeline.ended)
             references = [run.ready]
             answered = index.last_answered(run.key, run.requested, end)
             if answered is not None:

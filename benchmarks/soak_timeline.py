@@ -315,6 +315,8 @@ class Timeline:
     culler_exit: int | None = None
     #: When the culler's process was found gone before the run ended (None: it lived throughout).
     culler_died_at: float | None = None
+    #: The run's settings and planned faults, as the harness wrote them (for a judgment again later).
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -52,7 +52,8 @@ from soak_timeline import Fault, Params, Timeline
 SERVICE = "culler"
 PAGE_PATH = f"/services/{SERVICE}/"
 #: A config file for the culler that breaks the first invariant on purpose (``--break-on-purpose``): the arbiter
-#: hook says "cull" for every server, used or not.
+#: hook says "cull" for every server, used or not. The warnings go too: a warned server is held until the time its
+#: warning announced (its due time by the timeout, which the users' activity keeps moving), which would hide the hook.
 BREAK_CONFIG = "c.IdleCuller.cull_arbiter_hook = lambda inactive, inactive_limit, server: True\n"
 
 
@@ -88,7 +89,9 @@ def parse_args(argv: list[str]) -> tuple[SoakSettings, argparse.Namespace]:
     parser.add_argument("--features", default="", help=f"culler features switched on: {', '.join(FEATURES)}")
     parser.add_argument("--culler-arg", action="append", default=[], help="an extra argument for the culler")
     parser.add_argument(
-        "--break-on-purpose", action="store_true", help="give the culler a hook that culls every server (must fail)"
+        "--break-on-purpose",
+        action="store_true",
+        help="give the culler a hook that culls every server, and no warnings (the soak must fail)",
     )
     parser.add_argument("--work-dir", type=Path, default=default.work_dir, help="logs and the timeline")
     parser.add_argument("--out-dir", type=Path, default=default.out_dir, help="where soak.json and soak.png go")
@@ -316,6 +319,7 @@ class Soak:
         if self.break_on_purpose:
             broken = self.workdir / "break_culler_config.py"
             broken.write_text(BREAK_CONFIG)
+            argv = [arg for arg in argv if not arg.startswith(("--warn-before=", "--warn-url="))]
             argv.append(f"--config={broken}")
         (self.workdir / "culler-argv.json").write_text(json.dumps(argv, indent=1))
         # The names only: the values hold the culler's token.

@@ -34,10 +34,11 @@ import httpx
 import trio
 from soak_apps import Front, LightServer, Served, WebhookReceiver
 from soak_driver import Driver, HubGate
-from soak_faults import FaultRunner, Harness, PlannedFault, plan_faults
+from soak_faults import FaultRunner, Harness
 from soak_monitor import LogTailer, Sampler, StatusProber, login_and_open_page
 from soak_oracle import Verdict, judge, render
 from soak_procs import Credentials, Culler, Hub, Ports, Proxy, end_leftovers, machine
+from soak_schedule import PlannedFault, plan_faults
 from soak_settings import (
     FAULT_PERIODS,
     FEATURES,

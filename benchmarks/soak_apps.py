@@ -133,6 +133,8 @@ class LightServer:
         #: key -> hostile kind for api/kernels; set and cleared by the fault runner.
         self.hostile: dict[str, str] = {}
         self.hostile_served: Counter[str] = Counter()
+        #: key -> when its last hostile answer was over (sent whole, or abandoned by the culler).
+        self.hostile_finished: dict[str, float] = {}
         self.sizes = {"bytes": hostile_bytes, "items": hostile_items, "depth": hostile_depth}
         self.drip_seconds = drip_seconds
         self._bodies: dict[str, bytes] = {}
@@ -163,7 +165,10 @@ class LightServer:
                 await _answer(send, 200, b"[]", headers)
             else:
                 self.hostile_served[kind] += 1
-                await self._hostile(kind, send, headers)
+                try:
+                    await self._hostile(kind, send, headers)
+                finally:
+                    self.hostile_finished[key] = time.time()
             return
         if rest.startswith("api/trio-culler/"):
             await self._notice_api(scope, receive, send, key, rest.removeprefix("api/trio-culler/v1/"))

@@ -250,7 +250,12 @@ class FaultRunner:
                         )
                         for key, kind in chosen.items()
                     }
-                    settled = all(served[key] or h.driver.sims[key].is_gone for key in chosen)
+                    # Over when each answer was read to its end (a drip holds its pass that long) or abandoned; or,
+                    # for a server never asked, when it is gone.
+                    settled = all(
+                        h.light.hostile_finished.get(key, 0.0) >= start if served[key] else h.driver.sims[key].is_gone
+                        for key in chosen
+                    )
                     if settled:
                         break
                     await trio.sleep(1.0)

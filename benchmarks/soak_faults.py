@@ -207,12 +207,19 @@ class FaultRunner:
     async def hang(self, seconds: float) -> Fault:
         h = self.h
         start = time.time()
-        now = time.time()
-        candidates = [
-            sim
-            for sim in h.driver.sims.values()
-            if sim.kind == "real" and sim.state == "running" and sim.busy_until < now and not sim.paused
-        ]
+        candidates: list[ServerSim] = []
+        # Real servers come and go (culled, then started again by their users): wait for one, up to a timeout.
+        with trio.move_on_after(h.settings.timeout):
+            while True:
+                now = time.time()
+                candidates = [
+                    sim
+                    for sim in h.driver.sims.values()
+                    if sim.kind == "real" and sim.state == "running" and sim.busy_until < now and not sim.paused
+                ]
+                if candidates:
+                    break
+                await trio.sleep(2.0)
         if not candidates:
             return Fault("hang", start, time.time(), detail={"skipped": "no real server running"})
         sim = self.rng.choice(sorted(candidates, key=lambda s: s.key))

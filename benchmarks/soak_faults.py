@@ -178,6 +178,8 @@ class FaultRunner:
         h = self.h
         start = time.time()
         sims = await self._pick(targets)
+        if not sims:
+            return Fault("race", start, time.time(), detail={"skipped": "no idle server due soon"})
         send, receive = trio.open_memory_channel[str](len(sims) + 1)
         trap = RaceTrap({sim.key for sim in sims}, retry_after=3, caught=send)
         for sim in sims:
@@ -241,6 +243,8 @@ class FaultRunner:
         h = self.h
         start = time.time()
         sims = await self._pick(len(kinds))
+        if not sims:
+            return Fault("hostile", start, time.time(), detail={"skipped": "no idle server due soon"})
         chosen = dict(zip((sim.key for sim in sims), kinds, strict=False))
         for sim in sims:
             sim.pause()

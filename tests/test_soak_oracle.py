@@ -284,6 +284,11 @@ def test_a_culler_restarted_or_gone_breaks_the_run() -> None:
 
 def test_a_planned_fault_that_never_ran_breaks_the_run() -> None:
     assert broken(clean(), planned_faults=["hang"]) == {"planned faults that did not run"}
+    timeline = clean()
+    timeline.faults.append(Fault("hang", 10.0, 10.0, detail={"skipped": "no real server running"}))
+    assert broken(timeline, planned_faults=["hang"]) == {"planned faults that did not run"}
+    timeline.faults.append(Fault("hang", 20.0, 40.0, targets=("real-0/",)))
+    assert broken(timeline, planned_faults=["hang"]) == set()
 
 
 def test_the_culler_token_at_a_user_server_is_an_invariant_with_per_server_tokens() -> None:

@@ -13,8 +13,8 @@ line carries the pass's duration): the listing came at or after it. Called ``P``
 The invariants, per cull (a DELETE the hub answered 202 or 204 for a server the driver had running):
 
 - **active**: the last activity visible at ``P`` is less than the server's timeout before ``P``: the hub's own data
-  said it was in use, and it was culled. Exact, modulo ``visibility_slack``: at least as strict as the brief's
-  "activity within the timeout, allowing the activity interval and one ``--cull-every``";
+  said it was in use, and it was culled. Exact, modulo ``visibility_slack``: at least as strict as "activity within
+  the timeout, allowing the activity interval and one ``--cull-every``";
 - **exempt**: a server its rule exempts was culled;
 - **busy**: a kernel was busy from before ``P`` to after the DELETE (the culler's inspection, between the two, saw
   it busy);

@@ -1,15 +1,15 @@
 """The processes of a soak run: configurable-http-proxy, JupyterHub, the culler; and the clean-up of anything
 they leave behind.
 
-How the culler runs, and why. The brief asks for a hub-managed service, and for every fault, a restart of the hub
-included, to be survived *without a restart of the culler*. A managed service is stopped by its hub when the hub
-stops (and started again by the next one): the two cannot both hold. So the culler is registered with the hub as a
-service with a ``url`` and an ``api_token`` but no ``command`` (its status page is proxied and takes part in the
-hub's OAuth like a managed one's), and the soak starts it itself with *exactly* the environment a hub gives a
-managed service: it learns that environment from the hub, by running the hub once with the culler's service
-managed, its command a stand-in (``soak_catch_env.py``) that writes down what it was given. The one variable the
-soak then changes is ``JUPYTERHUB_API_URL``, pointed at the fault-injecting front, so that every request the culler
-makes to the hub (the status page's OAuth and token checks included) crosses it.
+How the culler runs, and why. The soak is specified with the culler as a hub-managed service, and for every fault, a
+restart of the hub included, to be survived *without a restart of the culler*. A managed service is stopped by its
+hub when the hub stops (and started again by the next one): the two cannot both hold. So the culler is registered
+with the hub as a service with a ``url`` and an ``api_token`` but no ``command`` (its status page is proxied and
+takes part in the hub's OAuth like a managed one's), and the soak starts it itself with *exactly* the environment a
+hub gives a managed service: it learns that environment from the hub, by running the hub once with the culler's
+service managed, its command a stand-in (``soak_catch_env.py``) that writes down what it was given. The one variable
+the soak then changes is ``JUPYTERHUB_API_URL``, pointed at the fault-injecting front, so that every request the
+culler makes to the hub (the status page's OAuth and token checks included) crosses it.
 """
 
 from __future__ import annotations

@@ -235,13 +235,20 @@ async def test_the_status_pages_oauth_client_sends_no_token_header() -> None:
                 shown = await browser.get(back.headers["location"])
             nursery.cancel_scope.cancel()
     assert shown.status_code == 200, "the login went through"
-    exchange, identify = hub_api.seen
+    exchange, identify, own_view = hub_api.seen
     assert exchange.target == "/hub/api/oauth2/token"
     assert exchange.authorization == []
     assert parse_qs(exchange.body.decode())["client_secret"] == [TOKEN]
     assert identify.target == "/hub/api/user"
     assert identify.authorization == ["Bearer users-oauth-token"]
     assert TOKEN not in repr(identify.headers)
+    # ops is no admin: their own view reads them from the hub, with the culler's token, under --url.
+    assert (own_view.method, own_view.target) == ("GET", "/hub/api/users/ops")
+    assert own_view.authorization == [HUB_AUTH]
+    # The user's OAuth token was used for the identity alone: the browser never sees it, nor the culler's.
+    for answer in (to_hub, back, shown):
+        assert "users-oauth-token" not in repr(answer.headers) + answer.text
+        assert TOKEN not in repr(answer.headers) + answer.text
 
 
 async def test_a_redirect_from_the_hub_is_not_followed() -> None:

@@ -7,16 +7,22 @@ Against FakeHub on trio's autojump clock, or real loopback sockets where the byt
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import attrs
+import pytest
 import trio
 import trio.testing
 
-from trio_culler import Config, PassReport
+from trio_culler import Config, PassReport, Server
+from trio_culler._engine import inspect_through
+from trio_culler._hub import open_hub_client
+from trio_culler._inspect import InspectionFailed, parse_kernels, parse_terminals
 from trio_culler._service import Culler
 from trio_culler.testing import FakeHub, FakeKernel, FakeServer
 
@@ -106,3 +112,70 @@ async def test_a_server_that_refuses_every_token_costs_one_mint_a_pass_and_is_ke
     assert stats.tokens_minted == 3 + 1, "the first token, then one new one a pass"
     assert stats.requests_by_kind["kernels"] == 2 * 3
     assert hub.live_tokens() == (), "every one revoked"
+
+
+# -- a user's server writes its own words into the culler's log lines -----------------------------------------
+
+#: What a hostile server would like an operator to read in the culler's log, its page and --explain.
+FORGED = "Culling server admin (inactive for 99:00:00)"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        f"HTTP/1.1 2x0 {FORGED}\r\n\r\n".encode(),
+        f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{FORGED}\r\n\r\n".encode(),
+        f"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{FORGED}\r\n".encode(),
+        f"{FORGED}\r\n\r\n".encode(),
+    ],
+    ids=["status line", "header line", "chunk header", "not HTTP"],
+)
+@pytest.mark.parametrize("use_proxy_env", [False, True], ids=["h11 transport", "httpcore"])
+async def test_what_a_users_server_writes_is_not_quoted_in_any_message(
+    answer: bytes, use_proxy_env: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, h11's refusal of a malformed answer quoted the offending bytes (``illegal status line:
+    bytearray(b'HTTP/1.1 2x0 Culling server admin ...')``), and that message became the inspection failure's:
+    the log line ``Cannot inspect server ...``, the admins' page, the user's own view and --explain. Now what a
+    user's server wrote is never quoted; the hub's malformed answers still are (the operator's to debug)."""
+
+    async def hostile(stream: trio.SocketStream) -> None:
+        with trio.move_on_after(5):
+            await stream.receive_some(65536)
+            await stream.send_all(answer)
+            await stream.aclose()
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    config = inspecting(max_retries=0, use_proxy_env=use_proxy_env)
+    server = Server(url="/user/mallory/", ready=True, model={"url": "/user/mallory/"})
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(partial(trio.serve_tcp, hostile, 0, host="127.0.0.1"))
+        port = listener.socket.getsockname()[1]
+        config = attrs.evolve(config, public_url=f"http://127.0.0.1:{port}")
+        async with open_hub_client(config) as hub:
+            with pytest.raises(InspectionFailed) as failed:
+                await inspect_through(hub, server, config, token="mallorys-own-token")
+        nursery.cancel_scope.cancel()
+    assert failed.value.kind == "unreadable"
+    message = str(failed.value)
+    assert "GET http://127.0.0.1:" in message, message
+    for word in ("Culling", "admin", "99:00:00"):
+        assert word not in message, message
+
+
+@pytest.mark.parametrize("field", ["last_activity", "execution_state"])
+def test_a_value_a_server_answers_is_not_quoted_when_it_cannot_be_read(field: str) -> None:
+    """The same for what is inside its answer: a timestamp that does not parse was quoted by
+    ``datetime.fromisoformat`` (``Invalid isoformat string: 'Culling server admin ...'``)."""
+    kernel: dict[str, object] = {"id": "k", "execution_state": "idle", "last_activity": "2026-11-25T12:00:00Z"}
+    kernel[field] = FORGED if field == "last_activity" else [FORGED]
+    with pytest.raises(InspectionFailed) as failed:
+        parse_kernels(json.dumps([kernel]).encode())
+    assert failed.value.kind == "unreadable"
+    assert str(failed.value).startswith("kernels[0]: "), failed.value
+    for word in ("Culling", "admin", "99:00:00"):
+        assert word not in str(failed.value), failed.value
+    with pytest.raises(InspectionFailed) as terminal:
+        parse_terminals(json.dumps([{"name": "1", "last_activity": FORGED}]).encode())
+    assert "Culling" not in str(terminal.value)

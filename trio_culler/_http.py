@@ -243,7 +243,16 @@ class RequestEngine:
                 if deadline.cancelled_caught:
                     raise HubTimeout(f"{_what(request)}: no answer within {timeout:g} s")
             except httpx.RequestError as error:
-                raise hub_error_from_httpx(error, _what(request), self._redactor(credential)) from error
+                redact = self._redactor(credential)
+                if (
+                    not in_scope
+                    and isinstance(error, httpx.RemoteProtocolError)
+                    and not isinstance(error, AnswerTooLarge)
+                ):
+                    # h11 quotes the bytes it refused: a user's server would write its own words into the
+                    # culler's log lines and pages. Only the hub's malformed answers are quoted.
+                    redact = _unquoted
+                raise hub_error_from_httpx(error, _what(request), redact) from error
             finally:
                 stats.in_flight -= 1
         finally:
@@ -297,6 +306,11 @@ class RequestEngine:
             # The classic mistake: --url=http://hub:8081/hub, whose / redirects to the login page.
             advice += f"; --url must be the hub's API URL, e.g. {suggest_api_url(self.base, location)}"
         return advice + ")"
+
+
+def _unquoted(_text: str) -> str:
+    """What is said of a malformed answer from outside the hub's API, instead of what it held."""
+    return "the answer is not HTTP/1.1 the culler can read (what the server sent is not quoted)"
 
 
 def _what(request: httpx.Request) -> str:

@@ -24,6 +24,7 @@ from trio_culler._engine import inspect_through
 from trio_culler._hub import open_hub_client
 from trio_culler._inspect import InspectionFailed, parse_kernels, parse_terminals
 from trio_culler._service import Culler
+from trio_culler._standby import standby_config
 from trio_culler.testing import FakeHub, FakeKernel, FakeServer
 
 TOKEN = "attacks-test-token-0123456789abcdef"
@@ -179,3 +180,35 @@ def test_a_value_a_server_answers_is_not_quoted_when_it_cannot_be_read(field: st
     with pytest.raises(InspectionFailed) as terminal:
         parse_terminals(json.dumps([{"name": "1", "last_activity": FORGED}]).encode())
     assert "Culling" not in str(terminal.value)
+
+
+# -- a culler on standby sends its token to the default hub URL ----------------------------------------------
+
+STANDBY_ENV = {
+    "JUPYTERHUB_SERVICE_URL": "http://127.0.0.1:10101",
+    "JUPYTERHUB_API_URL": "http://hub.internal:8081/hub/api",
+    "JUPYTERHUB_API_TOKEN": TOKEN,
+}
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"JUPYTERHUB_REQUEST_TIMEOUT": "60s"},
+        {"JUPYTERHUB_REQUEST_TIMEOUT": "-1"},
+        {"JUPYTERHUB_PUBLIC_URL": "hub.example.org"},
+    ],
+    ids=["timeout not a number", "negative timeout", "public url without scheme"],
+)
+def test_a_culler_on_standby_sends_its_token_only_to_the_hub_it_was_given(broken: dict[str, str]) -> None:
+    """A managed service with a url whose configuration cannot be used stays up to show the error, and its page
+    logs admins in through the hub: the culler's token is the OAuth client secret of that exchange. Before, when
+    the hub's variables themselves could not all be used (a JUPYTERHUB_REQUEST_TIMEOUT of ``60s``), the page fell
+    back to the default API URL, http://127.0.0.1:8081/hub/api, and posted the token there at the first login:
+    on a host whose users have shells (The Littlest JupyterHub's hub listens on 15001), to whichever user's
+    process listens on 8081. Now it keeps the hub's URL, or, without a usable one, the token."""
+    config = standby_config({**STANDBY_ENV, **broken})
+    assert (config.url, config.api_token) == ("http://hub.internal:8081/hub/api", TOKEN)
+    without_url = standby_config({**STANDBY_ENV, **broken, "JUPYTERHUB_API_URL": "http://hub.internal/?x=1"})
+    assert without_url.api_token == "", "no URL of the hub's to send it to: no token"
+    assert standby_config(STANDBY_ENV).url == "http://hub.internal:8081/hub/api", "the ordinary case"

@@ -7,27 +7,33 @@ Against FakeHub on trio's autojump clock, or real loopback sockets where the byt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import attrs
+import httpx
 import pytest
 import trio
 import trio.testing
 
-from trio_culler import Config, PassReport, Server
+from trio_culler import Config, PassReport, Server, run_pass
 from trio_culler._engine import inspect_through
 from trio_culler._hub import open_hub_client
 from trio_culler._inspect import InspectionFailed, parse_kernels, parse_terminals
+from trio_culler._redact import url_secrets
 from trio_culler._service import Culler
 from trio_culler._standby import standby_config
 from trio_culler.testing import FakeHub, FakeKernel, FakeServer
 
-TOKEN = "attacks-test-token-0123456789abcdef"
+from .support.net import dead_port
+from .support.processes import TOKEN, run_culler, running_hub
+
 URL = "http://127.0.0.1:8081/hub/api"
 H = timedelta(hours=1)
 
@@ -39,7 +45,7 @@ def inspecting(**changes: Any) -> Config:
     return attrs.evolve(config, **changes)
 
 
-async def run_culler(
+async def run_long(
     hub: FakeHub, config: Config, *, passes: int, between: Callable[[int], None] | None = None
 ) -> list[PassReport]:
     """A long-running culler (its per-server tokens kept between passes) for ``passes`` passes, then stopped;
@@ -83,7 +89,7 @@ async def test_a_per_server_token_its_user_revoked_is_replaced_at_once(autojump_
             assert revoked.status_code == 204
             hub.users["alice"].servers[""].kernels = [FakeKernel("k", "idle", now - 2 * H)]
 
-    reports = await run_culler(hub, inspecting(), passes=2, between=revoke_and_go_idle)
+    reports = await run_long(hub, inspecting(), passes=2, between=revoke_and_go_idle)
     first, second = reports
     assert first.ok, first.summary()
     assert first.servers_culled == {}, "a busy kernel spares it"
@@ -105,7 +111,7 @@ async def test_a_server_that_refuses_every_token_costs_one_mint_a_pass_and_is_ke
     hub = FakeHub(token=TOKEN, clock=lambda: now)
     hub.add_user("mallory", servers={"": FakeServer("", now - 5 * H, now - 2 * H, kernels=[])})
     hub.server_access = False
-    reports = await run_culler(hub, inspecting(), passes=3)
+    reports = await run_long(hub, inspecting(), passes=3)
     for report in reports:
         assert report.servers_culled == {}, "never culled because the culler could not look"
         assert dict(report.errors_by_kind) == {"inspection": 1}
@@ -212,3 +218,61 @@ def test_a_culler_on_standby_sends_its_token_only_to_the_hub_it_was_given(broken
     without_url = standby_config({**STANDBY_ENV, **broken, "JUPYTERHUB_API_URL": "http://hub.internal/?x=1"})
     assert without_url.api_token == "", "no URL of the hub's to send it to: no token"
     assert standby_config(STANDBY_ENV).url == "http://hub.internal:8081/hub/api", "the ordinary case"
+
+
+# -- the password in --url, in the log --------------------------------------------------------------------------
+
+PASSWORD = "pw-Zq81x"
+
+
+@pytest.mark.parametrize("hub_up", [False, True], ids=["hub down", "hub refusing"])
+def test_the_password_in_url_is_never_logged(tmp_path: Path, hub_up: bool) -> None:
+    """A hub behind a proxy that asks for basic auth has a ``--url`` with a password in it. It was logged at
+    start-up (``hub http://culler:pw@.../hub/api``), in every failed pass (``the hub at http://culler:pw@...
+    could not be reached``) and in every error naming a request; the status page's configuration alone showed the
+    URL without it. Now it is redacted wherever the token is."""
+    port = dead_port()
+    with contextlib.ExitStack() as stack:
+        if hub_up:
+            hub = stack.enter_context(running_hub(users=2, fail_users=["user-0"]))
+            port = int(hub.url.rsplit(":", 1)[1].split("/")[0])
+        url = f"http://culler:{PASSWORD}@127.0.0.1:{port}/hub/api"
+        run = run_culler(f"--url={url}", "--once", "--debug", "--max-retries=0", cwd=tmp_path)
+    output = run.stdout + run.stderr
+    assert run.returncode == 1, output
+    assert "http://culler:[redacted]@127.0.0.1:" in output, output
+    if hub_up:
+        assert "DELETE http://culler:[redacted]@127.0.0.1:" in output, "an error naming a request"
+    assert PASSWORD not in output, output
+
+
+async def test_the_password_in_url_is_in_no_error_the_page_shows(autojump_clock: trio.testing.MockClock) -> None:
+    """The pass's errors (the admins' page, ``api/status``, an embedder's reporters) quote the request too."""
+    hub = FakeHub(token=TOKEN, clock=lambda: datetime(2026, 11, 25, 12, tzinfo=UTC))
+    long_ago = datetime(2026, 11, 25, 6, tzinfo=UTC)
+    hub.add_user("alice", servers={"": FakeServer("", long_ago, long_ago)})
+
+    async def refuse_stops(request: httpx.Request) -> httpx.Response | None:
+        return httpx.Response(400, json={"message": "no"}) if request.method == "DELETE" else None
+
+    hub.fault = refuse_stops
+    config = Config(api_token=TOKEN, url=f"http://culler:{PASSWORD}@hub.test/hub/api", max_retries=0)
+    async with hub.running():
+        report = await run_pass(config, transport=hub.transport())
+    assert report.errors, report.summary()
+    messages = " ".join(error.message for error in report.errors)
+    assert "http://culler:[redacted]@hub.test/hub/api/users/alice/server" in messages, messages
+    assert PASSWORD not in messages
+
+
+@pytest.mark.parametrize(
+    ("url", "secrets"),
+    [
+        ("http://hub:8081/hub/api", []),
+        ("http://culler@hub:8081/hub/api", []),
+        ("http://culler:p%40ss@hub:8081/hub/api", ["p%40ss", "p@ss"]),
+        ("http://[::1", []),
+    ],
+)
+def test_url_secrets(url: str, secrets: list[str]) -> None:
+    assert url_secrets(url) == secrets

@@ -55,7 +55,7 @@ from ._errors import (
     HubTimeout,
     hub_error_from_httpx,
 )
-from ._redact import make_redactor
+from ._redact import make_redactor, url_secrets
 from ._retry import Backoff, retry
 from ._transport import MAX_BODY_EXTENSION, TrioH11Transport, refuse_encoded
 
@@ -113,7 +113,8 @@ class RequestEngine:
         self._elsewhere_timeout = min(config.request_timeout, INSPECT_TIMEOUT)
         self.limiter = limiter
         self._stats = HubStatistics()
-        self.redact = make_redactor([config.api_token])
+        self._secrets = [config.api_token, *url_secrets(config.url)]
+        self.redact = make_redactor(self._secrets)
         base_headers = list(client.headers.multi_items())
         self._plain_headers = httpx.Headers(base_headers)
         self._hub_headers = httpx.Headers(base_headers)
@@ -270,7 +271,7 @@ class RequestEngine:
         raise HubStatusError(message, status=status, retry_after=_header_retry_after(response))
 
     def _redactor(self, credential: str | None) -> Callable[[str], str]:
-        return self.redact if credential is None else make_redactor([self._token, credential])
+        return self.redact if credential is None else make_redactor([*self._secrets, credential])
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         max_body = request.extensions.get(MAX_BODY_EXTENSION)

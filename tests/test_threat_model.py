@@ -24,6 +24,7 @@ from trio_culler._report import OUTCOMES
 from trio_culler.testing import FakeHub, FakeKernel, FakeServer
 
 from .loopback_recorder import Answer, Seen, open_recorder
+from .test_status_web import PAGE, login, make_app, stranger
 
 TOKEN = "threat-model-token-0123456789abcdef"
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
@@ -199,3 +200,38 @@ async def test_no_name_reaches_a_metric_label_only_codes_do(autojump_clock: trio
         for piece in (name, name[:6]):
             assert piece not in text, piece
     assert "failing" not in text
+
+
+# -- what a browser is told to do with the page's answers ------------------------------------------------------
+
+SECURITY_HEADERS = {
+    "content-security-policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+}
+
+
+async def test_every_answer_of_the_page_forbids_scripts_framing_caching_and_referrers() -> None:
+    """The page is read, not run: no script of anyone's runs in it (a name that got past the escaping could not
+    act), no other site frames it, no cache keeps a user's view, and the OAuth callback's URL (its code) is sent
+    to no one as a Referer. Every answer carries it: the page, api/status, the redirect to the hub's login, the
+    callback, and the refusals."""
+    client, flow, _history = make_app()
+    async with client, stranger(client) as pleb:
+        answers = {
+            "redirect to login": await client.get(PAGE),
+            "401": await client.get(f"{PAGE}api/status"),
+            "callback": await login(client, flow, "admin"),
+            "page": await client.get(PAGE),
+            "api/status": await client.get(f"{PAGE}api/status"),
+            "403": await login(pleb, flow, "pleb"),
+            "logout": await client.get(f"{PAGE}logout"),
+        }
+    assert [answer.status_code for answer in answers.values()] == [302, 401, 302, 200, 200, 403, 302]
+    for what, answer in answers.items():
+        for name, value in SECURITY_HEADERS.items():
+            assert answer.headers.get(name) == value, (what, name, answer.headers)

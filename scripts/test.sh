@@ -14,11 +14,13 @@
 # once more there: not the integration tests (a real JupyterHub brings its own, newer, versions of some of these)
 # nor the slow ones. FLOORS=0 skips it.
 #
-# With no arguments the tests run as three pytest processes side by side: the integration tests (tests/integration),
-# which spend most of their time waiting for real hubs, servers and kernels (well under half a core), the unit
-# tests and the floors run, which are CPU-bound. Each test still runs exactly once per run (the unit tests once
-# more at the floors); the side runs' output is printed when all are done. SERIAL=1 runs one pytest over
-# everything, then the floors, one after the other.
+# With no arguments the tests run as four pytest processes side by side: the integration tests (tests/integration)
+# in two, which spend most of their time waiting for real hubs, servers and kernels (well under half a core
+# each), the unit tests and the floors run, which are CPU-bound. The integration tests that wait longest (the
+# three-minute soak, the container image build, the warnings' and the notice's end-to-end runs: $LONG_INTEGRATION)
+# run in one stream, the others in the other, so neither waits for the other's longest. Each test still runs
+# exactly once per run (the unit tests once more at the floors); the side runs' output is printed when all are
+# done. SERIAL=1 runs one pytest over everything, then the floors, one after the other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -122,6 +124,8 @@ run_pytest() {
 }
 
 run_floors=${FLOORS:-$([ "$#" -eq 0 ] && echo 1 || echo 0)}
+LONG_INTEGRATION="tests/integration/test_soak_hub.py tests/integration/test_container.py
+  tests/integration/test_warnings.py tests/integration/test_notice_browser.py"
 
 if [ "$#" -gt 0 ] || [ "${SERIAL:-0}" = 1 ]; then
   run_pytest python "$@"
@@ -131,12 +135,20 @@ if [ "$#" -gt 0 ] || [ "${SERIAL:-0}" = 1 ]; then
   exit 0
 fi
 
-# The whole suite: the unit tests and the floors run, each in a session of its own (so that an interrupted run can
-# end all of it), beside the integration tests in the foreground.
+# The whole suite: the long integration tests, the unit tests and the floors run, each in a session of its own (so
+# that an interrupted run can end all of it), beside the other integration tests in the foreground.
+long_ignores=()
+for file in $LONG_INTEGRATION; do
+  long_ignores+=("--ignore=$file")
+done
+long_log=$(mktemp "${TMPDIR:-/tmp}/trio-culler-long.XXXXXX")
 unit_log=$(mktemp "${TMPDIR:-/tmp}/trio-culler-unit.XXXXXX")
 floors_log=$(mktemp "${TMPDIR:-/tmp}/trio-culler-floors.XXXXXX")
 export -f run_pytest floors
-export PYTHON
+export PYTHON LONG_INTEGRATION
+# shellcheck disable=SC2016  # expanded by the inner bash
+setsid bash -c 'set -euo pipefail; run_pytest python $LONG_INTEGRATION' > "$long_log" 2>&1 < /dev/null &
+long_job=$!
 setsid bash -c 'set -euo pipefail; run_pytest python --ignore=tests/integration tests' > "$unit_log" 2>&1 < /dev/null &
 unit=$!
 floors_job=
@@ -144,9 +156,11 @@ if [ "$run_floors" = 1 ]; then
   setsid bash -c 'set -euo pipefail; floors' > "$floors_log" 2>&1 < /dev/null &
   floors_job=$!
 fi
-trap 'for job in $unit $floors_job; do kill -- -"$job" 2>/dev/null || true; done' EXIT
+trap 'for job in $long_job $unit $floors_job; do kill -- -"$job" 2>/dev/null || true; done' EXIT
 integration_status=0
-run_pytest python tests/integration || integration_status=$?
+run_pytest python "${long_ignores[@]}" tests/integration || integration_status=$?
+long_status=0
+wait "$long_job" || long_status=$?
 unit_status=0
 wait "$unit" || unit_status=$?
 floors_status=0
@@ -154,14 +168,18 @@ if [ -n "$floors_job" ]; then
   wait "$floors_job" || floors_status=$?
 fi
 trap - EXIT
+echo "==> the long integration tests, run beside the others:"
+cat "$long_log"
 echo "==> the unit tests, run beside the integration tests:"
 cat "$unit_log"
 if [ -n "$floors_job" ]; then
   echo "==> the floors run, beside them too:"
   cat "$floors_log"
 fi
-rm -f "$unit_log" "$floors_log"
-if [ "$integration_status" -ne 0 ] || [ "$unit_status" -ne 0 ] || [ "$floors_status" -ne 0 ]; then
-  echo "==> failed: integration tests exited $integration_status, unit tests $unit_status, floors run $floors_status" >&2
+rm -f "$long_log" "$unit_log" "$floors_log"
+if [ "$integration_status" -ne 0 ] || [ "$long_status" -ne 0 ] || [ "$unit_status" -ne 0 ] ||
+  [ "$floors_status" -ne 0 ]; then
+  echo "==> failed: integration tests exited $integration_status and $long_status, unit tests $unit_status," \
+    "floors run $floors_status" >&2
   exit 1
 fi

@@ -308,6 +308,29 @@ async def test_a_warned_server_stopped_by_someone_else_is_cancelled_once(
     assert hub.statistics().stop_requests == {}
 
 
+async def test_a_server_one_pass_missed_keeps_its_warning_and_is_culled_at_the_next(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The hub pages users by offset and others' starts and stops shift the pages: a complete pass can miss a
+    server that still runs (benchmarks/SOAK.md, finding 2). Its warning stands; the next pass culls it, once
+    warned, instead of warning it afresh (and restarting its clock with the inspection that comes with it)."""
+    hub = idle_hub("ann", "bob", idle=35 * M)  # due at +25, warned at +5
+    receiver = Receiver()
+    cfg = config(timeout=3600, cull_every=300, warn_before=900, warn_url=WEBHOOK)
+    async with culler(hub, cfg, receiver) as run:
+        for minutes in (0, 5, 10, 15, 20):
+            await run(NOW + minutes * M)
+        ann = hub.users.pop("ann")  # the pass at +25 does not see ann: a page shifted under it
+        report = await run(NOW + 25 * M)
+        assert report.aborted is None
+        hub.users["ann"] = ann
+        await run(NOW + 30 * M)
+        await run(NOW + 35 * M)
+    assert receiver.events("ann") == [("warning", at(25), None), ("culled", at(25), None)]
+    assert receiver.events("bob") == [("warning", at(25), None), ("culled", at(25), None)]
+    assert set(hub.statistics().stop_requests) == {("ann", ""), ("bob", "")}
+
+
 async def test_a_server_a_rule_now_exempts_is_cancelled(autojump_clock: trio.testing.MockClock, tmp_path: Any) -> None:
     """A restart with a rule that exempts a warned server: the warning (read back from the state file) is
     cancelled, and the server kept."""

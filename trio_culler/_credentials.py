@@ -12,6 +12,7 @@ no ``access:servers`` at all.
 
     for_server(user, server) -> a held token, while it has more than ``renew_before`` seconds to live
                               -> else mint one (one mint per server at a time; the others wait for it)
+      ..., refused=token     -> the server refused that token (its user revoked it): revoke it, mint another
     release(user, server)    -> revoke it now: its server was culled
     end_pass(complete=True)  -> revoke every token the pass did not use (its server is gone, or no longer
                                 asked): only a pass that saw every user may conclude that
@@ -180,9 +181,17 @@ class ServerCredentials:
         self._logged.add(reason)
         return True
 
-    async def for_server(self, user: str, server: str) -> str:
-        """A token that reaches ``user``'s server ``server`` and nothing else, or CredentialUnavailable."""
+    async def for_server(self, user: str, server: str, *, refused: str | None = None) -> str:
+        """A token that reaches ``user``'s server ``server`` and nothing else, or CredentialUnavailable.
+
+        ``refused``: a token the server just refused. It is its user's, on their token page: they (or an admin)
+        may have revoked it. Held, it is dropped and revoked, and a new one minted in its place."""
         key = (user, server)
+        if refused is not None:
+            stale = self._held.get(key)
+            if stale is not None and stale.minted.token == refused:
+                del self._held[key]
+                await self._revoke(user, stale.minted)
         while True:
             held = self._held.get(key)
             if held is not None and trio.current_time() < held.renew_at:

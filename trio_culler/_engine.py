@@ -407,6 +407,15 @@ def inspector(hub: HubClient, config: Config, credentials: ServerCredentials) ->
         # CredentialUnavailable (an InspectionFailed) when no token of the user's can be had: the judge keeps
         # the server, never culls it on a failure to look.
         token = await credentials.for_server(user.name, server.name)
+        try:
+            return await inspect_through(hub, server, config, token=token)
+        except InspectionFailed as failed:
+            if failed.kind != "forbidden":
+                raise
+        # The token is its user's, on their token page: revoked there (or by an admin), it would keep the server
+        # from being judged until its renewal, passes later, and a user revoking each new one would keep an idle
+        # server forever. One new token, once; a server that refuses that one too is kept like any refusal.
+        token = await credentials.for_server(user.name, server.name, refused=token)
         return await inspect_through(hub, server, config, token=token)
 
     return inspect

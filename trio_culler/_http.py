@@ -55,7 +55,7 @@ from ._errors import (
     HubTimeout,
     hub_error_from_httpx,
 )
-from ._redact import make_redactor
+from ._redact import make_redactor, url_secrets
 from ._retry import Backoff, retry
 from ._transport import MAX_BODY_EXTENSION, TrioH11Transport, refuse_encoded
 
@@ -113,7 +113,8 @@ class RequestEngine:
         self._elsewhere_timeout = min(config.request_timeout, INSPECT_TIMEOUT)
         self.limiter = limiter
         self._stats = HubStatistics()
-        self.redact = make_redactor([config.api_token])
+        self._secrets = [config.api_token, *url_secrets(config.url)]
+        self.redact = make_redactor(self._secrets)
         base_headers = list(client.headers.multi_items())
         self._plain_headers = httpx.Headers(base_headers)
         self._hub_headers = httpx.Headers(base_headers)
@@ -243,7 +244,16 @@ class RequestEngine:
                 if deadline.cancelled_caught:
                     raise HubTimeout(f"{_what(request)}: no answer within {timeout:g} s")
             except httpx.RequestError as error:
-                raise hub_error_from_httpx(error, _what(request), self._redactor(credential)) from error
+                redact = self._redactor(credential)
+                if (
+                    not in_scope
+                    and isinstance(error, httpx.RemoteProtocolError)
+                    and not isinstance(error, AnswerTooLarge)
+                ):
+                    # h11 quotes the bytes it refused: a user's server would write its own words into the
+                    # culler's log lines and pages. Only the hub's malformed answers are quoted.
+                    redact = _unquoted
+                raise hub_error_from_httpx(error, _what(request), redact) from error
             finally:
                 stats.in_flight -= 1
         finally:
@@ -261,7 +271,7 @@ class RequestEngine:
         raise HubStatusError(message, status=status, retry_after=_header_retry_after(response))
 
     def _redactor(self, credential: str | None) -> Callable[[str], str]:
-        return self.redact if credential is None else make_redactor([self._token, credential])
+        return self.redact if credential is None else make_redactor([*self._secrets, credential])
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         max_body = request.extensions.get(MAX_BODY_EXTENSION)
@@ -297,6 +307,11 @@ class RequestEngine:
             # The classic mistake: --url=http://hub:8081/hub, whose / redirects to the login page.
             advice += f"; --url must be the hub's API URL, e.g. {suggest_api_url(self.base, location)}"
         return advice + ")"
+
+
+def _unquoted(_text: str) -> str:
+    """What is said of a malformed answer from outside the hub's API, instead of what it held."""
+    return "the answer is not HTTP/1.1 the culler can read (what the server sent is not quoted)"
 
 
 def _what(request: httpx.Request) -> str:

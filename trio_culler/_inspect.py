@@ -174,8 +174,12 @@ def _read_list(body: bytes, item: type[_Item], what: str) -> list[_Item]:
             read.append(_CONVERTER.structure(model, item))
         except KeyError as error:
             raise InspectionFailed("unreadable", f"{what}[{index}]: no {error.args[0]!r}") from None
-        except (TypeError, ValueError) as error:
+        except TypeError as error:
             raise InspectionFailed("unreadable", f"{what}[{index}]: {error}"[:300]) from None
+        except ValueError:
+            # A timestamp that does not parse; datetime's message would quote it, and the text is the server's
+            # (its user's words in the culler's log lines and pages).
+            raise InspectionFailed("unreadable", f"{what}[{index}]: a timestamp that cannot be read") from None
     return read
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import platform
 from collections.abc import Sequence
 
+import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector, start_http_server
 
 from ._codes import CODES, SERVER_KEPT_CODES
@@ -28,7 +29,7 @@ from ._errors import HubError
 from ._report import OUTCOMES, PassReport
 from ._version import __version__
 
-__all__ = ["CULL_REASONS", "ERROR_KINDS", "KEPT_REASONS", "Metrics"]
+__all__ = ["CULL_REASONS", "ERROR_KINDS", "KEPT_REASONS", "Metrics", "count_trio_tasks"]
 
 #: The codes that cull a server, by their metric labels (``_codes.CODES``).
 CULL_REASONS = tuple(info.metric for info in CODES.values() if info.event is not None)
@@ -196,6 +197,11 @@ class Metrics:
         self.warnings_pending = Gauge(
             "trio_culler_warnings_pending", "Warnings waiting for delivery when the last pass ended.", registry=r
         )
+        self.tasks = Gauge(
+            "trio_culler_trio_tasks",
+            "Tasks alive in the culler's trio run, counted at the end of each pass (a leak of tasks shows as growth).",
+            registry=r,
+        )
 
     def observe_config_error(self) -> None:
         """The configuration cannot be used: no pass will run (what the culler waiting with the error shows)."""
@@ -247,8 +253,31 @@ class Metrics:
             self.inspection_failures.labels(kind=kind).inc(count)
         self.hub_up.set(1 if report.hub_up else 0)
         self.warnings_pending.set(report.warnings_pending)
+        tasks = count_trio_tasks()
+        if tasks is not None:
+            self.tasks.set(tasks)
 
     def serve(self, port: int, address: str = "127.0.0.1") -> int:
         """Serve ``/metrics`` on a background thread; returns the bound port (useful with port 0)."""
         server, _thread = start_http_server(port, addr=address, registry=self.registry)
         return int(server.server_port)
+
+
+def count_trio_tasks() -> int | None:
+    """Every task of the current trio run, walked from the root task through each task's nurseries; None outside
+    a trio run. Counted here, in the run's own thread: /metrics is served from another one, which must not walk
+    nurseries that the run is changing."""
+    try:
+        root = trio.lowlevel.current_root_task()
+    except RuntimeError:
+        return None
+    if root is None:
+        return None
+    count = 0
+    stack = [root]
+    while stack:
+        task = stack.pop()
+        count += 1
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return count

@@ -16,9 +16,9 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
-__all__ = ["REDACTED", "make_redactor", "shown_url"]
+__all__ = ["REDACTED", "make_redactor", "shown_url", "url_secrets"]
 
 REDACTED = "[redacted]"
 #: Tokens at least this long are replaced everywhere; shorter ones only as whole words.
@@ -58,3 +58,17 @@ def shown_url(url: str, *, keep_path: bool = False) -> str:
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     origin = f"{parts.scheme}://{host}" if port is None else f"{parts.scheme}://{host}:{port}"
     return origin + parts.path if keep_path else origin
+
+
+def url_secrets(url: str) -> list[str]:
+    """The password a configured URL holds (as written, and decoded), for a redactor: a URL is logged whole in
+    many places (``the hub at ... could not be reached``, ``GET ... -> 500``), and its password is as secret as
+    the token. The user name is not a secret."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return []
+    if not password:
+        return []
+    decoded = unquote(password)
+    return [password] if decoded == password else [password, decoded]

@@ -91,12 +91,27 @@ def standby_config(environ: Mapping[str, str], config: Config | None = None) -> 
             )
             config = Config.from_environment(environ, ssl_enabled=internal_ssl)
         except ConfigError:
-            config = Config(api_token=environ.get("JUPYTERHUB_API_TOKEN", ""))
+            config = _hub_alone(environ)
     try:
         make_ssl_context(config)
     except ConfigError:
         config = attrs.evolve(config, ssl_enabled=False)
     return config
+
+
+def _hub_alone(environ: Mapping[str, str]) -> Config:
+    """The hub's API URL and the token, when the rest of the hub's variables cannot be used. The token is the
+    page's OAuth client secret: it goes to the URL the hub gave, never to the default one in its place (on a
+    host whose users have shells, anyone's process may listen there); without a usable URL, it goes nowhere and
+    nobody can log in (the error is logged all the same)."""
+    token = environ.get("JUPYTERHUB_API_TOKEN", "")
+    url = environ.get("JUPYTERHUB_API_URL")
+    if not url:
+        return Config(api_token=token)  # where a culler without the variable sends it too
+    try:
+        return Config(api_token=token, url=url)
+    except ConfigError:
+        return Config(api_token="")
 
 
 async def run_standby(

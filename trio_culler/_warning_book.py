@@ -15,9 +15,16 @@ that the hub had not folded in yet when the culler's request came, and that it f
 seen (README, "The culler's own requests are not its users' activity"). With ``--kernel-activity-only`` the
 question does not arise: the kernels' clock never counts the culler's requests.
 
+**A server is gone only when two complete passes in a row did not see it.** The hub pages its users by offset,
+and users starting and stopping servers while a pass reads the pages shift them: a complete pass can miss a
+server that still runs (benchmarks/SOAK.md, finding 2). Forgetting its warning there would make the next pass
+warn it afresh, and the inspection made for that warning would restart its idle clock: a cull late by a whole
+timeout. Two misses in a row by chance are rare; the price of waiting for them is that a warning of a server its
+user stopped is cancelled one pass later.
+
 Bounded: at most :data:`MAX_REMEMBERED` records of each kind (the oldest go first), a complete pass forgets
-servers it no longer saw, and the latest request to servers not warned yet is kept for
-:data:`MAX_PENDING_OWN` servers at most.
+servers that it and the complete pass before it did not see, and the latest request to servers not warned yet
+is kept for :data:`MAX_PENDING_OWN` servers at most.
 """
 
 from __future__ import annotations
@@ -83,6 +90,8 @@ class WarningBook:
         self.warned: dict[Key, WarningRecord] = {}
         self.kept: dict[Key, KeepRecord] = {}
         self._seen: set[Key] = set()
+        #: What the last complete pass did not see: forgotten if the next complete pass does not see it either.
+        self._missed: set[Key] = set()
         self._pending_own: dict[Key, tuple[datetime, datetime]] = {}
         #: Servers (by start) whose notice API answered 404: not asked again while they run.
         self._no_extension: dict[Key, datetime | None] = {}
@@ -197,19 +206,22 @@ class WarningBook:
         self.changed.set()
 
     def end_pass(self, *, complete: bool) -> list[WarningRecord]:
-        """After a pass: a complete one forgets the servers it did not see, and returns their warnings that still
-        stood (their servers were stopped by someone else)."""
+        """After a pass: a complete one forgets the servers that neither it nor the complete pass before it saw,
+        and returns their warnings that still stood (their servers were stopped by someone else)."""
         unseen: list[WarningRecord] = []
         if complete:
-            for key in [key for key in self.warned if key not in self._seen]:
+            missed = {key for key in (*self.warned, *self.kept, *self._no_extension) if key not in self._seen}
+            gone = missed & self._missed
+            self._missed = missed - gone
+            for key in [key for key in self.warned if key in gone]:
                 record = self.warned.pop(key)
                 if not record.settled:
                     unseen.append(record)
                 self.changed.set()
-            for key in [key for key in self.kept if key not in self._seen]:
+            for key in [key for key in self.kept if key in gone]:
                 del self.kept[key]
                 self.changed.set()
-            for key in [key for key in self._no_extension if key not in self._seen]:
+            for key in [key for key in self._no_extension if key in gone]:
                 del self._no_extension[key]
         self._seen = set()
         self._pending_own = {}

@@ -35,7 +35,7 @@ from ._logging import configure_logging
 from ._options import OPTIONS, load_config_file, load_rules_file, parse_args, render_default_config, render_help
 from ._options._values import LEGACY_LOG_FORMAT
 from ._progress import draw_progress_bar
-from ._redact import make_redactor
+from ._redact import make_redactor, url_secrets
 from ._report import PassRecorder, PassReport
 from ._service import Culler, Drain, ProbeListener, Reporter, run_pass
 from ._standby import interval_in_force, run_standby, salvage, standby_applies, standby_config
@@ -202,7 +202,7 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     configure_logging(
         level=settings.log_level,
         json_format=settings.log_format == "json",
-        secrets=[settings.config.api_token, environ.get("JUPYTERHUB_API_TOKEN", "")],
+        secrets=[settings.config.api_token, environ.get("JUPYTERHUB_API_TOKEN", ""), *url_secrets(settings.config.url)],
     )
     if settings.demo:
         from ._demo import run_demo

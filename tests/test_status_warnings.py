@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import attrs
 import httpx
 import trio
 import trio.testing
@@ -156,6 +157,9 @@ async def test_the_admin_sees_what_the_warnings_did_what_stands_and_the_keeps() 
     assert shown.count("<tr><td>") == 50
     assert "user-048" in shown
     assert "user-049" not in shown
+    more = section(page, "standing-more", "</p>")
+    assert more == ">and 71 more, not listed (all are counted, and each user sees their own in their view)."
+    assert 'id="keeps-more"' not in page, "both keeps are listed"
     # The names are text: escaped, never markup.
     first = shown.split("<tr><td>")[1]
     assert "&lt;img src=x onerror=alert(1)&gt;" in first
@@ -189,6 +193,22 @@ async def test_before_a_pass_told_and_when_nothing_stands() -> None:
     assert "None stands after the pass of 2026-11-25 12:00:00 UTC." in section(after, "standing")
     assert "None, after the pass of 2026-11-25 12:00:00 UTC." in section(after, "keeps")
     assert 'id="without-extension"' not in after
+
+
+async def test_the_keeps_beyond_the_bound_are_counted_and_not_listed() -> None:
+    cfg = Config(api_token=TOKEN, warn_before=900)
+    client, flow, history = make_app(cfg=cfg)
+    keeps = tuple(keep(f"keeper-{n:02d}", at=-n) for n in range(SHOWN + 5))
+    history.observe(report(warnings_now=WarningsNow(kept=keeps)))
+    async with client:
+        await login(client, flow, "admin")
+        page = (await client.get(PAGE)).text
+    kept = section(page, "keeps", "</table>")
+    assert "55 after the pass of 2026-11-25 12:00:00 UTC: the 50 most recent, newest first." in kept
+    assert "keeper-49" in kept
+    assert "keeper-50" not in kept
+    assert section(page, "keeps-more", "</p>") == ">and 5 more, not listed."
+    assert 'id="standing-more"' not in page
 
 
 def test_a_pass_without_the_notifiers_word_leaves_what_stands_and_counts_on() -> None:
@@ -349,7 +369,14 @@ def everyones() -> WarningsNow:
 
 async def test_a_user_sees_the_warning_that_stands_and_their_keep_and_nobody_elses() -> None:
     cfg = user_config(**WARNED_CFG)
-    history = warned_history(cfg, everyones())
+    # bob's too on servers named as alice's, started when hers were: only the user's name tells them apart.
+    theirs = everyones()
+    now = attrs.evolve(
+        theirs,
+        standing=(*theirs.standing, standing("bob", "gpu", started=NOW - 3 * H, warned=-7, id="b2b2b2b2b2b2b2b2")),
+        kept=(*theirs.kept, keep("bob", "", at=-7)),
+    )
+    history = warned_history(cfg, now)
     async with user_app(two_users_hub(), cfg, history) as (client, flow, _history, _lookup):
         await login(client, flow, "alice")
         page = (await client.get(PAGE)).text
@@ -388,7 +415,7 @@ async def test_a_user_sees_the_warning_that_stands_and_their_keep_and_nobody_els
     assert (by_name["gpu"]["cull_at"], by_name["gpu"]["warn_at"]) == ("2026-11-25T12:59:30Z", "2026-11-25T12:44:30Z")
     # Nothing of bob's or the hostile user's warnings and keeps.
     text = json.dumps(document)
-    for other in ("b0b0b0", "c3c3c3", "alert(", "bob", "11:53:00"):
+    for other in ("b0b0b0", "b2b2b2", "c3c3c3", "alert(", "bob", "11:53:00"):
         assert other not in page, other
         assert other not in text, other
 

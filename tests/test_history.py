@@ -20,6 +20,10 @@ from trio_culler._history import History
 from trio_culler._judgments import ServerJudgment
 from trio_culler._report import MAX_CULLS_KEPT, MAX_JUDGED_KEPT, CullRecord, PassError, PassRecorder, PassReport
 from trio_culler._user_record import CULLS_PER_USER, JUDGMENTS_KEPT, USERS_KEPT, UserRecord, UserRecordStatistics
+from trio_culler._warning_book import MAX_REMEMBERED, WarningBook
+from trio_culler._warning_tally import SHOWN
+from trio_culler._warnings_now import KeptServer, StandingWarning, WarningsNow
+from trio_culler._warnings_state import KeepRecord, WarningRecord
 
 from .support.docs import code_blocks
 from .support.processes import REPO
@@ -64,6 +68,24 @@ def report() -> PassReport:
         ),
         upcoming_due={"idle": 1200, "max_age": 34},
         servers_kept={"active": 1},
+        warning_events={"warning": 1, "culled": 2},
+        notices_delivered=1,
+        keeps=1,
+        warnings_now=WarningsNow(
+            standing=(
+                StandingWarning(
+                    user="dave",
+                    server="",
+                    started=STARTED - timedelta(hours=2),
+                    id="7f3c2a9e4b1d0c55",
+                    warned_at=STARTED,
+                    cull_at=STARTED + timedelta(minutes=15),
+                    reason="idle",
+                ),
+            ),
+            kept=(KeptServer(user="erin", server="gpu", started=None, kept_at=STARTED - timedelta(minutes=11)),),
+            without_extension=3,
+        ),
     )
 
 
@@ -124,7 +146,37 @@ def test_api_status_serves_the_documented_document() -> None:
     assert document["last_errors"] == [{"subject": "bob/gpu", "kind": "status", "message": "..."}]
     assert document["config_error"] is None
     assert document["kept"] == {"as_of": "2026-11-30T16:42:18Z", "by_reason": {"active": 1}}
-    assert document["warnings"] == {"enabled": False, "sent": 0, "failed": 0, "pending": 0, "waiting": 0}
+    last_pass = {
+        "events": {"warning": 1, "cancelled": 0, "culled": 2},
+        "notices": {"delivered": 1, "failed": 0, "without_extension": 0},
+        "keeps": 1,
+    }
+    assert document["warnings"] == {
+        "enabled": False,
+        "sent": 0,
+        "failed": 0,
+        "pending": 0,
+        "waiting": 0,
+        "since_start": last_pass,
+        "last_pass": last_pass,
+        "as_of": "2026-11-30T16:42:18Z",
+        "standing_total": 1,
+        "standing": [
+            {
+                "user": "dave",
+                "server": "",
+                "id": "7f3c2a9e4b1d0c55",
+                "warned_at": "2026-11-30T16:42:18Z",
+                "cull_at": "2026-11-30T16:57:18Z",
+                "reason": "idle",
+                "kept_at": None,
+                "no_extension": False,
+            }
+        ],
+        "kept_total": 1,
+        "kept": [{"user": "erin", "server": "gpu", "kept_at": "2026-11-30T16:31:18Z"}],
+        "without_extension": 3,
+    }
     # The README's example has the same shape, key for key.
     (block,) = [block for block in code_blocks(REPO / "README.md") if '"passes": [' in block.text]
     readme = json.loads(block.text)
@@ -135,6 +187,13 @@ def test_api_status_serves_the_documented_document() -> None:
     assert readme["upcoming"]["soonest"][0].keys() == document["upcoming"]["soonest"][0].keys()
     for key in ("kept", "warnings"):
         assert readme[key].keys() == document[key].keys(), key
+    warnings = document["warnings"]
+    for key in ("since_start", "last_pass"):
+        assert readme["warnings"][key].keys() == warnings[key].keys(), key
+        for part in ("events", "notices"):
+            assert readme["warnings"][key][part].keys() == warnings[key][part].keys(), (key, part)
+    for key in ("standing", "kept"):
+        assert readme["warnings"][key][0].keys() == warnings[key][0].keys(), key
 
 
 def test_a_finished_report_does_not_change_with_its_recorder() -> None:
@@ -275,3 +334,42 @@ def test_the_record_at_its_bounds_holds_what_the_readme_says() -> None:
     assert after_culls < 28 * mib  # README: about 25 MiB for the culls ...
     assert full - after_culls < 12 * mib  # ... and 9 MiB for the judgments
     assert again < full + 2 * mib
+
+
+def test_what_stands_at_the_books_bound_costs_what_the_readme_says() -> None:
+    """The book full (MAX_REMEMBERED warnings that stand and as many keeps): the copy a pass hands the page, and
+    the page's index by user, take the figure the README states; the lists shown stay SHOWN long."""
+    book = WarningBook(lambda: STARTED)
+    started = STARTED - timedelta(hours=3)
+    for n in range(MAX_REMEMBERED):
+        user = f"user-{n:06d}@example.org"
+        book.warn(
+            WarningRecord(
+                user=user,
+                server="",
+                started=started,
+                id=f"{n:016x}",
+                warned_at=STARTED + timedelta(seconds=n),
+                due=STARTED + timedelta(minutes=10),
+                cull_at=STARTED + timedelta(minutes=15),
+                reason="idle",
+            )
+        )
+        book.kept[(user, "gpu")] = KeepRecord(user, "gpu", started, STARTED)
+    history = History({"warn_before": 900}, size=100)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        history.observe(attrs.evolve(report(), warnings_now=book.now()))
+        full, _peak = tracemalloc.get_traced_memory()
+        history.observe(attrs.evolve(report(), warnings_now=book.now()))  # the next pass replaces it
+        again, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    tally = history.snapshot.warnings
+    assert (tally.standing_total, tally.kept_total) == (MAX_REMEMBERED, MAX_REMEMBERED)
+    assert (len(tally.standing), len(tally.kept)) == (SHOWN, SHOWN)
+    assert tally.standing[0].warned_at == STARTED + timedelta(seconds=MAX_REMEMBERED - 1)
+    mib = 1 << 20
+    assert full < 52 * mib  # README: about 45 MiB at the bound
+    assert again < full + 5 * mib

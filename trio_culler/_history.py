@@ -28,6 +28,7 @@ from ._redact import shown_url
 from ._report import CullRecord, PassError, PassReport
 from ._time import iso_utc, seconds
 from ._user_record import UserRecord
+from ._warning_tally import UsersWarnings, UserWarnings, WarningLedger, WarningTally
 
 __all__ = ["DEFAULT_HISTORY", "History", "PassSummary", "StatusSnapshot", "WarningTally"]
 
@@ -69,21 +70,6 @@ _TALLIES = ("servers_culled", "errors")
 
 
 @attrs.frozen(kw_only=True)
-class WarningTally:
-    """Warnings before a cull, as the page shows them."""
-
-    #: Whether warnings are configured at all (``--warn-before``).
-    enabled: bool = False
-    #: Delivered, and failed, since the culler started.
-    sent: int = 0
-    failed: int = 0
-    #: Waiting for delivery when the last pass ended.
-    pending: int = 0
-    #: Servers the last pass that ran kept because their users were warned and the notice runs on.
-    waiting: int = 0
-
-
-@attrs.frozen(kw_only=True)
 class StatusSnapshot:
     #: Grows by one with each pass; a cache of anything rendered from a snapshot is keyed on it.
     version: int
@@ -112,9 +98,16 @@ class StatusSnapshot:
     #: Servers kept by the last pass that ran (decided every user), by the decision's code, and when it started.
     kept: Mapping[str, int] = attrs.field(factory=dict)
     kept_as_of: datetime | None = None
-    warnings: WarningTally = WarningTally()
+    warnings: WarningTally = attrs.field(factory=WarningTally)
+    #: Each user's warnings that stand and keeps, by user name: only that user's own view reads theirs
+    #: (:meth:`warnings_of`); never in the whole hub's document.
+    user_warnings: UsersWarnings = attrs.field(factory=UsersWarnings, repr=False, eq=False)
     #: Set when the configuration cannot be used: no pass runs, and the page shows only this.
     config_error: str | None = None
+
+    def warnings_of(self, user: str) -> UserWarnings:
+        """``user``'s own warnings that stand and keeps (none of anyone else's)."""
+        return self.user_warnings.of_user(user)
 
     @property
     def upcoming_total(self) -> int:
@@ -142,7 +135,7 @@ class StatusSnapshot:
                 "soonest": [_json(forecast) for forecast in self.upcoming],
             },
             "kept": {"as_of": iso_utc(self.kept_as_of), "by_reason": dict(self.kept)},
-            "warnings": attrs.asdict(self.warnings),
+            "warnings": self.warnings.to_json(),
             "next_pass_at": iso_utc(self.next_pass_at),
             "config": dict(self.config),
         }
@@ -169,8 +162,7 @@ class History:
         self._passes: deque[PassSummary] = deque(maxlen=size)
         self._culls: deque[CullRecord] = deque(maxlen=size)
         self._versions = itertools.count(1)
-        self._warnings_sent = 0
-        self._warnings_failed = 0
+        self._warnings = WarningLedger(enabled=bool(config.get("warn_before")))
         self.snapshot = StatusSnapshot(
             version=0,
             history=size,
@@ -196,8 +188,6 @@ class History:
         self._culls.extendleft(report.culls[-self.size :])
         self.users.add_culls(report.culls)
         self.users.add_judgments(report.judgments)
-        self._warnings_sent += report.warnings_sent
-        self._warnings_failed += report.warnings_failed
         previous = self.snapshot
         read_the_users = report.aborted is None
         # What was kept is known from a pass that decided every user.
@@ -219,13 +209,8 @@ class History:
             config=previous.config,
             kept=kept,
             kept_as_of=report.started if ran else previous.kept_as_of,
-            warnings=WarningTally(
-                enabled=bool(previous.config.get("warn_before")),
-                sent=self._warnings_sent,
-                failed=self._warnings_failed,
-                pending=report.warnings_pending,
-                waiting=kept.get("warned", 0),
-            ),
+            warnings=self._warnings.observe(report, waiting=kept.get("warned", 0)),
+            user_warnings=self._warnings.by_user,
         )
 
     def config_error(self, message: str) -> None:

@@ -58,6 +58,7 @@ from ._models import Server, User
 from ._notice import NoticeClient, NoticeFailed
 from ._rules import MatchedRule
 from ._warning_book import JudgmentInputs, WarningBook
+from ._warnings_now import WarningsNow
 from ._warnings_state import LoadedState, WarningRecord, read_state_file
 
 if TYPE_CHECKING:
@@ -177,6 +178,11 @@ class Notifier:
     def announced(self, user: str, server: str) -> datetime | None:
         """The cull time a warning announced for the server, while that warning stands."""
         return self.book.announced(user, server)
+
+    def now(self) -> WarningsNow:
+        """The warnings that stand, the keeps and the servers without the notice API, as frozen values: what
+        the status page shows, taken between passes (``_warnings_now``)."""
+        return self.book.now()
 
     def recording(self, inspect: Inspect) -> Inspect:
         """``inspect``, with each request's time remembered as the culler's own (``_warning_book``)."""

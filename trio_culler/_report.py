@@ -17,6 +17,7 @@ from ._forecast import Forecast, Upcoming
 if TYPE_CHECKING:
     from ._decide import Decision
     from ._judgments import ServerJudgment
+    from ._warnings_now import WarningsNow
 
 __all__ = ["OUTCOMES", "CullRecord", "PassError", "PassRecorder", "PassReport", "count"]
 
@@ -146,6 +147,9 @@ class PassReport:
     #: What the workers decided about the servers they judged with their kernels or a hook (the latest
     #: MAX_JUDGED_KEPT), for the status page's user view, which must not ask a server or a hook itself.
     judgments: Sequence[ServerJudgment] = ()
+    #: The warnings that stand and the keeps, as the pass left them (a long-running culler's, with
+    #: --warn-before; set by the service, which holds the notifier), for the status page.
+    warnings_now: WarningsNow | None = None
 
     @property
     def listed(self) -> bool:
@@ -334,7 +338,7 @@ class PassRecorder:
         values = {
             field.name: _copied(getattr(self, field.name))
             for field in attrs.fields(PassReport)
-            if field.name not in ("duration", "upcoming", "upcoming_due", "outcome")
+            if field.name not in ("duration", "upcoming", "upcoming_due", "outcome", "warnings_now")
         }
         return PassReport(
             **values,

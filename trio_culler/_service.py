@@ -260,6 +260,9 @@ class Culler:
                     credentials=credentials,
                     group_check=self._group_check,
                 )
+                if notifier is not None:
+                    # Taken now, between passes: the page never reads the notifier while one runs.
+                    report = attrs.evolve(report, warnings_now=notifier.now())
                 report = await self._confirm_stops(hub, report)
             finally:
                 self._running = False

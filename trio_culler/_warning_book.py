@@ -39,6 +39,7 @@ import trio
 from ._codes import DecisionCode
 from ._judge import Announced, Verdict
 from ._models import Server, User
+from ._warnings_now import KeptServer, StandingWarning, WarningsNow
 from ._warnings_state import MAX_RECORDS, KeepRecord, LoadedState, WarningRecord, state_document
 
 __all__ = ["MAX_PENDING_OWN", "MAX_REMEMBERED", "OWN_REQUEST_TOLERANCE", "JudgmentInputs", "WarningBook"]
@@ -225,6 +226,29 @@ class WarningBook:
         self._seen = set()
         self._pending_own = {}
         return unseen
+
+    def now(self) -> WarningsNow:
+        """What the book holds now, as frozen values (``_warnings_now``): read-only, for the status page."""
+        standing = tuple(
+            StandingWarning(
+                user=record.user,
+                server=record.server,
+                started=record.started,
+                id=record.id,
+                warned_at=record.warned_at,
+                cull_at=record.cull_at,
+                reason=record.reason,
+                kept_at=self.kept_at(key, record.started),
+                no_extension=self.lacks_extension(key, record.started),
+            )
+            for key, record in self.warned.items()
+            if not record.settled
+        )
+        kept = tuple(
+            KeptServer(user=keep.user, server=keep.server, started=keep.started, kept_at=keep.kept_at)
+            for keep in self.kept.values()
+        )
+        return WarningsNow(standing=standing, kept=kept, without_extension=len(self._no_extension))
 
     def document(self) -> dict[str, Any]:
         """The state file's document, now (see ``_warnings_state``)."""

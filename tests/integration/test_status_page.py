@@ -92,7 +92,12 @@ def status_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HubPr
     hook.write_text(
         "def same_as_the_timeout(inactive, inactive_limit, server):\n"
         "    return inactive.total_seconds() >= inactive_limit\n\n"
-        "c.IdleCuller.cull_arbiter_hook = same_as_the_timeout\n"
+        "c.IdleCuller.cull_arbiter_hook = same_as_the_timeout\n\n"
+        # Warnings, to a hook that hears them (the servers here run no notice extension): the page's warning
+        # sections show what they did.
+        "def heard(user, server, cull_at):\n"
+        "    pass\n\n"
+        "c.IdleCuller.warn_hook = heard\n"
     )
     extra_config = f"""
 import sys
@@ -108,7 +113,8 @@ c.JupyterHub.services.append({{
     "api_token": {service_token!r},
     "oauth_no_confirm": True,
     "command": [sys.executable, "-m", "trio_culler", "--timeout=3", "--cull-every=2", "--status-history=50",
-                "--max-age=1800", "--cull-named-servers=false", "--rules-file={rules}", "--config={hook}"],
+                "--max-age=1800", "--cull-named-servers=false", "--rules-file={rules}", "--config={hook}",
+                "--warn-before=2", "--no-warn-servers"],
     "environment": {{"PYTHONPATH": {str(REPO_ROOT)!r}}},
 }})
 # As the README's "Metrics through the hub" has it: a service for Prometheus with only the access scope.
@@ -475,11 +481,12 @@ def test_browser_admin_sees_the_culls(
         # A stop the hub answered 202 shows pending no longer, once a later pass saw it done.
         sam = culls.locator("tr", has_text="slow-sam").inner_text()
         assert sam.rstrip().endswith("stopped"), sam
-        # The new sections: servers kept and why, warnings (none configured here).
+        # The new sections: servers kept and why, warnings (every idle server was warned, then culled: none
+        # stands now, and the section says as of which pass).
         kept = page.locator("#kept + .scroll table").inner_text()
         assert "exempt by a rule (cull = false)\t1" in kept
         assert "named servers are not culled for idleness (--cull-named-servers=false)\t2" in kept
-        assert page.locator("#warnings + p").inner_text() == "None are sent (--warn-before is 0)."
+        assert re.fullmatch(r"None stands after the pass of \S+ \S+ UTC\.", page.locator("#standing + p").inner_text())
         # The rules as the operator wrote them, and the hub's public URL.
         assert page.locator("#rules").inner_text() == RULES
         config = page.locator(".config").inner_text()

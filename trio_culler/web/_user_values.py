@@ -14,6 +14,7 @@ import attrs
 from .._policy import Policy
 from .._report import CullRecord
 from .._time import iso_utc, seconds
+from .._warnings_now import StandingWarning
 
 __all__ = ["ServerView", "UserView"]
 
@@ -46,8 +47,24 @@ class ServerView:
     cull_at: datetime | None = None
     cull_code: str | None = None
     limit_seconds: float | None = None
-    #: When its user is warned, with --warn-before.
+    #: When its user is warned, with --warn-before (for a server not warned yet; None once a warning stands).
     warn_at: datetime | None = None
+    #: The warning that stands for this run of the server, as the last pass left it: its ``cull_at`` is then
+    #: this view's (the time announced holds, not the forecast).
+    warning: StandingWarning | None = None
+    #: Where that warning went beside the hub operators' hook and URL: ``server`` (to the server too, where the
+    #: extension shows it), ``no_extension`` (the server has no notice API), ``off`` (the culler delivers no
+    #: notices to servers).
+    notice: str | None = None
+    #: When its user asked to keep it (Keep running), as the culler remembers it for this run of the server.
+    kept_at: datetime | None = None
+
+    @property
+    def cull_at_from(self) -> str | None:
+        """Where ``cull_at`` comes from: ``warning`` (the time announced), ``forecast``, or None (unknown)."""
+        if self.warning is not None:
+            return "warning"
+        return None if self.cull_at is None else "forecast"
 
     def to_json(self) -> dict[str, Any]:
         policy = self.policy
@@ -81,6 +98,17 @@ class ServerView:
             "cull_rule": self.cull_code,
             "limit_seconds": self.limit_seconds,
             "warn_at": iso_utc(self.warn_at),
+            "cull_at_from": self.cull_at_from,
+            "warning": None
+            if self.warning is None
+            else {
+                "id": self.warning.id,
+                "warned_at": iso_utc(self.warning.warned_at),
+                "cull_at": iso_utc(self.warning.cull_at),
+                "reason": self.warning.reason,
+                "notice": self.notice,
+            },
+            "kept_at": iso_utc(self.kept_at),
         }
 
 
@@ -106,6 +134,8 @@ class UserView:
     warn_before: float = 0
     #: Why the rules cannot be applied to this user (the culler's token cannot see what they match on).
     rules_problem: str | None = None
+    #: Whether warnings also go to the hub operators' hook or URL (``warn_hook``, ``--warn-url``).
+    warns_operators: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The document ``api/status`` serves a user who is not an admin (README: "The status page")."""

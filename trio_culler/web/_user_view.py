@@ -25,12 +25,13 @@ from .._decide import server_idle_time
 from .._forecast import Due, Forecast
 from .._history import History, StatusSnapshot
 from .._inspect import InspectionFailed, ServerActivity
-from .._judge import Judge
+from .._judge import Judge, _with_keep
 from .._judgments import ServerJudgment
 from .._models import Server, User
 from .._policy import Policy
 from .._report import CullRecord
 from .._rules import MissingFieldError
+from .._warning_tally import UserWarnings
 from ._lookup import Lookup, UserLookup
 from ._user_values import ServerView, UserView
 
@@ -104,6 +105,8 @@ def build_user_view(
     are the culler's (None only without a hub to ask: then only what the culler remembers is shown)."""
     user = None if lookup is None else lookup.user
     warn_before = 0.0 if config is None else config.warn_before
+    # The user's own, by their exact name: nothing of another user's can be in it.
+    warnings = snapshot.warnings_of(name)
     hub_read = lookup is not None and lookup.problem is None
     servers: list[ServerView] = []
     rules_problem = None
@@ -114,9 +117,13 @@ def build_user_view(
             rules_problem = f"the culler cannot see this user's {error.field}, which its rules match on"
         else:
             for server in sorted(user.servers.values(), key=lambda server: server.name):
-                servers.append(_judged_now(user, server, config, judge, judgments.get(server.name), now))
+                view = _judged_now(user, server, config, judge, judgments.get(server.name), warnings, now)
+                servers.append(_with_warnings(view, server.started, warnings, config))
     elif not hub_read:
-        servers = _remembered(name, snapshot.upcoming, judgments, warn_before)
+        servers = [
+            _with_warnings(view, None, warnings, config)
+            for view in _remembered(name, snapshot.upcoming, judgments, warnings, warn_before)
+        ]
     last = snapshot.passes[0] if snapshot.passes else None
     return UserView(
         user=name,
@@ -133,12 +140,24 @@ def build_user_view(
         dry_run=bool(snapshot.config.get("dry_run")),
         warn_before=warn_before,
         rules_problem=rules_problem,
+        warns_operators=config is not None and (config.warn_hook is not None or config.warn_url is not None),
     )
 
 
 def _judged_now(
-    user: User, server: Server, config: Config, judge: Judge, remembered: ServerJudgment | None, now: datetime
+    user: User,
+    server: Server,
+    config: Config,
+    judge: Judge,
+    remembered: ServerJudgment | None,
+    warnings: UserWarnings,
+    now: datetime,
 ) -> ServerView:
+    keep = warnings.kept.get(server.name)
+    if keep is not None and keep.started == server.started:
+        # The keep is activity at its time, as the pass takes it: the hub folds the request that carried it into
+        # the server's last_activity only every last_activity_interval.
+        server = _with_keep(server, keep.kept_at)
     matched = config.rule_table.for_server(user, server)
     policy = matched.policy
     inactive, age = server_idle_time(server, now)
@@ -171,11 +190,40 @@ def _judged_now(
     return view
 
 
+def _with_warnings(
+    view: ServerView, started: datetime | None, warnings: UserWarnings, config: Config | None
+) -> ServerView:
+    """``view`` with the warning that stands for it and its user's keep, where they are of this run of the server
+    (``started``; None: the hub could not be read, and the culler's last word is shown)."""
+    warning = warnings.standing.get(view.name)
+    keep = warnings.kept.get(view.name)
+    changes: dict[str, Any] = {}
+    if keep is not None and (started is None or keep.started == started):
+        changes["kept_at"] = keep.kept_at
+    if warning is not None and (started is None or warning.started == started):
+        notice: str | None
+        if config is not None and not config.warn_servers:
+            notice = "off"
+        elif warning.no_extension:
+            notice = "no_extension"
+        else:
+            notice = None if config is None else "server"
+        # While a warning stands, the time it announced holds: never sooner (the user was promised that much
+        # notice), and not later for the culler's own requests to the server, which the hub counts as activity.
+        changes |= {"warning": warning, "notice": notice, "cull_at": warning.cull_at, "warn_at": None}
+        changes["cull_code"] = warning.reason
+    return attrs.evolve(view, **changes) if changes else view
+
+
 def _remembered(
-    name: str, upcoming: Sequence[Forecast], judgments: Mapping[str, ServerJudgment], warn_before: float
+    name: str,
+    upcoming: Sequence[Forecast],
+    judgments: Mapping[str, ServerJudgment],
+    warnings: UserWarnings,
+    warn_before: float,
 ) -> list[ServerView]:
-    """What the culler remembers of the user's servers when the hub cannot be read: the passes' judgments, and
-    the last pass's forecast where it lists them."""
+    """What the culler remembers of the user's servers when the hub cannot be read: the passes' judgments, the
+    last pass's forecast where it lists them, and the warnings that stand and keeps."""
     views = {
         server: ServerView(name=server, state=None, **_remembered_fields(judgment, warn_before))
         for server, judgment in judgments.items()
@@ -191,6 +239,8 @@ def _remembered(
                 limit_seconds=forecast.limit_seconds,
                 warn_at=_warn_at(forecast.cull_at, warn_before),
             )
+    for server in warnings.standing.keys() | warnings.kept.keys():
+        views.setdefault(server, ServerView(name=server, state=None))
     return [views[server] for server in sorted(views)]
 
 

@@ -14,6 +14,7 @@ import pytest
 import trio
 import trio.testing
 
+import trio_culler._work as work
 from trio_culler import Config
 from trio_culler._cull_events import ACTIVITY_HUB, ACTIVITY_KERNELS, stretch_id
 from trio_culler._notice import MAX_ANSWER_BYTES, NoticeFailed, parse_state
@@ -364,6 +365,37 @@ async def test_a_users_own_activity_after_the_culler_s_still_cancels(autojump_cl
         hub.users["ann"].servers[""].last_activity = NOW + 3 * M  # a request of the user's, later than the PUT
         await run(NOW + 5 * M)
         await run(NOW + 15 * M)
+    assert stops(hub) == set()
+    assert receiver.events() == [("warning", at(15), None), ("cancelled", at(15), "used")]
+
+
+async def test_activity_the_reread_saw_is_not_lost_when_the_cullers_next_request_hides_it(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proxy keeps only a route's latest request. The re-read before a cull shows the user's activity (the
+    cull is prevented); then a request of the culler's own reaches the server, and the hub shows that one: were
+    the warning still standing, the next pass would take it for the culler's alone, judge the server by the
+    warning's old activity and cull a server in use (seen in the soak). The re-read ends the warning instead."""
+    monkeypatch.setattr(work, "RECHECK_AFTER", -1.0)  # every cull is read again first
+    hub = make_hub(ann=idle(50))
+    used_at = NOW + 15 * M - timedelta(seconds=10)
+
+    async def used(request: httpx.Request) -> httpx.Response | None:
+        if request.method == "GET" and request.url.path.endswith("/users/ann"):
+            hub.users["ann"].servers[""].last_activity = used_at  # the user came back after the listing
+        return None
+
+    receiver = Receiver()
+    async with culler(hub, config(), receiver) as run:
+        await run(NOW)
+        hub.fault = used
+        report = await run(NOW + 15 * M)
+        assert report.culls_prevented == 1
+        hub.fault = None
+        # The state read before the prevented cull, as the proxy records it and the hub folds it in.
+        hub.users["ann"].servers[""].last_activity = NOW + 15 * M
+        await run(NOW + 20 * M)
+        await run(NOW + 25 * M)
     assert stops(hub) == set()
     assert receiver.events() == [("warning", at(15), None), ("cancelled", at(15), "used")]
 

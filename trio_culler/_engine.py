@@ -131,7 +131,10 @@ async def run_pass_with(
         # The culler's own requests to a warned server are not its user's activity (see _notify).
         inspect = notifier.recording(inspect)
         if notices:
-            read_keep = NoticeClient(hub, config, credentials, own_request=notifier.own_request).read_keep
+            # On the notifier's clock, as its other records of the culler's own requests are.
+            read_keep = NoticeClient(
+                hub, config, credentials, own_request=notifier.own_request, clock=notifier.clock
+            ).read_keep
     judge = Judge.for_config(config, inspect, read_keep=read_keep)
     work = UserWork(hub, config, judge, now, recorder, notifier, credentials)
     send, receive = trio.open_memory_channel[Work](0)

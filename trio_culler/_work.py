@@ -270,6 +270,11 @@ class UserWork:
         self.account(user.name, again)
         if again.acts:
             return again
+        if self.notifier is not None:
+            # What the re-read saw ends the warning's stretch now (a `cancelled` event, `used`): the proxy keeps
+            # only a route's latest request, so the culler's own next request through it would hide this
+            # activity from every later pass, and the old warning would then cull a server in use.
+            self.notifier.observe(fresh_user, fresh, matched, again, now)
         self.recorder.culls_prevented += 1
         log.info(
             "Not culling server %s: it changed since the listing (started %s, then %s; %s)",

@@ -12,9 +12,13 @@ line carries the pass's duration): the listing came at or after it. Called ``P``
 
 The invariants, per cull (a DELETE the hub answered 202 or 204 for a server the driver had running):
 
-- **active**: the last activity visible at ``P`` is less than the server's timeout before ``P``: the hub's own data
-  said it was in use, and it was culled. Exact, modulo ``visibility_slack``: at least as strict as "activity within
-  the timeout, allowing the activity interval and one ``--cull-every``";
+- **active**: the last activity *of its user* (a request or kernel traffic through the proxy, a spawn, a keep)
+  visible at ``P`` is less than the server's timeout before ``P``: the hub's own data said its user was using it,
+  and it was culled. Exact, modulo ``visibility_slack``: at least as strict as "activity within the timeout,
+  allowing the activity interval and one ``--cull-every``". The stamp the proxy puts on a route the hub adds back
+  after a proxy restart is no user's: it excuses a late cull, but a cull despite it is no violation (the culler's
+  own next request through the proxy overwrites it before the hub ever shows it, as it would a user's request:
+  which is why a user's request there must count, and the stamp need not);
 - **exempt**: a server its rule exempts was culled;
 - **busy**: a kernel was busy from before ``P`` to after the DELETE (the culler's inspection, between the two, saw
   it busy);
@@ -235,11 +239,12 @@ class _Index:
         self.pass_times = [p.time for p in self.pass_ends]
 
     def last_visible(self, key: str, at: float) -> float | None:
-        """The newest activity of ``key`` (its earliest time) the hub knew of at ``at``."""
+        """The newest activity of ``key``'s user (its earliest time) the hub knew of at ``at``: not the proxy's
+        stamp on a restored route (see the module docstring, **active**)."""
         items = self.activities.get(key, [])
         index = bisect.bisect_right(self.sent_times.get(key, []), at)
-        for sent, vis, _activity in reversed(items[:index]):
-            if vis <= at:
+        for sent, vis, activity in reversed(items[:index]):
+            if vis <= at and activity.kind != "route":
                 return sent
         return None
 

@@ -127,15 +127,32 @@ def test_activity_during_a_hub_restart_is_visible_one_interval_after_the_hub_is_
     assert "active servers culled" in broken(timeline)
 
 
-def test_activity_the_proxy_lost_in_a_restart_never_counts_but_the_restored_route_does() -> None:
+def test_activity_the_proxy_lost_in_a_restart_never_counts_nor_does_the_restored_routes_stamp() -> None:
     timeline = clean()
     timeline.activities.append(Activity(ANN, 95.0, 95.01))
     # The proxy restarts before the hub's poll (due by 108): the 95 s request is lost with it ...
     timeline.faults.append(Fault("proxy_restart", 100.0, 104.0))
     assert visible_at(Activity(ANN, 95.0, 95.01), [(0.0, math.inf)], [100.0], PARAMS) == math.inf
-    # ... but the hub adds the route back, and the proxy stamps a new route with the time it was added: the
-    # server looks used at 100-104, and a cull at 140 culls a server the hub's data shows active.
-    assert broken(timeline) == {"active servers culled"}
+    # ... and the stamp the proxy puts on the route the hub adds back (100-104) is nobody's use of the server:
+    # a cull at 140 culls a server its user left at 40, and breaks nothing ...
+    assert broken(timeline) == set()
+    # ... while a request of its user's at that time would have made the same cull a violation.
+    timeline.activities.append(Activity(ANN, 110.0, 110.01))
+    assert "active servers culled" in broken(timeline)
+
+
+def test_the_restored_routes_stamp_still_excuses_a_late_cull() -> None:
+    timeline = clean()
+    timeline.faults.append(Fault("proxy_restart", 100.0, 104.0))
+    # The stamp at 100-104 restarted the hub's idle clock: a cull at 210, 170 s after its user left, is not late.
+    recull(timeline, ANN, pass_start=210.0)
+    timeline.warnings[0] = WarningReceived(180.0, ANN, 210.0)
+    verdict = judge(timeline, planned_faults=["proxy_restart"])
+    assert verdict.violations["active"] == []
+    assert verdict.late["count"] == 0
+    # Without the restart, the same cull is late.
+    timeline.faults = []
+    assert judge(timeline).late["count"] == 1
 
 
 def test_an_exempt_server_culled_is_a_violation() -> None:

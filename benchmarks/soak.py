@@ -87,7 +87,13 @@ def parse_args(argv: list[str]) -> tuple[SoakSettings, argparse.Namespace]:
     )
     parser.add_argument("--max-fd-growth", type=float, default=default.max_fd_growth, help="fitted, after warm-up")
     parser.add_argument("--max-task-growth", type=float, default=default.max_task_growth, help="fitted, after warm-up")
-    parser.add_argument("--features", default="", help=f"culler features switched on: {', '.join(FEATURES)}")
+    # Every feature has landed in the culler (which now refuses --inspect-kernels without `tokens`): all are on
+    # unless named otherwise; --features= (empty) is the culler of before them, for comparison runs.
+    parser.add_argument(
+        "--features",
+        default=",".join(FEATURES),
+        help=f"culler features switched on (default: all): {', '.join(FEATURES)}",
+    )
     parser.add_argument("--culler-arg", action="append", default=[], help="an extra argument for the culler")
     parser.add_argument(
         "--break-on-purpose",

@@ -147,7 +147,7 @@ floors_log=$(mktemp "${TMPDIR:-/tmp}/trio-culler-floors.XXXXXX")
 export -f run_pytest floors
 export PYTHON LONG_INTEGRATION
 # shellcheck disable=SC2016  # expanded by the inner bash
-setsid bash -c 'set -euo pipefail; run_pytest python $LONG_INTEGRATION' > "$long_log" 2>&1 < /dev/null &
+setsid bash -c 'set -euo pipefail; run_pytest python --durations=10 $LONG_INTEGRATION' > "$long_log" 2>&1 < /dev/null &
 long_job=$!
 setsid bash -c 'set -euo pipefail; run_pytest python --ignore=tests/integration tests' > "$unit_log" 2>&1 < /dev/null &
 unit=$!
@@ -158,7 +158,7 @@ if [ "$run_floors" = 1 ]; then
 fi
 trap 'for job in $long_job $unit $floors_job; do kill -- -"$job" 2>/dev/null || true; done' EXIT
 integration_status=0
-run_pytest python "${long_ignores[@]}" tests/integration || integration_status=$?
+run_pytest python --durations=10 "${long_ignores[@]}" tests/integration || integration_status=$?
 long_status=0
 wait "$long_job" || long_status=$?
 unit_status=0

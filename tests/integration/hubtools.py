@@ -279,14 +279,28 @@ def stop_hub(hub: HubProcess, graceful_timeout: float = 20.0) -> None:
             hub.proc.wait(timeout=graceful_timeout)
     _signal_group(pgid, signal.SIGKILL)
     hub.proc.wait()
+    chp_killed = False
     if hub.chp_pid is not None and _is_chp(hub.chp_pid):
+        chp_killed = True
         with contextlib.suppress(ProcessLookupError):
             os.kill(hub.chp_pid, signal.SIGKILL)
     # The group's members were children of the hub; once orphaned, init reaps them.  Wait for that so a
-    # test that checks for leftovers does not race the reaper.
+    # test that checks for leftovers does not race the reaper. A killed chp is waited for until it is a zombie
+    # or gone: its command line empties while it is still exiting (a window a loaded machine makes long).
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and (group_members(pgid) or (hub.chp_pid and _is_chp(hub.chp_pid))):
+    while time.monotonic() < deadline and (group_members(pgid) or (chp_killed and _running(hub.chp_pid))):
         time.sleep(0.1)
+
+
+def _running(pid: int | None) -> bool:
+    """Whether ``pid`` is a process that has not exited yet (neither gone nor a zombie)."""
+    if pid is None:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def group_members(pgid: int) -> list[int]:

@@ -239,7 +239,8 @@ class Notifier:
 
     def end_pass(self, *, complete: bool) -> NoticeCounts:
         """After a pass: a complete one cancels the warnings of servers that neither it nor the complete pass
-        before it saw (stopped by someone else) and forgets them. Returns what the warnings did since the last call, for the pass report."""
+        before it saw (stopped by someone else) and forgets them. Returns what the warnings did since the last
+        call, for the pass report."""
         unseen = self.book.end_pass(complete=complete)
         now = self.clock()
         for record in unseen:

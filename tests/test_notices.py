@@ -4,6 +4,7 @@ proxy, and the scope the notices need."""
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,6 +19,7 @@ from trio_culler import Config
 from trio_culler._cull_events import ACTIVITY_HUB, ACTIVITY_KERNELS, stretch_id
 from trio_culler._notice import MAX_ANSWER_BYTES, NoticeFailed, parse_state
 from trio_culler.testing import FakeHub, FakeKernel, FakeServer
+from trio_culler.web._user_view import own_rule
 
 from .support.faults import NOW, TOKEN, make_config
 from .test_notify import Clock, Receiver, at, culler
@@ -71,7 +73,7 @@ async def test_a_warning_is_put_on_the_server_and_withdrawn_when_cancelled(
             "keepable": True,
         }
         assert bob.notice is not None
-        assert bob.notice["rule"] == "rules[0] (users=bob -> timeout=3600)"
+        assert bob.notice["rule"] == "rules[0] (timeout=3600)", "what the rule sets, never whom it matches"
         assert ann.notice["id"] == receiver.posts[0]["id"] or ann.notice["id"] == receiver.posts[1]["id"]
         bob.last_activity = NOW + 2 * M  # bob came back
         reports.append(await run(NOW + 5 * M))
@@ -85,6 +87,23 @@ async def test_a_warning_is_put_on_the_server_and_withdrawn_when_cancelled(
     # Every request to a server carried a token of that server's own user, never the culler's.
     assert set(hub.statistics().server_credentials) == {"own"}
     assert stops(hub) == {"ann"}
+
+
+async def test_a_notice_names_no_other_user_not_even_through_its_rule(autojump_clock: trio.testing.MockClock) -> None:
+    """A rule's label names whom it matches (users, groups, profiles): the notice is its user's to read, so it
+    carries the rule's number and what it sets, as the status page's user view does."""
+    hub = make_hub(ann=idle(50), bob=idle(50))
+    rules = [{"users": ["ann", "bob", "carol-the-admin"], "timeout": 3600, "remove": False}]
+    async with culler(hub, config(rules=rules), Receiver()) as run:
+        await run(NOW)
+    for name, other in (("ann", "bob"), ("bob", "ann")):
+        notice = hub.users[name].servers[""].notice
+        assert notice is not None
+        assert notice["rule"] == "rules[0] (timeout=3600, remove=false)"
+        assert notice["rule"] == own_rule("rules[0] (users=ann, bob, carol-the-admin -> timeout=3600, remove=false)")
+        body = json.dumps(notice)
+        for word in (other, "carol", "users="):
+            assert word not in body, body
 
 
 async def test_with_kernel_activity_only_the_notice_says_what_counts(autojump_clock: trio.testing.MockClock) -> None:

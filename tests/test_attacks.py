@@ -23,6 +23,9 @@ import trio
 import trio.testing
 
 from trio_culler import Config, PassReport, Server, run_pass
+from trio_culler._cull_events import CullEvent
+from trio_culler._deliver import MAX_WEBHOOK_ANSWER, open_webhook_client
+from trio_culler._deliver import _post as post_event
 from trio_culler._engine import inspect_through
 from trio_culler._hub import open_hub_client
 from trio_culler._inspect import InspectionFailed, parse_kernels, parse_terminals
@@ -124,6 +127,7 @@ async def test_a_server_that_refuses_every_token_costs_one_mint_a_pass_and_is_ke
 # -- a user's server writes its own words into the culler's log lines -----------------------------------------
 
 #: What a hostile server would like an operator to read in the culler's log, its page and --explain.
+NOW_UTC = datetime(2026, 11, 25, 12, tzinfo=UTC)
 FORGED = "Culling server admin (inactive for 99:00:00)"
 
 
@@ -276,3 +280,57 @@ async def test_the_password_in_url_is_in_no_error_the_page_shows(autojump_clock:
 )
 def test_url_secrets(url: str, secrets: list[str]) -> None:
     assert url_secrets(url) == secrets
+
+
+# -- a webhook receiver answers a huge body ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [200, 500])
+@pytest.mark.parametrize("use_proxy_env", [False, True], ids=["h11 transport", "httpcore"])
+async def test_a_webhooks_answer_is_read_within_a_small_cap(
+    status: int, use_proxy_env: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the POST read the receiver's whole answer, up to the transport's 512 MiB, within the delivery's
+    30 s, to use its status alone: a receiver answering a gibibyte swelled the culler's memory (or made every
+    delivery time out, retried). Now at most MAX_WEBHOOK_ANSWER bytes are read: an answer longer than that
+    fails its delivery at once, and is not asked again."""
+    sent = 0
+    requests = 0
+
+    async def gibibyte(stream: trio.SocketStream) -> None:
+        nonlocal sent, requests
+        request = b""
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while b"\r\n\r\n" not in request:
+                request += await stream.receive_some(65536)
+            requests += 1
+            await stream.send_all(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n" % (status, 2**30))
+            piece = b"x" * 65536
+            while sent < 2**30:
+                await stream.send_all(piece)
+                sent += len(piece)
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    event = CullEvent(
+        event="warning", user="ann", server="", id="0123456789abcdef", warned_at=NOW_UTC, cull_at=NOW_UTC,
+        reason="idle", idle_seconds=60.0, at=NOW_UTC,
+    )  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(partial(trio.serve_tcp, gibibyte, 0, host="127.0.0.1"))
+        url = f"http://127.0.0.1:{listener.socket.getsockname()[1]}/hook"
+        config = Config(
+            api_token=TOKEN,
+            url="http://127.0.0.1:9/hub/api",
+            warn_url=url,
+            warn_before=900,
+            use_proxy_env=use_proxy_env,
+        )
+        async with open_webhook_client(config, None) as client:
+            assert client is not None
+            with trio.fail_after(10), pytest.raises(RuntimeError, match=f"longer than {MAX_WEBHOOK_ANSWER} bytes"):
+                await post_event(client, url, event)
+        await trio.sleep(0.1)  # the server sees the connection closed
+        nursery.cancel_scope.cancel()
+    assert requests == 1, "an answer too long is not asked for again"
+    assert sent < 64 * 2**20, f"{sent} bytes of the answer were taken from the socket"

@@ -8,6 +8,7 @@ Against FakeHub on trio's autojump clock, or real loopback sockets where the byt
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 from collections.abc import Callable
@@ -27,12 +28,14 @@ from trio_culler._cull_events import CullEvent
 from trio_culler._deliver import MAX_WEBHOOK_ANSWER, open_webhook_client
 from trio_culler._deliver import _post as post_event
 from trio_culler._engine import inspect_through
+from trio_culler._explain import run_explain
 from trio_culler._hub import open_hub_client
 from trio_culler._inspect import InspectionFailed, parse_kernels, parse_terminals
 from trio_culler._redact import url_secrets
+from trio_culler._rules import structure_rules
 from trio_culler._service import Culler
 from trio_culler._standby import standby_config
-from trio_culler.testing import FakeHub, FakeKernel, FakeServer
+from trio_culler.testing import FakeHub, FakeKernel, FakeServer, open_fake_hub
 
 from .support.net import dead_port
 from .support.processes import TOKEN, run_culler, running_hub
@@ -334,3 +337,35 @@ async def test_a_webhooks_answer_is_read_within_a_small_cap(
         nursery.cancel_scope.cancel()
     assert requests == 1, "an answer too long is not asked for again"
     assert sent < 64 * 2**20, f"{sent} bytes of the answer were taken from the socket"
+
+
+# -- a user names themselves to write to the operator's terminal through --explain -------------------------------
+
+#: A window title set by an escape sequence, a forged line of --explain's own, a carriage return and a
+#: right-to-left override: each would reach the operator's terminal as it is.
+TERMINAL = "eve\x1b]0;pwned\x07\n  user:     keep: forged\r\u202e"
+
+
+async def test_explain_prints_hostile_names_escaped_one_field_one_line() -> None:
+    """Before, --explain's text wrote user and server names (and the rule's label, which quotes its globs) as
+    they are: a user named with an escape sequence wrote to the operator's terminal when explained. Now every
+    line is escaped as the text log's are; the JSON output keeps the exact names."""
+    hub = FakeHub(token=TOKEN, clock=lambda: NOW_UTC)
+    old = NOW_UTC - 5 * H
+    hub.add_user(TERMINAL, created=old, last_activity=old, servers={TERMINAL: FakeServer(TERMINAL, old, old)})
+    async with open_fake_hub(hub) as api_url:
+        config = Config(
+            api_token=TOKEN, url=api_url, timeout=600, rules=structure_rules([{"users": [TERMINAL], "timeout": 900}])
+        )
+        text, data = io.StringIO(), io.StringIO()
+        assert await run_explain(config, TERMINAL, out=text) == 0
+        assert await run_explain(config, TERMINAL, out=data, json_format=True) == 0
+    printed = text.getvalue()
+    for unsafe in ("\x1b", "\x07", "\r", "\u202e"):
+        assert unsafe not in printed, repr(printed)
+    lines = printed.splitlines()
+    assert lines[0].startswith("User eve\\x1b]0;pwned\\x07\\n  user:     keep: forged\\r"), lines[0]
+    assert not any(line.startswith("  user:     keep: forged") for line in lines), "no forged line"
+    assert lines[1].startswith(r"  server eve\x1b]0;pwned\x07\n  user:     keep: forged\r"), lines[1]
+    assert lines[2].startswith(r"    rule:     rules[0] (users=eve\x1b]0;pwned\x07\n"), lines[2]
+    assert json.loads(data.getvalue())["user"] == TERMINAL, "the JSON output is exact"

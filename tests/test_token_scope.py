@@ -23,6 +23,7 @@ import trio
 
 from trio_culler import Config, run_pass
 from trio_culler._clients import TokenScope, http_client
+from trio_culler._credentials import open_server_credentials
 from trio_culler._engine import run_pass_with
 from trio_culler._history import History
 from trio_culler._hub import open_hub_client
@@ -125,6 +126,32 @@ async def test_servers_on_the_apis_own_origin_get_only_their_users_token(
     # The control: the same client did send the token, to the API only, and the API accepted it.
     assert len(api) >= 4
     assert all(seen.authorization == [HUB_AUTH] for seen in api)
+
+
+async def test_notices_on_the_apis_own_origin_get_only_their_users_token() -> None:
+    """The notice API's requests (``PUT notice`` here) to servers under --url's own origin, through the same
+    request engine: each server gets its own user's token, never the culler's."""
+    async with hub_behind(hub_with_servers()) as proxy:
+        config = inspecting(f"{proxy.url}/hub/api", proxy.url, warn_before=900)
+        async with (
+            open_hub_client(config) as client,
+            open_server_credentials(client, config) as credentials,
+            open_notifier(config, hub=client, credentials=credentials) as notifier,
+        ):
+            assert notifier is not None
+            credentials.begin_pass()
+            report = await run_pass_with(client, config, now=NOW, notifier=notifier, credentials=credentials)
+            with trio.fail_after(10):
+                # The deliveries run beside the pass, over real sockets; the notifier has no event to wait on.
+                while notifier.statistics().queued or notifier.statistics().delivering:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+    assert report.ok, report.errors
+    notices = [seen for seen in proxy.under("/user/") if "/api/trio-culler/v1/" in seen.target]
+    assert sorted((seen.method, seen.target) for seen in notices) == [
+        ("PUT", f"/user/{name}/api/trio-culler/v1/notice") for name in ("alice", "bob")
+    ]
+    assert_each_server_saw_only_its_own_users_token(proxy.under("/user/"), proxy.under("/hub/api/"))
+    assert TOKEN not in repr(proxy.under("/user/"))
 
 
 async def test_servers_on_another_origin_get_only_their_users_token() -> None:

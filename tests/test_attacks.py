@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import httpx
@@ -31,6 +31,7 @@ from trio_culler._engine import inspect_through
 from trio_culler._explain import run_explain
 from trio_culler._hub import open_hub_client
 from trio_culler._inspect import InspectionFailed, parse_kernels, parse_terminals
+from trio_culler._notice import NoticeClient, NoticeFailed
 from trio_culler._redact import url_secrets
 from trio_culler._rules import structure_rules
 from trio_culler._service import Culler
@@ -174,6 +175,65 @@ async def test_what_a_users_server_writes_is_not_quoted_in_any_message(
     assert failed.value.kind == "unreadable"
     message = str(failed.value)
     assert "GET http://127.0.0.1:" in message, message
+    for word in ("Culling", "admin", "99:00:00"):
+        assert word not in message, message
+
+
+class OwnToken:
+    """The per-server credentials, for a notice client that talks to one hostile server: mallory's own token."""
+
+    async def for_server(self, user: str, server: str) -> str:
+        return "mallorys-own-token"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        f"HTTP/1.1 2x0 {FORGED}\r\n\r\n".encode(),
+        f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{FORGED}\r\n\r\n".encode(),
+        f"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{FORGED}\r\n".encode(),
+        f"{FORGED}\r\n\r\n".encode(),
+        f"HTTP/1.1 499 {FORGED}\r\nContent-Length: 0\r\n\r\n".encode(),
+        *(
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            for body in (
+                # Short enough to be read as a time or an id, and refused for what it holds.
+                json.dumps({"keep": {"notice_id": None, "requested_at": "Culling admin 99:00:00"}}).encode(),
+                json.dumps(
+                    {"keep": {"notice_id": "Culling admin 99:00:00", "requested_at": "2026-11-25T12:05Z"}}
+                ).encode(),
+                json.dumps({"keep": FORGED}).encode(),
+                FORGED.encode(),
+            )
+        ),
+    ],
+    ids=["status line", "header line", "chunk header", "not HTTP", "reason phrase", "time", "id", "keep", "body"],
+)
+async def test_what_a_users_server_answers_to_get_notice_is_not_quoted_in_any_message(answer: bytes) -> None:
+    """The state a warned server answers before its cull (GET notice) is read as its inspection is: what the
+    server wrote (its HTTP, its reason phrase, the keep's fields) never reaches the failure's message, which the
+    log line ``Could not deliver a notice ...`` and --explain show."""
+
+    async def hostile(stream: trio.SocketStream) -> None:
+        with trio.move_on_after(5):
+            await stream.receive_some(65536)
+            await stream.send_all(answer)
+            await stream.aclose()
+
+    server = Server(url="/user/mallory/", ready=True, model={"url": "/user/mallory/"})
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(partial(trio.serve_tcp, hostile, 0, host="127.0.0.1"))
+        config = attrs.evolve(
+            inspecting(max_retries=0), public_url=f"http://127.0.0.1:{listener.socket.getsockname()[1]}"
+        )
+        async with open_hub_client(config) as hub:
+            client = NoticeClient(hub, config, cast(Any, OwnToken()))
+            with pytest.raises(NoticeFailed) as failed:
+                await client.read_keep("mallory", server)
+        nursery.cancel_scope.cancel()
+    assert failed.value.kind in ("unreadable", "status"), failed.value.kind
+    message = str(failed.value)
+    assert message.startswith("GET notice"), message
     for word in ("Culling", "admin", "99:00:00"):
         assert word not in message, message
 

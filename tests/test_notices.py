@@ -231,6 +231,27 @@ async def test_a_keep_dated_in_the_future_counts_as_now(autojump_clock: trio.tes
     assert receiver.events()[2:] == [("warning", at(75), None), ("culled", at(75), None)]
 
 
+async def test_keeps_never_outlast_max_age(autojump_clock: trio.testing.MockClock) -> None:
+    """A keep is activity, and no activity prevents a cull for --max-age: a user who keeps their server at every
+    warning gets it culled at the max-age notice's time, as a busy kernel would."""
+    hub = make_hub(ann=FakeServer("", started=NOW - 100 * M, last_activity=NOW - 50 * M))  # max-age at +20
+    receiver = Receiver()
+    clock = Clock()
+    async with culler(hub, config(max_age=2 * 3600), receiver, clock) as run:
+        for minutes in (0, 5, 10, 15, 20, 25, 30, 35, 40):
+            clock.now = NOW + minutes * M
+            if "" in hub.users["ann"].servers:
+                hub.keep("ann")  # before every pass
+            await run(NOW + minutes * M)
+    assert stops(hub) == {"ann"}
+    events = receiver.events()
+    assert events[:2] == [("warning", at(15), None), ("cancelled", at(15), "kept")], "kept while idleness culls"
+    # Past max-age (+20) no keep counts: culled at the max-age notice's time, within --warn-before of max-age.
+    assert events[-1] == ("culled", at(35), None)
+    assert [event for event in events[2:] if event[2] == "kept"] == []
+    assert hub.statistics().notice_requests["GET"] == 1, "a max-age cull does not even ask for a keep"
+
+
 # --- Servers without the extension, and hostile ones ---------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ if followed anyway, the token stays behind). Where nothing is due, no ``Authoriz
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,7 @@ import trio
 from trio_culler import Config, run_pass
 from trio_culler._clients import TokenScope, http_client
 from trio_culler._credentials import open_server_credentials
+from trio_culler._cull_events import stretch_id
 from trio_culler._engine import run_pass_with
 from trio_culler._history import History
 from trio_culler._hub import open_hub_client
@@ -206,6 +208,11 @@ async def test_no_caller_can_send_the_token_elsewhere() -> None:
     assert [seen.authorization for seen in hub_api.seen] == [[HUB_AUTH]]
 
 
+#: What a webhook event holds (README, "Warnings"): the first release's keys, and the event's.
+WEBHOOK_KEYS = {"user", "server", "cull_at", "reason", "idle_seconds", "event", "id", "warned_at", "at", "detail"}
+WEBHOOK_KEYS |= {"kept_at"}
+
+
 async def test_the_webhook_gets_no_authorization() -> None:
     hub = FakeHub(token=TOKEN, clock=lambda: NOW)
     idle = FakeServer("", started=NOW - timedelta(hours=3), last_activity=NOW - timedelta(minutes=50))
@@ -224,6 +231,10 @@ async def test_the_webhook_gets_no_authorization() -> None:
     assert [seen.target for seen in webhook.seen] == ["/w"]
     assert webhook.seen[0].authorization == []
     assert TOKEN not in every_header(webhook)
+    # The event's documented keys, and an id derived from what names the stretch, never from a secret.
+    event = json.loads(webhook.seen[0].body)
+    assert set(event) == WEBHOOK_KEYS
+    assert event["id"] == stretch_id("ann", "", NOW - timedelta(hours=3), NOW + timedelta(minutes=10))
 
 
 async def _no_content() -> Answer:

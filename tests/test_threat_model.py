@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from trio_culler import Config, run_pass
 from trio_culler._credentials import open_server_credentials
+from trio_culler._cull_events import EVENTS
 from trio_culler._engine import run_pass_with
 from trio_culler._hub import open_hub_client
 from trio_culler._metrics import CULL_REASONS, ERROR_KINDS, INSPECTION_FAILURE_KINDS, KEPT_REASONS, Metrics
@@ -284,7 +285,8 @@ async def test_no_name_reaches_a_metric_label_only_codes_do(autojump_clock: trio
     allowed = {
         "reason": {*CULL_REASONS, *KEPT_REASONS},
         "kind": {*ERROR_KINDS, *INSPECTION_FAILURE_KINDS},
-        "outcome": {*OUTCOMES, "sent", "failed"},
+        "outcome": {*OUTCOMES, "sent", "failed", "delivered", "no_extension"},
+        "event": set(EVENTS),
     }
     seen_labels = set()
     for family in text_string_to_metric_families(text):

@@ -1,10 +1,12 @@
 """The child process of ``test_hostile_servers``: one inspection of one server, measured.
 
-``python -m tests.hostile_inspection <server URL> <request timeout>`` inspects the server at ``<server
-URL>/user/mallory/`` the way a pass does (``_engine.inspect_through``: the request engine, then ``_inspect``'s
-reading) and prints one JSON object: how the inspection ended, the longest trio task step and the longest
-gap between a 10 ms heartbeat's wake-ups (both the event loop's worst stall), the RSS before the inspection
-and the process's peak RSS, in MiB. A process of its own, so that the peak is this inspection's alone.
+``python -m tests.hostile_inspection <server URL> <request timeout> [kernels|notice]`` inspects the server at
+``<server URL>/user/mallory/`` the way a pass does (``_engine.inspect_through``: the request engine, then
+``_inspect``'s reading), or with ``notice`` reads its notice state as a pass does before a cull
+(``_notice.NoticeClient.read_keep``: the request engine, then ``parse_state``), and prints one JSON object: how
+it ended, the longest trio task step and the longest gap between a 10 ms heartbeat's wake-ups (both the event
+loop's worst stall), the RSS before the request and the process's peak RSS, in MiB. A process of its own, so
+that the peak is this request's alone.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import Any, cast
 
 import trio
 
@@ -19,6 +22,7 @@ from trio_culler import Config, Server
 from trio_culler._engine import inspect_through
 from trio_culler._hub import open_hub_client
 from trio_culler._inspect import InspectionFailed
+from trio_culler._notice import NoticeClient, NoticeFailed
 
 HEARTBEAT = 0.01
 
@@ -48,7 +52,14 @@ def rss_mib(field: str = "VmRSS") -> float:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-async def main(server_url: str, request_timeout: float) -> dict[str, object]:
+class OwnToken:
+    """The per-server credentials of a notice client that talks to one server: mallory's own token."""
+
+    async def for_server(self, user: str, server: str) -> str:
+        return "mallory-own-token"
+
+
+async def main(server_url: str, request_timeout: float, what: str = "kernels") -> dict[str, object]:
     config = Config(
         api_token="hostile-test-token-0123456789",
         url="http://127.0.0.1:9/hub/api",  # never asked: an inspection talks to the server alone
@@ -80,9 +91,12 @@ async def main(server_url: str, request_timeout: float) -> dict[str, object]:
         trio.lowlevel.add_instrument(instrument)
         started = time.perf_counter()
         try:
-            await inspect_through(hub, server, config, token="mallory-own-token")
+            if what == "notice":
+                await NoticeClient(hub, config, cast(Any, OwnToken())).read_keep("mallory", server)
+            else:
+                await inspect_through(hub, server, config, token="mallory-own-token")
             outcome = "read"
-        except InspectionFailed as failed:
+        except (InspectionFailed, NoticeFailed) as failed:
             outcome = failed.kind
         seconds = time.perf_counter() - started
         # The step that ended the inspection ends at a checkpoint, and the heartbeat wakes up once more: both
@@ -103,4 +117,5 @@ async def main(server_url: str, request_timeout: float) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(trio.run(main, sys.argv[1], float(sys.argv[2]))))
+    what = sys.argv[3] if len(sys.argv) > 3 else "kernels"
+    print(json.dumps(trio.run(main, sys.argv[1], float(sys.argv[2]), what)))

@@ -8,13 +8,14 @@ Against FakeHub on trio's autojump clock, or real loopback sockets where the byt
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import httpx
@@ -23,13 +24,19 @@ import trio
 import trio.testing
 
 from trio_culler import Config, PassReport, Server, run_pass
+from trio_culler._cull_events import CullEvent
+from trio_culler._deliver import MAX_WEBHOOK_ANSWER, open_webhook_client
+from trio_culler._deliver import _post as post_event
 from trio_culler._engine import inspect_through
+from trio_culler._explain import run_explain
 from trio_culler._hub import open_hub_client
 from trio_culler._inspect import InspectionFailed, parse_kernels, parse_terminals
+from trio_culler._notice import NoticeClient, NoticeFailed
 from trio_culler._redact import url_secrets
+from trio_culler._rules import structure_rules
 from trio_culler._service import Culler
 from trio_culler._standby import standby_config
-from trio_culler.testing import FakeHub, FakeKernel, FakeServer
+from trio_culler.testing import FakeHub, FakeKernel, FakeServer, open_fake_hub
 
 from .support.net import dead_port
 from .support.processes import TOKEN, run_culler, running_hub
@@ -124,6 +131,7 @@ async def test_a_server_that_refuses_every_token_costs_one_mint_a_pass_and_is_ke
 # -- a user's server writes its own words into the culler's log lines -----------------------------------------
 
 #: What a hostile server would like an operator to read in the culler's log, its page and --explain.
+NOW_UTC = datetime(2026, 11, 25, 12, tzinfo=UTC)
 FORGED = "Culling server admin (inactive for 99:00:00)"
 
 
@@ -167,6 +175,65 @@ async def test_what_a_users_server_writes_is_not_quoted_in_any_message(
     assert failed.value.kind == "unreadable"
     message = str(failed.value)
     assert "GET http://127.0.0.1:" in message, message
+    for word in ("Culling", "admin", "99:00:00"):
+        assert word not in message, message
+
+
+class OwnToken:
+    """The per-server credentials, for a notice client that talks to one hostile server: mallory's own token."""
+
+    async def for_server(self, user: str, server: str) -> str:
+        return "mallorys-own-token"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        f"HTTP/1.1 2x0 {FORGED}\r\n\r\n".encode(),
+        f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{FORGED}\r\n\r\n".encode(),
+        f"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{FORGED}\r\n".encode(),
+        f"{FORGED}\r\n\r\n".encode(),
+        f"HTTP/1.1 499 {FORGED}\r\nContent-Length: 0\r\n\r\n".encode(),
+        *(
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            for body in (
+                # Short enough to be read as a time or an id, and refused for what it holds.
+                json.dumps({"keep": {"notice_id": None, "requested_at": "Culling admin 99:00:00"}}).encode(),
+                json.dumps(
+                    {"keep": {"notice_id": "Culling admin 99:00:00", "requested_at": "2026-11-25T12:05Z"}}
+                ).encode(),
+                json.dumps({"keep": FORGED}).encode(),
+                FORGED.encode(),
+            )
+        ),
+    ],
+    ids=["status line", "header line", "chunk header", "not HTTP", "reason phrase", "time", "id", "keep", "body"],
+)
+async def test_what_a_users_server_answers_to_get_notice_is_not_quoted_in_any_message(answer: bytes) -> None:
+    """The state a warned server answers before its cull (GET notice) is read as its inspection is: what the
+    server wrote (its HTTP, its reason phrase, the keep's fields) never reaches the failure's message, which the
+    log line ``Could not deliver a notice ...`` and --explain show."""
+
+    async def hostile(stream: trio.SocketStream) -> None:
+        with trio.move_on_after(5):
+            await stream.receive_some(65536)
+            await stream.send_all(answer)
+            await stream.aclose()
+
+    server = Server(url="/user/mallory/", ready=True, model={"url": "/user/mallory/"})
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(partial(trio.serve_tcp, hostile, 0, host="127.0.0.1"))
+        config = attrs.evolve(
+            inspecting(max_retries=0), public_url=f"http://127.0.0.1:{listener.socket.getsockname()[1]}"
+        )
+        async with open_hub_client(config) as hub:
+            client = NoticeClient(hub, config, cast(Any, OwnToken()))
+            with pytest.raises(NoticeFailed) as failed:
+                await client.read_keep("mallory", server)
+        nursery.cancel_scope.cancel()
+    assert failed.value.kind in ("unreadable", "status"), failed.value.kind
+    message = str(failed.value)
+    assert message.startswith("GET notice"), message
     for word in ("Culling", "admin", "99:00:00"):
         assert word not in message, message
 
@@ -276,3 +343,89 @@ async def test_the_password_in_url_is_in_no_error_the_page_shows(autojump_clock:
 )
 def test_url_secrets(url: str, secrets: list[str]) -> None:
     assert url_secrets(url) == secrets
+
+
+# -- a webhook receiver answers a huge body ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [200, 500])
+@pytest.mark.parametrize("use_proxy_env", [False, True], ids=["h11 transport", "httpcore"])
+async def test_a_webhooks_answer_is_read_within_a_small_cap(
+    status: int, use_proxy_env: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the POST read the receiver's whole answer, up to the transport's 512 MiB, within the delivery's
+    30 s, to use its status alone: a receiver answering a gibibyte swelled the culler's memory (or made every
+    delivery time out, retried). Now at most MAX_WEBHOOK_ANSWER bytes are read: an answer longer than that
+    fails its delivery at once, and is not asked again."""
+    sent = 0
+    requests = 0
+
+    async def gibibyte(stream: trio.SocketStream) -> None:
+        nonlocal sent, requests
+        request = b""
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while b"\r\n\r\n" not in request:
+                request += await stream.receive_some(65536)
+            requests += 1
+            await stream.send_all(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n" % (status, 2**30))
+            piece = b"x" * 65536
+            while sent < 2**30:
+                await stream.send_all(piece)
+                sent += len(piece)
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    event = CullEvent(
+        event="warning", user="ann", server="", id="0123456789abcdef", warned_at=NOW_UTC, cull_at=NOW_UTC,
+        reason="idle", idle_seconds=60.0, at=NOW_UTC,
+    )  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(partial(trio.serve_tcp, gibibyte, 0, host="127.0.0.1"))
+        url = f"http://127.0.0.1:{listener.socket.getsockname()[1]}/hook"
+        config = Config(
+            api_token=TOKEN,
+            url="http://127.0.0.1:9/hub/api",
+            warn_url=url,
+            warn_before=900,
+            use_proxy_env=use_proxy_env,
+        )
+        async with open_webhook_client(config, None) as client:
+            assert client is not None
+            with trio.fail_after(10), pytest.raises(RuntimeError, match=f"longer than {MAX_WEBHOOK_ANSWER} bytes"):
+                await post_event(client, url, event)
+        await trio.sleep(0.1)  # the server sees the connection closed
+        nursery.cancel_scope.cancel()
+    assert requests == 1, "an answer too long is not asked for again"
+    assert sent < 64 * 2**20, f"{sent} bytes of the answer were taken from the socket"
+
+
+# -- a user names themselves to write to the operator's terminal through --explain -------------------------------
+
+#: A window title set by an escape sequence, a forged line of --explain's own, a carriage return and a
+#: right-to-left override: each would reach the operator's terminal as it is.
+TERMINAL = "eve\x1b]0;pwned\x07\n  user:     keep: forged\r\u202e"
+
+
+async def test_explain_prints_hostile_names_escaped_one_field_one_line() -> None:
+    """Before, --explain's text wrote user and server names (and the rule's label, which quotes its globs) as
+    they are: a user named with an escape sequence wrote to the operator's terminal when explained. Now every
+    line is escaped as the text log's are; the JSON output keeps the exact names."""
+    hub = FakeHub(token=TOKEN, clock=lambda: NOW_UTC)
+    old = NOW_UTC - 5 * H
+    hub.add_user(TERMINAL, created=old, last_activity=old, servers={TERMINAL: FakeServer(TERMINAL, old, old)})
+    async with open_fake_hub(hub) as api_url:
+        config = Config(
+            api_token=TOKEN, url=api_url, timeout=600, rules=structure_rules([{"users": [TERMINAL], "timeout": 900}])
+        )
+        text, data = io.StringIO(), io.StringIO()
+        assert await run_explain(config, TERMINAL, out=text) == 0
+        assert await run_explain(config, TERMINAL, out=data, json_format=True) == 0
+    printed = text.getvalue()
+    for unsafe in ("\x1b", "\x07", "\r", "\u202e"):
+        assert unsafe not in printed, repr(printed)
+    lines = printed.splitlines()
+    assert lines[0].startswith("User eve\\x1b]0;pwned\\x07\\n  user:     keep: forged\\r"), lines[0]
+    assert not any(line.startswith("  user:     keep: forged") for line in lines), "no forged line"
+    assert lines[1].startswith(r"  server eve\x1b]0;pwned\x07\n  user:     keep: forged\r"), lines[1]
+    assert lines[2].startswith(r"    rule:     rules[0] (users=eve\x1b]0;pwned\x07\n"), lines[2]
+    assert json.loads(data.getvalue())["user"] == TERMINAL, "the JSON output is exact"

@@ -25,6 +25,7 @@ import pytest
 import trio
 
 from trio_culler._inspect import MAX_ANSWER_BYTES
+from trio_culler._notice import MAX_ANSWER_BYTES as NOTICE_MAX_ANSWER_BYTES
 
 pytestmark = pytest.mark.slow  # a child process per case, and two cases wait out a 2 s deadline
 
@@ -88,6 +89,7 @@ CASES: dict[str, tuple[Answer, str]] = {
     "a list of non-objects": (whole(b"[" + b"1," * (MAX_ANSWER_BYTES // 2 - 1) + b"1]"), "unreadable"),
     "an object, not a list": (whole(b'{"kernels": [' + b'{"id": "k"},' * 10_000 + b"{}]}"), "unreadable"),
     "deep nesting": (whole(b"[" * MAX_ANSWER_BYTES), "unreadable"),
+    "deep nesting within the notice's cap": (whole(b'{"keep": ' + b"[" * (NOTICE_MAX_ANSWER_BYTES - 20)), "unreadable"),
     "deep nesting inside an item": (
         whole(b'[{"id": "k", "execution_state": "idle", "x": ' + b"[" * 100_000),
         "unreadable",
@@ -120,12 +122,15 @@ async def hostile_server(answer: Answer) -> AsyncIterator[str]:
 
 
 @pytest.mark.parametrize("case", list(CASES))
-async def test_a_hostile_answer_neither_stalls_nor_swells_the_culler(case: str) -> None:
+@pytest.mark.parametrize("what", ["kernels", "notice"], ids=["api/kernels", "GET notice"])
+async def test_a_hostile_answer_neither_stalls_nor_swells_the_culler(what: str, case: str) -> None:
+    """Each case as the answer to the inspection (``api/kernels``), and to the state read before a warned
+    server's cull (``GET notice``, whose cap is smaller still)."""
     answer, kind = CASES[case]
     async with hostile_server(answer) as url:
         with trio.fail_after(60):
             child = await trio.run_process(
-                [sys.executable, "-m", "tests.hostile_inspection", url, str(DEADLINE)],
+                [sys.executable, "-m", "tests.hostile_inspection", url, str(DEADLINE), what],
                 cwd=ROOT,
                 capture_stdout=True,
                 capture_stderr=True,
@@ -133,7 +138,7 @@ async def test_a_hostile_answer_neither_stalls_nor_swells_the_culler(case: str) 
             )
     assert child.returncode == 0, child.stderr.decode()
     measured = json.loads(child.stdout)
-    print(f"{case}: {json.dumps(measured)}")
+    print(f"{what}, {case}: {json.dumps(measured)}")
     assert measured["outcome"] == kind, measured
     assert measured["longest_step"] < MAX_STALL, measured
     assert measured["longest_heartbeat_gap"] < MAX_STALL, measured

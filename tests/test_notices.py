@@ -4,6 +4,7 @@ proxy, and the scope the notices need."""
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from trio_culler import Config
 from trio_culler._cull_events import ACTIVITY_HUB, ACTIVITY_KERNELS, stretch_id
 from trio_culler._notice import MAX_ANSWER_BYTES, NoticeFailed, parse_state
 from trio_culler.testing import FakeHub, FakeKernel, FakeServer
+from trio_culler.web._user_view import own_rule
 
 from .support.faults import NOW, TOKEN, make_config
 from .test_notify import Clock, Receiver, at, culler
@@ -72,7 +74,7 @@ async def test_a_warning_is_put_on_the_server_and_withdrawn_when_cancelled(
             "keepable": True,
         }
         assert bob.notice is not None
-        assert bob.notice["rule"] == "rules[0] (users=bob -> timeout=3600)"
+        assert bob.notice["rule"] == "rules[0] (timeout=3600)", "what the rule sets, never whom it matches"
         assert ann.notice["id"] == receiver.posts[0]["id"] or ann.notice["id"] == receiver.posts[1]["id"]
         bob.last_activity = NOW + 2 * M  # bob came back
         reports.append(await run(NOW + 5 * M))
@@ -86,6 +88,23 @@ async def test_a_warning_is_put_on_the_server_and_withdrawn_when_cancelled(
     # Every request to a server carried a token of that server's own user, never the culler's.
     assert set(hub.statistics().server_credentials) == {"own"}
     assert stops(hub) == {"ann"}
+
+
+async def test_a_notice_names_no_other_user_not_even_through_its_rule(autojump_clock: trio.testing.MockClock) -> None:
+    """A rule's label names whom it matches (users, groups, profiles): the notice is its user's to read, so it
+    carries the rule's number and what it sets, as the status page's user view does."""
+    hub = make_hub(ann=idle(50), bob=idle(50))
+    rules = [{"users": ["ann", "bob", "carol-the-admin"], "timeout": 3600, "remove": False}]
+    async with culler(hub, config(rules=rules), Receiver()) as run:
+        await run(NOW)
+    for name, other in (("ann", "bob"), ("bob", "ann")):
+        notice = hub.users[name].servers[""].notice
+        assert notice is not None
+        assert notice["rule"] == "rules[0] (timeout=3600, remove=false)"
+        assert notice["rule"] == own_rule("rules[0] (users=ann, bob, carol-the-admin -> timeout=3600, remove=false)")
+        body = json.dumps(notice)
+        for word in (other, "carol", "users="):
+            assert word not in body, body
 
 
 async def test_with_kernel_activity_only_the_notice_says_what_counts(autojump_clock: trio.testing.MockClock) -> None:
@@ -211,6 +230,27 @@ async def test_a_keep_dated_in_the_future_counts_as_now(autojump_clock: trio.tes
         await run(NOW + 75 * M)
     assert [post["kept_at"] for post in receiver.posts if post["detail"] == "kept"] == [at(15)]
     assert receiver.events()[2:] == [("warning", at(75), None), ("culled", at(75), None)]
+
+
+async def test_keeps_never_outlast_max_age(autojump_clock: trio.testing.MockClock) -> None:
+    """A keep is activity, and no activity prevents a cull for --max-age: a user who keeps their server after
+    each warning gets it culled at the max-age notice's time, as a busy kernel would."""
+    hub = make_hub(ann=FakeServer("", started=NOW - 100 * M, last_activity=NOW - 50 * M))  # max-age at +20
+    receiver = Receiver()
+    clock = Clock()
+    async with culler(hub, config(max_age=2 * 3600), receiver, clock) as run:
+        for minutes in (0, 5, 10, 15, 20, 25, 30, 35, 40):
+            if minutes in (10, 30):
+                clock.now = NOW + (minutes - 2) * M
+                hub.keep("ann")  # after the warning, and after the one for max-age
+            await run(NOW + minutes * M)
+    assert stops(hub) == {"ann"}
+    # The events of one pass are delivered at once, in any order.
+    events = receiver.events()
+    assert [event for event in events if event[2] == "kept"] == [("cancelled", at(15), "kept")], "idleness: kept"
+    # Past max-age (+20) no keep counts: culled at the max-age notice's time, within --warn-before of max-age.
+    assert [event for event in events if event[0] == "culled"] == [("culled", at(35), None)]
+    assert hub.statistics().notice_requests["GET"] == 1, "a max-age cull does not even ask for a keep"
 
 
 # --- Servers without the extension, and hostile ones ---------------------------------------------------------

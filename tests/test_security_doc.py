@@ -59,6 +59,8 @@ def test_the_document_names_its_evidence() -> None:
         "tests/test_token_scope.py",
         "tests/test_status_web.py",
         "tests/integration/test_inspect_kernels.py",
+        "tests/test_notices.py",
+        "tests/test_warnings_state.py",
     ):
         assert expected in files
 
@@ -78,16 +80,13 @@ def test_every_test_of_the_review_is_in_the_document(path: str) -> None:
     assert not missing, f"docs/security.md does not name {path}::{missing}"
 
 
-def test_the_lists_the_lead_relies_on_are_there() -> None:
+def test_nothing_is_left_to_be_checked() -> None:
+    """What no test can show is listed, with why; nothing is left pending (a gap found, a feature to re-check):
+    each point is in its party's or attack's section, with its test, or fixed."""
     text = DOC.read_text(encoding="utf-8")
-    for heading in (
-        "## Not shown by a test",
-        "## Gaps found and left to their owners",
-        "## To be checked when notices land",
-    ):
-        assert heading in text, heading
-    to_check = text.split("## To be checked when notices land", 1)[1]
-    assert len(re.findall(r"^\d+\. ", to_check, re.MULTILINE)) >= 5, "a numbered list of what to re-check"
+    assert "## Not shown by a test" in text
+    for pending in ("## Gaps found", "## To be checked", "to be checked when", "left to their owners"):
+        assert pending.lower() not in text.lower(), pending
 
 
 def test_the_readme_points_to_the_document() -> None:

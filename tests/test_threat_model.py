@@ -19,8 +19,14 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from trio_culler import Config, run_pass
+from trio_culler._credentials import open_server_credentials
+from trio_culler._cull_events import EVENTS
+from trio_culler._engine import run_pass_with
+from trio_culler._hub import open_hub_client
 from trio_culler._metrics import CULL_REASONS, ERROR_KINDS, INSPECTION_FAILURE_KINDS, KEPT_REASONS, Metrics
+from trio_culler._notify import open_notifier
 from trio_culler._report import OUTCOMES
+from trio_culler._rules import structure_rules
 from trio_culler.testing import FakeHub, FakeKernel, FakeServer
 
 from .loopback_recorder import Answer, Seen, open_recorder
@@ -99,6 +105,105 @@ async def test_a_users_server_receives_two_gets_its_own_token_and_nothing_else()
     for seen in servers.seen:
         assert seen.authorization == [f"token {minted[seen.target.split('/')[2]]}"]
     assert hub.statistics().tokens_minted == 2
+
+
+#: What a notice is made of (docs/notice-api.md): these keys, nothing else.
+NOTICE_KEYS = {"id", "warned_at", "cull_at", "idle_since", "reason", "limit", "limit_seconds", "rule", "activity"}
+NOTICE_KEYS |= {"keepable"}
+M = timedelta(minutes=1)
+
+
+async def test_a_warned_users_server_receives_its_notice_its_own_token_and_nothing_else() -> None:
+    """Everything that arrives at users' servers from the culler's warnings, on the wire: ``PUT notice`` with the
+    notice (its documented keys; no other user's name, not even through a rule that lists them), ``DELETE
+    notice?id=`` when the warning is cancelled, ``GET notice`` before the cull; the fixed headers of every
+    client of the culler's (and the PUT's body headers), and one ``Authorization``: the token minted for that
+    server's own user, never the culler's."""
+    minted: dict[str, str] = {}
+
+    async def extension(seen: Seen) -> Answer:
+        """trio-culler-notice as a listener: a state for GET and PUT, 204 for DELETE."""
+        if seen.method == "DELETE":
+            return Answer(204, (), b"")
+        notice = json.loads(seen.body) if seen.method == "PUT" else None
+        return Answer(body=json.dumps({"notice": notice, "keep": None, "now": "2026-11-25T12:00:00Z"}).encode())
+
+    rules = structure_rules([{"users": ["alice", "bob", "carol-the-admin"], "timeout": 3600}])
+    clock = [NOW]
+    async with open_recorder(extension) as servers:
+        hub = FakeHub(token=TOKEN, clock=lambda: clock[0], public_url=servers.url)
+        for name in ("alice", "bob"):
+            hub.add_user(name, servers={"": FakeServer("", started=NOW - 5 * H, last_activity=NOW - 50 * M)})
+        transport = hub.transport()
+
+        async def api(seen: Seen) -> Answer:
+            url = f"http://hub.test{seen.target}"
+            request = httpx.Request(seen.method, url, headers=list(seen.headers), content=seen.body)
+            response = await transport.handle_async_request(request)
+            body = await response.aread()
+            if seen.method == "POST" and seen.target.endswith("/tokens"):
+                minted[seen.target.split("/")[-2]] = json.loads(body)["token"]
+            return Answer(response.status_code, (("Content-Type", "application/json"),), body)
+
+        async with hub.running(), open_recorder(api) as hub_api:
+            config = Config(
+                api_token=TOKEN,
+                url=f"{hub_api.url}/hub/api",
+                timeout=3600,
+                cull_every=300,
+                warn_before=900,
+                rules=rules,
+                max_retries=0,
+            )
+            async with (
+                open_hub_client(config) as client,
+                open_server_credentials(client, config) as credentials,
+                open_notifier(config, hub=client, credentials=credentials, clock=lambda: clock[0]) as notifier,
+            ):
+                assert notifier is not None
+                for minutes in (0, 5, 15):
+                    clock[0] = NOW + minutes * M
+                    credentials.begin_pass()
+                    report = await run_pass_with(
+                        client, config, now=clock[0], notifier=notifier, credentials=credentials
+                    )
+                    assert report.ok, report.summary()
+                    await hub.wait_stops_done()
+                    with trio.fail_after(10):
+                        # The deliveries run beside the passes, over real sockets; the notifier has no event.
+                        while notifier.statistics().queued or notifier.statistics().delivering:  # noqa: ASYNC110
+                            await trio.sleep(0.01)
+                    if minutes == 0:
+                        hub.users["bob"].servers[""].last_activity = NOW + 2 * M  # bob came back
+    assert set(hub.statistics().stop_requests) == {("alice", "")}
+    notice = "api/trio-culler/v1/notice"
+    bobs = json.loads(next(seen.body for seen in servers.seen if seen.target == f"/user/bob/{notice}"))
+    assert sorted((seen.method, seen.target) for seen in servers.seen) == sorted(
+        [
+            ("PUT", f"/user/alice/{notice}"),
+            ("PUT", f"/user/bob/{notice}"),
+            ("DELETE", f"/user/bob/{notice}?id={bobs['id']}"),
+            ("GET", f"/user/alice/{notice}"),
+        ]
+    )
+    for seen in servers.seen:
+        user = seen.target.split("/")[2]
+        names = [name for name, _value in seen.headers]
+        body_headers = {"content-type", "content-length"} if seen.method == "PUT" else set()
+        assert set(names) <= SERVER_HEADERS | body_headers, seen.headers
+        assert len(names) == len(set(names)), f"one of each: {seen.headers}"
+        assert seen.authorization == [f"token {minted[user]}"], "the token minted for that server's own user"
+        assert TOKEN not in repr(seen)
+        if seen.method != "PUT":
+            assert seen.body == b""
+            continue
+        sent = json.loads(seen.body)
+        assert set(sent) == NOTICE_KEYS, sent
+        assert sent["rule"] == "rules[0] (timeout=3600)", "what the rule sets, never whom it matches"
+        other = "bob" if user == "alice" else "alice"
+        for word in (other, "carol", *(token for name, token in minted.items() if name != user)):
+            assert word not in seen.body.decode(), seen.body
+    assert set(minted) == {"alice", "bob"}
 
 
 # -- what a hostile server's answers cost a pass ------------------------------------------------------------
@@ -180,7 +285,8 @@ async def test_no_name_reaches_a_metric_label_only_codes_do(autojump_clock: trio
     allowed = {
         "reason": {*CULL_REASONS, *KEPT_REASONS},
         "kind": {*ERROR_KINDS, *INSPECTION_FAILURE_KINDS},
-        "outcome": {*OUTCOMES, "sent", "failed"},
+        "outcome": {*OUTCOMES, "sent", "failed", "delivered", "no_extension"},
+        "event": set(EVENTS),
     }
     seen_labels = set()
     for family in text_string_to_metric_families(text):

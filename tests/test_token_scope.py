@@ -10,6 +10,7 @@ if followed anyway, the token stays behind). Where nothing is due, no ``Authoriz
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,8 @@ import trio
 
 from trio_culler import Config, run_pass
 from trio_culler._clients import TokenScope, http_client
+from trio_culler._credentials import open_server_credentials
+from trio_culler._cull_events import stretch_id
 from trio_culler._engine import run_pass_with
 from trio_culler._history import History
 from trio_culler._hub import open_hub_client
@@ -127,6 +130,32 @@ async def test_servers_on_the_apis_own_origin_get_only_their_users_token(
     assert all(seen.authorization == [HUB_AUTH] for seen in api)
 
 
+async def test_notices_on_the_apis_own_origin_get_only_their_users_token() -> None:
+    """The notice API's requests (``PUT notice`` here) to servers under --url's own origin, through the same
+    request engine: each server gets its own user's token, never the culler's."""
+    async with hub_behind(hub_with_servers()) as proxy:
+        config = inspecting(f"{proxy.url}/hub/api", proxy.url, warn_before=900)
+        async with (
+            open_hub_client(config) as client,
+            open_server_credentials(client, config) as credentials,
+            open_notifier(config, hub=client, credentials=credentials) as notifier,
+        ):
+            assert notifier is not None
+            credentials.begin_pass()
+            report = await run_pass_with(client, config, now=NOW, notifier=notifier, credentials=credentials)
+            with trio.fail_after(10):
+                # The deliveries run beside the pass, over real sockets; the notifier has no event to wait on.
+                while notifier.statistics().queued or notifier.statistics().delivering:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+    assert report.ok, report.errors
+    notices = [seen for seen in proxy.under("/user/") if "/api/trio-culler/v1/" in seen.target]
+    assert sorted((seen.method, seen.target) for seen in notices) == [
+        ("PUT", f"/user/{name}/api/trio-culler/v1/notice") for name in ("alice", "bob")
+    ]
+    assert_each_server_saw_only_its_own_users_token(proxy.under("/user/"), proxy.under("/hub/api/"))
+    assert TOKEN not in repr(proxy.under("/user/"))
+
+
 async def test_servers_on_another_origin_get_only_their_users_token() -> None:
     async with open_recorder() as public, hub_behind(hub_with_servers(public_url=public.url)) as hub_api:
         # full_url (the hub's public_url) wins over --public-url: the servers are read on another origin.
@@ -179,6 +208,11 @@ async def test_no_caller_can_send_the_token_elsewhere() -> None:
     assert [seen.authorization for seen in hub_api.seen] == [[HUB_AUTH]]
 
 
+#: What a webhook event holds (README, "Warnings"): the first release's keys, and the event's.
+WEBHOOK_KEYS = {"user", "server", "cull_at", "reason", "idle_seconds", "event", "id", "warned_at", "at", "detail"}
+WEBHOOK_KEYS |= {"kept_at"}
+
+
 async def test_the_webhook_gets_no_authorization() -> None:
     hub = FakeHub(token=TOKEN, clock=lambda: NOW)
     idle = FakeServer("", started=NOW - timedelta(hours=3), last_activity=NOW - timedelta(minutes=50))
@@ -197,6 +231,10 @@ async def test_the_webhook_gets_no_authorization() -> None:
     assert [seen.target for seen in webhook.seen] == ["/w"]
     assert webhook.seen[0].authorization == []
     assert TOKEN not in every_header(webhook)
+    # The event's documented keys, and an id derived from what names the stretch, never from a secret.
+    event = json.loads(webhook.seen[0].body)
+    assert set(event) == WEBHOOK_KEYS
+    assert event["id"] == stretch_id("ann", "", NOW - timedelta(hours=3), NOW + timedelta(minutes=10))
 
 
 async def _no_content() -> Answer:

@@ -25,7 +25,7 @@ from trio_culler._warnings_state import (
 )
 from trio_culler.testing import FakeKernel, FakeServer
 
-from .support.faults import NOW
+from .support.faults import NOW, TOKEN
 from .test_notices import config, idle, make_hub, stops
 from .test_notify import Clock, Receiver, at, culler
 
@@ -288,3 +288,23 @@ async def test_the_last_write_happens_whatever_stops_the_culler(
     assert started[0] == at(0), "a write of the warned state was under way"
     assert read_state_file(path).warned == ()
     assert json.loads(path.read_text())["written_at"] == at(5)
+
+
+async def test_the_file_holds_names_and_times_never_a_token(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Written while per-server tokens are live (the notices' and the inspections'): the file has users, servers,
+    ids and times, and neither the culler's token nor any token minted for a server; it is the culler's alone."""
+    hub = make_hub(ann=idle(50, kernels=[FakeKernel("k", "idle", NOW - 50 * M)]), bob=idle(50))
+    path = tmp_path / "state.json"
+    async with culler(hub, config(state_file=str(path), inspect_kernels=True), Receiver()) as run:
+        await run(NOW)
+        minted = [token.token for token in hub.live_tokens()]
+    written = path.read_text()  # written last as the culler stops, with what it held while the tokens lived
+    assert len(minted) >= 2, "tokens of both users were live when the file was written"
+    assert TOKEN not in written
+    for token in minted:
+        assert token not in written
+    document = json.loads(written)
+    assert {record["user"] for record in document["warned"]} == {"ann", "bob"}
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600

@@ -152,7 +152,8 @@ def notice_for(
         reason=str(code),
         limit=limit,
         limit_seconds=seconds,
-        rule=None if matched.rule is None else matched.label,
+        # Never the full label: whom a rule matches names other users and groups, and the server is its user's.
+        rule=None if matched.rule is None else matched.own_label,
         activity=ACTIVITY_KERNELS if by_kernels else ACTIVITY_HUB,
         keepable=code is not DecisionCode.MAX_AGE,
     )

@@ -18,7 +18,8 @@ warnings, as it did. A hook that names a parameter ``event`` hears every event (
 or not, is never surprised by a cancellation.
 
 The POST goes through an ``httpx.AsyncClient`` of its own (``_clients.http_client``): no credential, no
-redirects, the system's trust store; the webhook is often outside the hub's trust boundary.
+redirects, the system's trust store; the webhook is often outside the hub's trust boundary. Only the status of
+its answer is used, and at most :data:`MAX_WEBHOOK_ANSWER` bytes of it are read.
 """
 
 from __future__ import annotations
@@ -38,16 +39,20 @@ import trio
 from ._clients import http_client
 from ._config import Config, WarnHook
 from ._cull_events import CullEvent
+from ._errors import AnswerTooLarge
+from ._http import read_whole
 from ._models import Server
 from ._notice import Notice, NoticeClient, NoticeFailed
 from ._redact import shown_url
 from ._retry import Backoff, retry
+from ._transport import MAX_BODY_EXTENSION
 from ._warnings_state import write_state_file
 
 __all__ = [
     "DELIVERY_TASKS",
     "DELIVERY_TIMEOUT",
     "MAX_QUEUED",
+    "MAX_WEBHOOK_ANSWER",
     "NOTICE_TASKS",
     "POST_ATTEMPTS",
     "ServerDelivery",
@@ -71,6 +76,9 @@ DELIVERY_TIMEOUT = 30.0
 #: Attempts at the POST, and the pause after the n-th failed one.
 POST_ATTEMPTS = 3
 POST_BACKOFF = 1.0
+#: Most bytes of the webhook's answer read (only its status is used).
+MAX_WEBHOOK_ANSWER = 64 * 1024
+_CAPPED = {MAX_BODY_EXTENSION: MAX_WEBHOOK_ANSWER}
 #: Seconds between two writes of the state file at least (the events of a pass come in bursts).
 STATE_WRITE_INTERVAL = 1.0
 
@@ -216,12 +224,18 @@ async def _post(client: httpx.AsyncClient, url: str, event: CullEvent) -> None:
 
     async def attempt() -> None:
         try:
-            response = await client.post(url, json=payload)
+            # Only the status is used; the body is read within a small cap (the default transport reads answers
+            # whole, so the cap must be its too): a receiver answering gigabytes must not have them read into
+            # memory. An answer over the cap would be over it again: the delivery fails, not retried.
+            request = client.build_request("POST", url, json=payload, extensions=_CAPPED)
+            response = await read_whole(await client.send(request, stream=True), MAX_WEBHOOK_ANSWER)
+            status = response.status_code
+        except AnswerTooLarge as error:
+            raise _PostFailed(str(error), final=True) from None
         except httpx.HTTPError as error:
             raise _PostFailed(f"{type(error).__name__}: {error}".rstrip(": "), final=False) from None
-        if response.is_success:
+        if 200 <= status < 300:
             return
-        status = response.status_code
         # A 4xx says the request itself is wrong: the same POST would be refused again (timeouts and rate
         # limits aside).
         raise _PostFailed(f"HTTP {status}", final=400 <= status < 500 and status not in (408, 429))

@@ -35,6 +35,7 @@ from ._errors import HubError
 from ._groups import group_notes
 from ._hub import HubClient
 from ._judge import Judge, Verdict
+from ._logging import escape_controls
 from ._models import Server, User
 from ._notice import NoticeClient
 from ._notify import Notifier
@@ -207,7 +208,9 @@ class Explanation:
         lines.append(
             f"  user:     {self.user_decision.action.value}: {self.user_decision.reason} ({self.user_rule.label})"
         )
-        return "\n".join(lines) + "\n"
+        # Names (and the rules' globs, an inspection's failure) are the users' to choose: one field, one line, and
+        # no escape sequence reaches the operator's terminal.
+        return "".join(escape_controls(line) + "\n" for line in lines)
 
 
 def explain_user(
@@ -404,7 +407,7 @@ async def run_explain(
     if json_format:
         out.write(json.dumps({**explanation.as_dict(), "notes": notes}, sort_keys=True) + "\n")
     else:
-        out.write(explanation.render() + "".join(f"  note:     {note}\n" for note in notes))
+        out.write(explanation.render() + "".join(f"  note:     {escape_controls(note)}\n" for note in notes))
     return 0
 
 
@@ -412,7 +415,7 @@ def _fail(out: TextIO, json_format: bool, message: str) -> int:
     if json_format:
         out.write(json.dumps({"event": "explain", "error": message}) + "\n")
     else:
-        print(f"trio-culler: --explain: {message}", file=sys.stderr)
+        print(f"trio-culler: --explain: {escape_controls(message)}", file=sys.stderr)
     return 1
 
 

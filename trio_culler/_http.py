@@ -59,7 +59,14 @@ from ._redact import make_redactor, url_secrets
 from ._retry import Backoff, retry
 from ._transport import MAX_BODY_EXTENSION, TrioH11Transport, refuse_encoded
 
-__all__ = ["INSPECT_TIMEOUT", "REQUEST_BACKOFF", "HubStatistics", "RequestEngine", "open_request_engine"]
+__all__ = [
+    "INSPECT_TIMEOUT",
+    "REQUEST_BACKOFF",
+    "HubStatistics",
+    "RequestEngine",
+    "open_request_engine",
+    "read_whole",
+]
 
 #: Most seconds one attempt at a request outside the hub's API may take (a user's server; less when
 #: ``--request-timeout`` is shorter). jupyter_server lists its kernels from memory in milliseconds; a server that
@@ -277,7 +284,7 @@ class RequestEngine:
         max_body = request.extensions.get(MAX_BODY_EXTENSION)
         transport = self._transport
         if transport is None:
-            return await _read_whole(await self._client.send(request, stream=True), max_body)
+            return await read_whole(await self._client.send(request, stream=True), max_body)
         if self._elsewhere is not None and not str(request.url).startswith(self._origin):
             transport = self._elsewhere
         # What AsyncClient.send does for a client without auth, redirects, hooks or cookies: the transport's
@@ -287,7 +294,7 @@ class RequestEngine:
         response.request = request
         if self._transport_checkpoints:
             return response  # read (within max_body) and closed by the transport
-        return await _read_whole(response, max_body)
+        return await read_whole(response, max_body)
 
     def _hub_message(self, response: httpx.Response) -> str:
         try:
@@ -319,7 +326,7 @@ def _what(request: httpx.Request) -> str:
     return f"{request.method} {request.url}"
 
 
-async def _read_whole(response: httpx.Response, max_body: int | None) -> httpx.Response:
+async def read_whole(response: httpx.Response, max_body: int | None) -> httpx.Response:
     """A streamed answer (a transport other than ours) read in full, within ``max_body`` bytes, and closed."""
     try:
         if max_body is None:

@@ -115,10 +115,14 @@ class Rule:
     def describe(self) -> str:
         """A short label for logs, ``--explain`` and the status page: ``groups=overnight -> timeout=86400``."""
         keys = ", ".join(f"{key}={_show(getattr(self, key))}" for key in self.match_keys)
+        return f"{keys} -> {self.describe_settings()}"
+
+    def describe_settings(self) -> str:
+        """What the rule sets, without whom it matches: ``timeout=86400``, or ``global options``."""
         settings = ", ".join(
             f"{key}={_show(getattr(self, key))}" for key in SETTING_KEYS if getattr(self, key) is not None
         )
-        return f"{keys} -> {settings or 'global options'}"
+        return settings or "global options"
 
     def as_dict(self) -> dict[str, Any]:
         """The rule as it would be written (JSON-ready), without the keys not given."""
@@ -306,6 +310,15 @@ class MatchedRule:
         if self.rule is None:
             return "global options"
         return f"rules[{self.index}] ({self.rule.describe()})"
+
+    @property
+    def own_label(self) -> str:
+        """The label as the server's own user may see it (the notice put on their server): which rule and what
+        it sets, never whom it matches, since that names other users, groups and profiles:
+        ``rules[1] (timeout=86400)``. The same as the status page's user view (``web._user_view.own_rule``)."""
+        if self.rule is None:
+            return "global options"
+        return f"rules[{self.index}] ({self.rule.describe_settings()})"
 
 
 @attrs.frozen

@@ -157,7 +157,6 @@ class ServerCredentials:
         self._held: dict[_Key, _Held] = {}
         self._minting: dict[_Key, _Minting] = {}
         self._pass = 0
-        self._logged: set[str] = set()
         self._stats = CredentialStatistics()
 
     @property
@@ -170,16 +169,8 @@ class ServerCredentials:
     # -- the pass's view -------------------------------------------------------------------------------------
 
     def begin_pass(self) -> None:
-        """A pass starts: what it uses is kept by its :meth:`end_pass`; each failure reason is logged once."""
+        """A pass starts: what it uses is kept by its :meth:`end_pass`."""
         self._pass += 1
-        self._logged.clear()
-
-    def first_failure(self, reason: str) -> bool:
-        """True for the first failure of this ``reason`` in this pass (the one worth a log line)."""
-        if reason in self._logged:
-            return False
-        self._logged.add(reason)
-        return True
 
     async def for_server(self, user: str, server: str, *, refused: str | None = None) -> str:
         """A token that reaches ``user``'s server ``server`` and nothing else, or CredentialUnavailable.

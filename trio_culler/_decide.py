@@ -175,56 +175,38 @@ def decide_server(
         return Decision(Action.KEEP, DecisionCode.PENDING, detail=server.pending)
     if not server.is_ready:
         return Decision(Action.KEEP, DecisionCode.NOT_READY)
-    if activity is not None:
-        return _decide_inspected(server, policy=policy, now=now, verdict=arbiter_says_cull, activity=activity)
-    inactive, age = server_idle_time(server, now)
+    # Inspected: idle time may be the kernels' (kernel_activity_only), and a busy kernel may spare the server.
+    inspected = activity is not None
+    kernels_only = inspected and policy.kernel_activity_only
+    inactive, age = effective_idle_time(server, now, policy=policy, activity=activity)
+    hub_inactive = server_idle_time(server, now)[0] if inspected else None
     kind_enabled = policy.cull_named_servers if server.name else policy.cull_default_servers
     act = Action.REMOVE if server.name and policy.remove_named_servers else Action.STOP
-    if inactive is not None and kind_enabled:
-        idle = inactive >= policy.timeout if arbiter_says_cull is None else arbiter_says_cull
-        if idle:
-            return Decision(act, DecisionCode.IDLE, inactive, age)
     # As in the original, max-age applies to default and named servers whatever the kind toggles say:
     # they choose what idleness may cull, max-age is a hard lifetime.
-    if policy.max_age is not None and age is not None and age >= policy.max_age:
-        return Decision(act, DecisionCode.MAX_AGE, inactive, age)
-    if not kind_enabled:
-        return Decision(
-            Action.KEEP, DecisionCode.NAMED_DISABLED if server.name else DecisionCode.DEFAULT_DISABLED, inactive, age
-        )
-    return Decision(Action.KEEP, DecisionCode.ACTIVE, inactive, age)
-
-
-def _decide_inspected(
-    server: Server, *, policy: Policy, now: datetime, verdict: bool | None, activity: ServerActivity
-) -> Decision:
-    hub_inactive, _age = server_idle_time(server, now)
-    inactive, age = effective_idle_time(server, now, policy=policy, activity=activity)
-    kind_enabled = policy.cull_named_servers if server.name else policy.cull_default_servers
-    act = Action.REMOVE if server.name and policy.remove_named_servers else Action.STOP
     over_age = policy.max_age is not None and age is not None and age >= policy.max_age
     busy: timedelta | None = None
 
     def decision(action: Action, code: DecisionCode, detail: str = "") -> Decision:
-        return Decision(action, code, inactive, age, detail, hub_inactive=hub_inactive, busy=busy, inspected=True)
+        return Decision(action, code, inactive, age, detail, hub_inactive, busy, inspected)
 
-    if activity.busy:
+    if activity is not None and activity.busy:
         # A busy kernel without a timestamp has been busy for an unknown time: it cannot be shown to be over
         # --max-busy, so it protects the server (sparing is the mistake that can be undone).
         busy = _since(now, activity.busy_since)
         if policy.max_busy is None or busy is None or busy < policy.max_busy:
             return decision(act, DecisionCode.MAX_AGE) if over_age else decision(Action.KEEP, DecisionCode.KERNEL_BUSY)
     if inactive is not None and kind_enabled:
-        idle = inactive >= policy.timeout if verdict is None else verdict
+        idle = inactive >= policy.timeout if arbiter_says_cull is None else arbiter_says_cull
         if idle:
             if busy is not None:
                 return decision(act, DecisionCode.BUSY_EXPIRED, format_duration(policy.max_busy))
-            return decision(act, DecisionCode.KERNELS_IDLE if policy.kernel_activity_only else DecisionCode.IDLE)
+            return decision(act, DecisionCode.KERNELS_IDLE if kernels_only else DecisionCode.IDLE)
     if over_age:
         return decision(act, DecisionCode.MAX_AGE)
     if not kind_enabled:
         return decision(Action.KEEP, DecisionCode.NAMED_DISABLED if server.name else DecisionCode.DEFAULT_DISABLED)
-    return decision(Action.KEEP, DecisionCode.KERNELS_ACTIVE if policy.kernel_activity_only else DecisionCode.ACTIVE)
+    return decision(Action.KEEP, DecisionCode.KERNELS_ACTIVE if kernels_only else DecisionCode.ACTIVE)
 
 
 def decide_user(user: User, *, policy: Policy, now: datetime, servers_left: int) -> Decision:

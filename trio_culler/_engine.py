@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 
 import trio
@@ -75,102 +76,93 @@ async def run_pass_with(
     mints its own and revokes them when it ends.
     ``group_check``: says which group names in the rules the hub does not have, once the hub answered.
     """
-    if credentials is None:
-        async with open_server_credentials(hub, config) as own:
-            own.begin_pass()
-            return await run_pass_with(
-                hub,
-                config,
-                now=now,
-                draining=draining,
-                recorder=recorder,
-                notifier=notifier,
-                probe=probe,
-                credentials=own,
-                group_check=group_check,
-            )
-    now = datetime.now(UTC) if now is None else now
-    draining = trio.Event() if draining is None else draining
-    if recorder is None:
-        recorder = PassRecorder(started=now, started_at=trio.current_time(), dry_run=config.dry_run)
-    if recorder.upcoming is None:
-        recorder.upcoming = Upcoming(now, MAX_UPCOMING_KEPT)
-    if probe is None:
-        try:
-            probe = await _probe_unless_draining(hub, config, draining)
-        except HubError as error:
-            recorder.error("probe", error)
-            # Not logged here: the pass summary carries `aborted`, and an operator should read it once per pass.
-            recorder.aborted = _abort_message(error, config)
-            return _finish(recorder, notifier)
+    own = credentials is None
+    tokens = open_server_credentials(hub, config) if credentials is None else nullcontext(credentials)
+    async with tokens as credentials:
+        if own:
+            credentials.begin_pass()
+        now = datetime.now(UTC) if now is None else now
+        draining = trio.Event() if draining is None else draining
+        if recorder is None:
+            recorder = PassRecorder(started=now, started_at=trio.current_time(), dry_run=config.dry_run)
+        if recorder.upcoming is None:
+            recorder.upcoming = Upcoming(now, MAX_UPCOMING_KEPT)
         if probe is None:
-            recorder.interrupted = True
+            try:
+                probe = await _probe_unless_draining(hub, config, draining)
+            except HubError as error:
+                recorder.error("probe", error)
+                # Not logged here: the pass summary carries `aborted`, and an operator should read it once per pass.
+                recorder.aborted = _abort_message(error, config)
+                return _finish(recorder, notifier)
+            if probe is None:
+                recorder.interrupted = True
+                return _finish(recorder, notifier)
+        info = probe.info
+        recorder.hub_up = True
+        recorder.hub_version = info.version
+        missing = check_scopes(probe, config)
+        for scope, why in risky_scopes(probe.scopes or ()):
+            # Every pass, as long as the role holds it: a token that opens every user's server is worth a reminder.
+            log.warning("The culler's role holds %s: remove it (%s)", scope, why, extra={"event": "risky_scope"})
+        if missing is not None:
+            # The pass would lie ("0 servers", "active"): it is not run; every pass checks again.
+            recorder.error("scopes", missing)
+            recorder.aborted = _abort_message(missing, config)
             return _finish(recorder, notifier)
-    info = probe.info
-    recorder.hub_up = True
-    recorder.hub_version = info.version
-    missing = check_scopes(probe, config)
-    for scope, why in risky_scopes(probe.scopes or ()):
-        # Every pass, as long as the role holds it: a token that opens every user's server is worth a reminder.
-        log.warning("The culler's role holds %s: remove it (%s)", scope, why, extra={"event": "risky_scope"})
-    if missing is not None:
-        # The pass would lie ("0 servers", "active"): it is not run; every pass checks again.
-        recorder.error("scopes", missing)
-        recorder.aborted = _abort_message(missing, config)
-        return _finish(recorder, notifier)
-    if group_check is not None:
-        await group_check.run(hub)
-    if not info.has_pagination:
-        log.debug("Hub %s has no pagination: reading the user list in one request", info.version)
-    workers = config.concurrency or UNBOUNDED_WORKERS
-    inspect = inspector(hub, config, credentials)
-    read_keep = None
-    if notifier is not None:
-        notices = _notices_allowed(probe, config, notifier)
-        notifier.begin_pass(notices=notices)
-        # The culler's own requests to a warned server are not its user's activity (see _notify).
-        inspect = notifier.recording(inspect)
-        if notices:
-            # On the notifier's clock, as its other records of the culler's own requests are.
-            read_keep = NoticeClient(
-                hub, config, credentials, own_request=notifier.own_request, clock=notifier.clock
-            ).read_keep
-    judge = Judge.for_config(config, inspect, read_keep=read_keep)
-    work = UserWork(hub, config, judge, now, recorder, notifier, credentials)
-    send, receive = trio.open_memory_channel[Work](0)
-    try:
-        async with (
-            run_and_cancelling(_report_progress, recorder, config.progress_interval),
-            trio.open_nursery() as nursery,
-        ):
-            nursery.start_soon(
-                lambda: stream_users(
-                    hub,
-                    info,
-                    cull_users=config.rule_table.may_cull_users,
-                    page_size=config.api_page_size,
-                    send=send,
-                    recorder=recorder,
-                    draining=draining,
-                    triage=_triage(config, judge, now, work),
-                    vet=_vet_predicate(config),
+        if group_check is not None:
+            await group_check.run(hub)
+        if not info.has_pagination:
+            log.debug("Hub %s has no pagination: reading the user list in one request", info.version)
+        workers = config.concurrency or UNBOUNDED_WORKERS
+        inspect = inspector(hub, config, credentials)
+        read_keep = None
+        if notifier is not None:
+            notices = _notices_allowed(probe, config, notifier)
+            notifier.begin_pass(notices=notices)
+            # The culler's own requests to a warned server are not its user's activity (see _notify).
+            inspect = notifier.recording(inspect)
+            if notices:
+                # On the notifier's clock, as its other records of the culler's own requests are.
+                read_keep = NoticeClient(
+                    hub, config, credentials, own_request=notifier.own_request, clock=notifier.clock
+                ).read_keep
+        judge = Judge.for_config(config, inspect, read_keep=read_keep)
+        work = UserWork(hub, config, judge, now, recorder, notifier, credentials)
+        send, receive = trio.open_memory_channel[Work](0)
+        try:
+            async with (
+                run_and_cancelling(_report_progress, recorder, config.progress_interval),
+                trio.open_nursery() as nursery,
+            ):
+                nursery.start_soon(
+                    lambda: stream_users(
+                        hub,
+                        info,
+                        cull_users=config.rule_table.may_cull_users,
+                        page_size=config.api_page_size,
+                        send=send,
+                        recorder=recorder,
+                        draining=draining,
+                        triage=_triage(config, judge, now, work),
+                        vet=_vet_predicate(config),
+                    )
                 )
-            )
-            async with receive:
-                for _ in range(workers):
-                    nursery.start_soon(_worker, work, receive.clone(), draining)
-    except* HubAuthError as group:
-        auth_error = first_leaf(group)
-        assert isinstance(auth_error, HubAuthError)
-        if isinstance(auth_error, MissingFieldError):
-            recorder.error("scopes", auth_error)
-            recorder.aborted = str(auth_error)
-        else:
-            recorder.error("scopes" if isinstance(auth_error, MissingScopes) else "authorization", auth_error)
-            recorder.aborted = _abort_message(auth_error, config)
-    if draining.is_set():
-        recorder.interrupted = True
-    return _finish(recorder, notifier)
+                async with receive:
+                    for _ in range(workers):
+                        nursery.start_soon(_worker, work, receive.clone(), draining)
+        except* HubAuthError as group:
+            auth_error = first_leaf(group)
+            assert isinstance(auth_error, HubAuthError)
+            if isinstance(auth_error, MissingFieldError):
+                recorder.error("scopes", auth_error)
+                recorder.aborted = str(auth_error)
+            else:
+                recorder.error("scopes" if isinstance(auth_error, MissingScopes) else "authorization", auth_error)
+                recorder.aborted = _abort_message(auth_error, config)
+        if draining.is_set():
+            recorder.interrupted = True
+        return _finish(recorder, notifier)
 
 
 def _finish(recorder: PassRecorder, notifier: Notifier | None) -> PassReport:

@@ -61,59 +61,59 @@ ERROR_KINDS = (
 _PASS_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, float("inf"))
 
 
-def _labelled(name: str, documentation: str, label: str, values: Sequence[str], registry: CollectorRegistry) -> Counter:
-    """A counter with one label, every value of which exists at 0 from the start (see the module's docstring)."""
-    counter = Counter(name, documentation, [label], registry=registry)
-    for value in values:
-        counter.labels(value)
-    return counter
-
-
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None, *, interval: float | None = None) -> None:
         """``interval``: the seconds between passes (``--cull-every`` in force), for alerts on staleness."""
         self.registry = CollectorRegistry(auto_describe=True) if registry is None else registry
         r = self.registry
+
+        def gauge(name: str, documentation: str) -> Gauge:
+            return Gauge(name, documentation, registry=r)
+
+        def counter(name: str, documentation: str, label: str | None = None, values: Sequence[str] = ()) -> Counter:
+            """A counter; with a label, every value of which exists at 0 from the start (see the module's
+            docstring)."""
+            if label is None:
+                return Counter(name, documentation, registry=r)
+            labelled = Counter(name, documentation, [label], registry=r)
+            for value in values:
+                labelled.labels(value)
+            return labelled
+
         self.build = Info("trio_culler_build", "The culler's version, and Python's.", registry=r)
         self.build.info({"version": __version__, "python": platform.python_version()})
         if registry is None:
             # process_start_time_seconds (the staleness alert's grace at start-up), memory, CPU and file
             # descriptors, where /proc has them; a registry of the caller's may have its own already.
             ProcessCollector(registry=r)
-        self.interval = Gauge(
-            "trio_culler_pass_interval_seconds", "Seconds between the starts of two passes (--cull-every).", registry=r
+        self.interval = gauge(
+            "trio_culler_pass_interval_seconds", "Seconds between the starts of two passes (--cull-every)."
         )
         if interval is not None:
             self.interval.set(interval)
-        self.config_error = Gauge(
+        self.config_error = gauge(
             "trio_culler_config_error",
             "1 while the configuration cannot be used: no pass runs (the status page and the log say why).",
-            registry=r,
         )
-        self.servers_culled = _labelled(
+        self.servers_culled = counter(
             "trio_culler_servers_culled",
             "Servers culled (the hub took the stop), by the rule that culled them; dry runs not included.",
             "reason",
             CULL_REASONS,
-            r,
         )
-        self.servers_would_cull = _labelled(
+        self.servers_would_cull = counter(
             "trio_culler_servers_would_cull",
             "Servers a dry run would have culled, by the rule that would have culled them.",
             "reason",
             CULL_REASONS,
-            r,
         )
-        self.users_culled = Counter("trio_culler_users_culled", "Users deleted; dry runs not included.", registry=r)
-        self.users_would_cull = Counter(
-            "trio_culler_users_would_cull", "Users a dry run would have deleted.", registry=r
-        )
-        self.passes = _labelled(
+        self.users_culled = counter("trio_culler_users_culled", "Users deleted; dry runs not included.")
+        self.users_would_cull = counter("trio_culler_users_would_cull", "Users a dry run would have deleted.")
+        self.passes = counter(
             "trio_culler_passes",
             "Passes finished, by outcome: ran, hub_down, scopes, failed, interrupted (see the README).",
             "outcome",
             OUTCOMES,
-            r,
         )
         self.pass_duration = Histogram(
             "trio_culler_pass_duration_seconds",
@@ -121,70 +121,57 @@ class Metrics:
             buckets=_PASS_BUCKETS,
             registry=r,
         )
-        self.last_pass = Gauge(
-            "trio_culler_last_pass_timestamp_seconds",
-            "Unix time at which the last pass that read users finished.",
-            registry=r,
+        self.last_pass = gauge(
+            "trio_culler_last_pass_timestamp_seconds", "Unix time at which the last pass that read users finished."
         )
-        self.last_successful_pass = Gauge(
+        self.last_successful_pass = gauge(
             "trio_culler_last_successful_pass_timestamp_seconds",
             "Unix time at which the last pass that ran (read every page of users, decided every user) finished; "
             "0 before the first.",
-            registry=r,
         )
-        self.last_pass_ok = Gauge(
-            "trio_culler_last_pass_success",
-            "1 if the last pass completed without errors, else 0.",
-            registry=r,
+        self.last_pass_ok = gauge(
+            "trio_culler_last_pass_success", "1 if the last pass completed without errors, else 0."
         )
-        self.errors = _labelled(
-            "trio_culler_errors", "Failed requests and unreadable data, by kind.", "kind", ERROR_KINDS, r
+        self.errors = counter(
+            "trio_culler_errors", "Failed requests and unreadable data, by kind.", "kind", ERROR_KINDS
         )
-        self.users_seen = Gauge("trio_culler_users_seen", "Users looked at by the last pass that ran.", registry=r)
-        self.servers_seen = Gauge(
-            "trio_culler_servers_seen", "Servers looked at by the last pass that ran.", registry=r
+        self.users_seen = gauge("trio_culler_users_seen", "Users looked at by the last pass that ran.")
+        self.servers_seen = gauge("trio_culler_servers_seen", "Servers looked at by the last pass that ran.")
+        self.servers_pending = counter(
+            "trio_culler_servers_stop_pending", "Stops the hub answered 202 (still stopping)."
         )
-        self.servers_pending = Counter(
-            "trio_culler_servers_stop_pending", "Stops the hub answered 202 (still stopping).", registry=r
-        )
-        self.warnings = _labelled(
+        self.warnings = counter(
             "trio_culler_warnings",
             "Warnings before a cull, by outcome: sent, or failed (hook or --warn-url).",
             "outcome",
             ("sent", "failed"),
-            r,
         )
-        self.warning_events = _labelled(
+        self.warning_events = counter(
             "trio_culler_warning_events",
             "The warnings' events: warning, cancelled (used, spared, kept or stopped), culled.",
             "event",
             ("warning", "cancelled", "culled"),
-            r,
         )
-        self.notices = _labelled(
+        self.notices = counter(
             "trio_culler_notices",
             "Notices to servers (trio-culler-notice), by outcome: delivered, failed, no_extension (servers that "
             "answered 404, once each per pass).",
             "outcome",
             ("delivered", "failed", "no_extension"),
-            r,
         )
-        self.keeps = Counter(
-            "trio_culler_keeps", "Warned servers spared because their users asked to keep them.", registry=r
+        self.keeps = counter("trio_culler_keeps", "Warned servers spared because their users asked to keep them.")
+        self.skipped = counter("trio_culler_users_skipped", "Users skipped because unreadable.")
+        self.servers_inspected = counter(
+            "trio_culler_servers_inspected", "Servers whose kernels and terminals were read."
         )
-        self.skipped = Counter("trio_culler_users_skipped", "Users skipped because unreadable.", registry=r)
-        self.servers_inspected = Counter(
-            "trio_culler_servers_inspected", "Servers whose kernels and terminals were read.", registry=r
-        )
-        self.inspection_failures = _labelled(
+        self.inspection_failures = counter(
             "trio_culler_inspection_failures",
             "Servers that could not be inspected (then decided from the hub's data), by kind.",
             "kind",
             INSPECTION_FAILURE_KINDS,
-            r,
         )
-        self.hub_up = Gauge(
-            "trio_culler_hub_up", "1 if the last probe reached the hub and it accepted the token, else 0.", registry=r
+        self.hub_up = gauge(
+            "trio_culler_hub_up", "1 if the last probe reached the hub and it accepted the token, else 0."
         )
         self.servers_kept = Gauge(
             "trio_culler_servers_kept",
@@ -194,13 +181,12 @@ class Metrics:
         )
         for reason in KEPT_REASONS:
             self.servers_kept.labels(reason)
-        self.warnings_pending = Gauge(
-            "trio_culler_warnings_pending", "Warnings waiting for delivery when the last pass ended.", registry=r
+        self.warnings_pending = gauge(
+            "trio_culler_warnings_pending", "Warnings waiting for delivery when the last pass ended."
         )
-        self.tasks = Gauge(
+        self.tasks = gauge(
             "trio_culler_trio_tasks",
             "Tasks alive in the culler's trio run, counted at the end of each pass (a leak of tasks shows as growth).",
-            registry=r,
         )
 
     def observe_config_error(self) -> None:

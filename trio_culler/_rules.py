@@ -126,19 +126,15 @@ class Rule:
 
     def as_dict(self) -> dict[str, Any]:
         """The rule as it would be written (JSON-ready), without the keys not given."""
-        out: dict[str, Any] = {}
-        for key in (*MATCH_KEYS, *SETTING_KEYS):
-            value = getattr(self, key)
-            if value is None:
-                continue
+        written = attrs.asdict(self, recurse=False, filter=lambda _field, value: value is not None)
+        for key, value in written.items():
             if isinstance(value, tuple):
-                value = list(value)
+                written[key] = list(value)
             elif isinstance(value, float):
-                value = as_number(value)
+                written[key] = as_number(value)
             elif isinstance(value, Mapping):
-                value = dict(value)
-            out[key] = value
-        return out
+                written[key] = dict(value)
+        return written
 
 
 MATCH_KEYS = ("users", "groups", "servers", "admin", "user_options")
@@ -160,26 +156,18 @@ def _show(value: Any) -> str:
 # --- Structuring -----------------------------------------------------------------------------------------------
 
 
-def _glob(*, empty_ok: bool, what: str) -> Any:
+def _name(*, what: str, empty_ok: bool = False, glob: bool = True) -> Any:
     def hook(value: Any, _type: Any) -> str:
         if type(value) is not str:
             raise TypeError(f"expected a {what} (string), got {type(value).__name__}")
         if not value and not empty_ok:
             raise RuleError(f"an empty {what} matches nothing")
         # fnmatch turns a pattern that no string can match (an empty range such as `[z-a]`) into `(?!)`.
-        if "(?!)" in fnmatch.translate(value):
+        if glob and "(?!)" in fnmatch.translate(value):
             raise RuleError(f"{what} {value!r} cannot match any name")
         return value
 
     return hook
-
-
-def _name(value: Any, _type: Any) -> str:
-    if type(value) is not str:
-        raise TypeError(f"expected a group name (string), got {type(value).__name__}")
-    if not value:
-        raise RuleError("an empty group name matches nothing")
-    return value
 
 
 def _seconds(value: Any, _type: Any) -> float:
@@ -198,9 +186,9 @@ def _strict_bool(value: Any, _type: Any) -> bool:
 
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
-    converter.register_structure_hook(UserGlob, _glob(empty_ok=False, what="user-name glob"))
-    converter.register_structure_hook(ServerGlob, _glob(empty_ok=True, what="server-name glob"))
-    converter.register_structure_hook(GroupName, _name)
+    converter.register_structure_hook(UserGlob, _name(what="user-name glob"))
+    converter.register_structure_hook(ServerGlob, _name(what="server-name glob", empty_ok=True))
+    converter.register_structure_hook(GroupName, _name(what="group name", glob=False))
     converter.register_structure_hook(bool, _strict_bool)
 
     def names(inner: Any) -> Any:
@@ -422,8 +410,9 @@ class RuleTable:
             if field == "user_options" and any(s.user_options is None for s in user.servers.values()):
                 raise MissingFieldError(field, user.name)
 
-    def for_server(self, user: User, server: Server) -> MatchedRule:
-        """The first rule matching this server of this user, or the global options."""
+    def for_server(self, user: User, server: Server | None) -> MatchedRule:
+        """The first rule matching this server of this user, or the global options. No server: the first rule
+        without server keys matching ``user`` (:meth:`for_user`)."""
         for compiled in self._compiled:
             if compiled.matches(user, server):
                 return MatchedRule(compiled.index, compiled.rule, compiled.policy)
@@ -431,10 +420,7 @@ class RuleTable:
 
     def for_user(self, user: User) -> MatchedRule:
         """The first rule without server keys matching ``user``, or the global options (for ``cull_users``)."""
-        for compiled in self._compiled:
-            if compiled.matches(user, None):
-                return MatchedRule(compiled.index, compiled.rule, compiled.policy)
-        return self._global
+        return self.for_server(user, None)
 
 
 # --- Group names the hub does not have (pure) -------------------------------------------------------------------

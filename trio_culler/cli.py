@@ -122,8 +122,7 @@ def read_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
         del values["log_format"]  # a 2.0 logging format string: the culler keeps its own (see _values)
     values["notes"] = tuple(notes)
     config_values = {key: values.pop(key) for key in list(values) if key in _CONFIG_FIELDS}
-    for key in ("config_file",):
-        values.pop(key, None)
+    values.pop("config_file", None)
     if "public_url" not in config_values:
         config_values["public_url"] = hub_public_url(environ)
     config = Config.from_environment(environ, **config_values)

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
+import attrs
 import httpx
 import trio
 
@@ -39,6 +40,10 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _scope_set(scopes: Iterable[str]) -> frozenset[str]:
+    return frozenset(scopes)
+
+
 #: The methods each endpoint of the hub's API answers.
 _ALLOWED = {
     "version": {"GET"},
@@ -51,65 +56,48 @@ _ALLOWED = {
 }
 
 
+@attrs.define(kw_only=True, eq=False, slots=False, repr=False, on_setattr=attrs.setters.NO_OP)
 class FakeHub:
     """A simulated JupyterHub; see the package docstring for how to reach it."""
 
-    def __init__(
-        self,
-        *,
-        version: str = "5.2.1",
-        token: str = "fake-hub-token",
-        paginate: bool = True,
-        default_page_size: int = 50,
-        max_page_size: int = 200,
-        stop_latency: float = 0.0,
-        delete_user_latency: float = 0.0,
-        list_latency: float = 0.0,
-        slow_stop_timeout: float = 10.0,
-        named_servers: bool = True,
-        clock: Callable[[], datetime] = _utc_now,
-        server_latency: float = 0.0,
-        public_url: str | None = None,
-        scopes: Iterable[str] = FULL_SCOPES,
-        reports_scopes: bool = True,
-        token_expires_in_max_seconds: int | None = None,
-    ) -> None:
-        self.version = version
-        self.token = token
-        #: The culler token's scopes: the hub hides user-model keys and refuses requests by the unfiltered ones;
-        #: its single-user servers accept the token only with ``access:servers``. Settable while serving: a
-        #: test can fix the culler's role between two passes.
-        self.scopes = frozenset(scopes)
-        #: Whether ``GET /user`` lists them; False is a hub before 2.0, which cannot say.
-        self.reports_scopes = reports_scopes
-        self._token = TokenScopes()
-        self.paginate = paginate  # False: a JupyterHub < 2.0, which ignores offset/limit
-        self.default_page_size = default_page_size
-        self.max_page_size = max_page_size
-        self.stop_latency = stop_latency
-        self.delete_user_latency = delete_user_latency
-        self.list_latency = list_latency
-        self.slow_stop_timeout = slow_stop_timeout
-        self.named_servers = named_servers
-        #: Seconds a single-user server takes to answer api/kernels or api/terminals.
-        self.server_latency = server_latency
-        #: False: single-user servers answer 403 to every credential.
-        self.server_access = True
-        #: True: every request a single-user server answers below 300 moves its last_activity to the hub's clock
-        #: at once, as configurable-http-proxy records it and the hub folds it in (every last_activity_interval).
-        self.proxy_records_activity = False
-        #: The hub's public_url: when set, server models carry ``full_url`` (else ``null``, as JupyterHub does).
-        self.public_url = public_url
-        #: JupyterHub's ``token_expires_in_max_seconds``: a longer ``expires_in`` is a 400; None: no maximum.
-        self.token_expires_in_max_seconds = token_expires_in_max_seconds
-        self.clock = clock  # the hub's "now", for timestamps it makes itself (user creation, tokens)
-        self.users: dict[str, FakeUser] = {}
-        self.fault: Callable[[httpx.Request], Awaitable[httpx.Response | None]] | None = None
-        self.background_nursery: trio.Nursery | None = None
-        self._next_id = 1
-        self._log = RequestLog()
-        self._stops = Stops(self._log)
-        self._tokens = TokenRegistry()
+    version: str = "5.2.1"
+    token: str = "fake-hub-token"
+    #: False: a JupyterHub < 2.0, which ignores offset/limit.
+    paginate: bool = True
+    default_page_size: int = 50
+    max_page_size: int = 200
+    stop_latency: float = 0.0
+    delete_user_latency: float = 0.0
+    list_latency: float = 0.0
+    slow_stop_timeout: float = 10.0
+    named_servers: bool = True
+    #: The hub's "now", for timestamps it makes itself (user creation, tokens).
+    clock: Callable[[], datetime] = _utc_now
+    #: Seconds a single-user server takes to answer api/kernels or api/terminals.
+    server_latency: float = 0.0
+    #: The hub's public_url: when set, server models carry ``full_url`` (else ``null``, as JupyterHub does).
+    public_url: str | None = None
+    #: The culler token's scopes: the hub hides user-model keys and refuses requests by the unfiltered ones;
+    #: its single-user servers accept the token only with ``access:servers``. Settable while serving: a
+    #: test can fix the culler's role between two passes.
+    scopes: frozenset[str] = attrs.field(default=FULL_SCOPES, converter=_scope_set)
+    #: Whether ``GET /user`` lists them; False is a hub before 2.0, which cannot say.
+    reports_scopes: bool = True
+    #: JupyterHub's ``token_expires_in_max_seconds``: a longer ``expires_in`` is a 400; None: no maximum.
+    token_expires_in_max_seconds: int | None = None
+    #: False: single-user servers answer 403 to every credential.
+    server_access: bool = attrs.field(default=True, init=False)
+    #: True: every request a single-user server answers below 300 moves its last_activity to the hub's clock
+    #: at once, as configurable-http-proxy records it and the hub folds it in (every last_activity_interval).
+    proxy_records_activity: bool = attrs.field(default=False, init=False)
+    users: dict[str, FakeUser] = attrs.field(factory=dict, init=False)
+    fault: Callable[[httpx.Request], Awaitable[httpx.Response | None]] | None = attrs.field(default=None, init=False)
+    background_nursery: trio.Nursery | None = attrs.field(default=None, init=False)
+    _next_id: int = attrs.field(default=1, init=False)
+    _token: TokenScopes = attrs.field(factory=TokenScopes, init=False)
+    _log: RequestLog = attrs.field(factory=RequestLog, init=False)
+    _stops: Stops = attrs.field(default=attrs.Factory(lambda hub: Stops(hub._log), takes_self=True), init=False)
+    _tokens: TokenRegistry = attrs.field(factory=TokenRegistry, init=False)
 
     # ------------------------------------------------------------------ state set-up
 

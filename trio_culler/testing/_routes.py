@@ -127,24 +127,22 @@ def parse_single_user_route(raw_path: bytes) -> SingleUserRoute | None:
     return SingleUserRoute(user, server, _SINGLE_USER_ENDPOINTS.get(api, "unknown"))
 
 
+#: What a request to each endpoint is, by method (a DELETE of a server is a stop or a removal, by its body).
+_KINDS: dict[tuple[str, str], RequestKind] = {
+    ("version", "GET"): "version",
+    ("self", "GET"): "whoami",
+    ("users", "GET"): "list",
+    ("user", "DELETE"): "delete_user",
+    ("tokens", "POST"): "mint",
+    ("token", "DELETE"): "revoke",
+}
+
+
 def request_kind(request: httpx.Request, route: Route, body: bytes) -> RequestKind:
-    method = request.method
-    if route.endpoint == "version" and method == "GET":
-        return "version"
-    if route.endpoint == "self" and method == "GET":
-        return "whoami"
-    if route.endpoint == "users" and method == "GET":
-        return "list"
-    if route.endpoint == "user" and method == "DELETE":
-        return "delete_user"
-    if route.endpoint == "server" and method == "DELETE":
+    if route.endpoint == "server" and request.method == "DELETE":
         options = json_body(body)
         return "remove" if isinstance(options, dict) and options.get("remove") else "stop"
-    if route.endpoint == "tokens" and method == "POST":
-        return "mint"
-    if route.endpoint == "token" and method == "DELETE":
-        return "revoke"
-    return "other"
+    return _KINDS.get((route.endpoint, request.method), "other")
 
 
 INVALID_JSON = object()

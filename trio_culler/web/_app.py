@@ -109,12 +109,9 @@ def _format_period(delta: timedelta | None) -> str:
 
 
 def _format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.2f} s"
-    whole = int(seconds)
-    return f"{whole // 3600}:{whole % 3600 // 60:02}:{whole % 60:02}"
+    if seconds is None or seconds < 60:
+        return "-" if seconds is None else f"{seconds:.2f} s"
+    return _format_period(timedelta(seconds=seconds))
 
 
 class _Rendered:
@@ -166,6 +163,10 @@ def create_app(
         # Behind the hub's proxy the browser's scheme is in X-Forwarded-Proto; it can only make cookies stricter.
         return request.url.scheme == "https" or request.headers.get("x-forwarded-proto", "") == "https"
 
+    def set_cookie(response: Response, request: Request, name: str, value: str, *, max_age: int, path: str) -> None:
+        secure = is_https(request)
+        response.set_cookie(name, value, max_age=max_age, path=path, secure=secure, httponly=True, samesite="lax")
+
     def forbidden() -> Response:
         return PlainTextResponse(
             "403 Forbidden: this account may not see the culler's status page.\n"
@@ -186,15 +187,7 @@ def create_app(
         next_path = request.url.path if request.url.path.startswith(prefix) else prefix
         authorize_url, state_cookie = auth.begin_login(next_path)
         response = RedirectResponse(authorize_url, status_code=302, headers=_SECURITY_HEADERS)
-        response.set_cookie(
-            STATE_COOKIE,
-            state_cookie,
-            max_age=LOGIN_SECONDS,
-            path=state_path,
-            secure=is_https(request),
-            httponly=True,
-            samesite="lax",
-        )
+        set_cookie(response, request, STATE_COOKIE, state_cookie, max_age=LOGIN_SECONDS, path=state_path)
         return response
 
     async def status_page(request: Request) -> Response:
@@ -264,15 +257,8 @@ def create_app(
             sees = "every user's servers" if identity.sees_everyone else "their own servers"
             log.info("Status page: %s logged in (%s)", identity.name, sees, extra={"user": identity.name})
             response = RedirectResponse(login.next_path, status_code=302, headers=_SECURITY_HEADERS)
-            response.set_cookie(
-                SESSION_COOKIE,
-                auth.new_session(identity),
-                max_age=settings.session_seconds,
-                path=prefix,
-                secure=is_https(request),
-                httponly=True,
-                samesite="lax",
-            )
+            session = auth.new_session(identity)
+            set_cookie(response, request, SESSION_COOKIE, session, max_age=settings.session_seconds, path=prefix)
         response.delete_cookie(STATE_COOKIE, path=state_path)
         return response
 

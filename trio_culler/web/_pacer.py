@@ -90,6 +90,9 @@ class PacerStatistics:
     keys_tracked: int
 
 
+_BUSY = b"503 Service Unavailable: too many requests, try again.\n"
+
+
 class Pacer:
     def __init__(
         self,
@@ -159,23 +162,16 @@ class Pacer:
                 await trio.sleep(self._max_delay)
             finally:
                 self._held -= 1
-        await _busy(send)
-
-
-_BUSY = b"503 Service Unavailable: too many requests, try again.\n"
-
-
-async def _busy(send: Send) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(_BUSY)).encode()),
-                (b"retry-after", b"5"),
-                (b"cache-control", b"no-store"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": _BUSY})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(_BUSY)).encode()),
+                    (b"retry-after", b"5"),
+                    (b"cache-control", b"no-store"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": _BUSY})

@@ -198,3 +198,55 @@ async def test_a_listing_that_cannot_be_confirmed_is_not_culled_on(autojump_cloc
     assert ("victim", "") not in hub.statistics().stop_requests
     assert [(error.subject, error.kind) for error in report.errors] == [("victim", "status")]
     assert not report.ok
+
+
+def held_stop(hub: FakeHub, name: str, *, restart: bool) -> list[str]:
+    """The first DELETE of ``name``'s server is answered 503 with Retry-After (the hub, or a front, busy), and
+    meanwhile its user restarts it (``restart``) or not; returns the methods and paths of what reaches ``name``."""
+    seen: list[str] = []
+
+    async def hold(request: httpx.Request) -> httpx.Response | None:
+        if f"/users/{name}" not in request.url.path:
+            return None
+        seen.append(f"{request.method} {request.url.path}")
+        if request.method == "DELETE" and seen.count(f"{request.method} {request.url.path}") == 1:
+            if restart:
+                later = NOW + timedelta(seconds=2)
+                hub.users[name].servers[""] = FakeServer("", later, later)
+            return httpx.Response(503, headers={"Retry-After": "2"})
+        return None
+
+    hub.fault = hold
+    return seen
+
+
+async def test_a_stop_sent_again_after_a_503_first_reads_the_server_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The restart race, provoked as the soak does: the DELETE is held (503, Retry-After) while the user restarts
+    the server. The retry would stop the new server; before it, the user is read again and the stop withdrawn."""
+    hub = FakeHub(token=TOKEN, clock=lambda: NOW)
+    hub.add_user("victim", servers={"": FakeServer("", NOW - 3 * H, NOW - 2 * H)})
+    seen = held_stop(hub, "victim", restart=True)
+    async with hub.running():
+        report = await run_pass(config(), transport=hub.transport(), now=NOW)
+    assert seen == ["DELETE /hub/api/users/victim/server", "GET /hub/api/users/victim"]
+    assert hub.users["victim"].servers[""].started == NOW + timedelta(seconds=2), "the new server runs"
+    assert report.culls_prevented == 1
+    assert sum(report.servers_culled.values()) == 0
+
+
+async def test_a_stop_sent_again_to_an_unchanged_server_goes_ahead(autojump_clock: trio.testing.MockClock) -> None:
+    hub = FakeHub(token=TOKEN, clock=lambda: NOW)
+    hub.add_user("victim", servers={"": FakeServer("", NOW - 3 * H, NOW - 2 * H)})
+    seen = held_stop(hub, "victim", restart=False)
+    async with hub.running():
+        report = await run_pass(config(), transport=hub.transport(), now=NOW)
+    assert seen == [
+        "DELETE /hub/api/users/victim/server",
+        "GET /hub/api/users/victim",
+        "DELETE /hub/api/users/victim/server",
+    ]
+    assert hub.users["victim"].servers == {}
+    assert report.culls_prevented == 0
+    assert sum(report.servers_culled.values()) == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from ._decide import Action, Decision
@@ -17,7 +18,7 @@ from ._report import CullRecord, PassRecorder
 from ._rules import MatchedRule
 from ._time import seconds
 
-__all__ = ["Outcome", "decision_fields", "delete_user", "stop_server"]
+__all__ = ["Outcome", "StopWithdrawn", "decision_fields", "delete_user", "stop_server"]
 
 log = logging.getLogger("trio_culler")
 
@@ -37,6 +38,16 @@ class Outcome(enum.Enum):
         return self in (Outcome.STOPPED, Outcome.GONE, Outcome.WOULD_ACT)
 
 
+class StopWithdrawn(Exception):
+    """Raised by a stop's ``confirm`` before the DELETE is sent again: the server changed while the stop waited
+    for its retry (``outcome``: what the pass makes of it). Not a HubError: nothing failed, and nothing is
+    recorded as a cull."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.value)
+        self.outcome = outcome
+
+
 #: The hub's answers to a stop (the statuses HubClient.stop_server accepts) and to a user's deletion: the one
 #: place where a status becomes an Outcome.
 _STOPPED = {200: Outcome.STOPPED, 204: Outcome.STOPPED, 202: Outcome.PENDING, 404: Outcome.GONE}
@@ -54,10 +65,13 @@ async def stop_server(
     matched: MatchedRule | None = None,
     judged_started: datetime | None = None,
     user_culling: bool = False,
+    confirm: Callable[[], Awaitable[None]] | None = None,
 ) -> Outcome:
     """Stop (or remove) a server. ``judged_started``: the start of the server the decision judged, in the log
     line's JSON fields, so that a reader can tell the cull of that server from the cull of a restarted one.
-    ``user_culling``: whether the pass may delete this server's user (then a stop still under way keeps it)."""
+    ``user_culling``: whether the pass may delete this server's user (then a stop still under way keeps it).
+    ``confirm``: awaited before the DELETE is retried (after a 503, a refused connection, a timeout); it raises
+    :class:`StopWithdrawn`, which ends the stop unrecorded, when the decision no longer holds."""
     # Formatted once: the log line, its JSON fields and the pass's record all say the same words.
     reason = decision.reason
     fields = decision_fields(decision, user, server, reason=reason)
@@ -72,6 +86,7 @@ async def stop_server(
         recorder=recorder,
         matched=matched,
         user_culling=user_culling,
+        confirm=confirm,
     )
     recorder.cull(_record(user, server, decision, reason, outcome, matched))
     return outcome
@@ -88,6 +103,7 @@ async def _stop_server(
     recorder: PassRecorder,
     matched: MatchedRule | None,
     user_culling: bool,
+    confirm: Callable[[], Awaitable[None]] | None,
 ) -> Outcome:
     label = f"{user}/{server}" if server else user
     reason = str(fields["reason"])
@@ -103,7 +119,8 @@ async def _stop_server(
         return Outcome.WOULD_ACT
     log.info("Culling server %s (%s)", label, label_reason, extra=fields)
     try:
-        outcome = _STOPPED[await hub.stop_server(user, server, remove=decision.action is Action.REMOVE)]
+        status = await hub.stop_server(user, server, remove=decision.action is Action.REMOVE, before_retry=confirm)
+        outcome = _STOPPED[status]
     except HubAuthError:
         raise
     except HubError as error:

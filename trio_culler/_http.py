@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -145,6 +145,7 @@ class RequestEngine:
         credential: str | None = None,
         max_body: int | None = None,
         retries: int | None = None,
+        before_retry: Callable[[], Awaitable[None]] | None = None,
     ) -> httpx.Response:
         """Send one request and return its complete answer, or raise a :class:`HubError`.
 
@@ -153,6 +154,8 @@ class RequestEngine:
         API (:class:`TokenScope`); ``credential`` (a token for that URL alone) replaces it, anywhere. ``kind``
         labels the request in :meth:`statistics`; ``max_body`` caps the answer's bytes (the transport's own
         limit otherwise); ``retries=0`` makes one attempt (for a caller that retries, and says so, itself).
+        ``before_retry`` is awaited after each wait, before the attempt it precedes: what it raises ends the
+        request (a stop whose server changed during the wait must not be sent again).
 
         A credential anywhere else is a bug, refused with ValueError before anything is sent: an
         ``Authorization`` among ``headers``, or the culler's own token as ``credential`` outside the scope.
@@ -196,6 +199,7 @@ class RequestEngine:
             # How long to wait is the hub's to ask, not a user's server's: it could park a worker for minutes.
             asked=_retry_after if in_scope else _nothing_asked,
             before_wait=self._count_retry,
+            sleep=trio.sleep if before_retry is None else _then(before_retry),
         )
 
     async def get_elsewhere(self, kind: str, url: str, *, credential: str | None, max_body: int) -> tuple[int, bytes]:
@@ -429,3 +433,13 @@ async def open_request_engine(
             await elsewhere.aclose()
         if not injected:
             await client.aclose()  # and with it the transport it was given or built
+
+
+def _then(check: Callable[[], Awaitable[None]]) -> Callable[[float], Awaitable[None]]:
+    """A wait before a retry that ends with ``check``."""
+
+    async def wait_then_check(seconds: float) -> None:
+        await trio.sleep(seconds)
+        await check()
+
+    return wait_then_check

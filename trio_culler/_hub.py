@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Final
@@ -220,18 +220,32 @@ class HubClient:
         except ModelError as error:
             raise HubProtocolError(self.http.redact(f"GET {self._base}{target}: {error}")) from None
 
-    async def stop_server(self, user: str, server: str, *, remove: bool = False) -> int:
-        """DELETE the server; the hub's status: 204 (or 200) stopped, 202 still stopping, 404 already gone."""
+    async def stop_server(
+        self,
+        user: str,
+        server: str,
+        *,
+        remove: bool = False,
+        before_retry: Callable[[], Awaitable[None]] | None = None,
+    ) -> int:
+        """DELETE the server; the hub's status: 204 (or 200) stopped, 202 still stopping, 404 already gone.
+        ``before_retry``: awaited before the DELETE is sent again (see ``HttpEngine.request``)."""
         if server:
             target = f"/users/{quote_segment(user)}/servers/{quote_segment(server)}"
         else:
             target = f"/users/{quote_segment(user)}/server"
         if remove:
             response = await self.http.request(
-                "remove", "DELETE", target, ok=_STOP_OK, headers=_JSON_BODY, body=b'{"remove": true}'
+                "remove",
+                "DELETE",
+                target,
+                ok=_STOP_OK,
+                headers=_JSON_BODY,
+                body=b'{"remove": true}',
+                before_retry=before_retry,
             )
         else:
-            response = await self.http.request("stop", "DELETE", target, ok=_STOP_OK)
+            response = await self.http.request("stop", "DELETE", target, ok=_STOP_OK, before_retry=before_retry)
         return response.status_code
 
     async def delete_user(self, user: str) -> int:

@@ -12,7 +12,10 @@ listing is older than :data:`RECHECK_AFTER`, the user is read again (``GET /user
 
 A younger listing is trusted: a server with a process behind it takes longer than that to stop and start
 again (see :data:`RECHECK_AFTER`), and the common pass (pages handed over in well under a second) costs no
-request more.
+request more. A DELETE that must be sent again (the hub answered 503, with or without ``Retry-After``, or did
+not answer) waited long enough for the same to happen: before each retry the user is read again, whatever the
+listing's age, and the stop is withdrawn (:class:`~trio_culler._act.StopWithdrawn`) when the judgment no longer
+holds.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from datetime import datetime, timedelta
 import attrs
 import trio
 
-from ._act import Outcome, decision_fields, delete_user, stop_server
+from ._act import Outcome, StopWithdrawn, decision_fields, delete_user, stop_server
 from ._codes import DecisionCode
 from ._config import Config
 from ._credentials import CredentialUnavailable, ServerCredentials
@@ -141,17 +144,27 @@ class UserWork:
         checked = await self._recheck(work, server, verdict)
         if isinstance(checked, Outcome):
             return checked
-        outcome = await stop_server(
-            self.hub,
-            user.name,
-            server.name,
-            checked.decision,
-            dry_run=self.config.dry_run,
-            recorder=self.recorder,
-            matched=matched,
-            judged_started=checked.server.started,
-            user_culling=self.config.rule_table.for_user(user).policy.cull_users,
-        )
+
+        async def confirm() -> None:
+            again = await self._recheck(work, server, checked, always=True)
+            if isinstance(again, Outcome):
+                raise StopWithdrawn(again)
+
+        try:
+            outcome = await stop_server(
+                self.hub,
+                user.name,
+                server.name,
+                checked.decision,
+                dry_run=self.config.dry_run,
+                recorder=self.recorder,
+                matched=matched,
+                judged_started=checked.server.started,
+                user_culling=self.config.rule_table.for_user(user).policy.cull_users,
+                confirm=confirm,
+            )
+        except StopWithdrawn as withdrawn:
+            outcome = withdrawn.outcome
         if notifier is not None:
             notifier.stopped(
                 user.name,
@@ -243,9 +256,12 @@ class UserWork:
         )
         return True
 
-    async def _recheck(self, work: Work, server: Server, verdict: Verdict) -> Verdict | Outcome:
-        """The verdict to cull on, or what to report instead: see the module docstring."""
-        if trio.current_time() - work.listed_at <= RECHECK_AFTER:
+    async def _recheck(
+        self, work: Work, server: Server, verdict: Verdict, *, always: bool = False
+    ) -> Verdict | Outcome:
+        """The verdict to cull on, or what to report instead: see the module docstring. ``always``: read the
+        user again whatever the listing's age (before a retried DELETE)."""
+        if not always and trio.current_time() - work.listed_at <= RECHECK_AFTER:
             return verdict
         user, label = work.user, _label(work.user.name, server.name)
         read, fresh_user = await self._reread(user.name, label)

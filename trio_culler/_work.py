@@ -15,7 +15,8 @@ again (see :data:`RECHECK_AFTER`), and the common pass (pages handed over in wel
 request more. A DELETE that must be sent again (the hub answered 503, with or without ``Retry-After``, or did
 not answer) waited long enough for the same to happen: before each retry the user is read again, whatever the
 listing's age, and the stop is withdrawn (:class:`~trio_culler._act.StopWithdrawn`) when the judgment no longer
-holds.
+holds or the user cannot be read (the next pass decides); a server gone is stopped again all the same (the DELETE
+whose answer was lost may have done it: the retry's 204 counts it once).
 """
 
 from __future__ import annotations
@@ -147,7 +148,8 @@ class UserWork:
 
         async def confirm() -> None:
             again = await self._recheck(work, server, checked, always=True)
-            if isinstance(again, Outcome):
+            # Gone: perhaps by the DELETE whose answer was lost; the retry finds it so (204) and counts it once.
+            if isinstance(again, Outcome) and again is not Outcome.GONE:
                 raise StopWithdrawn(again)
 
         try:

@@ -77,7 +77,13 @@ class LogTailer:
         key = server_key(user, entry.get("server") or "") if isinstance(user, str) else None
         if event == "pass":
             aborted = message.startswith(("Pass aborted", "Pass not run"))
-            self.timeline.passes.append(PassEnd(when, float(entry.get("duration_seconds") or 0.0), aborted))
+            duration = float(entry.get("duration_seconds") or 0.0)
+            # The line comes after what follows the pass (its stops confirmed, unused tokens revoked): the start
+            # it names, when it names one, is the pass's; its own time less the duration may be seconds late.
+            started = _stamp(entry.get("started"))
+            if started is not None and started < when:
+                duration = max(duration, when - started)
+            self.timeline.passes.append(PassEnd(when, duration, aborted))
         elif key is not None and "action" in entry and message.startswith("Culling server"):
             inactive = entry.get("inactive_seconds")
             self.timeline.intents.append(

@@ -9,8 +9,10 @@ every 10 s. Times are seconds from 0.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import pytest
 # benchmarks/ is a folder of scripts, not a package: its modules import each other by their bare names.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
+from soak_monitor import LogTailer
 from soak_oracle import fit_growth, judge, render, visible_at
 from soak_timeline import (
     Activity,
@@ -375,3 +378,24 @@ def test_with_webhook_events_each_cull_has_its_culled_event() -> None:
     timeline.warnings.append(WarningReceived(100.0, "bob/", None, "cancelled", "s0"))
     assert broken(timeline) == set()
     assert judge(timeline).warnings_by_event == {"cancelled": 1, "culled": 1, "warning": 1}
+
+
+def test_a_pass_line_that_names_its_start_is_dated_from_it() -> None:
+    """The summary line comes after the pass's stops are confirmed and its unused tokens revoked: the start the
+    line names, not its own time less the duration, dates the culls of the pass."""
+    timeline = Timeline(params=PARAMS, started=0.0, ended=10.0, hub_up_at=0.0)
+    tailer = LogTailer(Path("/nonexistent"), timeline)
+    line = {
+        "time": "2026-12-06T07:00:20.000Z",
+        "level": "info",
+        "message": "Pass done in 3.00s: ...",
+        "event": "pass",
+        "started": "2026-12-06T07:00:10.000Z",
+        "duration_seconds": 3.0,
+    }
+    tailer.parse(json.dumps(line))
+    ended = datetime(2026, 12, 6, 7, 0, 20, tzinfo=UTC).timestamp()
+    assert timeline.passes[0].started == pytest.approx(ended - 10.0, abs=0.01)
+    del line["started"]  # a line without it (an older culler's): its own time less the duration
+    tailer.parse(json.dumps(line))
+    assert timeline.passes[1].started == pytest.approx(ended - 3.0, abs=0.01)

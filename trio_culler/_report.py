@@ -170,6 +170,9 @@ class PassReport:
         """The structured fields of the summary line (what ``--log-format=json`` carries beside the text)."""
         return {
             "event": "pass",
+            # When it began: the summary line comes after what follows a pass (stops confirmed, unused tokens
+            # revoked), so its own time less the duration is not the start a reader of the log needs.
+            "started": self.started.isoformat().replace("+00:00", "Z"),
             "duration_seconds": round(self.duration, 3),
             "users_seen": self.users_seen,
             "servers_seen": self.servers_seen,

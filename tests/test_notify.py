@@ -246,6 +246,28 @@ async def test_an_overdue_server_is_warned_then_culled_after_the_notice(autojump
     assert [sum(r.servers_culled.values()) for r in reports] == [0, 0, 1, 0]
 
 
+async def test_a_warning_late_in_a_long_pass_gives_the_full_notice_from_when_it_is_sent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The hub takes ten minutes to answer the listing (slow after a restart): the warning goes out ten minutes
+    after the pass began, and announces --warn-before from then, not from the pass's start (seen in the soak:
+    a cull time already past, and the server culled 60 ms after its warning)."""
+    hub = idle_hub("ann", idle=50 * M)  # due at +10
+
+    async def slow_listing(request: httpx.Request) -> httpx.Response | None:
+        if request.method == "GET" and request.url.path.endswith("/users"):
+            await trio.sleep(10 * 60)
+        return None
+
+    hub.fault = slow_listing
+    receiver = Receiver()
+    cfg = config(timeout=3600, cull_every=300, warn_before=900, warn_url=WEBHOOK, request_timeout=3600)
+    async with culler(hub, cfg, receiver) as run:
+        report = await run(NOW)
+    assert receiver.events("ann") == [("warning", at(25), None)]
+    assert sum(report.servers_culled.values()) == 0
+
+
 async def test_a_server_due_exactly_at_the_window_edge_is_warned_in_this_pass(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -434,7 +456,10 @@ async def test_the_webhook_is_retried_and_a_sync_hook_gets_the_models(monkeypatc
     # Leaving open_notifier waited for the delivery: two refusals, then the POST that got through.
     assert len(receiver.headers) == 3
     assert [post["user"] for post in receiver.posts] == ["ann"]
-    assert seen == [("ann", "/user/ann/", NOW + 15 * M)]
+    # --warn-before from the warning itself, which came a few real milliseconds into the pass.
+    [(name, url, cull_at)] = seen
+    assert (name, url) == ("ann", "/user/ann/")
+    assert NOW + 15 * M <= cull_at < NOW + 15 * M + timedelta(seconds=5)
 
 
 async def test_a_webhook_that_refuses_is_counted_failed(autojump_clock: trio.testing.MockClock) -> None:

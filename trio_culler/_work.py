@@ -247,7 +247,10 @@ class UserWork:
         """Tell the warnings about the verdict on ``server`` (as judged): they warn of a cull that comes near
         (only what the judgment will cull is announced), and cancel a warning whose cull is not coming. True
         when a cull must wait for the notice a warning promised (the server is kept this pass)."""
-        wait = notifier.observe(user, server, matched, verdict, self.now)
+        # The time now, not the pass's start: a warning a long pass (a hub slow after a restart) makes late must
+        # still announce --warn-before from when it is sent, never a cull time already past.
+        now = self.now + timedelta(seconds=trio.current_time() - self.recorder.started_at)
+        wait = notifier.observe(user, server, matched, verdict, now)
         if wait is None:
             return False
         log.info(

@@ -212,6 +212,10 @@ class Notifier:
         book.note_keep(key, server, verdict)
         if verdict.keep_failure is not None:
             self.notice_failed(verdict.keep_failure, user.name, server.name, server.started)
+        elif verdict.report_unread:
+            # A state without the server's own last activity that can be read: counted, never logged (the text is
+            # the server's, and an older extension leaves it out on every warned server).
+            self._counts["notice_failed"] += 1
         record = book.warned.get(key)
         if record is not None and record.started != server.started and not record.settled:
             # Another server by that name: the warned one was stopped (and this one started) by someone else.

@@ -238,4 +238,5 @@ async def test_an_unreadable_api_status_is_counted_and_the_inspection_goes_on(
     assert receiver.events() == [("warning", at(15), None), ("culled", at(15), None)]
     assert [dict(report.inspection_failures) for report in reports] == [{"status_unreadable": 1}] * 2
     assert [report.servers_inspected for report in reports] == [1, 1]
+    assert all("1 servers inspected (0 could not be)" in report.summary() for report in reports), "inspected"
     assert marker not in caplog.text

@@ -9,8 +9,10 @@ server (``hub.use``, ``FakeServer.own_activity``)."""
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +21,7 @@ import trio
 import trio.testing
 
 from trio_culler._codes import DecisionCode
+from trio_culler._explain import run_explain
 from trio_culler._inspect import parse_status
 from trio_culler._judge import Announced, Judge
 from trio_culler._models import Server, User
@@ -240,3 +243,27 @@ async def test_an_unreadable_api_status_is_counted_and_the_inspection_goes_on(
     assert [report.servers_inspected for report in reports] == [1, 1]
     assert all("1 servers inspected (0 could not be)" in report.summary() for report in reports), "inspected"
     assert marker not in caplog.text
+
+
+async def test_explain_shows_the_servers_own_word_as_the_pass_takes_it(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """--explain judges as a pass does: the activity the proxy hid, read from the server's state, is a signal
+    of its own, and the decision and the cull time follow from it."""
+    hub = make_hub(ann=idle(50))
+    hidden_by_the_proxy(hub)
+    clock = Clock()
+    cfg = config(state_file=str(tmp_path / "state.json"))
+    async with culler(hub, cfg, Receiver(), clock) as run:
+        clock.now = NOW - 2 * M
+        hub.use("ann")
+        await run(NOW)
+    hub.fold_activity()
+    async with hub.running():
+        text, data = io.StringIO(), io.StringIO()
+        assert await run_explain(cfg, "ann", out=text, transport=hub.transport(), now=NOW + 10 * M) == 0
+        await run_explain(cfg, "ann", out=data, json_format=True, transport=hub.transport(), now=NOW + 10 * M)
+    assert "    idle:     00:12:00 by the server (last activity 2026-11-25T11:58:00Z)\n" in text.getvalue()
+    assert "    now:      keep: active: inactive for 00:12:00" in text.getvalue()
+    [server] = json.loads(data.getvalue())["servers"]
+    assert server["signals"]["server"] == {"last_activity": "2026-11-25T11:58:00Z", "idle_seconds": 720}

@@ -267,3 +267,21 @@ async def test_explain_shows_the_servers_own_word_as_the_pass_takes_it(
     assert "    now:      keep: active: inactive for 00:12:00" in text.getvalue()
     [server] = json.loads(data.getvalue())["servers"]
     assert server["signals"]["server"] == {"last_activity": "2026-11-25T11:58:00Z", "idle_seconds": 720}
+
+
+async def test_a_warning_judged_with_the_servers_own_word_keeps_its_cull_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The inspection before a warning reads the server's own last activity (later than the hub's): the warning
+    remembers it as what it was judged with, so the passes after it (which do not read the server again before
+    the cull) find the same cull time rather than cancelling and warning again."""
+    kernels = [FakeKernel("k", "idle", NOW - 50 * M)]
+    hub = make_hub(ann=idle(50, notices=False, kernels=kernels))
+    hub.users["ann"].servers[""].own_activity = NOW - 45 * M  # not folded into the hub's yet
+    hub.proxy_records_activity = True  # the inspection shows as the hub's last_activity at once
+    receiver = Receiver()
+    async with culler(hub, config(inspect_kernels=True), receiver) as run:
+        for minutes in (0, 5, 10, 15):
+            await run(NOW + minutes * M)
+    assert receiver.events() == [("warning", at(15), None), ("culled", at(15), None)]
+    assert stops(hub) == {"ann"}

@@ -322,7 +322,9 @@ class Notifier:
             due=due.at,
             cull_at=cull_at,
             reason=str(due.code),
-            baseline=server.last_activity,
+            # What the warning was judged with: the server's own word when it counted (later passes do not read
+            # it again before the cull, and must find the same due time).
+            baseline=server.last_activity if verdict.reported_at is None else verdict.reported_at,
         )
         self.book.warn(record)
         event = self._event("warning", record, now, verdict, user=user, server=server)

@@ -269,8 +269,9 @@ async def test_explain_shows_the_servers_own_word_as_the_pass_takes_it(
     assert server["signals"]["server"] == {"last_activity": "2026-11-25T11:58:00Z", "idle_seconds": 720}
 
 
+@pytest.mark.parametrize("folds_at_once", [True, False])
 async def test_a_warning_judged_with_the_servers_own_word_keeps_its_cull_time(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, folds_at_once: bool
 ) -> None:
     """The inspection before a warning reads the server's own last activity (later than the hub's): the warning
     remembers it as what it was judged with, so the passes after it (which do not read the server again before
@@ -278,7 +279,9 @@ async def test_a_warning_judged_with_the_servers_own_word_keeps_its_cull_time(
     kernels = [FakeKernel("k", "idle", NOW - 50 * M)]
     hub = make_hub(ann=idle(50, notices=False, kernels=kernels))
     hub.users["ann"].servers[""].own_activity = NOW - 45 * M  # not folded into the hub's yet
-    hub.proxy_records_activity = True  # the inspection shows as the hub's last_activity at once
+    # The inspection shows as the hub's last_activity at once, or the hub shows nothing newer until the cull.
+    hub.proxy_records_activity = True
+    hub.folds_at_once = folds_at_once
     receiver = Receiver()
     async with culler(hub, config(inspect_kernels=True), receiver) as run:
         for minutes in (0, 5, 10, 15):

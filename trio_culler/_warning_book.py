@@ -121,7 +121,10 @@ class WarningBook:
         judged = server
         seen = server.last_activity
         later = seen is not None and (record.baseline is None or seen > record.baseline)
-        if later and seen is not None and record.explains(seen, OWN_REQUEST_TOLERANCE):
+        # The warning may have been judged with the server's own word on its activity (``_judge``), which the
+        # hub has not shown yet: activity known all the same, which the passes until the cull do not read again.
+        behind = record.baseline is not None and server.activity_visible and (seen is None or seen < record.baseline)
+        if behind or (later and seen is not None and record.explains(seen, OWN_REQUEST_TOLERANCE)):
             judged = attrs.evolve(server, last_activity=record.baseline)
         read_keep = (
             read_keeps

@@ -4,7 +4,8 @@
   ``/user/<name>/...`` here through the proxy; it answers as jupyter_server does (``api/status``, ``api/kernels``
   ``[]``), so the proxy records the traffic. For users a fault names, ``api/kernels`` is a hostile answer. With the
   ``notices`` feature it speaks the notice API (docs/notice-api.md); without, it answers 404 there, as a server
-  without the extension does.
+  without the extension does. Like jupyter_server, it keeps its own last activity (``api/status``, the notice
+  state's ``last_activity``): the driver's requests, never the culler's, which the proxy records all the same.
 - :class:`WebhookReceiver`: ``--warn-url``. Takes today's body (``user``, ``server``, ``cull_at``, ...) and one with
   an ``event`` field (``warning``, ``cancelled``, ``culled``) and ``id``.
 - :class:`Front`: between the culler and the hub, forwarding with httpx; on the fault schedule it answers 503
@@ -102,6 +103,10 @@ def _token_digest(headers: list[tuple[bytes, bytes]]) -> bytes | None:
     return None
 
 
+def _has_credential(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(name.lower() == b"authorization" for name, _value in headers)
+
+
 def split_user_path(path: str) -> tuple[str, str, str] | None:
     """``/user/<name>/[<server>/]<rest>`` -> (name, server, rest); None for any other path. No server of the soak
     is named ``api``, so a second segment ``api`` starts the rest of a default server's path."""
@@ -140,6 +145,8 @@ class LightServer:
         self._bodies: dict[str, bytes] = {}
         self._notice_state: dict[str, dict[str, Any]] = {}
         self.started = time.time()
+        #: key -> the server's own last activity (the time of the driver's latest request to it).
+        self._activity: dict[str, float] = {}
         #: Called with (key, notice) for each notice the culler delivers (the driver's users may keep).
         self.notice_listeners: list[Callable[[str, dict[str, Any]], None]] = []
 
@@ -157,6 +164,10 @@ class LightServer:
             return
         user, server, rest = parsed
         key = server_key(user, server)
+        if not _has_credential(scope["headers"]):
+            # The driver's (its users') requests carry no credential to a light server; the culler's always carry
+            # one, and jupyter_server would not count them (untracked), so neither does this server.
+            self._activity[key] = time.time()
         if rest in ("api/kernels", "api/terminals") and scope["method"] == "GET":
             kind = self.hostile.get(key) if rest == "api/kernels" else None
             from_culler = _token_digest(scope["headers"]) == self.culler_digest
@@ -174,7 +185,8 @@ class LightServer:
             await self._notice_api(scope, receive, send, key, rest.removeprefix("api/trio-culler/v1/"))
             return
         if rest == "api/status":
-            status = {"started": _iso(self.started), "last_activity": _iso(time.time()), "connections": 0, "kernels": 0}
+            status = {"started": _iso(self.started), "last_activity": self.last_activity(key), "connections": 0}
+            status["kernels"] = 0
             await _answer(send, 200, json.dumps(status).encode(), headers)
             return
         await _answer(send, 200, b'{"status": "light"}', headers)
@@ -247,7 +259,12 @@ class LightServer:
         else:
             await _answer(send, 404, b'{"message": "Not Found"}')
             return
-        await _answer(send, 200, json.dumps({**state, "now": _iso(time.time())}).encode())
+        answer = {**state, "now": _iso(time.time()), "last_activity": self.last_activity(key)}
+        await _answer(send, 200, json.dumps(answer).encode())
+
+    def last_activity(self, key: str) -> str:
+        """What the server says its last activity was: its start, or the driver's latest request since."""
+        return _iso(max(self.started, self._activity.get(key, self.started)))
 
     def notice_of(self, key: str) -> dict[str, Any] | None:
         state = self._notice_state.get(key)

@@ -99,7 +99,7 @@ async def test_each_server_sees_its_own_users_token_for_it_alone_and_never_the_c
     report = await cull(hub, config())
     assert report.ok, report.summary()
     assert stopped(hub) == {("alice", "lab"), ("bob", "")}
-    assert hub.statistics().server_credentials == {"own": 4}
+    assert hub.statistics().server_credentials == {"own": 8}  # each inspection asks api/kernels and api/status
     assert all(header != f"token {TOKEN}" for _path, header in record.seen)
     # Each mint asked for exactly the one server it was for, with a lifetime and a note.
     assert sorted(mint["scopes"][0] for mint in minted) == [
@@ -139,7 +139,7 @@ async def test_a_mutant_that_sends_the_cullers_own_token_is_caught(
     hub = make_hub(scopes=(*FULL_SCOPES, "access:servers"))
     hub.add_user("alice", servers={"": server(busy=True)})
     await cull(hub, config())
-    assert hub.statistics().server_credentials == {"hub": 1}
+    assert hub.statistics().server_credentials == {"hub": 2}  # each inspection asks api/kernels and api/status
 
 
 # -- reuse, renewal, revocation ------------------------------------------------------------------------------
@@ -191,7 +191,7 @@ async def test_tokens_are_reused_across_passes_renewed_before_expiry_and_revoked
     # Stopping revokes every token left.
     stats = hub.statistics()
     assert (stats.tokens_minted, stats.tokens_revoked, stats.tokens_live) == (11, 11, 0)
-    assert stats.server_credentials == {"own": 26}
+    assert stats.server_credentials == {"own": 52}  # each inspection asks api/kernels and api/status
 
 
 def busy_kernels(now: datetime) -> list[FakeKernel]:
@@ -233,7 +233,7 @@ async def test_a_complete_pass_revokes_the_tokens_of_servers_it_no_longer_asked(
     assert {token.user for token in hub.live_tokens()} == set(), "and the last one when the culler stopped"
     stats = hub.statistics()
     assert (stats.tokens_minted, stats.tokens_revoked) == (3, 3)
-    assert stats.server_credentials == {"own": 4}
+    assert stats.server_credentials == {"own": 8}  # each inspection asks api/kernels and api/status
 
 
 async def test_the_pass_does_not_revoke_before_it_is_complete(autojump_clock: trio.testing.MockClock) -> None:
@@ -568,7 +568,7 @@ async def test_explain_inspects_with_the_servers_own_token_and_revokes_it() -> N
     assert status == 0, out.getvalue()
     assert json.loads(out.getvalue())["servers"][0]["signals"]["kernels"]["busy"] is True
     stats = hub.statistics()
-    assert stats.server_credentials == {"own": 1}
+    assert stats.server_credentials == {"own": 2}  # each inspection asks api/kernels and api/status
     assert (stats.tokens_minted, stats.tokens_revoked) == (1, 1)
 
 

@@ -883,7 +883,9 @@ async def test_the_fake_servers_answer_the_notice_api_as_the_extension_does() ->
         bobs = (await mint(client, "bob", "access:servers!server=bob/")).json()["token"]
         as_alice, as_bob = {"Authorization": f"token {own}"}, {"Authorization": f"token {bobs}"}
         state = await client.get(base + "notice", headers=as_alice)
-        assert (state.status_code, state.json()) == (200, {"notice": None, "keep": None, "now": isoformat(T0)})
+        started = isoformat(hub.users["alice"].servers[""].started)
+        expected = {"notice": None, "keep": None, "now": isoformat(T0), "last_activity": started}
+        assert (state.status_code, state.json()) == (200, expected)
         put = await client.put(base + "notice", json=notice_body("n-1"), headers=as_alice)
         assert (put.status_code, put.json()["notice"]) == (200, notice_body("n-1"))
         assert hub.users["alice"].servers[""].notice == notice_body("n-1")

@@ -84,7 +84,9 @@ async def test_a_warning_is_put_on_the_server_and_withdrawn_when_cancelled(
         reports.append(await run(NOW + 20 * M))
     # Delivered beside the passes: each is counted by the report of the pass that ends after it.
     assert sum(report.notices_delivered for report in reports) == 3, "two PUTs and bob's DELETE"
-    assert hub.statistics().notice_requests == {"PUT": 2, "DELETE": 1, "GET": 1}
+    # A bodyless GET before each PUT (a server without the extension would count a PUT's body as activity), and
+    # the state read before ann's cull.
+    assert hub.statistics().notice_requests == {"PUT": 2, "DELETE": 1, "GET": 3}
     # Every request to a server carried a token of that server's own user, never the culler's.
     assert set(hub.statistics().server_credentials) == {"own"}
     assert stops(hub) == {"ann"}
@@ -132,7 +134,8 @@ async def test_a_max_age_notice_cannot_be_kept(autojump_clock: trio.testing.Mock
         await run(NOW + 15 * M)
     assert stops(hub) == {"ann"}
     assert receiver.events() == [("warning", at(15), None), ("culled", at(15), None)]
-    assert "GET" not in hub.statistics().notice_requests, "a keep cannot change a max-age cull: not even asked"
+    # The GET before the PUT only: a keep cannot change a max-age cull, so the state is not read before it.
+    assert hub.statistics().notice_requests == {"GET": 1, "PUT": 1}
 
 
 # --- Keeps ----------------------------------------------------------------------------------------------------
@@ -169,7 +172,7 @@ async def test_keep_running_spares_the_server_and_starts_a_new_stretch(
     assert receiver.posts[0]["id"] == kept["id"] != receiver.posts[2]["id"] == receiver.posts[3]["id"]
     assert receiver.posts[2]["warned_at"] == at(50)
     assert f"Not culling server ann: its user asked to keep it at {at(8)}" in caplog.text
-    assert hub.statistics().notice_requests["GET"] == 2, "read before each cull"
+    assert hub.statistics().notice_requests["GET"] == 4, "before each of the two PUTs, and read before each cull"
 
 
 async def test_a_keep_counts_on_the_kernels_clock_too(autojump_clock: trio.testing.MockClock) -> None:
@@ -269,8 +272,10 @@ async def test_a_server_without_the_extension_is_culled_as_before_counted_once_n
     assert sum(report.notices_failed for report in reports) == 0
     assert stops(hub) == {"ann", "plain-0", "plain-1", "plain-2"}
     assert [event for event in receiver.events() if event[0] == "culled"] == [("culled", at(15), None)] * 4
-    # One PUT each; the state is read before the cull only where there is an extension to ask.
-    assert hub.statistics().notice_requests == {"PUT": 4, "GET": 1}
+    # A bodyless GET each, and a PUT only where it answered: a PUT's body to a server without the extension would
+    # be activity to the proxy even answered 404. The state is read before the cull only where there is an
+    # extension to ask.
+    assert hub.statistics().notice_requests == {"GET": 5, "PUT": 1}
     noticed = [r for r in caplog.records if "plain-" in r.getMessage() and "notice" in r.getMessage().lower()]
     assert noticed == []
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -386,8 +386,11 @@ async def inspect_through(hub: HubClient, server: Server, config: Config, *, tok
             raise InspectionFailed("unreachable", f"GET {url.split('?', 1)[0]}: {status}, not running")
         return status, body
 
+    # The server's own last activity (api/status) is read on the hub's clock's terms: not with
+    # --kernel-activity-only, whose clock is the kernels'.
+    only_kernels = config.kernel_activity_only
     return await inspect_server(
-        server, public_url=config.public_url, fetch=fetch, terminals=config.kernel_activity_only
+        server, public_url=config.public_url, fetch=fetch, terminals=only_kernels, status=not only_kernels
     )
 
 

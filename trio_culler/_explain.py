@@ -9,7 +9,8 @@ user, ``now`` and the verdicts in, a plain value out); :func:`run_explain` reads
 
 Signals: ``signals`` maps a signal's name to what it says: ``hub`` (the hub's ``last_activity``) and, when the
 judgment read the server (``--inspect-kernels``), ``kernels`` (what it said about its kernels and terminals, or
-why it could not say).
+why it could not say), and ``server`` when the server's own last activity (its notice state, ``api/status``)
+was later than the hub's and counted (``_judge``: the proxy's record can hide it).
 
 Warnings (``--warn-before``): what the long-running culler remembers (its state file, ``--state-file``) says
 whether, when and under which id a server's user was warned, and the cull time announced; a warned server's own
@@ -242,6 +243,11 @@ def explain_user(
         signals = {"hub": _hub_signal(model, now)}
         if verdict.activity is not None or verdict.inspection is not None:
             signals["kernels"] = _kernel_signal(model, verdict, matched.policy, now)
+        if verdict.reported_at is not None:
+            signals["server"] = {
+                "last_activity": iso_utc(verdict.reported_at),
+                "idle_seconds": seconds(max(timedelta(0), now - verdict.reported_at)),
+            }
         warning = None if warnings is None else warnings.get(name)
         warn_at, culled_from = _warning_times(config, matched.policy.exempt, verdict, warning, now)
         explained.append(ServerExplanation(name, matched, signals, verdict, warn_at, warning, culled_from))

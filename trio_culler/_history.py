@@ -240,7 +240,7 @@ def _unforeseeable(report: PassReport, config: Mapping[str, Any]) -> str | None:
         return f"the last pass could not read every user ({report.pages_failed} of the hub's pages failed)"
     if config.get("cull_arbiter_hook") is not None:
         return "a cull_arbiter_hook decides idleness, which cannot be foreseen: only --max-age culls are counted"
-    failed = sum(report.inspection_failures.values())
+    failed = report.servers_not_inspected
     if config.get("kernel_activity_only") and failed:
         noun = "server" if failed == 1 else "servers"
         return (

@@ -3,7 +3,9 @@
 The hub's ``last_activity`` is wrong in two ways: a kernel running a silent cell sends nothing, so the
 hub sees an idle server; a forgotten browser tab polls its server through the proxy, so the hub sees an active one.
 jupyter_server knows better: ``GET <server>/api/kernels`` gives each kernel's ``execution_state`` and
-``last_activity``, ``GET <server>/api/terminals`` each terminal's ``last_activity``.
+``last_activity``, ``GET <server>/api/terminals`` each terminal's ``last_activity``, and ``GET <server>/api/status``
+the server's own ``last_activity`` (its user's API requests, kernels and terminals: what the single-user server
+reports to the hub itself, and what the culler's untracked requests never move, unlike the proxy's record).
 
 This module asks and reads the answers into plain frozen values (:class:`ServerActivity`); it never decides.
 ``_decide`` reads them. Anything that goes wrong gives an :class:`InspectionFailed` with a ``kind`` (``timeout``,
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -50,7 +52,9 @@ __all__ = [
     "inspect_server",
     "inspected_every_pass",
     "parse_kernels",
+    "parse_status",
     "parse_terminals",
+    "reported_time",
     "server_base_url",
 ]
 
@@ -94,6 +98,11 @@ class ServerActivity:
     #: When its user last asked to keep it (trio-culler-notice's "Keep running"), which is activity too; the
     #: judge adds it (``_judge``), the server's kernels API never says it.
     kept_at: datetime | None = None
+    #: The server's own last activity (``api/status``), on the hub's clock's terms: the judge counts it when it is
+    #: later than the hub's ``last_activity`` (``_judge``). None: not asked, or not readable (``report_unread``).
+    reported_at: datetime | None = None
+    #: Asked, and no time could be read from the answer (counted, never acted on).
+    report_unread: bool = False
 
     @property
     def busy_since(self) -> datetime | None:
@@ -193,6 +202,36 @@ def parse_terminals(body: bytes) -> list[Terminal]:
     return _read_list(body, Terminal, "terminals")
 
 
+#: Most characters of a time a server reports (``2026-12-06T13:40:12.503118+00:00`` is 32).
+MAX_TIME_TEXT: Final = 40
+#: Most bytes of ``api/status``'s answer read (jupyter_server's is about 150).
+MAX_STATUS_BYTES: Final = 4096
+
+
+def reported_time(value: object) -> datetime | None:
+    """A time a server reports about itself (ISO 8601 with a zone, as jupyter_server and trio-culler-notice
+    write it), in UTC; None for anything else. Never raises, and never quotes the text: it is the server's."""
+    if type(value) is not str or len(value) > MAX_TIME_TEXT:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return None if moment.utcoffset() is None else moment.astimezone(UTC)
+
+
+def parse_status(body: bytes) -> datetime | None:
+    """``GET api/status`` -> the server's own ``last_activity``, or None when the answer holds none that can be
+    read (a few KiB read at most)."""
+    if len(body) > MAX_STATUS_BYTES:
+        return None
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return reported_time(value.get("last_activity")) if type(value) is dict else None
+
+
 # -- asking -------------------------------------------------------------------------------------------------
 
 #: GET one absolute URL (``_http.RequestEngine.get_elsewhere``: bounded, no culler's token); ``(status, body)``.
@@ -250,24 +289,40 @@ def _check_status(status: int, what: str) -> None:
 
 
 async def inspect_server(
-    server: Server, *, public_url: str | None, fetch: Fetch, terminals: bool = True
+    server: Server, *, public_url: str | None, fetch: Fetch, terminals: bool = True, status: bool = False
 ) -> ServerActivity:
-    """Ask ``server`` for its kernels and (with ``terminals``) its terminals. Raises :class:`InspectionFailed`,
-    never acts. Terminals have no busy state, so only idleness measured from activity needs them
-    (``--kernel-activity-only``): without it one request per server is enough."""
+    """Ask ``server`` for its kernels, (with ``terminals``) its terminals and (with ``status``) its own last
+    activity. Raises :class:`InspectionFailed`, never acts. Terminals have no busy state, so only idleness
+    measured from activity needs them (``--kernel-activity-only``); the server's own last activity is on the
+    hub's clock's terms, which only the other rules read. A status that cannot be had or read fails nothing: it
+    is ``report_unread``, and the judgment goes on without it."""
     base = server_base_url(server, public_url)
     if base is None:
         raise InspectionFailed("unreachable", "no full_url from the hub and no --public-url: cannot reach the server")
     # `no_track_activity`: jupyter_server then does not count the culler's own request as the user's activity
     # (which the server would report to the hub). The proxy still records the request; see the README.
-    status, body = await fetch(base + "api/kernels?no_track_activity=1")
-    _check_status(status, "GET api/kernels")
-    kernels = parse_kernels(body)
+    code, body = await fetch(base + "api/kernels?no_track_activity=1")
+    _check_status(code, "GET api/kernels")
+    activity = ServerActivity(tuple(parse_kernels(body)))
+    if status:
+        activity = await _read_status(base, fetch, activity)
     if not terminals:
-        return ServerActivity(tuple(kernels))
-    status, body = await fetch(base + "api/terminals?no_track_activity=1")
-    if status == 404:
+        return activity
+    code, body = await fetch(base + "api/terminals?no_track_activity=1")
+    if code == 404:
         # jupyter_server without terminals (terminado not installed, or terminals disabled): no terminal at all.
-        return ServerActivity(tuple(kernels))
-    _check_status(status, "GET api/terminals")
-    return ServerActivity(tuple(kernels), tuple(parse_terminals(body)))
+        return activity
+    _check_status(code, "GET api/terminals")
+    return attrs.evolve(activity, terminals=tuple(parse_terminals(body)))
+
+
+async def _read_status(base: str, fetch: Fetch, activity: ServerActivity) -> ServerActivity:
+    """``activity`` with the server's own last activity. jupyter_server never counts ``api/status`` as activity;
+    the answer is read like the others (the fetch's byte cap and deadline), and a failure of any kind only
+    leaves the time unread: the kernels were read, and the judgment goes on from them and the hub's data."""
+    try:
+        code, body = await fetch(base + "api/status")
+    except InspectionFailed:
+        return attrs.evolve(activity, report_unread=True)
+    moment = parse_status(body) if code == 200 else None
+    return attrs.evolve(activity, reported_at=moment, report_unread=moment is None)

@@ -30,6 +30,15 @@ at that time, on whichever clock the rule reads: the hub's ``last_activity``, or
 warning counts, at the time it arrived (never later than ``now``: the server's clock is its user's). Neither
 changes a cull for ``--max-age``, which no activity can prevent. A state that cannot be read is no keep: the
 cull goes ahead at the time announced.
+
+The server's own word on its activity. configurable-http-proxy keeps only the latest request of each route, so
+a request of the culler's own (a notice, an inspection) hides its user's activity since the hub last folded the
+proxy's record in; the warnings then explain the hub's value away as the culler's (``_warning_book``). jupyter_
+server keeps its own ``last_activity``, which the culler's requests never move: where the judgment reads the
+server anyway (its state before the cull, ``GET notice``; the inspection, ``api/status``), a time it reports
+later than the hub's counts as activity then, on the hub's clock (never with ``--kernel-activity-only``'s,
+never later than ``now``, never against ``--max-age``): the same trust as a keep, since the user's own server
+can only spare itself. One that cannot be read is counted and ignored (``report_unread``).
 """
 
 from __future__ import annotations
@@ -47,7 +56,7 @@ from ._decide import Action, Decision, decide_server, effective_idle_time, idle_
 from ._forecast import Due, became_due, cull_time
 from ._inspect import InspectionFailed, ServerActivity, inspected_every_pass
 from ._models import Server, User
-from ._notice import Keep, NoticeFailed, ReadKeep
+from ._notice import Keep, NoticeFailed, ReadKeep, ServerState
 
 if TYPE_CHECKING:
     from ._config import ArbiterHook, Config
@@ -96,6 +105,10 @@ class Verdict(NamedTuple):
     keep: Keep | None = None
     #: Why that state could not be read (then there was no keep).
     keep_failure: NoticeFailed | None = None
+    #: The server's own last activity (its state, or ``api/status``) when it counted: later than the hub's.
+    reported_at: datetime | None = None
+    #: Its state was read and held no last activity that could be read (counted, never acted on).
+    report_unread: bool = False
 
     @property
     def acts(self) -> bool:
@@ -167,23 +180,34 @@ class Judge:
             return settled
         keep: Keep | None = None
         keep_failure: NoticeFailed | None = None
+        state: ServerState | None = None
         if announced is not None and announced.read_keep and self.read_keep is not None:
             try:
-                keep = await self.read_keep(user.name, server)
+                state = await self.read_keep(user.name, server)
             except NoticeFailed as failed:
                 keep_failure = failed
+            keep = None if state is None else state.keep
             if keep is not None and keep.requested_at > announced.warned_at:
                 # The server's clock is its user's: a keep dated later than now counts as now.
                 asked = min(keep.requested_at, now)
                 kept_at = asked if kept_at is None else max(kept_at, asked)
-        verdict = await self._judge(user, server, policy, now, kept_at, announced is not None)
+        reported = None if state is None else state.last_activity
+        verdict = await self._judge(user, server, policy, now, kept_at, announced is not None, reported)
         # The verdict describes the server as the hub has it; a keep is reported beside it.
-        return verdict._replace(server=server, keep=keep, keep_failure=keep_failure)
+        unread = state is not None and state.activity_unread
+        return verdict._replace(server=server, keep=keep, keep_failure=keep_failure, report_unread=unread)
 
     async def _judge(
-        self, user: User, original: Server, policy: Policy, now: datetime, kept_at: datetime | None, announced: bool
+        self,
+        user: User,
+        original: Server,
+        policy: Policy,
+        now: datetime,
+        kept_at: datetime | None,
+        announced: bool,
+        reported: datetime | None,
     ) -> Verdict:
-        server = _with_keep(original, kept_at)
+        server = _with_reported(_with_keep(original, kept_at), reported, now)
         by_kernels = self.inspect is not None and policy.kernel_activity_only
         arbiter: bool | None = None
         if not by_kernels and self._asks_hook(server, policy, now):
@@ -200,6 +224,8 @@ class Judge:
                 if failed.kind not in DECIDED_FROM_HUB_DATA:
                     return self._kept(server, policy, now, DecisionCode.INSPECTION_FAILED, failed, inspection=failed)
                 failure = failed
+            if activity is not None and activity.reported_at is not None:
+                server = _with_reported(server, activity.reported_at, now)
         asked_after = by_kernels and self._asks_hook(server, policy, now, activity)
         if asked_after:
             arbiter, error = await self._ask(user, server, policy, now, activity)
@@ -210,6 +236,8 @@ class Judge:
         verdict = self._verdict(server, policy, now, decision, activity=activity, inspection=failure, arbiter=arbiter)
         if kept_at is not None and _keep_counted(original, policy, activity, kept_at):
             verdict = verdict._replace(kept_at=kept_at)
+        if server.last_activity != _with_keep(original, kept_at).last_activity:
+            verdict = verdict._replace(reported_at=server.last_activity)
         return verdict
 
     def _settled(self, server: Server, policy: Policy, now: datetime) -> Verdict | None:
@@ -313,6 +341,12 @@ def _with_keep(server: Server, kept_at: datetime | None) -> Server:
     if server.last_activity is not None and server.last_activity >= kept_at:
         return server
     return attrs.evolve(server, last_activity=kept_at)
+
+
+def _with_reported(server: Server, reported: datetime | None, now: datetime) -> Server:
+    """The server with its own report of its last activity, when later than the hub's (and never later than
+    ``now``: the server's clock is its user's)."""
+    return server if reported is None else _with_keep(server, min(reported, now))
 
 
 def _activity_with_keep(activity: ServerActivity, kept_at: datetime | None) -> ServerActivity:

@@ -40,7 +40,16 @@ KEPT_REASONS = (
     "warned",
 )
 #: Why a server could not be inspected (``_inspect.InspectionFailed.kind``), as the README lists them.
-INSPECTION_FAILURE_KINDS = ("timeout", "unreachable", "forbidden", "not_found", "status", "unreadable", "no_url")
+INSPECTION_FAILURE_KINDS = (
+    "timeout",
+    "unreachable",
+    "forbidden",
+    "not_found",
+    "status",
+    "unreadable",
+    "no_url",
+    "status_unreadable",
+)
 #: Every ``kind`` a pass records: the HubError kinds, ``unreadable`` (skipped models), ``internal`` (a bug),
 #: ``inspection`` (a server kept because its answer could not be read), ``hook`` (a cull_arbiter_hook failed),
 #: ``credential`` (no per-server token could be had for a server).

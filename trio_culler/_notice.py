@@ -1,12 +1,20 @@
 """The culler's side of the notice API (docs/notice-api.md): a warning delivered to the warned server itself
 (``PUT notice``), withdrawn when it is cancelled (``DELETE notice?id=``), and the server's state read back
-before the cull (``GET notice``), for a keep its user asked for.
+before the cull (``GET notice``), for a keep its user asked for and the server's own last activity.
 
 ::
 
     NoticeClient.put(user, server, notice)      -> None, or NoticeFailed
     NoticeClient.withdraw(user, server, id)     -> None, or NoticeFailed
-    NoticeClient.read_keep(user, server)        -> the server's last Keep (or None), or NoticeFailed
+    NoticeClient.read_keep(user, server)        -> the server's ServerState (its last keep, its own last
+                                                   activity), or NoticeFailed
+
+**No body before the extension answered.** configurable-http-proxy counts a request as its route's activity when
+the answer is below 300 *or the request has a body*: a ``PUT`` to a server without the extension, answered 404,
+would still move that server's activity. So :meth:`NoticeClient.put` asks ``GET notice`` first (bodyless: a 404
+to it is not activity) and sends the notice only where that answered; a 404 is ``no_extension``, which the
+warnings remember for the server's start and never ask again. One more request per warning (one per idle
+stretch of a server) is cheaper than remembering, for every server, whether it answered.
 
 A single-user server runs its user's code. Every request goes through the hub client's request engine (its
 limiter, the short deadline of requests outside the hub's API, no retry after a timeout, no ``Retry-After``
@@ -31,7 +39,7 @@ from ._config import Config
 from ._credentials import CredentialUnavailable, ServerCredentials
 from ._errors import HubError, HubStatusError, HubTimeout, HubUnavailable, caused_by
 from ._hub import HubClient
-from ._inspect import server_base_url
+from ._inspect import reported_time, server_base_url
 from ._models import Server
 from ._time import as_number, iso_utc
 
@@ -44,6 +52,8 @@ __all__ = [
     "NoticeClient",
     "NoticeFailed",
     "ReadKeep",
+    "ServerState",
+    "parse_server_state",
     "parse_state",
 ]
 
@@ -129,9 +139,33 @@ def _no_constant(name: str) -> object:
     raise ValueError(f"{name} is not a number")
 
 
+@attrs.frozen
+class ServerState:
+    """What the culler reads of a server's state: its user's last keep (None: none), and the server's own last
+    activity (jupyter_server's, which the culler's requests never move; None when the answer has none that can be
+    read: ``activity_unread``, counted and never acted on)."""
+
+    keep: Keep | None
+    last_activity: datetime | None = None
+    activity_unread: bool = False
+
+
+def parse_server_state(body: bytes) -> ServerState:
+    """``GET notice``'s answer -> the keep and the server's own last activity, or NoticeFailed(``unreadable``)
+    when the keep cannot be read. A ``last_activity`` missing (an extension older than it) or unreadable only
+    leaves it unread: the keep still counts. The rest (the notice, the server's clock) is not needed."""
+    state = _state_object(body)
+    moment = reported_time(state.get("last_activity"))
+    return ServerState(_keep_of(state), moment, activity_unread=moment is None)
+
+
 def parse_state(body: bytes) -> Keep | None:
     """``GET notice``'s answer -> the keep it holds (None: none), or NoticeFailed(``unreadable``). Only the keep
-    is read; the rest of the state (the notice, the server's clock) is the culler's own or not needed."""
+    is read here; the server's own last activity is :func:`parse_server_state`'s, the rest not needed."""
+    return _keep_of(_state_object(body))
+
+
+def _state_object(body: bytes) -> dict[str, Any]:
     if len(body) > MAX_ANSWER_BYTES:
         raise NoticeFailed("unreadable", f"GET notice: the answer is longer than {MAX_ANSWER_BYTES} bytes")
     try:
@@ -140,6 +174,10 @@ def parse_state(body: bytes) -> Keep | None:
         raise NoticeFailed("unreadable", "GET notice: the answer is not JSON") from None
     if type(state) is not dict:
         raise NoticeFailed("unreadable", "GET notice: the answer is not a JSON object")
+    return state
+
+
+def _keep_of(state: dict[str, Any]) -> Keep | None:
     if "keep" not in state:
         raise NoticeFailed("unreadable", "GET notice: the answer has no 'keep'")
     keep = state["keep"]
@@ -161,8 +199,8 @@ def parse_state(body: bytes) -> Keep | None:
     return Keep(notice_id, moment.astimezone(UTC))
 
 
-#: What the judge calls to read a warned server's keep (``NoticeClient.read_keep``): raises NoticeFailed.
-ReadKeep = Callable[[str, Server], Awaitable[Keep | None]]
+#: What the judge calls to read a warned server's state (``NoticeClient.read_keep``): raises NoticeFailed.
+ReadKeep = Callable[[str, Server], Awaitable[ServerState]]
 #: Called with the start and end (the culler's wall clock) of every request the client made to a server.
 OwnRequest = Callable[[str, str, datetime, datetime], None]
 
@@ -190,13 +228,16 @@ class NoticeClient:
         self._clock = clock
 
     async def put(self, user: str, server: Server, notice: Notice) -> None:
+        # Bodyless first: a server without the extension answers 404, which the proxy does not count (module
+        # docstring); the PUT goes only where the API answered.
+        await self._send(user, server, "GET", "notice", b"")
         await self._send(user, server, "PUT", "notice", notice.body())
 
     async def withdraw(self, user: str, server: Server, notice_id: str) -> None:
         await self._send(user, server, "DELETE", f"notice?id={notice_id}", b"", ok=(204, 200))
 
-    async def read_keep(self, user: str, server: Server) -> Keep | None:
-        return parse_state(await self._send(user, server, "GET", "notice", b""))
+    async def read_keep(self, user: str, server: Server) -> ServerState:
+        return parse_server_state(await self._send(user, server, "GET", "notice", b""))
 
     async def _send(self, user: str, server: Server, method: str, path: str, body: bytes, ok: Any = (200,)) -> bytes:
         base = server_base_url(server, self._public_url)

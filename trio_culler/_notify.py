@@ -212,6 +212,10 @@ class Notifier:
         book.note_keep(key, server, verdict)
         if verdict.keep_failure is not None:
             self.notice_failed(verdict.keep_failure, user.name, server.name, server.started)
+        elif verdict.report_unread:
+            # A state without the server's own last activity that can be read: counted, never logged (the text is
+            # the server's, and an older extension leaves it out on every warned server).
+            self._counts["notice_failed"] += 1
         record = book.warned.get(key)
         if record is not None and record.started != server.started and not record.settled:
             # Another server by that name: the warned one was stopped (and this one started) by someone else.
@@ -318,7 +322,9 @@ class Notifier:
             due=due.at,
             cull_at=cull_at,
             reason=str(due.code),
-            baseline=server.last_activity,
+            # What the warning was judged with: the server's own word when it counted (later passes do not read
+            # it again before the cull, and must find the same due time).
+            baseline=server.last_activity if verdict.reported_at is None else verdict.reported_at,
         )
         self.book.warn(record)
         event = self._event("warning", record, now, verdict, user=user, server=server)

@@ -191,10 +191,16 @@ class PassReport:
             "notices_without_extension": self.notices_without_extension,
             "keeps": self.keeps,
             "servers_inspected": self.servers_inspected,
-            "inspection_failures": sum(self.inspection_failures.values()),
+            "inspection_failures": self.servers_not_inspected,
             "rereads": self.rereads,
             "culls_prevented": self.culls_prevented,
         }
+
+    @property
+    def servers_not_inspected(self) -> int:
+        """Servers whose kernels could not be read; ``status_unreadable`` is counted beside them (its kernels
+        were read, only its own last activity was not: it was inspected)."""
+        return sum(count for kind, count in self.inspection_failures.items() if kind != "status_unreadable")
 
     def summary(self) -> str:
         if self.aborted and not self.pages and not self.pages_failed:
@@ -226,8 +232,7 @@ class PassReport:
                 f"{self.notices_without_extension} to servers without the extension"
             )
         if self.servers_inspected or self.inspection_failures:
-            failed = sum(self.inspection_failures.values())
-            text += f", {self.servers_inspected} servers inspected ({failed} could not be)"
+            text += f", {self.servers_inspected} servers inspected ({self.servers_not_inspected} could not be)"
         if self.rereads:
             text += f", {count(self.rereads, 'user')} read again before culling ({self.culls_prevented} kept)"
         if self.aborted:

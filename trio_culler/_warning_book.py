@@ -12,7 +12,9 @@ it (``WarningRecord.own``, adopted at the warning from the inspection just befor
 the hub shows later than the one the warning was judged with, and within :data:`OWN_REQUEST_TOLERANCE` seconds
 of one of those requests, is the culler's, and the judgment sees the earlier one. The price: a user's activity
 that the hub had not folded in yet when the culler's request came, and that it folds together with it, is not
-seen (README, "The culler's own requests are not its users' activity"). With ``--kernel-activity-only`` the
+seen here; the judge recovers it from the server's own word where it reads the server anyway (its state before
+the cull, ``api/status`` in an inspection: ``_judge``), and it stays hidden only on a server that cannot say
+(README, "The culler's own requests are not its users' activity"). With ``--kernel-activity-only`` the
 question does not arise: the kernels' clock never counts the culler's requests.
 
 **A server is gone only when two complete passes in a row did not see it.** The hub pages its users by offset,
@@ -119,7 +121,10 @@ class WarningBook:
         judged = server
         seen = server.last_activity
         later = seen is not None and (record.baseline is None or seen > record.baseline)
-        if later and seen is not None and record.explains(seen, OWN_REQUEST_TOLERANCE):
+        # The warning may have been judged with the server's own word on its activity (``_judge``), which the
+        # hub has not shown yet: activity known all the same, which the passes until the cull do not read again.
+        behind = record.baseline is not None and server.activity_visible and (seen is None or seen < record.baseline)
+        if behind or (later and seen is not None and record.explains(seen, OWN_REQUEST_TOLERANCE)):
             judged = attrs.evolve(server, last_activity=record.baseline)
         read_keep = (
             read_keeps

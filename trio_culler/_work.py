@@ -186,6 +186,9 @@ class UserWork:
         fields = {"user": user, "server": verdict.server.name}
         if verdict.activity is not None:
             recorder.servers_inspected += 1
+            if verdict.activity.report_unread:
+                # Its kernels were read, its own last activity (api/status) not: counted, never logged per server.
+                recorder.inspection_failed("status_unreadable")
         failed = verdict.inspection
         if isinstance(failed, CredentialUnavailable):
             # Not an answer that could not be read: the server could not even be asked (no token of its user's).

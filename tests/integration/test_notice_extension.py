@@ -135,3 +135,27 @@ def test_the_hub_hears_of_a_keep_and_not_of_the_cullers_visits(hub: HubProcess, 
         timeout=30,
         what="the hub to hear of the keep",
     )
+
+
+def test_the_state_carries_the_servers_own_last_activity_which_the_cullers_visits_never_move(
+    hub: HubProcess, running: HubAPI
+) -> None:
+    """The proxy keeps only a route's latest request: the culler reads the server's own last activity instead,
+    which jupyter_server keeps (and jupyterhub-singleuser reports), and which none of its visits moves."""
+    token = mint_token(running, USER, [f"access:servers!server={USER}/"])
+    server = f"{hub.proxy_url}/user/{USER}/"
+    with proxy(hub, token) as client:
+        assert client.get(server + "api/contents").status_code == 200  # the user
+        used = datetime.fromisoformat(client.get("notice").json()["last_activity"])
+        assert datetime.now(UTC) - timedelta(seconds=30) < used <= datetime.now(UTC)
+        # The culler's visits: the GET before the PUT, the PUT, the inspection, the read before the cull.
+        assert client.put("notice", json=notice("own-word")).json()["last_activity"] is not None
+        assert client.get(server + "api/kernels", params={"no_track_activity": "1"}).status_code == 200
+        status = client.get(server + "api/status").json()
+        state = client.get("notice").json()
+        assert datetime.fromisoformat(state["last_activity"]) == used
+        assert datetime.fromisoformat(status["last_activity"]) == used, "the same word as api/status"
+        assert client.delete("notice", params={"id": "own-word"}).status_code == 204
+        # The control: the user's next request moves it.
+        assert client.get(server + "api/contents").status_code == 200
+        assert datetime.fromisoformat(client.get("notice").json()["last_activity"]) > used

@@ -285,6 +285,35 @@ async def test_keep_is_the_users_activity(jp_fetch: Fetch, jp_serverapp: ServerA
     assert last_activity(jp_serverapp) == moved > started
 
 
+async def test_the_state_carries_the_servers_own_last_activity_which_the_cullers_visits_never_move(
+    jp_fetch: Fetch, jp_serverapp: ServerApp
+) -> None:
+    """The proxy in front of the server keeps only its latest request, so a request of the culler's hides its
+    user's activity before it from the hub: the culler reads the server's own last activity in the state."""
+    await jp_fetch("api", "contents")  # the user's browser
+    used = last_activity(jp_serverapp)
+    state = as_json(await get(jp_fetch))
+    assert parse_time(state["last_activity"]) == used
+    # The culler's visits (its GET before the PUT, the PUT, a withdrawal, the read before a cull, api/status and
+    # api/kernels as the inspection asks them) leave it where the user left it, and every answer says so.
+    answers = [
+        await get(jp_fetch),
+        await put(jp_fetch, notice()),
+        await get(jp_fetch),
+    ]
+    await delete(jp_fetch, "7f3c2a9e4b1d")
+    await jp_fetch("api", "status")
+    await jp_fetch("api", "kernels", params={"no_track_activity": "1"})
+    answers.append(await get(jp_fetch))
+    assert [parse_time(as_json(answer)["last_activity"]) for answer in answers] == [used] * 4
+    assert last_activity(jp_serverapp) == used
+    status = as_json(await jp_fetch("api", "status"))
+    assert parse_time(state["last_activity"]) == datetime.fromisoformat(status["last_activity"])
+    # The control: the user's next request moves it, and the state shows that.
+    await jp_fetch("api", "contents")
+    assert parse_time(as_json(await get(jp_fetch))["last_activity"]) == last_activity(jp_serverapp) > used
+
+
 # --- validation ----------------------------------------------------------------------------------------------
 
 

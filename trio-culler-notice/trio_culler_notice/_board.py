@@ -1,7 +1,7 @@
 """The notice board: the one notice and the one keep a single-user server holds, in memory.
 
 The culler puts and withdraws notices; the user's browser reads them and asks to keep the server. Both read the
-same state (docs/notice-api.md): the notice, the last keep, and the server's clock.
+same state (docs/notice-api.md): the notice, the last keep, the server's clock and its own last activity.
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ __all__ = ["Keep", "Notice", "NoticeBoard", "format_time"]
 
 def format_time(moment: datetime) -> str:
     """ISO 8601 in UTC with a ``Z``, as browsers' ``Date.parse`` and Python's ``fromisoformat`` both read it;
-    microseconds are kept when there are any (a keep a fraction of a second after a warning is after it)."""
+    microseconds are kept when there are any (a keep a fraction of a second after a warning is after it). A
+    naive time is UTC, as jupyter_server means it."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -81,9 +84,13 @@ class NoticeBoard:
         if self.notice is not None and self.notice.keepable:
             self.notice = None
 
-    def state(self, now: datetime) -> dict[str, object]:
+    def state(self, now: datetime, last_activity: datetime | None = None) -> dict[str, object]:
+        """The state; ``last_activity``: the server's own (jupyter_server's), which the culler reads because the
+        proxy in front of the server keeps only its latest request, and a request of the culler's hides the
+        user's activity before it from the hub."""
         return {
             "notice": None if self.notice is None else self.notice.to_json(),
             "keep": None if self.keep is None else self.keep.to_json(),
             "now": format_time(now),
+            "last_activity": None if last_activity is None else format_time(last_activity),
         }

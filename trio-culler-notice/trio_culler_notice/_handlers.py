@@ -37,7 +37,16 @@ class _BoardHandler(APIHandler):
         self.set_header("Cache-Control", "no-store")
 
     def write_state(self) -> None:
-        self.finish(json.dumps(self.board.state(datetime.now(UTC))))
+        self.finish(json.dumps(self.board.state(datetime.now(UTC), self.server_last_activity())))
+
+    def server_last_activity(self) -> datetime | None:
+        """jupyter_server's own last activity (its user's API requests, kernels, terminals), as ``api/status``
+        answers it: what the culler's requests, all untracked, never move. None outside a jupyter_server."""
+        last_activity = getattr(self.application, "last_activity", None)
+        if not callable(last_activity):
+            return None
+        moment = last_activity()
+        return moment if isinstance(moment, datetime) else None
 
     def refuse(self, problem: InvalidRequest) -> None:
         """Answers with the one-line reason; a refused request is not the user's activity."""
@@ -48,7 +57,8 @@ class _BoardHandler(APIHandler):
 
 class NoticeHandler(_BoardHandler):
     """``GET``, ``PUT`` and ``DELETE notice``: the culler's verbs, and the page's poll. None of them is the
-    user's activity: an idle server must not be kept alive by the culler's visits or by an open tab."""
+    user's activity: an idle server must not be kept alive by the culler's visits or by an open tab. The state
+    they answer carries the server's own last activity, which they therefore never move."""
 
     _track_activity = False
 

@@ -48,8 +48,11 @@ only a token whose scopes reach them: a server's own token, or the culler's only
 
 Notices. The single-user servers answer trio-culler-notice's API (``api/trio-culler/v1/notice`` and ``keep``,
 docs/notice-api.md) unless ``FakeServer(notices=False)``; ``hub.keep(user, server)`` is the user's "Keep
-running", and ``hub.proxy_records_activity = True`` makes every request a server answers move its
-``last_activity``, as configurable-http-proxy and the hub's folding of its record do.
+running", and ``hub.proxy_records_activity = True`` makes every request a server answers (below 300, or with a
+body) move its ``last_activity``, as configurable-http-proxy and the hub's folding of its record do; the proxy
+keeps only each route's latest request, and with ``hub.folds_at_once = False`` the hub folds it in only at
+``hub.fold_activity()``. ``hub.use(user, server)`` is the user's own request: the server's own last activity
+(``api/status``, the notice API's state) moves with it, the culler's requests never move that.
 
 The package has one module per job, as ``trio.testing`` does, and re-exports its public names here.
 Dependencies run one way: ``_fakehub`` (the hub: settings, ways in, routing) uses every other module

@@ -87,9 +87,12 @@ class FakeHub:
     token_expires_in_max_seconds: int | None = None
     #: False: single-user servers answer 403 to every credential.
     server_access: bool = attrs.field(default=True, init=False)
-    #: True: every request a single-user server answers below 300 moves its last_activity to the hub's clock
-    #: at once, as configurable-http-proxy records it and the hub folds it in (every last_activity_interval).
+    #: True: the proxy records each request it passes to a single-user server that is answered below 300 or
+    #: has a body (configurable-http-proxy's rule) as the route's activity, keeping only the latest
+    #: (``FakeServer.proxy_activity``); the hub folds that into last_activity at once, or with
+    #: ``folds_at_once = False`` only at :meth:`fold_activity` (its ``last_activity_interval``).
     proxy_records_activity: bool = attrs.field(default=False, init=False)
+    folds_at_once: bool = attrs.field(default=True, init=False)
     users: dict[str, FakeUser] = attrs.field(factory=dict, init=False)
     fault: Callable[[httpx.Request], Awaitable[httpx.Response | None]] | None = attrs.field(default=None, init=False)
     background_nursery: trio.Nursery | None = attrs.field(default=None, init=False)
@@ -326,9 +329,31 @@ class FakeHub:
             response = notice_answer(server, route, request, body, self.clock()) if allowed else error(403, "Forbidden")
         else:
             response = answer(server, route, request.method, allowed)
-        if self.proxy_records_activity and server is not None and response.status_code < 300:
-            server.last_activity = self.clock()
+        if self.proxy_records_activity and server is not None and (response.status_code < 300 or body):
+            self._proxy_records(server)
         return response
+
+    def _proxy_records(self, server: FakeServer) -> None:
+        server.proxy_activity = self.clock()
+        if self.folds_at_once:
+            server.last_activity = server.proxy_activity
+
+    def fold_activity(self) -> None:
+        """The hub's ``last_activity_interval``: each route's latest request, as the proxy recorded it, becomes
+        its server's last_activity when later."""
+        for user in self.users.values():
+            for server in user.servers.values():
+                seen = server.proxy_activity
+                if seen is not None and (server.last_activity is None or seen > server.last_activity):
+                    server.last_activity = seen
+
+    def use(self, user: str, server: str = "") -> None:
+        """The user uses their server now, by the hub's clock: jupyter_server counts it as its own last activity,
+        and the proxy (with ``proxy_records_activity``) records it as the route's latest request."""
+        target = self.users[user].servers[server]
+        target.own_activity = self.clock()
+        if self.proxy_records_activity:
+            self._proxy_records(target)
 
     def keep(self, user: str, server: str = "", *, notice_id: str | None = None) -> None:
         """The user clicks "Keep running" in a page of their server, now by the hub's clock (the notice API's

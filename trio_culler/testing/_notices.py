@@ -5,7 +5,8 @@ as a server without it does). It holds one notice and one keep, in ``FakeServer.
 put) and ``FakeServer.keep`` (``{"notice_id": ..., "requested_at": ...}``), which a test may read and set;
 :meth:`FakeHub.keep <trio_culler.testing.FakeHub.keep>` is the user clicking "Keep running". Bodies are read as
 the extension reads them: a JSON object with exactly the API's keys (400 otherwise; 413 over 16 KiB); the
-answers carry the state, with the hub's clock as the server's.
+answers carry the state, with the hub's clock as the server's and ``FakeServer.reported_activity`` as its own
+last activity.
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ _MAX_BODY = 16 * 1024
 def _state(server: FakeServer, now: datetime) -> httpx.Response:
     return httpx.Response(
         200,
-        json={"notice": server.notice, "keep": server.keep, "now": isoformat(now)},
+        json={
+            "notice": server.notice,
+            "keep": server.keep,
+            "now": isoformat(now),
+            "last_activity": isoformat(server.reported_activity),
+        },
         headers={"Cache-Control": "no-store"},
     )
 

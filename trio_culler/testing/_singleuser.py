@@ -3,7 +3,8 @@ answer.
 
 FakeHub answers, on the same origin as its API (it plays the proxy too), ``GET /user/<name>/api/kernels`` and
 ``/api/terminals`` (and ``/user/<name>/<server>/api/...`` for named servers) the way jupyter_server 2.x does:
-lists of models with ``last_activity`` and, for kernels, ``execution_state``. Like jupyter_server, a server
+lists of models with ``last_activity`` and, for kernels, ``execution_state``, and ``/api/status`` with the server's
+own ``last_activity`` (``FakeServer.reported_activity``). Like jupyter_server, a server
 answers only a token whose scopes reach it (jupyter_server asks the hub): a token minted for its user with
 ``access:servers!server=<name>/<server>`` (or wider, for that user), or the culler's own token when its scopes
 hold ``access:servers``; anything else is 403. Every credential a server is shown is counted by whose it is
@@ -26,7 +27,7 @@ from typing import Literal
 import httpx
 
 from ._permissions import covers
-from ._render import error, kernel_model, terminal_model
+from ._render import error, isoformat, kernel_model, terminal_model
 from ._routes import SingleUserRoute
 from ._state import FakeServer, FakeToken
 
@@ -73,4 +74,6 @@ def answer(server: FakeServer | None, route: SingleUserRoute, method: str, allow
         return httpx.Response(200, json=[kernel_model(kernel) for kernel in server.kernels])
     if route.endpoint == "terminals":
         return httpx.Response(200, json=[terminal_model(terminal) for terminal in server.terminals])
-    return httpx.Response(200, json={"started": None, "last_activity": None, "kernels": len(server.kernels)})
+    # api/status: jupyter_server's own last activity, which the culler's requests never move.
+    status = {"started": isoformat(server.started), "last_activity": isoformat(server.reported_activity)}
+    return httpx.Response(200, json={**status, "kernels": len(server.kernels)})

@@ -40,6 +40,17 @@ class FakeServer:
     notices: bool = True
     notice: dict[str, object] | None = None
     keep: dict[str, object] | None = None
+    # The server's own last activity, as jupyter_server keeps it (its user's requests, kernels, terminals; never
+    # the culler's untracked ones), answered by api/status and the notice API's state; None: since its start.
+    own_activity: datetime | None = None
+    # configurable-http-proxy's record of the route: the time of its LATEST request only, which the hub folds
+    # into last_activity (FakeHub.fold_activity, or at once: FakeHub.proxy_records_activity).
+    proxy_activity: datetime | None = None
+
+    @property
+    def reported_activity(self) -> datetime | None:
+        """What the server answers as its ``last_activity`` (jupyter_server counts its start too)."""
+        return self.own_activity if self.own_activity is not None else self.started
 
 
 @attrs.define

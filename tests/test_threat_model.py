@@ -126,7 +126,9 @@ async def test_a_warned_users_server_receives_its_notice_its_own_token_and_nothi
         if seen.method == "DELETE":
             return Answer(204, (), b"")
         notice = json.loads(seen.body) if seen.method == "PUT" else None
-        return Answer(body=json.dumps({"notice": notice, "keep": None, "now": "2026-11-25T12:00:00Z"}).encode())
+        # The server's own last activity: its user's last use, which the culler's visits do not move.
+        state = {"notice": notice, "keep": None, "now": "2026-11-25T12:00:00Z", "last_activity": "2026-11-25T11:10:00Z"}
+        return Answer(body=json.dumps(state).encode())
 
     rules = structure_rules([{"users": ["alice", "bob", "carol-the-admin"], "timeout": 3600}])
     clock = [NOW]
@@ -161,8 +163,10 @@ async def test_a_warned_users_server_receives_its_notice_its_own_token_and_nothi
                 open_notifier(config, hub=client, credentials=credentials, clock=lambda: clock[0]) as notifier,
             ):
                 assert notifier is not None
-                for minutes in (0, 5, 15):
-                    clock[0] = NOW + minutes * M
+                # The last pass a second after +15: the notice counts from when the warning was made, real
+                # milliseconds into the first pass.
+                for at in (NOW, NOW + 5 * M, NOW + 15 * M + timedelta(seconds=1)):
+                    clock[0] = at
                     credentials.begin_pass()
                     report = await run_pass_with(
                         client, config, now=clock[0], notifier=notifier, credentials=credentials
@@ -173,14 +177,18 @@ async def test_a_warned_users_server_receives_its_notice_its_own_token_and_nothi
                         # The deliveries run beside the passes, over real sockets; the notifier has no event.
                         while notifier.statistics().queued or notifier.statistics().delivering:  # noqa: ASYNC110
                             await trio.sleep(0.01)
-                    if minutes == 0:
+                    if at == NOW:
                         hub.users["bob"].servers[""].last_activity = NOW + 2 * M  # bob came back
     assert set(hub.statistics().stop_requests) == {("alice", "")}
     notice = "api/trio-culler/v1/notice"
-    bobs = json.loads(next(seen.body for seen in servers.seen if seen.target == f"/user/bob/{notice}"))
+    put = (seen.body for seen in servers.seen if seen.method == "PUT" and seen.target == f"/user/bob/{notice}")
+    bobs = json.loads(next(put))
+    # A bodyless GET before each PUT (whether the server has the extension), and one before the cull.
     assert sorted((seen.method, seen.target) for seen in servers.seen) == sorted(
         [
+            ("GET", f"/user/alice/{notice}"),
             ("PUT", f"/user/alice/{notice}"),
+            ("GET", f"/user/bob/{notice}"),
             ("PUT", f"/user/bob/{notice}"),
             ("DELETE", f"/user/bob/{notice}?id={bobs['id']}"),
             ("GET", f"/user/alice/{notice}"),

@@ -131,8 +131,8 @@ async def test_servers_on_the_apis_own_origin_get_only_their_users_token(
 
 
 async def test_notices_on_the_apis_own_origin_get_only_their_users_token() -> None:
-    """The notice API's requests (``PUT notice`` here) to servers under --url's own origin, through the same
-    request engine: each server gets its own user's token, never the culler's."""
+    """The notice API's requests (``GET notice``, then ``PUT notice`` here) to servers under --url's own origin,
+    through the same request engine: each server gets its own user's token, never the culler's."""
     async with hub_behind(hub_with_servers()) as proxy:
         config = inspecting(f"{proxy.url}/hub/api", proxy.url, warn_before=900)
         async with (
@@ -150,7 +150,7 @@ async def test_notices_on_the_apis_own_origin_get_only_their_users_token() -> No
     assert report.ok, report.errors
     notices = [seen for seen in proxy.under("/user/") if "/api/trio-culler/v1/" in seen.target]
     assert sorted((seen.method, seen.target) for seen in notices) == [
-        ("PUT", f"/user/{name}/api/trio-culler/v1/notice") for name in ("alice", "bob")
+        (method, f"/user/{name}/api/trio-culler/v1/notice") for method in ("GET", "PUT") for name in ("alice", "bob")
     ]
     assert_each_server_saw_only_its_own_users_token(proxy.under("/user/"), proxy.under("/hub/api/"))
     assert TOKEN not in repr(proxy.under("/user/"))

@@ -210,8 +210,10 @@ class FaultRunner:
         h = self.h
         start = time.time()
         candidates: list[ServerSim] = []
-        # Real servers come and go (culled, then started again by their users): wait for one, up to a timeout.
-        with trio.move_on_after(h.settings.timeout):
+        # Real servers come and go (culled, then started again by their users) and run busy cells of up to 2.5
+        # timeouts, which a hang must not cut: wait for one idle and running, up to two timeouts (one was not
+        # always enough with the test's two real servers).
+        with trio.move_on_after(2 * h.settings.timeout):
             while True:
                 now = time.time()
                 candidates = [

@@ -19,12 +19,13 @@ both cullers and cross-checks the semantics the culler relies on:
   (as the hub does), then deletes the user.
 - ``POST /hub/api/users/{name}/tokens`` (body ``{"scopes": ["access:servers!server={name}/{server}"], ...}``):
   201 with a token for that server alone (400 for any other scope); ``DELETE .../tokens/{id}``: 204, or 404.
-- ``GET /user/{name}/[{server}/]api/kernels`` and ``.../api/terminals``: the single-user servers behind the
-  proxy, as jupyter_server answers ``--inspect-kernels`` (only to a token minted for that server: the hub's
-  own token is refused, and counted in the stats as ``hub_token_at_servers``), after ``--kernel-latency``
-  seconds. Every running server has one kernel, ``busy`` for ``--busy-fraction`` of the idle servers (busy
-  since its last activity: a long silent cell), else ``idle``; no terminals. A busy idle server is not
-  counted as idle in the correctness ledger: a culler that reads its kernel spares it.
+- ``GET /user/{name}/[{server}/]api/kernels``, ``.../api/status`` and ``.../api/terminals``: the single-user
+  servers behind the proxy, as jupyter_server answers ``--inspect-kernels`` (only to a token minted for that
+  server: the hub's own token is refused, and counted in the stats as ``hub_token_at_servers``), kernels and
+  status after ``--kernel-latency`` seconds (status: the server's own ``last_activity``, its hub one). Every
+  running server has one kernel, ``busy`` for ``--busy-fraction`` of the idle servers (busy since its last
+  activity: a long silent cell), else ``idle``; no terminals. A busy idle server is not counted as idle in the
+  correctness ledger: a culler that reads its kernel spares it.
 - ``GET /_bench/stats[?detail=1]`` (no auth): request counts by kind, most requests in flight (from
   request parsed to response written), first request / first DELETE / last response times
   (``time.monotonic()``, CLOCK_MONOTONIC, comparable across processes on Linux, plus wall clock),
@@ -750,7 +751,7 @@ class Hub:
             name, sname, endpoint = parts[0], parts[1], parts[3]
         else:
             return "other", error(404, "Not Found")
-        kind = {"kernels": "kernels", "terminals": "terminals"}.get(endpoint, "other")
+        kind = {"kernels": "kernels", "terminals": "terminals", "status": "status"}.get(endpoint, "other")
         user = self.by_name.get(name)
         server = user.spawners.get(sname) if user is not None else None
         if kind == "other" or server is None or server.state != RUNNING:
@@ -761,6 +762,10 @@ class Hub:
             return kind, error(403, "Forbidden")
         if kind == "terminals":
             body = b"[]"
+        elif kind == "status":
+            # jupyter_server's own record of its activity, which the culler's requests do not move.
+            status = {"started": server.started, "last_activity": server.last_activity, "connections": 0, "kernels": 1}
+            body = json.dumps(status).encode()
         else:
             kernel = {
                 "id": f"kernel-{user.uid if user else 0}-{sname}",
@@ -770,7 +775,7 @@ class Hub:
                 "connections": 0,
             }
             body = json.dumps([kernel]).encode()
-        if self.opts.kernel_latency > 0:
+        if self.opts.kernel_latency > 0 and kind != "terminals":
             return kind, self._after(self.opts.kernel_latency, Response(200, body))
         return kind, Response(200, body)
 

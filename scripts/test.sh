@@ -17,7 +17,8 @@
 # With no arguments the tests run as four pytest processes side by side: the integration tests (tests/integration)
 # in two, which spend most of their time waiting for real hubs, servers and kernels (well under half a core
 # each), the unit tests and the floors run, which are CPU-bound. The integration tests that wait longest (the
-# three-minute soak, the container image build, the warnings' and the notice's end-to-end runs: $LONG_INTEGRATION)
+# three-minute soak, the container image build, the warnings' and the notice's end-to-end runs, the 500-server
+# pass: $LONG_INTEGRATION)
 # run in one stream, the others in the other, so neither waits for the other's longest. Each test still runs
 # exactly once per run (the unit tests once more at the floors); the side runs' output is printed when all are
 # done. SERIAL=1 runs one pytest over everything, then the floors, one after the other.
@@ -125,7 +126,7 @@ run_pytest() {
 
 run_floors=${FLOORS:-$([ "$#" -eq 0 ] && echo 1 || echo 0)}
 LONG_INTEGRATION="tests/integration/test_soak_hub.py tests/integration/test_container.py
-  tests/integration/test_warnings.py tests/integration/test_notice_browser.py"
+  tests/integration/test_warnings.py tests/integration/test_notice_browser.py tests/integration/test_bulk.py"
 
 if [ "$#" -gt 0 ] || [ "${SERIAL:-0}" = 1 ]; then
   run_pytest python "$@"

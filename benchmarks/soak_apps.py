@@ -67,6 +67,12 @@ async def _body(receive: Receive, limit: int = _MAX_BODY) -> bytes:
     return b"".join(chunks)
 
 
+#: What marks an answer as the light server's own (the driver counts only those as its users' activity): every
+#: answer of the server, the notice API's included (a keep the driver could not tell from the proxy's error page
+#: went unrecorded, and each looked like a cull late by a stretch to the oracle).
+_LIGHT = [(b"x-soak-light", b"1"), *_JSON]
+
+
 async def _answer(send: Send, status: int, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers or _JSON})
     await send({"type": "http.response.body", "body": body})
@@ -230,7 +236,7 @@ class LightServer:
     async def _notice_api(self, scope: Scope, receive: Receive, send: Send, key: str, what: str) -> None:
         method = scope["method"]
         if not self.notices:
-            await _answer(send, 404, b'{"message": "Not Found"}')
+            await _answer(send, 404, b'{"message": "Not Found"}', _LIGHT)
             return
         state = self._notice_state.setdefault(key, {"notice": None, "keep": None})
         if what == "notice":
@@ -239,10 +245,10 @@ class LightServer:
                 try:
                     notice = json.loads(await _body(receive, 16 * 1024))
                 except ValueError:
-                    await _answer(send, 400, b'{"message": "not JSON"}')
+                    await _answer(send, 400, b'{"message": "not JSON"}', _LIGHT)
                     return
                 if not isinstance(notice, dict):
-                    await _answer(send, 400, b'{"message": "not an object"}')
+                    await _answer(send, 400, b'{"message": "not an object"}', _LIGHT)
                     return
                 state["notice"] = notice
                 for listener in self.notice_listeners:
@@ -251,16 +257,16 @@ class LightServer:
                 wanted = parse_qs(scope["query_string"].decode()).get("id", [None])[0]
                 if state["notice"] is not None and state["notice"].get("id") == wanted:
                     state["notice"] = None
-                await _answer(send, 204, b"")
+                await _answer(send, 204, b"", _LIGHT)
                 return
         elif what == "keep" and method == "POST":
             state["keep"] = {"notice_id": (state["notice"] or {}).get("id"), "requested_at": _iso(time.time())}
             state["notice"] = None
         else:
-            await _answer(send, 404, b'{"message": "Not Found"}')
+            await _answer(send, 404, b'{"message": "Not Found"}', _LIGHT)
             return
         answer = {**state, "now": _iso(time.time()), "last_activity": self.last_activity(key)}
-        await _answer(send, 200, json.dumps(answer).encode())
+        await _answer(send, 200, json.dumps(answer).encode(), _LIGHT)
 
     def last_activity(self, key: str) -> str:
         """What the server says its last activity was: its start, or the driver's latest request since."""

@@ -63,3 +63,36 @@ async def test_the_light_server_reports_its_users_activity_and_not_the_cullers()
     later = (await ask(app, "GET", "/user/ann/api/status", token="minted-for-ann"))[1]["last_activity"]
     assert later > used
     assert (await ask(app, "GET", "/user/bob/api/status", token="x"))[1]["last_activity"] == _iso(app.started)
+
+
+async def test_every_answer_of_the_notice_api_is_marked_as_the_light_servers() -> None:
+    """The driver records its users' requests as activity only when the light server answered them (not the
+    proxy's error page): a keep answered without the mark went unrecorded, and the oracle saw its server culled a
+    whole stretch late."""
+
+    async def headers_of(
+        app: LightServer, method: str, path: str, body: bytes, token: str | None
+    ) -> dict[bytes, bytes]:
+        headers = [(b"authorization", f"token {token}".encode())] if token is not None else []
+        scope = {"type": "http", "method": method, "path": path, "query_string": b"", "headers": headers}
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return dict(sent[0]["headers"])
+
+    app = light()
+    notice = json.dumps({"id": "n1", "cull_at": "2026-12-06T12:00:00Z"}).encode()
+    for method, path, body, token in [
+        ("PUT", "/user/ann/api/trio-culler/v1/notice", notice, "minted-for-ann"),
+        ("GET", "/user/ann/api/trio-culler/v1/notice", b"", "minted-for-ann"),
+        ("POST", "/user/ann/api/trio-culler/v1/keep", b'{"notice_id": "n1"}', None),
+        ("DELETE", "/user/ann/api/trio-culler/v1/notice", b"", "minted-for-ann"),
+        ("GET", "/user/ann/api/trio-culler/v1/nothing", b"", None),
+    ]:
+        assert (await headers_of(app, method, path, body, token)).get(b"x-soak-light") == b"1", (method, path)

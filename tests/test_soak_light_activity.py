@@ -18,20 +18,28 @@ from soak_apps import LightServer, _iso
 from soak_timeline import Params, Timeline
 
 
-async def ask(app: LightServer, method: str, path: str, *, token: str | None = None) -> tuple[int, Any]:
+async def answer(
+    app: LightServer, method: str, path: str, *, token: str | None = None, body: bytes = b""
+) -> tuple[int, dict[bytes, bytes], bytes]:
+    """The light server's status, headers and body for one request."""
     headers = [(b"authorization", f"token {token}".encode())] if token is not None else []
     scope = {"type": "http", "method": method, "path": path, "query_string": b"", "headers": headers}
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
     await app(scope, receive, send)
-    body = b"".join(message.get("body", b"") for message in sent if message["type"] == "http.response.body")
-    return sent[0]["status"], json.loads(body) if body else None
+    content = b"".join(message.get("body", b"") for message in sent if message["type"] == "http.response.body")
+    return sent[0]["status"], dict(sent[0]["headers"]), content
+
+
+async def ask(app: LightServer, method: str, path: str, *, token: str | None = None) -> tuple[int, Any]:
+    status, _headers, content = await answer(app, method, path, token=token)
+    return status, json.loads(content) if content else None
 
 
 def light() -> LightServer:
@@ -70,22 +78,6 @@ async def test_every_answer_of_the_notice_api_is_marked_as_the_light_servers() -
     proxy's error page): a keep answered without the mark went unrecorded, and the oracle saw its server culled a
     whole stretch late."""
 
-    async def headers_of(
-        app: LightServer, method: str, path: str, body: bytes, token: str | None
-    ) -> dict[bytes, bytes]:
-        headers = [(b"authorization", f"token {token}".encode())] if token is not None else []
-        scope = {"type": "http", "method": method, "path": path, "query_string": b"", "headers": headers}
-        sent: list[dict[str, Any]] = []
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        await app(scope, receive, send)
-        return dict(sent[0]["headers"])
-
     app = light()
     notice = json.dumps({"id": "n1", "cull_at": "2026-12-06T12:00:00Z"}).encode()
     for method, path, body, token in [
@@ -95,4 +87,5 @@ async def test_every_answer_of_the_notice_api_is_marked_as_the_light_servers() -
         ("DELETE", "/user/ann/api/trio-culler/v1/notice", b"", "minted-for-ann"),
         ("GET", "/user/ann/api/trio-culler/v1/nothing", b"", None),
     ]:
-        assert (await headers_of(app, method, path, body, token)).get(b"x-soak-light") == b"1", (method, path)
+        _status, headers, _content = await answer(app, method, path, token=token, body=body)
+        assert headers.get(b"x-soak-light") == b"1", (method, path)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from trio_culler._models import SCOPED_USER_KEYS, structure_user
+import pytest
+
+from trio_culler._models import SCOPED_USER_KEYS, ModelError, structure_user
 from trio_culler._scopes import FIELDS
 
 
@@ -18,3 +20,12 @@ def test_a_model_without_a_scoped_key_has_it_hidden() -> None:
     for key in SCOPED_USER_KEYS:
         model = {k: v for k, v in everything.items() if k != key}
         assert structure_user(model).hidden == {key}, key
+
+
+def test_a_name_that_is_not_valid_unicode_is_named_in_the_error() -> None:
+    fine = {"name": "a", "servers": {"": {"name": ""}}, "last_activity": None, "created": None, "admin": False}
+    assert structure_user(fine).name == "a"
+    with pytest.raises(ModelError, match=r"^user\.name: not valid Unicode"):
+        structure_user({**fine, "name": "bad\ud800"})
+    with pytest.raises(ModelError, match=r"^user\.servers\['gpu\\ud800'\]: not valid Unicode"):
+        structure_user({**fine, "servers": {"gpu\ud800": {"name": "gpu\ud800"}}})

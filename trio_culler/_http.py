@@ -55,6 +55,7 @@ from ._errors import (
     HubTimeout,
     hub_error_from_httpx,
 )
+from ._fast_request import fast_targets
 from ._redact import make_redactor, url_secrets
 from ._retry import Backoff, retry
 from ._transport import MAX_BODY_EXTENSION, TrioH11Transport, refuse_encoded
@@ -127,6 +128,7 @@ class RequestEngine:
         self._hub_headers = httpx.Headers(base_headers)
         if self.scope.authorization is not None:
             self._hub_headers["Authorization"] = self.scope.authorization
+        self._fast = fast_targets(config.url, self._hub_headers)
         # httpx's own per-read timeouts, for httpcore (--use-proxy-env); each attempt's deadline is the real bound.
         self._extensions: dict[str, Any] = {"timeout": client.timeout.as_dict()}
 
@@ -160,9 +162,13 @@ class RequestEngine:
         A credential anywhere else is a bug, refused with ValueError before anything is sent: an
         ``Authorization`` among ``headers``, or the culler's own token as ``credential`` outside the scope.
         """
+        target = None
         if not url.startswith(("http://", "https://")):
+            if self._fast is not None:
+                target = self._fast.url(url)
             url = self.base + url
-        target = httpx.URL(url)
+        if target is None:
+            target = httpx.URL(url)
         in_scope = self.scope.contains(target)
         if credential is not None:
             if not in_scope and credential.strip() == self._token:
@@ -181,7 +187,11 @@ class RequestEngine:
             extensions = {**extensions, MAX_BODY_EXTENSION: max_body}
         # Built directly rather than with the client's build_request: the client has no cookies, base URL or
         # parameters to merge, and this is the hot path of a pass that stops 20,000 servers.
-        request = httpx.Request(method, target, headers=fixed, content=body or None, extensions=extensions)
+        request = None
+        if fixed is self._hub_headers and not body and self._fast is not None:
+            request = self._fast.request(method, target, extensions)
+        if request is None:
+            request = httpx.Request(method, target, headers=fixed, content=body or None, extensions=extensions)
         accepted = ok if isinstance(ok, frozenset) else frozenset(ok)
 
         async def attempt() -> httpx.Response:

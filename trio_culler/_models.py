@@ -208,10 +208,12 @@ def _check_names(user: User) -> User:
     ``\\udXXX`` escape can produce) cannot be encoded into a URL at all."""
     if not user.name:
         raise ModelError("user.name: empty")
-    for where, name in (("user.name", user.name), *((f"user.servers[{n!r}]", n) for n in user.servers)):
+    # Runs for every user of every pass: the names are checked first, the words for one that fails made after.
+    for name in (user.name, *user.servers):
         try:
             name.encode("utf-8")
         except UnicodeEncodeError:
+            where = "user.name" if name is user.name else f"user.servers[{name!r}]"
             raise ModelError(f"{where}: not valid Unicode (a lone surrogate)") from None
     return user
 

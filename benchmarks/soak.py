@@ -12,6 +12,7 @@ an invariant breaks (see soak_oracle.py), 2 when the harness itself fails. bench
     python benchmarks/soak.py                         # two hours, 300 users, the figures of SOAK.md
     python benchmarks/soak.py --duration 180 --timeout 30 --users 30 --real-servers 2   # the test's 3 minutes
     python benchmarks/soak.py --judge benchmarks/.work/soak/timeline.json              # judge a run again
+    python benchmarks/soak.py --judge WORK/timeline.json --hub-log WORK/hub.log  # a culler without `started`
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from soak_faults import FaultRunner, Harness
 from soak_monitor import LogTailer, Sampler, StatusProber, login_and_open_page
 from soak_oracle import Verdict, judge, render
 from soak_procs import Credentials, Culler, Hub, Ports, Proxy, end_leftovers, machine
+from soak_redate import probe_starts, redate_passes
 from soak_schedule import PlannedFault, plan_faults
 from soak_settings import (
     FAULT_PERIODS,
@@ -107,6 +109,12 @@ def parse_args(argv: list[str]) -> tuple[SoakSettings, argparse.Namespace]:
     parser.add_argument("--report-every", type=float, help="seconds between verdicts printed (default: 60)")
     parser.add_argument(
         "--judge", type=Path, help="judge a saved timeline.json again (results into --out-dir), and exit"
+    )
+    parser.add_argument(
+        "--hub-log",
+        type=Path,
+        help="with --judge: date the passes from the culler's probes in this hub.log (for a culler whose JSON pass "
+        "line did not name its start; see soak_redate.py)",
     )
     args = parser.parse_args(argv)
     timeout = args.timeout
@@ -499,7 +507,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.judge is not None:
         # Judged again with today's oracle; written where --out-dir and --name say.
-        verdict = conclude(Timeline.load(args.judge), settings.out_dir, args.name, plot=settings.plot)
+        timeline = Timeline.load(args.judge)
+        if args.hub_log is not None:
+            with args.hub_log.open(encoding="utf-8", errors="replace") as hub_log:
+                probes = probe_starts(hub_log, SERVICE)
+            timeline.passes, moved = redate_passes(timeline.passes, probes)
+            say(f"passes dated from the hub's log: {moved} of {len(timeline.passes)} moved back to their probe")
+        verdict = conclude(timeline, settings.out_dir, args.name, plot=settings.plot)
         return 0 if verdict.ok else 1
     soak = Soak(settings, name=args.name, break_on_purpose=args.break_on_purpose)
     try:

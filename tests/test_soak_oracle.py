@@ -9,14 +9,20 @@ every 10 s. Times are seconds from 0.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import logging
 import math
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from trio_culler._logging import JsonFormatter
+from trio_culler._report import PassRecorder
+from trio_culler._service import publish
 
 # benchmarks/ is a folder of scripts, not a package: its modules import each other by their bare names.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -399,3 +405,30 @@ def test_a_pass_line_that_names_its_start_is_dated_from_it() -> None:
     del line["started"]  # a line without it (an older culler's): its own time less the duration
     tailer.parse(json.dumps(line))
     assert timeline.passes[1].started == pytest.approx(ended - 3.0, abs=0.01)
+
+
+def test_the_cullers_own_pass_line_dates_its_pass_from_its_start() -> None:
+    """The line as the culler writes it (its summary, through its JSON formatter), not one written by hand: a
+    pass of 3 s that began 10 s before its line (7 s of stops confirmed and tokens revoked after it) is dated
+    from its start. The two-hour run's culler dropped the start from its JSON line, and the oracle dated 44 culls
+    before their pass."""
+    began = datetime.now(UTC) - timedelta(seconds=10)
+    report = PassRecorder(started=began, started_at=100.0, dry_run=False).finish(103.0)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("trio_culler")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        publish(report, [])
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    (line,) = stream.getvalue().splitlines()
+    timeline = Timeline(params=PARAMS, started=0.0, ended=10.0, hub_up_at=0.0)
+    LogTailer(Path("/nonexistent"), timeline).parse(line)
+    (pass_end,) = timeline.passes
+    assert pass_end.started == pytest.approx(began.timestamp(), abs=0.01)
+    assert pass_end.time - pass_end.started == pytest.approx(10.0, abs=1.0)

@@ -71,6 +71,15 @@ LOG_FIELDS = (
     "dry_run",
     "rereads",
     "culls_prevented",
+    # The rest of the pass summary's fields (PassReport.log_fields): its start, its warnings and notices.
+    "started",
+    "warnings_sent",
+    "warnings_failed",
+    "warning_events",
+    "notices_delivered",
+    "notices_failed",
+    "notices_without_extension",
+    "keeps",
 )
 
 

@@ -40,25 +40,42 @@ from ._time import iso_utc
 
 __all__ = ["CONTINUATION", "LOG_FIELDS", "JsonFormatter", "TextFormatter", "configure_logging", "escape_controls"]
 
-#: The ``extra`` keys the culler uses; the JSON formatter copies exactly these.
+#: The ``extra`` keys the culler uses; the JSON formatter copies exactly these. An allow-list, not "every attribute
+#: logging did not set": a record also carries logging's own attributes (``msg``, ``args``, ``pathname``...), and
+#: whatever a library adds to its records (hypercorn, the status page's server, logs to ``trio_culler.web.server``)
+#: would otherwise become fields an operator's log pipeline starts to depend on. The price is that a field missing
+#: here is dropped without a word: tests/test_log_fields.py reads every log call's ``extra`` from the source and
+#: fails on a name this list lacks. Each name is documented in the README ("Logs and metrics").
 LOG_FIELDS = (
     "event",
     "user",
     "server",
+    # A decision (a cull, a dry run's, a kept server): trio_culler._act.decision_fields.
     "action",
     "reason",
     "rule",
+    "matched_rule",
     "inactive_seconds",
     "age_seconds",
     "signal",
     "hub_inactive_seconds",
     "busy_seconds",
     "judged_started",
+    # Why a server could not be inspected, or its user's notice not delivered.
     "inspection_failure",
-    "servers_inspected",
-    "inspection_failures",
+    "credential_failure",
+    "notice_failure",
+    # A warning's events (warning, cancelled, culled): the webhook payload's names, its ``id`` as ``warning_id``.
+    "warning_id",
+    "cull_at",
+    "detail",
+    "kept_at",
     "error",
     "offset",
+    "passes_not_run",
+    "lifetime_seconds",
+    # The pass summary (PassReport.log_fields) and the progress line.
+    "started",
     "duration_seconds",
     "users_seen",
     "servers_seen",
@@ -69,10 +86,6 @@ LOG_FIELDS = (
     "skipped",
     "errors",
     "dry_run",
-    "rereads",
-    "culls_prevented",
-    # The rest of the pass summary's fields (PassReport.log_fields): its start, its warnings and notices.
-    "started",
     "warnings_sent",
     "warnings_failed",
     "warning_events",
@@ -80,6 +93,10 @@ LOG_FIELDS = (
     "notices_failed",
     "notices_without_extension",
     "keeps",
+    "servers_inspected",
+    "inspection_failures",
+    "rereads",
+    "culls_prevented",
 )
 
 

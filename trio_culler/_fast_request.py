@@ -60,7 +60,11 @@ class FastTargets:
         that carries a Content-Length, or a URL of another host than the API's)."""
         if method not in _BODYLESS or url.netloc != self._netloc:
             return None
-        return httpx.Request(method, url, headers=self._headers, stream=_NO_BODY, extensions=extensions)
+        request = httpx.Request(method, url, headers=self._headers, stream=_NO_BODY, extensions=extensions)
+        # Read now, synchronously, as httpx reads a body it encodes itself: the transport's ``aread`` would
+        # otherwise iterate an async generator per request, which trio then has to finalize, at a cost of its own.
+        request.read()
+        return request
 
 
 def fast_targets(api_url: str, headers: httpx.Headers) -> FastTargets | None:

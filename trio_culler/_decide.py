@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime, timedelta
+from typing import Final
 
 import attrs
 
@@ -103,14 +104,16 @@ class Decision:
         template = CODES[self.code].reason
         if "{" not in template:
             return template
-        return template.format(
-            inactive=format_duration(self.inactive),
-            age=format_duration(self.age),
-            busy=format_duration(self.busy),
-            hub_inactive=format_duration(self.hub_inactive),
-            detail=self.detail,
-            no_busy=", no kernel busy" if self.inspected else "",
-        )
+        # Only the durations the template names: a pass formats this for every server it culls.
+        durations = {
+            name: format_duration(getattr(self, name))
+            for name in ("inactive", "age", "busy", "hub_inactive")
+            if "{" + name + "}" in template
+        }
+        return template.format(**durations, detail=self.detail, no_busy=", no kernel busy" if self.inspected else "")
+
+
+_NO_TIME: Final = timedelta(0)
 
 
 def format_duration(delta: timedelta | None) -> str:
@@ -125,7 +128,8 @@ def _since(now: datetime, then: datetime | None) -> timedelta | None:
     if then is None:
         return None
     # A timestamp in the future (clocks out of step) means "just now", not negative idleness.
-    return max(now - then, timedelta(0))
+    delta = now - then
+    return delta if delta > _NO_TIME else _NO_TIME
 
 
 def idle_since(

@@ -105,7 +105,7 @@ class _Connection:
         #: Whether any byte of the current answer arrived; whether the server ended the stream.
         self.received = False
         self.eof = False
-        self.response: h11.Response | None = None
+        self.response_headers: list[tuple[bytes, bytes]] = []
 
     async def is_fresh(self) -> bool:
         """Whether nothing at all arrived on this idle connection since its last answer.
@@ -156,10 +156,11 @@ class _Connection:
             if isinstance(error, _ConnectionClosed):
                 raise httpx.RemoteProtocolError(str(error)) from None
             raise httpx.ReadError(f"connection lost: {error!r}") from None
-        self.response = head
+        # h11's headers are a sequence read item by item: listed once, for httpx and for reusable().
+        self.response_headers = list(head.headers)
         return httpx.Response(
             status_code=head.status_code,
-            headers=head.headers,
+            headers=self.response_headers,
             stream=httpx.ByteStream(bytes(content)),
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
             request=request,
@@ -241,8 +242,7 @@ class _Connection:
             connection.start_next_cycle()
         except h11.LocalProtocolError:
             return False  # one side must close (Connection: close, HTTP/1.0, a body to the connection's end)
-        assert self.response is not None
-        headers = list(self.response.headers)
+        headers = self.response_headers
         if _has(headers, b"transfer-encoding") and _has(headers, b"content-length"):
             # RFC 9112 §6.3: chunked wins (h11 reads it so), but a message framed two ways was meant to mislead
             # someone on the way: do not trust the connection with another request.

@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 
 from ._forecast import DEFAULT_HORIZON, Forecast
+from ._records import record_json
 from ._redact import shown_url
 from ._report import CullRecord, PassError, PassReport
 from ._time import iso_utc, seconds
@@ -270,10 +271,7 @@ def _next_start(started: datetime, interval: float) -> datetime:
 
 def _json(value: PassSummary | CullRecord | Forecast) -> dict[str, Any]:
     """A record as ``api/status`` shows it: its fields, instants in ISO 8601 UTC, a duration in seconds."""
-    out = attrs.asdict(value, recurse=False)
-    for key, item in out.items():
-        if isinstance(item, datetime):
-            out[key] = iso_utc(item)
+    out = record_json(value)
     if "duration" in out:
         out["duration_seconds"] = round(out.pop("duration"), 3)
     return out

@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 
 from .._policy import Policy
+from .._records import record_json
 from .._report import CullRecord
 from .._time import iso_utc, seconds
 from .._warnings_now import StandingWarning
@@ -151,12 +152,6 @@ class UserView:
                 "next_pass_at": iso_utc(self.next_pass_at),
             },
             "servers": [server.to_json() for server in self.servers],
-            "culls": [_cull_json(cull) for cull in self.culls],
+            "culls": [record_json(cull) for cull in self.culls],
             "remembered": {"culls_per_user": self.culls_per_user, "users": self.users_remembered},
         }
-
-
-def _cull_json(cull: CullRecord) -> dict[str, Any]:
-    out = attrs.asdict(cull, recurse=False)
-    out["at"] = iso_utc(cull.at)
-    return out

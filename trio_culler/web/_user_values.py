@@ -77,14 +77,7 @@ class ServerView:
             "idle_seconds": seconds(self.idle),
             "age_seconds": seconds(self.age),
             "rule": self.rule,
-            "limits": None
-            if policy is None
-            else {
-                "timeout_seconds": seconds(policy.timeout),
-                "max_age_seconds": seconds(policy.max_age),
-                "max_busy_seconds": seconds(policy.max_busy),
-                "exempt": policy.exempt,
-            },
+            "limits": None if policy is None else policy.limits_json(),
             "activity": None if self.activity is None else {"counts": self.activity[0], "words": self.activity[1]},
             "judged": None
             if self.judged_by is None

@@ -196,7 +196,7 @@ class FakeHub:
         elif single_user is not None and single_user.endpoint in ("notice", "keep"):
             kind = "notice"
             log.notice_requests[request.method] += 1
-        log.by_kind[kind] += 1
+        log.requests_by_kind[kind] += 1
         if request.method == "DELETE" and route.endpoint in ("server", "user"):
             if route.endpoint == "server":
                 log.stop_requests[route.user, route.server] += 1

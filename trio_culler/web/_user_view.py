@@ -272,13 +272,13 @@ def _warn_at(cull_at: datetime, warn_before: float) -> datetime | None:
     return cull_at - timedelta(seconds=warn_before) if warn_before else None
 
 
+#: The hub's words for a pending action, as a state the page shows (any other is shown as the hub says it).
+_PENDING = {"spawn": "starting", "stop": "stopping"}
+
+
 def _state(server: Server) -> str:
-    if server.pending == "spawn":
-        return "starting"
-    if server.pending == "stop":
-        return "stopping"
     if server.pending:
-        return server.pending
+        return _PENDING.get(server.pending, server.pending)
     return "running" if server.is_ready else "not ready"
 
 

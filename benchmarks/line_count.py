@@ -10,10 +10,12 @@ comments or docstrings are added or removed.
 The files are read from git (``git show REV:path``), not from the work tree, so any commit can be measured without
 checking it out. Usage::
 
-    python benchmarks/line_count.py [REV] [--per-file] [--path trio_culler]
+    python benchmarks/line_count.py [REV] [--per-file] [--against BASE] [--path trio_culler]
 
 It prints, for the ``.py`` files under ``--path`` at ``REV`` (default ``HEAD``), the logical and physical totals,
 the logical total without ``testing/``, and with ``--per-file`` one line per file (logical, physical, path).
+``--against BASE`` prints, before that, each file whose logical lines differ between ``BASE`` and ``REV`` (a file
+that exists in only one of them counts 0 in the other), and the totals of both.
 """
 
 from __future__ import annotations
@@ -69,17 +71,33 @@ def python_files(revision: str, path: str) -> list[str]:
     return sorted(name for name in names if name.endswith(".py"))
 
 
+def counts(revision: str, path: str) -> dict[str, tuple[int, int]]:
+    """``{file: (logical, physical)}`` for the ``.py`` files under ``path`` at ``revision``."""
+    found = {}
+    for name in python_files(revision, path):
+        source = git("show", f"{revision}:{name}")
+        found[name] = (logical_lines(source), source.count("\n"))
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("revision", nargs="?", default="HEAD", help="the git revision to count (default: HEAD)")
     parser.add_argument("--per-file", action="store_true", help="also print one line per file")
+    parser.add_argument("--against", metavar="BASE", help="also print the files whose logical lines differ from BASE")
     parser.add_argument("--path", default="trio_culler", help="the folder to count (default: trio_culler)")
     args = parser.parse_args()
 
+    found = counts(args.revision, args.path)
+    if args.against:
+        base = counts(args.against, args.path)
+        for name in sorted(base.keys() | found.keys()):
+            before, after = base.get(name, (0, 0))[0], found.get(name, (0, 0))[0]
+            if before != after:
+                print(f"{before:6} -> {after:6}  {name}")
+        print(f"{args.against}: {sum(logical for logical, _ in base.values())} logical lines")
     logical_total = physical_total = without_testing = 0
-    for name in python_files(args.revision, args.path):
-        source = git("show", f"{args.revision}:{name}")
-        logical, physical = logical_lines(source), source.count("\n")
+    for name, (logical, physical) in found.items():
         logical_total += logical
         physical_total += physical
         if "/testing/" not in name:

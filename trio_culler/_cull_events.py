@@ -32,6 +32,7 @@ from ._decide import idle_since
 from ._judge import Verdict
 from ._models import Server
 from ._notice import Notice
+from ._records import record_json
 from ._rules import MatchedRule
 from ._time import iso_utc
 
@@ -78,19 +79,20 @@ def stretch_id(user: str, server: str, started: datetime | None, due: datetime) 
 
 @attrs.frozen(kw_only=True)
 class CullEvent:
-    """One event of one idle stretch, as the hook, the webhook and the log see it."""
+    """One event of one idle stretch, as the hook, the webhook and the log see it. The fields are in the order of
+    :meth:`payload`'s keys: the first release's, then the event's."""
 
-    event: str
     user: str
     server: str
-    id: str
-    warned_at: datetime
     #: The cull time the warning announced.
     cull_at: datetime
     #: The code of the cull announced (``idle``, ``kernels_idle``, ``busy_expired``, ``max_age``).
     reason: str
     #: The server's idle time, by its rule's clock, when the event happened (None: unknown).
     idle_seconds: float | None
+    event: str
+    id: str
+    warned_at: datetime
     #: When the event happened (the culler's clock).
     at: datetime
     #: Why a warning was cancelled (``cancelled`` only): one of :data:`DETAILS`.
@@ -102,19 +104,8 @@ class CullEvent:
 
     def payload(self) -> dict[str, Any]:
         """The JSON object POSTed to ``--warn-url``: the keys of the first release's warnings, and the event's."""
-        return {
-            "user": self.user,
-            "server": self.server,
-            "cull_at": iso_utc(self.cull_at),
-            "reason": self.reason,
-            "idle_seconds": None if self.idle_seconds is None else round(self.idle_seconds, 3),
-            "event": self.event,
-            "id": self.id,
-            "warned_at": iso_utc(self.warned_at),
-            "at": iso_utc(self.at),
-            "detail": self.detail,
-            "kept_at": iso_utc(self.kept_at),
-        }
+        idle = None if self.idle_seconds is None else round(self.idle_seconds, 3)
+        return record_json(self, leave_out=("user_model", "server_model")) | {"idle_seconds": idle}
 
     @property
     def label(self) -> str:

@@ -194,15 +194,8 @@ async def _call_hook(hook: WarnHook, event: CullEvent) -> None:
     kwargs: dict[str, Any] = {"user": event.user_model, "server": event.server_model, "cull_at": event.cull_at}
     names, takes_any = _parameters(hook)
     if "event" in names:
-        values = {
-            "event": event.event,
-            "id": event.id,
-            "reason": event.reason,
-            "detail": event.detail,
-            "kept_at": event.kept_at,
-            "warned_at": event.warned_at,
-        }
-        kwargs.update({key: values[key] for key in _EVENT_KEYWORDS if takes_any or key in names})
+        # Each keyword is the event's attribute of the same name.
+        kwargs.update({key: getattr(event, key) for key in _EVENT_KEYWORDS if takes_any or key in names})
     if inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(getattr(hook, "__call__", None)):  # noqa: B004
         result: object = hook(**kwargs)
     else:

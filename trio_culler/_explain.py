@@ -433,10 +433,7 @@ def _rule_dict(matched: MatchedRule) -> dict[str, Any] | None:
 
 def _limits(policy: Policy, *, named: bool) -> dict[str, Any]:
     return {
-        "timeout_seconds": seconds(policy.timeout),
-        "max_age_seconds": seconds(policy.max_age),
-        "max_busy_seconds": seconds(policy.max_busy),
-        "exempt": policy.exempt,
+        **policy.limits_json(),
         "culled_when_idle": policy.cull_named_servers if named else policy.cull_default_servers,
         "removed_when_culled": named and policy.remove_named_servers,
     }

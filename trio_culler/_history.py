@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 
 from ._forecast import DEFAULT_HORIZON, Forecast
+from ._records import record_json
 from ._redact import shown_url
 from ._report import CullRecord, PassError, PassReport
 from ._time import iso_utc, seconds
@@ -75,23 +76,23 @@ class StatusSnapshot:
     version: int
     #: Passes and culls kept (``--status-history``).
     history: int
-    #: Newest first.
-    passes: Sequence[PassSummary]
-    #: Newest first.
-    culls: Sequence[CullRecord]
-    #: Errors of the last pass (the first ERRORS_SHOWN of those it kept).
-    last_errors: Sequence[PassError]
-    #: From the last pass that read the user list: the soonest culls due, soonest first ...
-    upcoming: Sequence[Forecast]
-    #: ... and how many are due within ``horizon`` after ``upcoming_as_of``, by limit.
-    upcoming_due: Mapping[str, int]
-    upcoming_as_of: datetime | None
-    horizon: timedelta
-    #: When the next pass is due to start, if one is scheduled.
-    next_pass_at: datetime | None
     #: The effective configuration, as ``--show-config`` prints it, but never the token, and URLs as
     #: :func:`~._redact.shown_url` shows them.
     config: Mapping[str, Any]
+    #: Newest first (before the first pass: none, and nothing of what follows).
+    passes: Sequence[PassSummary] = ()
+    #: Newest first.
+    culls: Sequence[CullRecord] = ()
+    #: Errors of the last pass (the first ERRORS_SHOWN of those it kept).
+    last_errors: Sequence[PassError] = ()
+    #: From the last pass that read the user list: the soonest culls due, soonest first ...
+    upcoming: Sequence[Forecast] = ()
+    #: ... and how many are due within ``horizon`` after ``upcoming_as_of``, by limit.
+    upcoming_due: Mapping[str, int] = attrs.field(factory=dict)
+    upcoming_as_of: datetime | None = None
+    horizon: timedelta = DEFAULT_HORIZON
+    #: When the next pass is due to start, if one is scheduled.
+    next_pass_at: datetime | None = None
     #: Why what comes next cannot be foreseen, in whole or in part (the count due is then unknown); None when
     #: it can be.
     upcoming_unknown: str | None = None
@@ -166,14 +167,6 @@ class History:
         self.snapshot = StatusSnapshot(
             version=0,
             history=size,
-            passes=(),
-            culls=(),
-            last_errors=(),
-            upcoming=(),
-            upcoming_due={},
-            upcoming_as_of=None,
-            horizon=DEFAULT_HORIZON,
-            next_pass_at=None,
             config=_shown_config(config),
             warnings=WarningTally(enabled=bool(config.get("warn_before"))),
         )
@@ -270,10 +263,7 @@ def _next_start(started: datetime, interval: float) -> datetime:
 
 def _json(value: PassSummary | CullRecord | Forecast) -> dict[str, Any]:
     """A record as ``api/status`` shows it: its fields, instants in ISO 8601 UTC, a duration in seconds."""
-    out = attrs.asdict(value, recurse=False)
-    for key, item in out.items():
-        if isinstance(item, datetime):
-            out[key] = iso_utc(item)
+    out = record_json(value)
     if "duration" in out:
         out["duration_seconds"] = round(out.pop("duration"), 3)
     return out

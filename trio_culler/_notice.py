@@ -41,7 +41,8 @@ from ._errors import HubError, HubStatusError, HubTimeout, HubUnavailable, cause
 from ._hub import HubClient
 from ._inspect import reported_time, server_base_url
 from ._models import Server
-from ._time import as_number, iso_utc
+from ._records import record_json
+from ._time import as_number
 
 __all__ = [
     "API_PATH",
@@ -110,20 +111,9 @@ class Notice:
     keepable: bool
 
     def body(self) -> bytes:
-        return json.dumps(
-            {
-                "id": self.id,
-                "warned_at": iso_utc(self.warned_at),
-                "cull_at": iso_utc(self.cull_at),
-                "idle_since": iso_utc(self.idle_since),
-                "reason": self.reason,
-                "limit": self.limit,
-                "limit_seconds": as_number(max(0.0, self.limit_seconds)),
-                "rule": self.rule,
-                "activity": self.activity[:500],
-                "keepable": self.keepable,
-            }
-        ).encode()
+        # Every field, in order (``|`` keeps each key where it is), the limit never negative, the words bounded.
+        bounded = {"limit_seconds": as_number(max(0.0, self.limit_seconds)), "activity": self.activity[:500]}
+        return json.dumps(record_json(self) | bounded).encode()
 
 
 @attrs.frozen

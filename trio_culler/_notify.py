@@ -391,16 +391,10 @@ class Notifier:
 
     def _emit(self, event: CullEvent, delivery: ServerDelivery | None = None) -> None:
         self._counts[event.event] += 1
-        fields = {
-            "user": event.user,
-            "server": event.server,
-            "event": event.event,
-            "warning_id": event.id,
-            "cull_at": event.payload()["cull_at"],
-            "reason": event.reason,
-            "detail": event.detail,
-        }
-        log_event(event, fields, dry_run=self.dry_run)
+        payload = event.payload()
+        # The log line's fields: the payload's, the id named for what it is among the culler's other lines.
+        fields = {key: payload[key] for key in ("user", "server", "event", "cull_at", "reason", "detail")}
+        log_event(event, fields | {"warning_id": event.id}, dry_run=self.dry_run)
         if self.dry_run:
             return
         wanted = self.config.warn_url is not None or (

@@ -7,8 +7,11 @@ and forecast functions read them, without any of these needing each other to nam
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import attrs
+
+from ._time import seconds
 
 __all__ = ["Policy"]
 
@@ -30,3 +33,12 @@ class Policy:
     max_busy: timedelta | None = None
     #: With --inspect-kernels: idle time from the server's kernels and terminals, not the hub's last_activity.
     kernel_activity_only: bool = False
+
+    def limits_json(self) -> dict[str, Any]:
+        """The limits in seconds (None: no limit), as ``api/status`` and ``--explain``'s JSON show them."""
+        return {
+            "timeout_seconds": seconds(self.timeout),
+            "max_age_seconds": seconds(self.max_age),
+            "max_busy_seconds": seconds(self.max_busy),
+            "exempt": self.exempt,
+        }

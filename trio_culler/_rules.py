@@ -114,15 +114,14 @@ class Rule:
 
     def describe(self) -> str:
         """A short label for logs, ``--explain`` and the status page: ``groups=overnight -> timeout=86400``."""
-        keys = ", ".join(f"{key}={_show(getattr(self, key))}" for key in self.match_keys)
-        return f"{keys} -> {self.describe_settings()}"
+        return f"{self._given(MATCH_KEYS)} -> {self.describe_settings()}"
 
     def describe_settings(self) -> str:
         """What the rule sets, without whom it matches: ``timeout=86400``, or ``global options``."""
-        settings = ", ".join(
-            f"{key}={_show(getattr(self, key))}" for key in SETTING_KEYS if getattr(self, key) is not None
-        )
-        return settings or "global options"
+        return self._given(SETTING_KEYS) or "global options"
+
+    def _given(self, keys: tuple[str, ...]) -> str:
+        return ", ".join(f"{key}={_show(getattr(self, key))}" for key in keys if getattr(self, key) is not None)
 
     def as_dict(self) -> dict[str, Any]:
         """The rule as it would be written (JSON-ready), without the keys not given."""

@@ -62,6 +62,9 @@ ProbeListener = Callable[[HubError | None], None]
 #: How long in-flight requests may finish after :meth:`Culler.stop` by default.
 DEFAULT_GRACE = 5.0
 _STARTUP_RETRY_CAP = 60.0
+#: What a start-up probe that failed says, at which level: a refused token needs an operator.
+_REFUSED = (logging.ERROR, "The hub at %s refused the culler's token: %s; retrying in %g s")
+_NOT_READY = (logging.WARNING, "Hub not ready at %s: %s; retrying in %g s")
 
 
 class Drain:
@@ -185,22 +188,8 @@ class Culler:
 
         def announce(error: HubError, wait: float, _retry: int) -> None:
             self._tell_probe_listeners(error)
-            if isinstance(error, HubAuthError):
-                log.error(
-                    "The hub at %s refused the culler's token: %s; retrying in %g s",
-                    self.config.url,
-                    error,
-                    wait,
-                    extra={"event": "startup_retry", "error": error.kind},
-                )
-            else:
-                log.warning(
-                    "Hub not ready at %s: %s; retrying in %g s",
-                    self.config.url,
-                    error,
-                    wait,
-                    extra={"event": "startup_retry", "error": error.kind},
-                )
+            level, text = _REFUSED if isinstance(error, HubAuthError) else _NOT_READY
+            log.log(level, text, self.config.url, error, wait, extra={"event": "startup_retry", "error": error.kind})
 
         async def pause(wait: float) -> None:
             with trio.move_on_after(wait):

@@ -18,8 +18,8 @@ from typing import Any
 import attrs
 
 from ._cull_events import EVENTS
+from ._records import record_json
 from ._report import PassReport
-from ._time import iso_utc
 from ._warnings_now import KeptServer, StandingWarning, WarningsNow
 
 __all__ = ["SHOWN", "UserWarnings", "UsersWarnings", "WarningCounts", "WarningLedger", "WarningTally"]
@@ -27,6 +27,8 @@ __all__ = ["SHOWN", "UserWarnings", "UsersWarnings", "WarningCounts", "WarningLe
 #: Warnings that stand, and keeps, listed on the admin's page (the most recent; all are counted): a summary on a
 #: hub where thousands are warned at once, as the next hour's list is.
 SHOWN = 50
+#: The counts of :class:`WarningCounts` beside the events: the pass report's of the same names.
+_COUNTS = ("notices_delivered", "notices_failed", "notices_without_extension", "keeps")
 
 
 @attrs.frozen(kw_only=True)
@@ -44,22 +46,12 @@ class WarningCounts:
 
     @classmethod
     def of(cls, report: PassReport) -> WarningCounts:
-        return cls(
-            events={kind: report.warning_events.get(kind, 0) for kind in EVENTS},
-            notices_delivered=report.notices_delivered,
-            notices_failed=report.notices_failed,
-            notices_without_extension=report.notices_without_extension,
-            keeps=report.keeps,
-        )
+        events = {kind: report.warning_events.get(kind, 0) for kind in EVENTS}
+        return cls(events=events, **{name: getattr(report, name) for name in _COUNTS})
 
     def __add__(self, other: WarningCounts) -> WarningCounts:
-        return WarningCounts(
-            events={kind: self.events.get(kind, 0) + other.events.get(kind, 0) for kind in EVENTS},
-            notices_delivered=self.notices_delivered + other.notices_delivered,
-            notices_failed=self.notices_failed + other.notices_failed,
-            notices_without_extension=self.notices_without_extension + other.notices_without_extension,
-            keeps=self.keeps + other.keeps,
-        )
+        events = {kind: self.events.get(kind, 0) + other.events.get(kind, 0) for kind in EVENTS}
+        return WarningCounts(events=events, **{name: getattr(self, name) + getattr(other, name) for name in _COUNTS})
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -90,30 +82,22 @@ class WarningTally:
     last_pass: WarningCounts = WarningCounts()
     #: When the pass that left what stands started (None: none has yet).
     as_of: datetime | None = None
-    #: The warnings that stand, the :data:`SHOWN` most recently given, newest first; and how many stand.
-    standing: tuple[StandingWarning, ...] = ()
+    #: How many warnings stand, and the :data:`SHOWN` most recently given, newest first.
     standing_total: int = 0
-    #: The keeps the culler remembers, the :data:`SHOWN` most recent, newest first; and how many it remembers.
-    kept: tuple[KeptServer, ...] = ()
+    standing: tuple[StandingWarning, ...] = ()
+    #: How many keeps the culler remembers, and the :data:`SHOWN` most recent, newest first.
     kept_total: int = 0
+    kept: tuple[KeptServer, ...] = ()
     #: Running servers whose notice API answered 404: their warnings reach the hook and the URL only.
     without_extension: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "enabled": self.enabled,
-            "sent": self.sent,
-            "failed": self.failed,
-            "pending": self.pending,
-            "waiting": self.waiting,
+        # Every field, in order (``|`` keeps each key where it is); the counts and the lists hold records of their own.
+        return record_json(self) | {
             "since_start": self.since_start.to_json(),
             "last_pass": self.last_pass.to_json(),
-            "as_of": iso_utc(self.as_of),
-            "standing_total": self.standing_total,
             "standing": [warning.to_json() for warning in self.standing],
-            "kept_total": self.kept_total,
             "kept": [keep.to_json() for keep in self.kept],
-            "without_extension": self.without_extension,
         }
 
 

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import attrs
 
-from ._time import iso_utc
+from ._records import record_json
 
 __all__ = ["KeptServer", "StandingWarning", "WarningsNow"]
 
@@ -45,16 +45,7 @@ class StandingWarning(NamedTuple):
     no_extension: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "user": self.user,
-            "server": self.server,
-            "id": self.id,
-            "warned_at": iso_utc(self.warned_at),
-            "cull_at": iso_utc(self.cull_at),
-            "reason": self.reason,
-            "kept_at": iso_utc(self.kept_at),
-            "no_extension": self.no_extension,
-        }
+        return record_json(self, leave_out=("started",))
 
 
 class KeptServer(NamedTuple):
@@ -67,7 +58,7 @@ class KeptServer(NamedTuple):
     kept_at: datetime
 
     def to_json(self) -> dict[str, Any]:
-        return {"user": self.user, "server": self.server, "kept_at": iso_utc(self.kept_at)}
+        return record_json(self, leave_out=("started",))
 
 
 @attrs.frozen(kw_only=True)

@@ -29,12 +29,14 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
 import attrs
 
+from ._inspect import reported_time
+from ._records import record_json
 from ._time import iso_utc
 
 __all__ = [
@@ -135,15 +137,11 @@ def _text(value: Any, what: str, limit: int = 1024) -> str:
 
 
 def _time(value: Any, what: str) -> datetime:
-    if type(value) is not str or len(value) > 40:
+    # A time the culler wrote reads as a time a server reports: ISO 8601 with a zone, at most 40 characters.
+    moment = reported_time(value)
+    if moment is None:
         raise _Bad(what)
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise _Bad(what) from None
-    if moment.utcoffset() is None:
-        raise _Bad(what)
-    return moment.astimezone(UTC)
+    return moment
 
 
 def _optional_time(value: Any, what: str) -> datetime | None:
@@ -253,28 +251,8 @@ def _records(items: Any, read: Any) -> tuple[list[Any], int]:
 
 
 def _warning_json(record: WarningRecord) -> dict[str, Any]:
-    return {
-        "user": record.user,
-        "server": record.server,
-        "started": iso_utc(record.started),
-        "id": record.id,
-        "warned_at": iso_utc(record.warned_at),
-        "due": iso_utc(record.due),
-        "cull_at": iso_utc(record.cull_at),
-        "reason": record.reason,
-        "baseline": iso_utc(record.baseline),
-        "own": [[iso_utc(start), iso_utc(end)] for start, end in record.own],
-        "settled": record.settled,
-    }
-
-
-def _keep_json(record: KeepRecord) -> dict[str, Any]:
-    return {
-        "user": record.user,
-        "server": record.server,
-        "started": iso_utc(record.started),
-        "kept_at": iso_utc(record.kept_at),
-    }
+    # Every field as it is, but the windows, which are pairs of instants.
+    return {**record_json(record), "own": [[iso_utc(start), iso_utc(end)] for start, end in record.own]}
 
 
 def state_document(warned: Iterable[WarningRecord], kept: Iterable[KeepRecord], now: datetime) -> dict[str, Any]:
@@ -285,7 +263,7 @@ def state_document(warned: Iterable[WarningRecord], kept: Iterable[KeepRecord], 
         "version": VERSION,
         "written_at": iso_utc(now),
         "warned": [_warning_json(record) for record in warned],
-        "kept": [_keep_json(record) for record in kept],
+        "kept": [record_json(record) for record in kept],
     }
 
 

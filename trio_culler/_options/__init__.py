@@ -20,16 +20,17 @@ How to add an option
 Add one line to ``OPTIONS`` in ``_table.py``, keyed by its dashed name; the lexer, the config file, ``--help``
 and ``--generate-config`` all pick it up from there::
 
-    "warn-before": value("warn_before", "Seconds before a cull to warn the user; 0: no warning.", FLOAT, 0),
-    "explain": action("explain", "Print why each server would or would not be culled, then exit."),
-    "status-page": switch("status_page", "Serve the status page.", default=False),
+    "warn-before": value("Seconds before a cull to warn the user; 0: no warning.", FLOAT, 0),
+    "explain": action("Print why each server would or would not be culled, then exit."),
+    "status-page": switch("Serve the status page.", default=False),
 
-- ``value(dest, help, convert, default)`` takes a value; ``convert`` is one of ``_values``' converters
+- ``value(help, convert, default)`` takes a value; ``convert`` is one of ``_values``' converters
   (``TEXT``, ``INT``, ``FLOAT``, ...) or a new ``(text, option_name) -> value`` function there that raises
-  ``ConfigError`` naming the option. ``switch(dest, help, default=...)`` is true/false with a ``--no-`` form.
-  ``action(dest, help)`` is command-line only (``--help``, ``--once``).
-- ``dest`` is the ``c.IdleCuller.<dest>`` key and the key in the parsed values. ``cli.read_settings`` passes a
-  ``dest`` that is a ``Config`` field to ``Config``; any other ``dest`` must be a field of ``cli.Settings``.
+  ``ConfigError`` naming the option. ``switch(help, default=...)`` is true/false with a ``--no-`` form.
+  ``action(help)`` is command-line only (``--help``, ``--once``).
+- ``dest`` is the option's name with underscores (``warn_before``), unless the row says ``dest=...``: it is the
+  ``c.IdleCuller.<dest>`` key and the key in the parsed values. ``cli.read_settings`` passes a ``dest`` that is
+  a ``Config`` field to ``Config``; any other ``dest`` must be a field of ``cli.Settings``.
 - ``configurable=False`` keeps it out of config files; ``listed=False`` out of ``--help`` (compatibility aliases).
 - Then document it in README.md's option list (``tests/test_operations.py`` refuses docs that use an option
   the table does not have).

@@ -12,7 +12,7 @@ import secrets
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 
 import attrs
@@ -24,7 +24,7 @@ from ._loopback import CONNECTION_ID, serve_loopback
 from ._notices import notice_answer, record_keep
 from ._nursery import open_helper_nursery
 from ._permissions import FULL_SCOPES, TokenScopes, covers, token_model
-from ._population import Population, populate
+from ._population import populate
 from ._render import Json, error, user_model
 from ._routes import Route, SingleUserRoute, json_body, parse_route, parse_single_user_route, request_kind
 from ._singleuser import answer, credential_kind, presented_token, reaches
@@ -133,38 +133,8 @@ class FakeHub:
         self.users[name] = user
         return user
 
-    def populate(
-        self,
-        n_users: int,
-        *,
-        idle_fraction: float,
-        seed: int,
-        now: datetime,
-        idle_for: timedelta = timedelta(hours=2),
-        active_for: timedelta = timedelta(minutes=1),
-        named_fraction: float = 0.0,
-        admin_fraction: float = 0.0,
-        name_prefix: str = "user",
-    ) -> Population:
-        """Add ``n_users`` users with a ready default server each, deterministically from ``seed``.
-
-        ``round(named_fraction * n_users)`` of them also get a ready server named ``"named"``;
-        ``round(idle_fraction * servers)`` of all the servers are idle (last activity between
-        ``idle_for`` and ``2 * idle_for`` before ``now``), the others active (within ``active_for``).
-        A culler whose timeout lies in ``(active_for, idle_for]`` must stop exactly ``idle``.
-        """
-        return populate(
-            self.add_user,
-            n_users,
-            idle_fraction=idle_fraction,
-            seed=seed,
-            now=now,
-            idle_for=idle_for,
-            active_for=active_for,
-            named_fraction=named_fraction,
-            admin_fraction=admin_fraction,
-            name_prefix=name_prefix,
-        )
+    #: ``hub.populate(n_users, idle_fraction=..., seed=..., now=...)``: many users at once (``_population``).
+    populate = populate
 
     # ------------------------------------------------------------------ ways in
 
@@ -226,7 +196,7 @@ class FakeHub:
         elif single_user is not None and single_user.endpoint in ("notice", "keep"):
             kind = "notice"
             log.notice_requests[request.method] += 1
-        log.by_kind[kind] += 1
+        log.requests_by_kind[kind] += 1
         if request.method == "DELETE" and route.endpoint in ("server", "user"):
             if route.endpoint == "server":
                 log.stop_requests[route.user, route.server] += 1

@@ -125,13 +125,8 @@ async def _send_response(conn: h11.Connection, stream: trio.abc.Stream, response
         reason = http.HTTPStatus(response.status).phrase.encode("ascii")
     except ValueError:
         reason = b""
-    out = bytearray()
-    for event in (
-        h11.Response(status_code=response.status, headers=headers, reason=reason),
-        h11.Data(data=body),
-        h11.EndOfMessage(),
-    ):
-        if isinstance(event, h11.Data) and not event.data:
-            continue  # h11 rejects even an empty Data event for bodiless statuses
-        out += conn.send(event) or b""
-    await stream.send_all(bytes(out))
+    out = conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason)) or b""
+    if body:  # h11 rejects even an empty Data event for bodiless statuses
+        out += conn.send(h11.Data(data=body)) or b""
+    out += conn.send(h11.EndOfMessage()) or b""
+    await stream.send_all(out)

@@ -11,13 +11,13 @@ import attrs
 
 from ._state import FakeServer
 
-__all__ = ["AddUser", "Population", "populate"]
+__all__ = ["Hub", "Population", "populate"]
 
 
-class AddUser(Protocol):
-    """How users are added (``FakeHub.add_user``)."""
+class Hub(Protocol):
+    """What users are added to (a ``FakeHub``, whose ``populate`` method this module's function is)."""
 
-    def __call__(
+    def add_user(
         self, name: str, *, admin: bool, created: datetime, last_activity: datetime, servers: Mapping[str, FakeServer]
     ) -> object: ...
 
@@ -34,19 +34,26 @@ class Population:
 
 
 def populate(
-    add_user: AddUser,
+    hub: Hub,
     n_users: int,
     *,
     idle_fraction: float,
     seed: int,
     now: datetime,
-    idle_for: timedelta,
-    active_for: timedelta,
-    named_fraction: float,
-    admin_fraction: float,
-    name_prefix: str,
+    idle_for: timedelta = timedelta(hours=2),
+    active_for: timedelta = timedelta(minutes=1),
+    named_fraction: float = 0.0,
+    admin_fraction: float = 0.0,
+    name_prefix: str = "user",
 ) -> Population:
-    """The body of :meth:`FakeHub.populate`, which documents it."""
+    """Add ``n_users`` users with a ready default server each, deterministically from ``seed``
+    (``FakeHub.populate``: ``hub.populate(n_users, ...)``).
+
+    ``round(named_fraction * n_users)`` of them also get a ready server named ``"named"``;
+    ``round(idle_fraction * servers)`` of all the servers are idle (last activity between
+    ``idle_for`` and ``2 * idle_for`` before ``now``), the others active (within ``active_for``).
+    A culler whose timeout lies in ``(active_for, idle_for]`` must stop exactly ``idle``.
+    """
     for fraction in (idle_fraction, named_fraction, admin_fraction):
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"fractions must be within [0, 1], got {fraction}")
@@ -70,7 +77,7 @@ def populate(
             servers[server_name] = FakeServer(server_name, started=starts[-1], last_activity=lasts[-1])
         if all((name, server_name) in idle for server_name in server_names):
             idle_users.add(name)
-        add_user(
+        hub.add_user(
             name,
             admin=name in admins,
             created=min(starts) - timedelta(days=1),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 import trio
@@ -47,48 +48,44 @@ class FakeHubStatistics:
     notice_requests: Mapping[str, int] = attrs.field(factory=dict)
 
 
+@attrs.define
 class RequestLog:
-    """The running counters behind :class:`FakeHubStatistics`; the hub calls one method per event."""
+    """The running counters behind :class:`FakeHubStatistics`, under the same names; the hub calls one method per
+    event."""
 
-    def __init__(self) -> None:
-        self.by_kind: collections.Counter[RequestKind] = collections.Counter()
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.stop_requests: collections.Counter[tuple[str, str]] = collections.Counter()
-        self.stops_completed: list[tuple[str, str]] = []
-        self.users_deleted: list[str] = []
-        self.first_delete_at: float | None = None
-        self.last_list_at: float | None = None
-        self.pages: list[PageRequest] = []
-        self.status_codes: collections.Counter[int] = collections.Counter()
-        self.connections: set[int] = set()
-        self.server_credentials: collections.Counter[str] = collections.Counter()
-        self.notice_requests: collections.Counter[str] = collections.Counter()
+    requests_by_kind: collections.Counter[RequestKind] = attrs.Factory(collections.Counter)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    stop_requests: collections.Counter[tuple[str, str]] = attrs.Factory(collections.Counter)
+    stops_completed: list[tuple[str, str]] = attrs.Factory(list)
+    users_deleted: list[str] = attrs.Factory(list)
+    first_delete_at: float | None = None
+    last_list_at: float | None = None
+    page_requests: list[PageRequest] = attrs.Factory(list)
+    status_codes: collections.Counter[int] = attrs.Factory(collections.Counter)
+    connections: set[int] = attrs.Factory(set)
+    server_credentials: collections.Counter[str] = attrs.Factory(collections.Counter)
+    notice_requests: collections.Counter[str] = attrs.Factory(collections.Counter)
 
     def snapshot(self, *, tokens_minted: int, tokens_revoked: int, tokens_live: int) -> FakeHubStatistics:
+        # Copies (a snapshot must not change under its reader), every kind of request counted, 0 or not.
+        values: dict[str, Any] = {name: _copied(value) for name, value in attrs.asdict(self, recurse=False).items()}
+        values["requests_by_kind"] = {kind: self.requests_by_kind[kind] for kind in ROUTE_KINDS}
+        values["connections"] = len(self.connections)
         return FakeHubStatistics(
-            requests_by_kind={kind: self.by_kind[kind] for kind in ROUTE_KINDS},
-            in_flight=self.in_flight,
-            max_in_flight=self.max_in_flight,
-            stop_requests=dict(self.stop_requests),
-            stops_completed=tuple(self.stops_completed),
-            users_deleted=tuple(self.users_deleted),
-            first_delete_at=self.first_delete_at,
-            last_list_at=self.last_list_at,
-            page_requests=tuple(self.pages),
-            status_codes=dict(self.status_codes),
-            connections=len(self.connections),
-            tokens_minted=tokens_minted,
-            tokens_revoked=tokens_revoked,
-            tokens_live=tokens_live,
-            server_credentials=dict(self.server_credentials),
-            notice_requests=dict(self.notice_requests),
+            **values, tokens_minted=tokens_minted, tokens_revoked=tokens_revoked, tokens_live=tokens_live
         )
 
     def list_requested(self, page: PageRequest) -> None:
         self.last_list_at = page.at
-        self.pages.append(page)
+        self.page_requests.append(page)
 
     def delete_requested(self) -> None:
         if self.first_delete_at is None:
             self.first_delete_at = trio.current_time()
+
+
+def _copied(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(value)
+    return dict(value) if isinstance(value, dict) else value

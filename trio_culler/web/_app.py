@@ -42,7 +42,7 @@ from ._oauth import OAuthFlow
 from ._pacer import Pacer
 from ._settings import StatusPageSettings
 from ._user_values import UserView
-from ._user_view import UserViews
+from ._user_view import UserViews, format_period
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -78,7 +78,7 @@ def _templates() -> jinja2.Environment:
     )
     environment.filters["when"] = _format_when
     environment.filters["duration"] = _format_duration
-    environment.filters["period"] = _format_period
+    environment.filters["period"] = format_period
     # How each decision code is worded: the one table logs, metrics and forecasts also read.
     environment.globals["wording"] = PAGE_WORDING
     environment.filters["shown"] = _format_value
@@ -100,18 +100,10 @@ def _format_when(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _format_period(delta: timedelta | None) -> str:
-    """A stretch of time as a user reads it: ``1:02:03``, whole seconds."""
-    if delta is None:
-        return "-"
-    whole = max(int(delta.total_seconds()), 0)
-    return f"{whole // 3600}:{whole % 3600 // 60:02}:{whole % 60:02}"
-
-
 def _format_duration(seconds: float | None) -> str:
     if seconds is None or seconds < 60:
         return "-" if seconds is None else f"{seconds:.2f} s"
-    return _format_period(timedelta(seconds=seconds))
+    return format_period(timedelta(seconds=seconds))
 
 
 class _Rendered:
@@ -167,20 +159,10 @@ def create_app(
         secure = is_https(request)
         response.set_cookie(name, value, max_age=max_age, path=path, secure=secure, httponly=True, samesite="lax")
 
-    def forbidden() -> Response:
-        return PlainTextResponse(
-            "403 Forbidden: this account may not see the culler's status page.\n"
-            "The hub grants access with the scope access:services!service=<this service's name>.\n",
-            status_code=403,
-            headers=_SECURITY_HEADERS,
-        )
-
     def plain_refusal(refusal: Refusal) -> Response:
         headers = {**_SECURITY_HEADERS, "Retry-After": "5"} if refusal.status == 503 else _SECURITY_HEADERS
-        return PlainTextResponse(
-            f"{refusal.status} {_REASONS.get(refusal.status, 'Error')}: {refusal.message}\n",
-            status_code=refusal.status,
-            headers=headers,
+        return _plain(
+            refusal.status, f"{refusal.status} {_REASONS.get(refusal.status, 'Error')}: {refusal.message}\n", headers
         )
 
     def start_login(request: Request) -> Response:
@@ -206,7 +188,7 @@ def create_app(
             identity = await auth.token_identity(request)
         except Refusal as refusal:
             if refusal.status == 403:
-                return forbidden()
+                return _plain(403, _NO_ACCESS)
             if refusal.status != 401:
                 return _json_refusal(refusal.status, refusal.message)
             identity = None
@@ -230,11 +212,10 @@ def create_app(
             return viewer
         if not viewer.everyone:
             # Counts over every user's servers: the operators' (admins, services such as Prometheus).
-            return PlainTextResponse(
+            return _plain(
+                403,
                 "403 Forbidden: the culler's metrics are for the hub's operators (admins, and services such as "
                 "Prometheus); your own servers are at the page and at api/status.\n",
-                status_code=403,
-                headers=_SECURITY_HEADERS,
             )
         assert metrics is not None  # the route exists only with a registry
         # Imported here, as everywhere: prometheus-client is loaded only by a culler that serves metrics.
@@ -252,7 +233,7 @@ def create_app(
             log.warning(
                 "Status page: %s logged in but may not see the page", identity.name, extra={"user": identity.name}
             )
-            response = forbidden()
+            response = _plain(403, _NO_ACCESS)
         else:
             sees = "every user's servers" if identity.sees_everyone else "their own servers"
             log.info("Status page: %s logged in (%s)", identity.name, sees, extra={"user": identity.name})
@@ -282,6 +263,17 @@ def create_app(
     if prefix != "/":
         routes.append(Route(prefix.rstrip("/"), add_slash, methods=["GET", "HEAD"]))
     return Pacer(Starlette(routes=routes), classify=auth.pace_key)
+
+
+#: What a login or a token without access gets: a plain sentence, and nothing of the page.
+_NO_ACCESS = (
+    "403 Forbidden: this account may not see the culler's status page.\n"
+    "The hub grants access with the scope access:services!service=<this service's name>.\n"
+)
+
+
+def _plain(status: int, text: str, headers: dict[str, str] = _SECURITY_HEADERS) -> Response:
+    return PlainTextResponse(text, status_code=status, headers=headers)
 
 
 _REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 502: "Bad Gateway", 503: "Service Unavailable"}

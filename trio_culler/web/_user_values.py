@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 
 from .._policy import Policy
+from .._records import record_json
 from .._report import CullRecord
 from .._time import iso_utc, seconds
 from .._warnings_now import StandingWarning
@@ -76,14 +77,7 @@ class ServerView:
             "idle_seconds": seconds(self.idle),
             "age_seconds": seconds(self.age),
             "rule": self.rule,
-            "limits": None
-            if policy is None
-            else {
-                "timeout_seconds": seconds(policy.timeout),
-                "max_age_seconds": seconds(policy.max_age),
-                "max_busy_seconds": seconds(policy.max_busy),
-                "exempt": policy.exempt,
-            },
+            "limits": None if policy is None else policy.limits_json(),
             "activity": None if self.activity is None else {"counts": self.activity[0], "words": self.activity[1]},
             "judged": None
             if self.judged_by is None
@@ -151,12 +145,6 @@ class UserView:
                 "next_pass_at": iso_utc(self.next_pass_at),
             },
             "servers": [server.to_json() for server in self.servers],
-            "culls": [_cull_json(cull) for cull in self.culls],
+            "culls": [record_json(cull) for cull in self.culls],
             "remembered": {"culls_per_user": self.culls_per_user, "users": self.users_remembered},
         }
-
-
-def _cull_json(cull: CullRecord) -> dict[str, Any]:
-    out = attrs.asdict(cull, recurse=False)
-    out["at"] = iso_utc(cull.at)
-    return out

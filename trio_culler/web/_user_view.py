@@ -35,7 +35,7 @@ from .._warning_tally import UserWarnings
 from ._lookup import Lookup, UserLookup
 from ._user_values import ServerView, UserView
 
-__all__ = ["UserViews", "activity_words", "build_user_view", "own_rule"]
+__all__ = ["UserViews", "activity_words", "build_user_view", "format_period", "own_rule"]
 
 
 async def _never_inspect(user: User, server: Server) -> ServerActivity:
@@ -80,7 +80,7 @@ def activity_words(policy: Policy, config: Config, named: bool) -> tuple[str, st
         )
         code = "hub"
         if config.inspect_kernels:
-            limit = "" if policy.max_busy is None else f" (for at most {_duration(policy.max_busy)})"
+            limit = "" if policy.max_busy is None else f" (for at most {format_period(policy.max_busy)})"
             words += f"; and a kernel busy running code keeps it{limit}"
     if config.cull_arbiter_hook is not None:
         words += "; a check set up by the hub's operators decides whether an idle time is long enough"
@@ -272,18 +272,21 @@ def _warn_at(cull_at: datetime, warn_before: float) -> datetime | None:
     return cull_at - timedelta(seconds=warn_before) if warn_before else None
 
 
+#: The hub's words for a pending action, as a state the page shows (any other is shown as the hub says it).
+_PENDING = {"spawn": "starting", "stop": "stopping"}
+
+
 def _state(server: Server) -> str:
-    if server.pending == "spawn":
-        return "starting"
-    if server.pending == "stop":
-        return "stopping"
     if server.pending:
-        return server.pending
+        return _PENDING.get(server.pending, server.pending)
     return "running" if server.is_ready else "not ready"
 
 
-def _duration(delta: timedelta) -> str:
-    whole = int(delta.total_seconds())
+def format_period(delta: timedelta | None) -> str:
+    """A stretch of time as a user reads it: ``1:02:03``, whole seconds (``-``: none)."""
+    if delta is None:
+        return "-"
+    whole = max(int(delta.total_seconds()), 0)
     return f"{whole // 3600}:{whole % 3600 // 60:02}:{whole % 60:02}"
 
 

@@ -386,6 +386,34 @@ async def test_answers_written_by_h11_are_read_exactly(answers: list[ReferenceAn
     assert server.connections == 1
 
 
+async def test_an_answer_is_left_as_httpx_leaves_one_it_has_read() -> None:
+    """An unencoded body already in memory is marked read rather than run through httpx's decoders: what the
+    caller gets is what ``read()`` would have left (content, JSON, closed and consumed, bytes counted)."""
+    body = b'{"users": [1, 2]}'
+    response, _server = await first_then_ok(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )
+    reference = httpx.Response(200, headers=response.headers, stream=httpx.ByteStream(body), request=response.request)
+    reference.read()
+
+    def seen(answer: httpx.Response) -> tuple[object, ...]:
+        return (answer.content, answer.json(), answer.is_closed, answer.is_stream_consumed, answer.num_bytes_downloaded)
+
+    assert seen(response) == seen(reference) == (body, {"users": [1, 2]}, True, True, len(body))
+
+
+def test_an_httpx_whose_read_leaves_more_turns_the_in_place_read_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _transport._reads_alike(), "this httpx reads as the transport expects: answers are marked read"
+
+    def forgets_to_close(response: httpx.Response, body: bytes) -> None:
+        response._content = body
+        response._num_bytes_downloaded = len(body)
+        response.is_stream_consumed = True
+
+    monkeypatch.setattr(_transport, "_mark_read", forgets_to_close)
+    assert not _transport._reads_alike()
+
+
 async def test_an_answer_trickling_in_byte_by_byte() -> None:
     answer = (
         b"HTTP/1.1 200 OK\r\nX-A: b\r\nTransfer-Encoding: chunked\r\n\r\n"

@@ -35,6 +35,7 @@ from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from itertools import pairwise
+from typing import Any
 
 import attrs
 import h11
@@ -412,6 +413,32 @@ def test_an_httpx_whose_read_leaves_more_turns_the_in_place_read_off(monkeypatch
 
     monkeypatch.setattr(_transport, "_mark_read", forgets_to_close)
     assert not _transport._reads_alike()
+
+
+async def test_header_lists_are_validated_by_h11_once_and_bad_ones_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """h11 validates a header list the first time the transport sees it, then takes its validated form; a
+    header h11 refuses is refused on every request, and the lists kept are bounded."""
+    validations: list[int] = []
+    real = h11.Request
+
+    def counting(**kwargs: Any) -> h11.Request:
+        if isinstance(kwargs.get("headers"), list):
+            validations.append(1)
+        return real(**kwargs)
+
+    monkeypatch.setattr(h11, "Request", counting)
+    async with serve(answering(*[OK] * 5)) as server, open_client() as (client, transport):
+        for _ in range(3):
+            assert (await client.get(server.url, headers={"X-Same": "1"})).content == b"ok"
+        assert len(validations) == 1, "one list, validated once"
+        for _ in range(2):
+            with pytest.raises(httpx.LocalProtocolError):
+                await client.get(server.url, headers={"X-Bad": "a\x00b"})
+        assert len(validations) == 3, "a refused list is never kept: validated (and refused) each time"
+        assert (await client.get(server.url, headers={"X-Other": "2"})).content == b"ok"
+        for number in range(2 * _transport._HEADER_SETS):
+            transport._headers.checked(httpx.Request("GET", server.url, headers={"X-N": str(number)}))
+        assert 0 < len(transport._headers._checked) <= _transport._HEADER_SETS
 
 
 async def test_an_answer_trickling_in_byte_by_byte() -> None:

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,27 +13,11 @@ import trio
 import trio.testing
 
 from trio_culler import Config, PassReport, open_culler
-from trio_culler._logging import JsonFormatter
 from trio_culler.testing import FakeHub, FakeServer
 
+from .support.logs import json_lines
+
 TOKEN = "pass-line-test-token"
-
-
-@contextmanager
-def json_lines() -> Iterator[io.StringIO]:
-    """What the culler's loggers write, through the command line's own JSON formatter."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("trio_culler")
-    previous = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield stream
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)
 
 
 def pass_lines(stream: io.StringIO) -> list[dict[str, Any]]:

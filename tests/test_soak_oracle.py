@@ -9,9 +9,7 @@ every 10 s. Times are seconds from 0.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
-import logging
 import math
 import sys
 from datetime import UTC, datetime, timedelta
@@ -20,9 +18,10 @@ from typing import Any
 
 import pytest
 
-from trio_culler._logging import JsonFormatter
 from trio_culler._report import PassRecorder
 from trio_culler._service import publish
+
+from .support.logs import json_lines
 
 # benchmarks/ is a folder of scripts, not a package: its modules import each other by their bare names.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -414,18 +413,8 @@ def test_the_cullers_own_pass_line_dates_its_pass_from_its_start() -> None:
     before their pass."""
     began = datetime.now(UTC) - timedelta(seconds=10)
     report = PassRecorder(started=began, started_at=100.0, dry_run=False).finish(103.0)
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("trio_culler")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
+    with json_lines() as stream:
         publish(report, [])
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
     (line,) = stream.getvalue().splitlines()
     timeline = Timeline(params=PARAMS, started=0.0, ended=10.0, hub_up_at=0.0)
     LogTailer(Path("/nonexistent"), timeline).parse(line)

@@ -180,6 +180,20 @@ class FieldResolver:
             return self.keys_returned(expr, at)
         if isinstance(expr, ast.IfExp):
             return self.keys_of(expr.body, scope, at) | self.keys_of(expr.orelse, scope, at)
+        if isinstance(expr, ast.DictComp) and len(expr.generators) == 1:
+            # ``{key: payload[key] for key in ("user", "server")}``: the keys are the literal names iterated.
+            loop = expr.generators[0]
+            if (
+                isinstance(loop.target, ast.Name)
+                and isinstance(expr.key, ast.Name)
+                and expr.key.id == loop.target.id
+                and isinstance(loop.iter, ast.Tuple | ast.List)
+                and not loop.ifs
+            ):
+                return {_literal_key(name, self.source.where(at)) for name in loop.iter.elts}
+        if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.BitOr):
+            # ``fields | {"x": ...}``: a dict union has the keys of both sides.
+            return self.keys_of(expr.left, scope, at) | self.keys_of(expr.right, scope, at)
         raise Unresolved(f"{self.source.where(at)}: cannot follow log fields {ast.unparse(expr)}")
 
     def keys_of_name(self, name: str, scope: Function, at: ast.AST) -> set[str]:
@@ -349,6 +363,8 @@ def test_the_resolver_refuses_what_it_cannot_follow(tmp_path: Path) -> None:
         "def f(**kw):\n    log.info('x', **kw)\n": "into a log call",
         "def f(fields):\n    log.info('x', extra=fields)\n": "no caller",
         "def f():\n    log.info('x', extra=fields)\n": "cannot tell where",
+        "def f(d, names):\n    log.info('x', extra={k: d[k] for k in names})\n": "cannot follow",
+        "def f(d):\n    log.info('x', extra={k: 1 for k in ('a', 'b') if d})\n": "cannot follow",
     }
     for number, (code, complaint) in enumerate(cases.items()):
         with pytest.raises(Unresolved, match=complaint):
@@ -372,8 +388,12 @@ def test_the_resolver_follows_a_dict_through_helpers(tmp_path: Path) -> None:
         "    fields.setdefault('defaulted', 4)\n"
         "    add(fields)\n"
         "    emit(fields)\n"
+        "def union(payload):\n"
+        "    picked = {key: payload[key] for key in ('picked_a', 'picked_b')}\n"
+        "    log.info('y', extra=picked | {'unioned': 1})\n"
     )
-    (call,) = _resolve_snippet(code, tmp_path)
+    call, union = _resolve_snippet(code, tmp_path)
+    assert union.keys == {"picked_a", "picked_b", "unioned"}
     assert call.keys == {
         "user",
         "from_update",

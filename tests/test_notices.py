@@ -175,6 +175,28 @@ async def test_keep_running_spares_the_server_and_starts_a_new_stretch(
     assert hub.statistics().notice_requests["GET"] == 4, "before each of the two PUTs, and read before each cull"
 
 
+async def test_a_keep_is_read_when_the_cull_time_comes_during_the_pass(autojump_clock: trio.testing.MockClock) -> None:
+    """A pass that starts a second before the cull time announced and reaches the warned server a second after
+    it (the hub slow to list): its state was not read (the cull time had not come when the pass began), so the
+    pass must not cull it on that judgment; the next pass reads the keep. Culling there would stop a server
+    whose user pressed "Keep running" (the real-browser test found it, about one run in two)."""
+    hub = make_hub(ann=idle(50))  # due at +10; warned at once, cull at +15
+    receiver = Receiver()
+    clock = Clock()
+    async with culler(hub, config(), receiver, clock) as run:
+        await run(NOW)
+        clock.now = NOW + 8 * M
+        hub.keep("ann", notice_id=receiver.posts[0]["id"])
+        hub.list_latency = 2.0
+        await run(NOW + 15 * M - timedelta(seconds=1))
+        assert stops(hub) == set(), "culled on a judgment that did not read the keep"
+        report = await run(NOW + 20 * M)
+        assert report.keeps == 1
+    assert stops(hub) == set()
+    assert [event for event, _at, _detail in receiver.events()][:2] == ["warning", "cancelled"]
+    assert receiver.events()[1][2] == "kept"
+
+
 async def test_a_keep_counts_on_the_kernels_clock_too(autojump_clock: trio.testing.MockClock) -> None:
     """With --kernel-activity-only the kernels never show a keep: the culler remembers it, and measures the next
     stretch from it."""

@@ -173,7 +173,7 @@ class Notifier:
 
     def inputs(self, user: User, server: Server, now: datetime) -> JudgmentInputs:
         """How to judge ``server`` of ``user`` at ``now`` (``_warning_book.JudgmentInputs``)."""
-        return self.book.inputs(user, server, now, read_keeps=self._notices_on and not self.dry_run)
+        return self.book.inputs(user, server, now, read_keeps=self._keeps_read)
 
     def announced(self, user: str, server: str) -> datetime | None:
         """The cull time a warning announced for the server, while that warning stands."""
@@ -200,12 +200,25 @@ class Notifier:
         """The culler reached ``user``'s ``server`` through the proxy between ``start`` and ``end``."""
         self.book.own_request(user, server, start, end)
 
+    @property
+    def _keeps_read(self) -> bool:
+        """Whether warned servers' own states are read for keeps (notices on, not a dry run)."""
+        return self._notices_on and not self.dry_run
+
     def observe(
-        self, user: User, server: Server, matched: MatchedRule, verdict: Verdict, now: datetime
+        self,
+        user: User,
+        server: Server,
+        matched: MatchedRule,
+        verdict: Verdict,
+        now: datetime,
+        *,
+        keep_read: bool = False,
     ) -> datetime | None:
         """Account for ``server`` (as judged: :meth:`inputs`) and its verdict: warn of a cull that comes near,
         cancel a warning whose cull is not coming. Returns the time until which a cull must wait (the pass
-        keeps the server), or None when it may go ahead (or there is none)."""
+        keeps the server), or None when it may go ahead (or there is none). ``keep_read``: the judgment read
+        the server's own state for a keep (:meth:`inputs` said to, the cull time having come)."""
         key = (user.name, server.name)
         book = self.book
         book.seen(key)
@@ -226,7 +239,14 @@ class Notifier:
                 return None  # culled already, still stopping: nothing more to say
             due = verdict.due
             if verdict.decision.code in _UNDECIDED or (due is not None and due.at == record.due):
-                return record.cull_at if verdict.acts and now < record.cull_at else None
+                if not verdict.acts:
+                    return None
+                if now < record.cull_at:
+                    return record.cull_at
+                # The cull time came while this pass judged the server, after its keep would have been read: a
+                # keep its user asked for is unseen. The next pass reads the state, then culls or spares it.
+                unread = not keep_read and self._keeps_read and self.book.keepable(key, record, server.started)
+                return record.cull_at if unread else None
             detail = self._why_ended(record, verdict)
             self._end(record, detail, now, user=user, server=server, verdict=verdict)
         due = verdict.due

@@ -126,13 +126,13 @@ class WarningBook:
         behind = record.baseline is not None and server.activity_visible and (seen is None or seen < record.baseline)
         if behind or (later and seen is not None and record.explains(seen, OWN_REQUEST_TOLERANCE)):
             judged = attrs.evolve(server, last_activity=record.baseline)
-        read_keep = (
-            read_keeps
-            and now >= record.cull_at
-            and record.reason != DecisionCode.MAX_AGE
-            and not self.lacks_extension(key, server.started)
-        )
+        read_keep = read_keeps and now >= record.cull_at and self.keepable(key, record, server.started)
         return JudgmentInputs(judged, Announced(record.warned_at, read_keep), kept_at)
+
+    def keepable(self, key: Key, record: WarningRecord, started: datetime | None) -> bool:
+        """Whether the warned server's user can have kept it: its own state is read before its cull (not a
+        max-age cull, which no keep spares, nor a server without the extension)."""
+        return record.reason != DecisionCode.MAX_AGE and not self.lacks_extension(key, started)
 
     def standing(self, key: Key, started: datetime | None) -> WarningRecord | None:
         """The warning of this server (by its start) that still stands: not culled, not cancelled."""

@@ -133,7 +133,8 @@ class UserWork:
             self.account(user.name, verdict)
             # The status page shows its user this judgment: the page itself must not ask the server or the hook.
             self.recorder.judged(ServerJudgment.of(user.name, verdict, judged_at=self.now, rule=_rule_label(matched)))
-        held = notifier is not None and self._held_for_warning(notifier, user, judged, matched, verdict)
+        keep_read = inputs is not None and inputs.announced is not None and inputs.announced.read_keep
+        held = notifier is not None and self._held_for_warning(notifier, user, judged, matched, verdict, keep_read)
         self._foresee(user.name, server.name, matched, verdict, judged_here=judged_here)
         if held:
             self.recorder.kept("warned")
@@ -245,7 +246,7 @@ class UserWork:
         upcoming.add(user, server, due, _rule_label(matched))
 
     def _held_for_warning(
-        self, notifier: Notifier, user: User, server: Server, matched: MatchedRule, verdict: Verdict
+        self, notifier: Notifier, user: User, server: Server, matched: MatchedRule, verdict: Verdict, keep_read: bool
     ) -> bool:
         """Tell the warnings about the verdict on ``server`` (as judged): they warn of a cull that comes near
         (only what the judgment will cull is announced), and cancel a warning whose cull is not coming. True
@@ -253,7 +254,7 @@ class UserWork:
         # The time now, not the pass's start: a warning a long pass (a hub slow after a restart) makes late must
         # still announce --warn-before from when it is sent, never a cull time already past.
         now = self.now + timedelta(seconds=trio.current_time() - self.recorder.started_at)
-        wait = notifier.observe(user, server, matched, verdict, now)
+        wait = notifier.observe(user, server, matched, verdict, now, keep_read=keep_read)
         if wait is None:
             return False
         log.info(

@@ -96,17 +96,23 @@ def iso_now() -> str:
 
 
 def wait_until(
-    predicate: Callable[[], T | None], *, timeout: float, interval: float = 0.2, what: str = "condition"
+    predicate: Callable[[], T | None],
+    *,
+    timeout: float,
+    interval: float = 0.2,
+    what: str | Callable[[], str] = "condition",
 ) -> T:
     """Poll ``predicate`` until it returns something truthy (and returns that), or fail after ``timeout``
-    seconds."""
+    seconds. ``what`` may be a function, called when it fails: a log read then shows what happened while
+    waiting, not what had happened before."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+            said = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {said}")
         time.sleep(interval)
 
 

@@ -153,7 +153,7 @@ def test_a_user_sees_the_warning_in_jupyterlab_and_keeps_the_server(
             webhook.wait_for(
                 lambda events: {e["user"] for e in events if e["event"] == "warning"} >= {KEEP, CULL, PLAIN},
                 timeout=120,
-                what=f"the three warnings\n{log.read_text()}",
+                what=lambda: f"the three warnings\n{log.read_text()}",
             )
             warning = event_of(webhook, KEEP, "warning")
             assert warning is not None
@@ -192,7 +192,7 @@ def test_a_user_sees_the_warning_in_jupyterlab_and_keeps_the_server(
                     and event_of(webhook, KEEP, "cancelled") is not None
                 ),
                 timeout=WARN_BEFORE + 90,
-                what=f"the culls at {cull_at}\n{log.read_text()}",
+                what=lambda: f"the culls at {cull_at}\n{log.read_text()}",
             )
             wait_until(
                 lambda: datetime.now(UTC) > cull_at + timedelta(seconds=2 * CULL_EVERY + 1),

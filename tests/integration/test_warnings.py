@@ -86,7 +86,7 @@ def test_events_tell_the_truth_about_one_idle_stretch(api: HubAPI, hub: HubProce
         def warned(events: list[Event]) -> bool:
             return {event["user"] for event in events if event["event"] == "warning"} >= {idle, used, cell}
 
-        webhook.wait_for(warned, timeout=120, what=f"warnings for {idle}, {used}, {cell}\n{log.read_text()}")
+        webhook.wait_for(warned, timeout=120, what=lambda: f"warnings for {idle}, {used}, {cell}\n{log.read_text()}")
         # Used again, well after the culler's own requests to it: a request through the proxy, and a long cell.
         time.sleep(3)
         browser.kernels(used)
@@ -129,7 +129,7 @@ def one_of_soon(webhook: Webhook, user: str, kind: str, log: Path) -> Event:
     webhook.wait_for(
         lambda events: any(e["user"] == user and e["event"] == kind for e in events),
         timeout=120,
-        what=f"the {kind} event of {user}\n{log.read_text()}",
+        what=lambda: f"the {kind} event of {user}\n{log.read_text()}",
     )
     return one_of(webhook, user, kind)
 

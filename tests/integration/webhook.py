@@ -35,7 +35,9 @@ class Webhook:
         """``(event, detail)`` of each of ``user``'s events, in order."""
         return [(event["event"], event["detail"]) for event in self.events(user)]
 
-    def wait_for(self, found: Callable[[list[Event]], bool], *, timeout: float, what: str) -> list[Event]:
+    def wait_for(
+        self, found: Callable[[list[Event]], bool], *, timeout: float, what: str | Callable[[], str]
+    ) -> list[Event]:
         return wait_until(lambda: self.events() if found(self.events()) else None, timeout=timeout, what=what)
 
 

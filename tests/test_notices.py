@@ -23,7 +23,7 @@ from trio_culler.testing import FakeHub, FakeKernel, FakeServer
 from trio_culler.web._user_view import own_rule
 
 from .support.faults import NOW, TOKEN, make_config
-from .test_notify import Clock, Receiver, at, culler
+from .test_notify import Clock, Receiver, Run, at, culler
 
 M = timedelta(minutes=1)
 WEBHOOK = "http://127.0.0.1:9/warn"
@@ -141,6 +141,13 @@ async def test_a_max_age_notice_cannot_be_kept(autojump_clock: trio.testing.Mock
 # --- Keeps ----------------------------------------------------------------------------------------------------
 
 
+async def warned_then_kept_at_8(run: Run, hub: FakeHub, receiver: Receiver, clock: Clock) -> None:
+    """A first pass at NOW warns ann (an idle(50) server: cull at +15); at +8 her user presses "Keep running"."""
+    await run(NOW)
+    clock.now = NOW + 8 * M
+    hub.keep("ann", notice_id=receiver.posts[0]["id"])
+
+
 async def test_keep_running_spares_the_server_and_starts_a_new_stretch(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -149,9 +156,7 @@ async def test_keep_running_spares_the_server_and_starts_a_new_stretch(
     receiver = Receiver()
     clock = Clock()
     async with culler(hub, config(), receiver, clock) as run:
-        await run(NOW)
-        clock.now = NOW + 8 * M
-        hub.keep("ann", notice_id=receiver.posts[0]["id"])  # the hub's last_activity does not show it (yet)
+        await warned_then_kept_at_8(run, hub, receiver, clock)  # the hub's last_activity does not show it (yet)
         report = await run(NOW + 15 * M)
         assert report.keeps == 1
         assert stops(hub) == set()
@@ -184,9 +189,7 @@ async def test_a_keep_is_read_when_the_cull_time_comes_during_the_pass(autojump_
     receiver = Receiver()
     clock = Clock()
     async with culler(hub, config(), receiver, clock) as run:
-        await run(NOW)
-        clock.now = NOW + 8 * M
-        hub.keep("ann", notice_id=receiver.posts[0]["id"])
+        await warned_then_kept_at_8(run, hub, receiver, clock)
         hub.list_latency = 2.0
         await run(NOW + 15 * M - timedelta(seconds=1))
         assert stops(hub) == set(), "culled on a judgment that did not read the keep"
